@@ -1,0 +1,236 @@
+//! Instance types (`/1.0/instances`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::StatusCode;
+
+/// Config map: string keys to string values, sorted for stable output.
+pub type ConfigMap = BTreeMap<String, String>;
+/// Device map: device name to its string key/value config.
+pub type DeviceMap = BTreeMap<String, BTreeMap<String, String>>;
+
+/// An instance as `GET /1.0/instances/{name}` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub status: String,
+    pub status_code: StatusCode,
+    pub created_at: String,
+    #[serde(default)]
+    pub last_used_at: String,
+    #[serde(default)]
+    pub location: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub architecture: String,
+    #[serde(default)]
+    pub ephemeral: bool,
+    #[serde(default)]
+    pub stateful: bool,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub config: ConfigMap,
+    #[serde(default)]
+    pub devices: DeviceMap,
+    #[serde(default)]
+    pub expanded_config: ConfigMap,
+    #[serde(default)]
+    pub expanded_devices: DeviceMap,
+    #[serde(default)]
+    pub project: String,
+}
+
+/// An instance with its state, as `recursion=2` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceFull {
+    #[serde(flatten)]
+    pub instance: Instance,
+    pub state: Option<InstanceState>,
+    #[serde(default)]
+    pub snapshots: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub backups: Option<Vec<serde_json::Value>>,
+}
+
+/// Where a new instance's root filesystem comes from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSource {
+    /// `image` (the only type for now) or `none`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub alias: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mode: String,
+}
+
+/// Body of `POST /1.0/instances`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstancesPost {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub source: InstanceSource,
+    #[serde(default)]
+    pub config: ConfigMap,
+    #[serde(default)]
+    pub devices: DeviceMap,
+    #[serde(default)]
+    pub profiles: Option<Vec<String>>,
+    #[serde(default)]
+    pub ephemeral: bool,
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// Start the instance once created (Incus `start`).
+    #[serde(default)]
+    pub start: bool,
+}
+
+/// Body of `PUT /1.0/instances/{name}` (and, with every field optional, `PATCH`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstancePut {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigMap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<DeviceMap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stateful: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `action` of `PUT /1.0/instances/{name}/state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateAction {
+    Start,
+    Stop,
+    Restart,
+    Freeze,
+    Unfreeze,
+}
+
+/// Body of `PUT /1.0/instances/{name}/state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatePut {
+    pub action: StateAction,
+    /// Seconds to wait for a clean shutdown before killing (-1: the server default).
+    #[serde(default = "default_timeout")]
+    pub timeout: i64,
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default)]
+    pub stateful: bool,
+}
+
+fn default_timeout() -> i64 {
+    -1
+}
+
+/// CPU part of [`InstanceState`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStateCpu {
+    /// CPU time used, in nanoseconds.
+    pub usage: i64,
+}
+
+/// Memory part of [`InstanceState`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStateMemory {
+    pub usage: i64,
+    pub usage_peak: i64,
+    #[serde(default)]
+    pub swap_usage: i64,
+    #[serde(default)]
+    pub swap_usage_peak: i64,
+}
+
+/// `GET /1.0/instances/{name}/state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceState {
+    pub status: String,
+    pub status_code: StatusCode,
+    /// PID of the instance's init as the host sees it (0 when stopped).
+    pub pid: i64,
+    pub processes: i64,
+    pub cpu: InstanceStateCpu,
+    pub memory: InstanceStateMemory,
+    #[serde(default)]
+    pub disk: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub network: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// Body of `POST /1.0/instances/{name}/exec`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceExecPost {
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    #[serde(default)]
+    pub interactive: bool,
+    #[serde(rename = "wait-for-websocket", default)]
+    pub wait_for_websocket: bool,
+    #[serde(rename = "record-output", default)]
+    pub record_output: bool,
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
+    #[serde(default)]
+    pub user: u32,
+    #[serde(default)]
+    pub group: u32,
+    #[serde(default)]
+    pub cwd: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn exec_post_uses_incus_field_names() {
+        let v = json!({"command": ["true"], "wait-for-websocket": true, "interactive": false,
+                       "environment": {"A": "b"}});
+        let p: InstanceExecPost = serde_json::from_value(v).unwrap_or_default();
+        assert!(p.wait_for_websocket);
+        assert_eq!(p.command, vec!["true".to_string()]);
+        assert_eq!(p.environment.get("A").map(String::as_str), Some("b"));
+    }
+
+    #[test]
+    fn state_put_defaults_timeout() {
+        let p: Option<InstanceStatePut> = serde_json::from_value(json!({"action": "stop"})).ok();
+        assert_eq!(p.map(|p| (p.action, p.timeout, p.force)), Some((StateAction::Stop, -1, false)));
+        assert!(serde_json::from_value::<InstanceStatePut>(json!({"action": "dance"})).is_err());
+    }
+
+    #[test]
+    fn instances_post_source_alias() {
+        let v = json!({"name": "c1", "source": {"type": "image", "alias": "busybox"}});
+        let p: InstancesPost = serde_json::from_value(v).unwrap_or_default();
+        assert_eq!(p.source.alias, "busybox");
+        assert_eq!(p.source.kind, "image");
+    }
+}

@@ -1,0 +1,25 @@
+//! Wire types of the ctl REST API.
+//!
+//! The API follows the Incus/LXD API 1.0: every answer is wrapped in a [`Response`] envelope,
+//! long work is an [`Operation`], and JSON field names are the ones Incus uses, so existing
+//! clients can follow. This crate is serde only: no I/O, no async, no database types.
+
+pub mod image;
+pub mod instance;
+pub mod operation;
+pub mod response;
+pub mod server;
+pub mod status;
+
+pub use image::{Image, ImageAlias, ImageAliasesEntry};
+pub use instance::{
+    Instance, InstanceExecPost, InstanceFull, InstancePut, InstanceSource, InstanceState,
+    InstanceStateCpu, InstanceStateMemory, InstanceStatePut, InstancesPost, StateAction,
+};
+pub use operation::{Operation, OperationClass};
+pub use response::{Response, ResponseType};
+pub use server::{Server, ServerEnvironment};
+pub use status::StatusCode;
+
+/// The API version this crate describes.
+pub const API_VERSION: &str = "1.0";
