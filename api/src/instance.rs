@@ -222,7 +222,10 @@ mod tests {
     #[test]
     fn state_put_defaults_timeout() {
         let p: Option<InstanceStatePut> = serde_json::from_value(json!({"action": "stop"})).ok();
-        assert_eq!(p.map(|p| (p.action, p.timeout, p.force)), Some((StateAction::Stop, -1, false)));
+        assert_eq!(
+            p.map(|p| (p.action, p.timeout, p.force)),
+            Some((StateAction::Stop, -1, false))
+        );
         assert!(serde_json::from_value::<InstanceStatePut>(json!({"action": "dance"})).is_err());
     }
 

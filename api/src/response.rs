@@ -109,7 +109,10 @@ mod tests {
     fn async_envelope_points_at_operation() {
         let r = Response::async_op("/1.0/operations/x".into(), json!({"id": "x"}));
         let v = serde_json::to_value(&r).ok();
-        assert_eq!(v.as_ref().and_then(|v| v["status_code"].as_u64()), Some(100));
+        assert_eq!(
+            v.as_ref().and_then(|v| v["status_code"].as_u64()),
+            Some(100)
+        );
         assert_eq!(
             v.as_ref().and_then(|v| v["operation"].as_str()),
             Some("/1.0/operations/x")

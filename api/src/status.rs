@@ -99,7 +99,10 @@ mod tests {
     fn codes_round_trip_as_numbers() {
         for (s, c, _) in TABLE {
             assert_eq!(serde_json::to_string(s).ok(), Some(c.to_string()));
-            assert_eq!(serde_json::from_str::<StatusCode>(&c.to_string()).ok(), Some(*s));
+            assert_eq!(
+                serde_json::from_str::<StatusCode>(&c.to_string()).ok(),
+                Some(*s)
+            );
         }
         assert!(serde_json::from_str::<StatusCode>("999").is_err());
     }

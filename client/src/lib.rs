@@ -1,1 +1,19 @@
-//! ctl client
+//! ctl client library: a typed client for the ctld REST API (Incus/LXD API 1.0 shaped) over
+//! its Unix socket, the exec websocket protocol, output rendering and the `ctl` commands.
+//!
+//! Layout: [`client`] (HTTP, envelope, operations), [`ws`] (websockets and exec streams),
+//! [`output`] (table/CSV/JSON/YAML), [`cmd`] (one module per command group) and [`cli`]
+//! (the clap command line and dispatch). The `ctl` binary only parses and reports errors.
+
+pub mod cli;
+pub mod client;
+pub mod cmd;
+pub mod error;
+pub mod output;
+pub mod ws;
+
+#[cfg(test)]
+mod test_support;
+
+pub use client::Client;
+pub use error::Error;

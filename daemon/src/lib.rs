@@ -1,1 +1,18 @@
-//! ctld
+//! ctld: the ctl daemon.
+//!
+//! - [`api`]: HTTP only (axum handlers, the error envelope, websockets).
+//! - [`instance`]: instance lifecycle, sequencing, rollback, reconcile at start-up.
+//! - [`images`]: the image store and the built-in image builders.
+//! - [`operations`]: the in-memory registry of asynchronous operations.
+//! - [`db`]: all SQL.
+//! - [`worker`]: all host-kernel code.
+//! - [`paths`]: every filesystem location the daemon uses.
+
+pub mod api;
+pub mod db;
+pub mod images;
+pub mod instance;
+pub mod operations;
+pub mod paths;
+pub mod server;
+pub mod worker;

@@ -1,1 +1,119 @@
-fn main() {}
+//! The `ctld` binary: argument parsing, logging, signals, and the hidden re-exec entries
+//! (`forkstart`, `forkexec`) that must run before any async runtime exists.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use ctld::paths::Paths;
+use ctld::worker::{self, HostWorker};
+
+/// The ctl daemon: system containers behind an Incus-shaped REST API on a Unix socket.
+#[derive(Debug, Parser)]
+#[command(name = "ctld", version)]
+struct Args {
+    /// State directory (socket, database, containers, images).
+    #[arg(long, env = "CTL_DIR", default_value = "/var/lib/ctld")]
+    dir: PathBuf,
+    /// Cgroup under which container cgroups are created.
+    #[arg(long, env = "CTL_CGROUP_PARENT", default_value = "ctl")]
+    cgroup_parent: String,
+    /// Root of the cgroup filesystems.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
+    /// Busybox binary for the built-in `busybox` image.
+    #[arg(long, env = "CTL_BUSYBOX", default_value = "/bin/busybox")]
+    busybox: PathBuf,
+}
+
+fn main() {
+    // Hidden entries first: single threaded, no runtime, no logging set-up.
+    let mut argv = std::env::args();
+    let _ = argv.next();
+    match argv.next().as_deref() {
+        Some("forkstart") => std::process::exit(worker::spawn::forkstart_main()),
+        Some("forkexec") => {
+            let spec = argv.next().unwrap_or_default();
+            std::process::exit(worker::exec::forkexec_main(&spec))
+        }
+        _ => {}
+    }
+    if let Err(e) = run() {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CTL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut paths = Paths::new(&args.dir);
+    paths.cgroup_parent = args.cgroup_parent;
+    paths.cgroup_root = args.cgroup_root;
+    paths.busybox = args.busybox;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    rt.block_on(serve(paths))
+}
+
+async fn serve(paths: Paths) -> anyhow::Result<()> {
+    let worker = HostWorker::new(
+        paths.exe.clone(),
+        paths.cgroup_root.clone(),
+        paths.cgroup_parent.clone(),
+        paths.trash(),
+    )
+    .context("detect cgroups")?;
+    worker.empty_trash();
+    tracing::info!(cgroups = worker::Worker::cgroup_version(&worker).as_str(), dir = %paths.dir.display(), "starting");
+    let socket = paths.socket();
+    let state = ctld::server::build_state(paths, Arc::new(worker)).await?;
+    let listener = bind(&socket).await?;
+    tracing::info!(socket = %socket.display(), "listening");
+    ctld::server::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped; containers keep running");
+    Ok(())
+}
+
+/// Bind the API socket (mode 0660), replacing a stale socket file but never a live daemon.
+async fn bind(socket: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            bail!("another ctld is already listening on {}", socket.display());
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("remove stale socket {}", socket.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("bind {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", socket.display()))?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop ctld with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}

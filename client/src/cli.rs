@@ -1,0 +1,285 @@
+//! The `ctl` command line: clap definitions, where the socket is, and dispatch to
+//! [`crate::cmd`].
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use ctl_api::StateAction;
+
+use crate::Client;
+use crate::client::{DEFAULT_DIR, SOCKET_NAME};
+use crate::cmd::{self, Error, create, delete, exec, image, info, list, state};
+
+/// Manage system containers run by ctld.
+#[derive(Debug, Parser)]
+#[command(name = "ctl", version, propagate_version = true)]
+pub struct Cli {
+    /// ctld's state directory; the API socket is DIR/unix.socket
+    /// [env: CTL_DIR, or CTL_SOCKET for the socket itself; default: /var/lib/ctld]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Create and start an instance from an image
+    Launch(create::CreateArgs),
+    /// Create an instance from an image without starting it
+    Init(create::CreateArgs),
+    /// Start instances
+    Start(state::NamesArgs),
+    /// Stop instances
+    Stop(state::StopArgs),
+    /// Restart instances
+    Restart(state::StopArgs),
+    /// Freeze instances
+    #[command(visible_alias = "freeze")]
+    Pause(state::NamesArgs),
+    /// Unfreeze instances
+    #[command(visible_alias = "unfreeze")]
+    Resume(state::NamesArgs),
+    /// Delete instances
+    #[command(visible_alias = "rm")]
+    Delete(delete::DeleteArgs),
+    /// List instances
+    #[command(visible_alias = "ls")]
+    List(list::ListArgs),
+    /// Show an instance's details and resource usage
+    Info(info::InfoArgs),
+    /// Run a command in an instance (non-interactive; exits with the command's code)
+    Exec(exec::ExecArgs),
+    /// Manage images
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
+    /// Show the client and server versions
+    Version,
+}
+
+/// Where the API socket is: `--dir`, else `$CTL_SOCKET`, else `$CTL_DIR`, else the default.
+pub fn socket_path(
+    dir: Option<&Path>,
+    env_socket: Option<OsString>,
+    env_dir: Option<OsString>,
+) -> PathBuf {
+    let non_empty = |v: Option<OsString>| v.filter(|v| !v.is_empty());
+    if let Some(dir) = dir {
+        return dir.join(SOCKET_NAME);
+    }
+    if let Some(socket) = non_empty(env_socket) {
+        return PathBuf::from(socket);
+    }
+    non_empty(env_dir)
+        .map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from)
+        .join(SOCKET_NAME)
+}
+
+impl Cli {
+    /// The client for the daemon this command line points at (reads `CTL_SOCKET`/`CTL_DIR`).
+    pub fn client(&self) -> Client {
+        Client::new(socket_path(
+            self.dir.as_deref(),
+            std::env::var_os("CTL_SOCKET"),
+            std::env::var_os("CTL_DIR"),
+        ))
+    }
+}
+
+/// Run a parsed command line, writing normal output to `out`. Returns the process exit code
+/// (the command's own for `exec`, 0 otherwise).
+pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
+    let client = cli.client();
+    match &cli.command {
+        Command::Launch(args) => create::run(&client, args, true, out).await?,
+        Command::Init(args) => create::run(&client, args, false, out).await?,
+        Command::Start(args) => {
+            state::run(&client, &args.names, StateAction::Start, -1, false).await?;
+        }
+        Command::Stop(args) => {
+            let action = StateAction::Stop;
+            state::run(&client, &args.names, action, args.timeout, args.force).await?;
+        }
+        Command::Restart(args) => {
+            let action = StateAction::Restart;
+            state::run(&client, &args.names, action, args.timeout, args.force).await?;
+        }
+        Command::Pause(args) => {
+            state::run(&client, &args.names, StateAction::Freeze, -1, false).await?;
+        }
+        Command::Resume(args) => {
+            state::run(&client, &args.names, StateAction::Unfreeze, -1, false).await?;
+        }
+        Command::Delete(args) => delete::run(&client, args).await?,
+        Command::List(args) => list::run(&client, args, out).await?,
+        Command::Info(args) => info::run(&client, args, out).await?,
+        Command::Exec(args) => {
+            out.flush()?;
+            return exec::run(&client, args).await;
+        }
+        Command::Image { command } => image::run(&client, command, out).await?,
+        Command::Version => cmd::version::run(&client, out).await?,
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::Format;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn launch_with_config() {
+        let cli = parse(&[
+            "launch", "busybox", "c1", "-c", "a=b", "--config", "x.y=1=2",
+        ])
+        .ok();
+        let Some(Command::Launch(args)) = cli.map(|c| c.command) else {
+            panic!("launch did not parse");
+        };
+        assert_eq!(args.image, "busybox");
+        assert_eq!(args.name.as_deref(), Some("c1"));
+        assert_eq!(
+            args.config,
+            vec![("a".into(), "b".into()), ("x.y".into(), "1=2".into())]
+        );
+        let cli = parse(&["init", "debian/bookworm"]).ok();
+        let Some(Command::Init(args)) = cli.map(|c| c.command) else {
+            panic!("init did not parse");
+        };
+        assert_eq!(args.name, None);
+    }
+
+    #[test]
+    fn bad_config_is_a_clear_error() {
+        let err = parse(&["launch", "busybox", "-c", "novalue"]).err();
+        let Some(err) = err else {
+            panic!("-c novalue was accepted");
+        };
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        let text = err.to_string();
+        assert!(text.contains("expected KEY=VALUE"), "{text}");
+        assert!(text.contains("novalue"), "{text}");
+    }
+
+    #[test]
+    fn stop_flags() {
+        let cli = parse(&["stop", "c1", "c2", "-f", "--timeout", "-1"]).ok();
+        let Some(Command::Stop(args)) = cli.map(|c| c.command) else {
+            panic!("stop did not parse");
+        };
+        assert_eq!(args.names, vec!["c1", "c2"]);
+        assert!(args.force);
+        assert_eq!(args.timeout, -1);
+        let cli = parse(&["restart", "c1", "--timeout", "30"]).ok();
+        let Some(Command::Restart(args)) = cli.map(|c| c.command) else {
+            panic!("restart did not parse");
+        };
+        assert_eq!((args.force, args.timeout), (false, 30));
+        assert!(parse(&["stop"]).is_err());
+    }
+
+    #[test]
+    fn exec_takes_flags_then_the_command() {
+        let cli = parse(&[
+            "exec",
+            "c1",
+            "--env",
+            "A=1",
+            "--cwd",
+            "/tmp",
+            "--user",
+            "1000",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; exit 3",
+        ])
+        .ok();
+        let Some(Command::Exec(args)) = cli.map(|c| c.command) else {
+            panic!("exec did not parse");
+        };
+        assert_eq!(args.name, "c1");
+        assert_eq!(args.env, vec![("A".into(), "1".into())]);
+        assert_eq!(args.cwd.as_deref(), Some(Path::new("/tmp")));
+        assert_eq!(args.user, 1000);
+        assert_eq!(args.command, vec!["sh", "-c", "echo hi; exit 3"]);
+
+        // Without `--` the command still starts at the first word after the name, and its
+        // own flags stay its own.
+        let cli = parse(&["exec", "c1", "ls", "-la", "--env", "X=1"]).ok();
+        let Some(Command::Exec(args)) = cli.map(|c| c.command) else {
+            panic!("exec without -- did not parse");
+        };
+        assert_eq!(args.command, vec!["ls", "-la", "--env", "X=1"]);
+        assert!(args.env.is_empty());
+
+        assert!(parse(&["exec", "c1"]).is_err());
+        assert!(parse(&["exec", "c1", "--env", "oops", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn formats_and_globals() {
+        let cli = parse(&["list", "--format", "csv", "--dir", "/tmp/d"]).ok();
+        let Some(cli) = cli else {
+            panic!("list did not parse");
+        };
+        assert_eq!(cli.dir.as_deref(), Some(Path::new("/tmp/d")));
+        let Command::List(args) = cli.command else {
+            panic!("not list");
+        };
+        assert_eq!(args.format, Format::Csv);
+        let cli = parse(&["image", "ls", "-f", "yaml"]).ok();
+        assert!(matches!(
+            cli.map(|c| c.command),
+            Some(Command::Image {
+                command: image::ImageCommand::List(image::ImageListArgs {
+                    format: Format::Yaml
+                })
+            })
+        ));
+        assert!(parse(&["list", "--format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn socket_resolution_order() {
+        let os = |s: &str| Some(OsString::from(s));
+        assert_eq!(
+            socket_path(None, None, None),
+            PathBuf::from("/var/lib/ctld/unix.socket")
+        );
+        assert_eq!(
+            socket_path(None, None, os("/srv/ctld")),
+            PathBuf::from("/srv/ctld/unix.socket")
+        );
+        assert_eq!(
+            socket_path(None, os("/run/x.sock"), os("/srv/ctld")),
+            PathBuf::from("/run/x.sock")
+        );
+        assert_eq!(
+            socket_path(Some(Path::new("/d")), os("/run/x.sock"), None),
+            PathBuf::from("/d/unix.socket")
+        );
+        assert_eq!(
+            socket_path(None, os(""), None),
+            PathBuf::from("/var/lib/ctld/unix.socket")
+        );
+    }
+}

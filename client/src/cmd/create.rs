@@ -1,0 +1,150 @@
+//! `ctl launch` and `ctl init`: create an instance from an image (and start it).
+
+use std::io::Write;
+
+use clap::Args;
+use ctl_api::{InstanceSource, InstancesPost, Operation};
+
+use super::{Error, parse_key_value};
+use crate::Client;
+
+/// Arguments of `ctl launch` and `ctl init`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Image alias or fingerprint (prefix of 12+ hex digits); `local:` is accepted
+    pub image: String,
+    /// Instance name (the server picks one when omitted)
+    pub name: Option<String>,
+    /// Instance config as KEY=VALUE (repeatable)
+    #[arg(short = 'c', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+}
+
+/// Whether `s` looks like an image fingerprint or a prefix of one (12 to 64 hex digits).
+pub fn is_fingerprint(s: &str) -> bool {
+    (12..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The image reference without a `local:` remote prefix.
+pub fn strip_remote(image: &str) -> &str {
+    image.strip_prefix("local:").unwrap_or(image)
+}
+
+/// The creation source for an image argument: a fingerprint when it looks like one, else an
+/// alias.
+pub fn image_source(image: &str) -> InstanceSource {
+    let image = strip_remote(image);
+    let mut source = InstanceSource {
+        kind: "image".into(),
+        ..Default::default()
+    };
+    if is_fingerprint(image) {
+        source.fingerprint = image.to_ascii_lowercase();
+    } else {
+        source.alias = image.to_string();
+    }
+    source
+}
+
+/// The `POST /1.0/instances` body for these arguments.
+pub fn request(args: &CreateArgs, start: bool) -> InstancesPost {
+    InstancesPost {
+        name: args.name.clone().unwrap_or_default(),
+        source: image_source(&args.image),
+        config: args.config.iter().cloned().collect(),
+        start,
+        ..Default::default()
+    }
+}
+
+/// The instance an operation created: the name in its first `resources.instances` URL.
+pub fn created_instance(operation: &Operation) -> Option<String> {
+    let url = operation.resources.get("instances")?.first()?;
+    let name = url.strip_prefix("/1.0/instances/").unwrap_or(url);
+    let name = name.split(['?', '/']).next().unwrap_or(name);
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// Create the instance, start it when `start`, and report its name if the server chose it.
+pub async fn run(
+    client: &Client,
+    args: &CreateArgs,
+    start: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let verb = if start { "Launching" } else { "Creating" };
+    let operation = client.create_instance(&request(args, start)).await?;
+    let early = args.name.clone().or_else(|| created_instance(&operation));
+    match &early {
+        Some(name) => writeln!(out, "{verb} {name}")?,
+        None => writeln!(out, "{verb} the instance")?,
+    }
+    out.flush()?;
+    let finished = client.wait_operation(&operation.id).await?;
+    if args.name.is_none()
+        && let Some(name) = created_instance(&finished).or(early)
+    {
+        writeln!(out, "Instance name is: {name}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn image_argument_picks_alias_or_fingerprint() {
+        let fp = "a".repeat(64);
+        let cases: &[(&str, &str, &str)] = &[
+            ("busybox", "busybox", ""),
+            ("local:debian/bookworm", "debian/bookworm", ""),
+            ("deadbeef", "deadbeef", ""),
+            ("0123456789AB", "", "0123456789ab"),
+            (&fp, "", &fp),
+            ("local:0123456789abcdef", "", "0123456789abcdef"),
+            ("0123456789abcdeg", "0123456789abcdeg", ""),
+        ];
+        for (arg, alias, fingerprint) in cases {
+            let source = image_source(arg);
+            assert_eq!(source.kind, "image");
+            assert_eq!(
+                (source.alias.as_str(), source.fingerprint.as_str()),
+                (*alias, *fingerprint),
+                "{arg}"
+            );
+        }
+        assert!(!is_fingerprint(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn request_body_matches_the_api() {
+        let args = CreateArgs {
+            image: "busybox".into(),
+            name: None,
+            config: vec![("limits.memory".into(), "64MiB".into())],
+        };
+        let body = serde_json::to_value(request(&args, true)).unwrap_or_default();
+        assert_eq!(body["name"], json!(""));
+        assert_eq!(body["source"], json!({"type": "image", "alias": "busybox"}));
+        assert_eq!(body["config"], json!({"limits.memory": "64MiB"}));
+        assert_eq!(body["start"], json!(true));
+        let body = serde_json::to_value(request(&args, false)).unwrap_or_default();
+        assert_eq!(body["start"], json!(false));
+    }
+
+    #[test]
+    fn created_name_comes_from_resources() {
+        let op: Option<Operation> = serde_json::from_value(json!({
+            "id": "x", "class": "task", "description": "", "created_at": "", "updated_at": "",
+            "status": "Success", "status_code": 200, "may_cancel": false,
+            "resources": {"instances": ["/1.0/instances/quiet-fox"]}
+        }))
+        .ok();
+        assert_eq!(
+            op.as_ref().and_then(created_instance).as_deref(),
+            Some("quiet-fox")
+        );
+    }
+}

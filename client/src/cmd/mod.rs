@@ -1,0 +1,123 @@
+//! The `ctl` commands, one module per command group. Each module owns its clap arguments and
+//! a `run` function that drives the [`Client`](crate::Client) and writes to the given output.
+
+pub mod create;
+pub mod delete;
+pub mod exec;
+pub mod image;
+pub mod info;
+pub mod list;
+pub mod state;
+pub mod version;
+
+use std::fmt::Write as _;
+
+/// What a command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Client(#[from] crate::Error),
+    #[error(transparent)]
+    Output(#[from] crate::output::Error),
+    #[error("cannot write the output")]
+    Stdout(#[source] std::io::Error),
+    /// Several targets of one command failed; each with its name.
+    #[error("{}", several(.0))]
+    Several(Vec<(String, crate::Error)>),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Stdout(e)
+    }
+}
+
+/// One line naming every failed target: `c1: not found; c2: busy`.
+fn several(failures: &[(String, crate::Error)]) -> String {
+    let mut text = String::new();
+    for (i, (name, error)) in failures.iter().enumerate() {
+        if i > 0 {
+            text.push_str("; ");
+        }
+        let _ = write!(text, "{name}: {}", chain(error));
+    }
+    text
+}
+
+/// An error and its sources on one line, joined by `: `.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// The outcome of a command applied to several targets: with one target its error as it is,
+/// with more every failure named.
+fn collect(total: usize, mut failures: Vec<(String, crate::Error)>) -> Result<(), Error> {
+    match failures.pop() {
+        None => Ok(()),
+        Some((_, error)) if total == 1 && failures.is_empty() => Err(Error::Client(error)),
+        Some(last) => {
+            failures.push(last);
+            Err(Error::Several(failures))
+        }
+    }
+}
+
+/// Parse a `KEY=VALUE` argument (`--config`, `--env`); the key must not be empty.
+pub fn parse_key_value(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {arg:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values() {
+        assert_eq!(
+            parse_key_value("limits.memory=1GiB"),
+            Ok(("limits.memory".into(), "1GiB".into()))
+        );
+        assert_eq!(parse_key_value("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(
+            parse_key_value("empty="),
+            Ok(("empty".into(), String::new()))
+        );
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+
+    #[test]
+    fn one_target_keeps_its_error_several_are_named() {
+        let not_found = |name: &str| crate::Error::Api {
+            code: 404,
+            message: format!("instance {name:?} not found"),
+        };
+        let one = collect(1, vec![("c1".into(), not_found("c1"))]).err();
+        assert_eq!(
+            one.map(|e| e.to_string()),
+            Some("instance \"c1\" not found".to_string())
+        );
+        let two = collect(
+            3,
+            vec![
+                ("c1".into(), not_found("c1")),
+                ("c3".into(), not_found("c3")),
+            ],
+        )
+        .err();
+        assert_eq!(
+            two.map(|e| e.to_string()),
+            Some("c1: instance \"c1\" not found; c3: instance \"c3\" not found".to_string())
+        );
+        assert!(collect(2, Vec::new()).is_ok());
+    }
+}

@@ -1,0 +1,135 @@
+//! The one place where domain errors become HTTP statuses and the error envelope.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ctl_api::Response as Envelope;
+
+use crate::images::ImageError;
+use crate::instance::InstanceError;
+use crate::operations::OpError;
+
+/// Any error a handler can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Operation(#[from] OpError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+}
+
+impl ApiError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        use InstanceError as I;
+        match self {
+            ApiError::Instance(e) => match e {
+                I::NotFound(_) => StatusCode::NOT_FOUND,
+                I::AlreadyExists(_) => StatusCode::CONFLICT,
+                I::Name(_) | I::Config(_) | I::Invalid(_) | I::BadState(_) => {
+                    StatusCode::BAD_REQUEST
+                }
+                I::Image(e) => image_status(e),
+                I::Db(_) | I::Worker(_) | I::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Image(e) => image_status(e),
+            ApiError::Operation(OpError::NotFound) => StatusCode::NOT_FOUND,
+            ApiError::Operation(OpError::NotCancellable) => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+fn image_status(e: &ImageError) -> StatusCode {
+    match e {
+        // An unknown image in a create request is a bad request; on /1.0/images/{fp} the
+        // handler answers 404 itself.
+        ImageError::NotFound { .. } | ImageError::Ambiguous(_) => StatusCode::BAD_REQUEST,
+        ImageError::InUse { .. } => StatusCode::CONFLICT,
+        ImageError::Build(_) | ImageError::Io { .. } | ImageError::Db(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+            // Server errors say little to the client; the log has the details.
+            match &self {
+                ApiError::Instance(InstanceError::Worker(e)) => e.to_string(),
+                _ => self.to_string(),
+            }
+        } else {
+            self.to_string()
+        };
+        (
+            status,
+            axum::Json(Envelope::error(status.as_u16(), message)),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instance::{ConfigError, NameError};
+
+    #[test]
+    fn statuses() {
+        let cases: Vec<(ApiError, u16)> = vec![
+            (InstanceError::NotFound("c1".into()).into(), 404),
+            (InstanceError::AlreadyExists("c1".into()).into(), 409),
+            (
+                InstanceError::Name(NameError {
+                    name: "-".into(),
+                    reason: "x",
+                })
+                .into(),
+                400,
+            ),
+            (
+                InstanceError::Config(ConfigError::UnknownKey("k".into())).into(),
+                400,
+            ),
+            (InstanceError::BadState("running".into()).into(), 400),
+            (
+                ImageError::NotFound {
+                    name: "x".into(),
+                    known: vec![],
+                }
+                .into(),
+                400,
+            ),
+            (
+                ImageError::InUse {
+                    fingerprint: "f".into(),
+                    instances: vec!["c1".into()],
+                }
+                .into(),
+                409,
+            ),
+            (OpError::NotFound.into(), 404),
+            (ApiError::Forbidden("secret".into()), 403),
+            (InstanceError::Internal("x".into()).into(), 500),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.status().as_u16(), code, "{e}");
+        }
+    }
+}

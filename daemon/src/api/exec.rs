@@ -1,0 +1,253 @@
+//! `POST /1.0/instances/{name}/exec` and `GET /1.0/operations/{id}/websocket`, the Incus
+//! way: the exec is an operation of class `websocket` whose `metadata.fds` holds one secret
+//! per stream (`0` stdin, `1` stdout, `2` stderr, `control`). Clients connect each stream
+//! with its secret; the command starts once all are connected. Data travels in binary
+//! frames, an empty text frame ends a stream, and the exit code lands in the operation's
+//! `metadata.return`.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use ctl_api::{InstanceExecPost, OperationClass};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use super::{ApiError, AppState, accepted, instance_resources, parse_json};
+use crate::instance::ExecPlan;
+use crate::operations::OpHandle;
+
+/// How long an exec waits for its websockets before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const STREAMS: [&str; 4] = ["0", "1", "2", "control"];
+
+type Slot = (String, Option<oneshot::Sender<WebSocket>>);
+
+/// Execs waiting for their websockets: operation id → secret → (stream, hand-off).
+#[derive(Clone, Default)]
+pub struct ExecRegistry {
+    inner: Arc<Mutex<HashMap<String, HashMap<String, Slot>>>>,
+}
+
+impl ExecRegistry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, Slot>>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take the hand-off for `secret` of operation `id`, once.
+    fn claim(&self, id: &str, secret: &str) -> Option<oneshot::Sender<WebSocket>> {
+        self.lock()
+            .get_mut(id)
+            .and_then(|slots| slots.get_mut(secret))
+            .and_then(|(_, tx)| tx.take())
+    }
+
+    fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
+
+fn secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// `POST /1.0/instances/{name}/exec`.
+pub async fn post_exec(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: InstanceExecPost = parse_json(&body)?;
+    if req.interactive {
+        return Err(ApiError::BadRequest(
+            "interactive exec (a PTY) is not supported yet".into(),
+        ));
+    }
+    let plan = state.instances.plan_exec(&name, &req).await?;
+    let mut fds = serde_json::Map::new();
+    let mut slots = HashMap::new();
+    let mut receivers = HashMap::new();
+    for stream in STREAMS {
+        let s = secret();
+        let (tx, rx) = oneshot::channel();
+        fds.insert(stream.to_string(), json!(s));
+        slots.insert(s, (stream.to_string(), Some(tx)));
+        receivers.insert(stream, rx);
+    }
+    let metadata = json!({ "fds": fds });
+    let (handle, op) = state.ops.create(
+        OperationClass::Websocket,
+        "Executing command",
+        instance_resources(&name),
+        metadata.clone(),
+        None,
+    );
+    state.execs.lock().insert(op.id.clone(), slots);
+    let execs = state.execs.clone();
+    tokio::spawn(async move {
+        let id = handle.id.clone();
+        let result = run(plan, receivers, &handle, metadata).await;
+        execs.remove(&id);
+        match result {
+            Ok(()) => handle.succeed(),
+            Err(e) => handle.fail(e),
+        }
+    });
+    Ok(accepted(&op))
+}
+
+/// `GET /1.0/operations/{id}/websocket?secret=S`: join one stream of an exec.
+pub async fn websocket(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let secret = q.get("secret").map(String::as_str).unwrap_or_default();
+    let Some(tx) = state.execs.claim(&id, secret) else {
+        // Unknown operation, wrong or reused secret: all the same to the client.
+        return Err(ApiError::Forbidden(
+            "invalid or already used websocket secret".into(),
+        ));
+    };
+    Ok(ws
+        .on_upgrade(move |socket| async move {
+            let _ = tx.send(socket);
+        })
+        .into_response())
+}
+
+/// Wait for the websockets, run the command, pump the streams, record the exit code.
+async fn run(
+    plan: ExecPlan,
+    receivers: HashMap<&'static str, oneshot::Receiver<WebSocket>>,
+    handle: &OpHandle,
+    mut metadata: serde_json::Value,
+) -> Result<(), String> {
+    let mut sockets = HashMap::new();
+    for (stream, rx) in receivers {
+        match tokio::time::timeout(CONNECT_TIMEOUT, rx).await {
+            Ok(Ok(ws)) => {
+                sockets.insert(stream, ws);
+            }
+            _ => return Err(format!("websocket for stream {stream} never connected")),
+        }
+    }
+    let (Some(ws0), Some(ws1), Some(ws2), Some(control)) = (
+        sockets.remove("0"),
+        sockets.remove("1"),
+        sockets.remove("2"),
+        sockets.remove("control"),
+    ) else {
+        return Err("missing websocket".into());
+    };
+    let mut child = tokio::process::Command::new(&plan.program)
+        .args(&plan.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("start exec helper: {e}"))?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err("exec helper pipes missing".into());
+    };
+    let (gone_tx, mut gone_rx) = tokio::sync::mpsc::channel::<()>(2);
+    let input = tokio::spawn(pump_in(ws0, stdin));
+    let out = tokio::spawn(pump_out(stdout, ws1, gone_tx.clone()));
+    let err = tokio::spawn(pump_out(stderr, ws2, gone_tx));
+    let control = tokio::spawn(drain(control));
+    let status = tokio::select! {
+        s = child.wait() => s.map_err(|e| format!("wait for command: {e}"))?,
+        Some(()) = gone_rx.recv() => {
+            // The client went away: end the command (the helper takes it down with it).
+            let _ = child.start_kill();
+            child.wait().await.map_err(|e| format!("wait for command: {e}"))?
+        }
+    };
+    let _ = out.await;
+    let _ = err.await;
+    input.abort();
+    control.abort();
+    let code = status.code().unwrap_or(-1);
+    if let Some(m) = metadata.as_object_mut() {
+        m.insert("return".into(), json!(code));
+    }
+    handle.set_metadata(metadata);
+    Ok(())
+}
+
+/// Client → command stdin. An empty text frame or a close ends stdin.
+async fn pump_in(mut ws: WebSocket, mut stdin: tokio::process::ChildStdin) {
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Binary(b) => {
+                if stdin.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+            Message::Text(t) if t.is_empty() => break,
+            Message::Text(t) => {
+                if stdin.write_all(t.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    drop(stdin);
+    // Keep reading so the socket's close handshake completes.
+    while let Some(Ok(msg)) = ws.next().await {
+        if matches!(msg, Message::Close(_)) {
+            break;
+        }
+    }
+}
+
+/// Command output → client, then the end-of-stream marker and a close.
+async fn pump_out(
+    mut src: impl tokio::io::AsyncRead + Unpin,
+    mut ws: WebSocket,
+    gone: tokio::sync::mpsc::Sender<()>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match src.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if ws
+                    .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+                    .await
+                    .is_err()
+                {
+                    let _ = gone.send(()).await;
+                    return;
+                }
+            }
+        }
+    }
+    let _ = ws.send(Message::Text("".into())).await;
+    let _ = ws.send(Message::Close(None)).await;
+}
+
+async fn drain(mut ws: WebSocket) {
+    while let Some(Ok(msg)) = ws.next().await {
+        if matches!(msg, Message::Close(_)) {
+            break;
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `/1.0/instances` and `/1.0/instances/{name}[/state]`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use ctl_api::{InstanceFull, InstancePut, InstanceStatePut, InstancesPost, StateAction};
+
+use super::{ApiError, AppState, instance_resources, parse_json, recursion, spawn_task, sync};
+
+/// `GET /1.0/instances?recursion=0|1|2`.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    match recursion(&q)? {
+        0 => {
+            let names = state.instances.names().await?;
+            Ok(sync(
+                names
+                    .iter()
+                    .map(|n| format!("/1.0/instances/{n}"))
+                    .collect::<Vec<_>>(),
+            ))
+        }
+        1 => {
+            let all = state.instances.list(false).await?;
+            Ok(sync(all.into_iter().map(|(i, _)| i).collect::<Vec<_>>()))
+        }
+        _ => {
+            let all = state.instances.list(true).await?;
+            Ok(sync(
+                all.into_iter()
+                    .map(|(instance, state)| InstanceFull {
+                        instance,
+                        state,
+                        snapshots: None,
+                        backups: None,
+                    })
+                    .collect::<Vec<_>>(),
+            ))
+        }
+    }
+}
+
+/// `POST /1.0/instances`: validate, then create (and start, with `start: true`) in an
+/// operation.
+pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: InstancesPost = parse_json(&body)?;
+    let plan = state.instances.plan_create(req).await?;
+    let resources = instance_resources(&plan.name);
+    let svc = state.instances.clone();
+    Ok(spawn_task(
+        &state,
+        "Creating instance",
+        resources,
+        async move { svc.create(plan).await },
+    ))
+}
+
+/// `GET /1.0/instances/{name}` (`recursion=1` adds the state).
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let instance = state.instances.get(&name).await?;
+    if recursion(&q)? >= 1 {
+        let st = state.instances.state(&name).await?;
+        return Ok(sync(InstanceFull {
+            instance,
+            state: Some(st),
+            snapshots: None,
+            backups: None,
+        }));
+    }
+    Ok(sync(instance))
+}
+
+/// `PUT /1.0/instances/{name}`: replace the configuration (an operation, as in Incus).
+pub async fn put(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let put: InstancePut = parse_json(&body)?;
+    // Validate and apply synchronously so errors come back as 400s; the operation
+    // reports completion.
+    state.instances.update(&name, put, false).await?;
+    Ok(spawn_task(
+        &state,
+        "Updating instance",
+        instance_resources(&name),
+        async { Ok(()) },
+    ))
+}
+
+/// `PATCH /1.0/instances/{name}`: merge configuration.
+pub async fn patch(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let put: InstancePut = parse_json(&body)?;
+    state.instances.update(&name, put, true).await?;
+    Ok(sync(serde_json::json!({})))
+}
+
+/// `DELETE /1.0/instances/{name}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    state.instances.check_can_delete(&name).await?;
+    let svc = state.instances.clone();
+    let n = name.clone();
+    Ok(spawn_task(
+        &state,
+        "Deleting instance",
+        instance_resources(&name),
+        async move { svc.delete(&n).await },
+    ))
+}
+
+/// `GET /1.0/instances/{name}/state`.
+pub async fn get_state(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(sync(state.instances.state(&name).await?))
+}
+
+/// `PUT /1.0/instances/{name}/state`: start, stop, restart, freeze, unfreeze.
+pub async fn put_state(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: InstanceStatePut = parse_json(&body)?;
+    let timeout = (req.timeout >= 0).then(|| Duration::from_secs(req.timeout.unsigned_abs()));
+    let svc = state.instances.clone();
+    let n = name.clone();
+    let res = instance_resources(&name);
+    Ok(match req.action {
+        StateAction::Start => {
+            svc.check_can_start(&name).await?;
+            spawn_task(&state, "Starting instance", res, async move {
+                svc.start(&n).await
+            })
+        }
+        StateAction::Stop => {
+            svc.check_running(&name).await?;
+            spawn_task(&state, "Stopping instance", res, async move {
+                svc.stop(&n, timeout, req.force).await
+            })
+        }
+        StateAction::Restart => {
+            svc.check_running(&name).await?;
+            spawn_task(&state, "Restarting instance", res, async move {
+                svc.restart(&n, timeout, req.force).await
+            })
+        }
+        StateAction::Freeze => {
+            svc.check_running(&name).await?;
+            spawn_task(&state, "Freezing instance", res, async move {
+                svc.set_frozen(&n, true).await
+            })
+        }
+        StateAction::Unfreeze => {
+            svc.check_running(&name).await?;
+            spawn_task(&state, "Unfreezing instance", res, async move {
+                svc.set_frozen(&n, false).await
+            })
+        }
+    })
+}

@@ -1,0 +1,170 @@
+//! HTTP only: the router, request parsing and response shaping. Handlers parse, call one
+//! service function, and shape the answer; errors go through [`error::ApiError`].
+
+pub mod error;
+pub mod exec;
+pub mod images;
+pub mod instances;
+pub mod operations;
+pub mod server_info;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ctl_api::{Operation, OperationClass, Response as Envelope};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::images::ImageStore;
+use crate::instance::{InstanceError, Instances};
+use crate::operations::Operations;
+pub use error::ApiError;
+
+/// Everything the handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub instances: Instances,
+    pub images: ImageStore,
+    pub ops: Operations,
+    pub execs: exec::ExecRegistry,
+    pub info: server_info::StaticInfo,
+}
+
+/// The full API router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(server_info::root))
+        .route("/1.0", get(server_info::get_server))
+        .route(
+            "/1.0/instances",
+            get(instances::list).post(instances::create),
+        )
+        .route(
+            "/1.0/instances/{name}",
+            get(instances::get_one)
+                .put(instances::put)
+                .patch(instances::patch)
+                .delete(instances::delete),
+        )
+        .route(
+            "/1.0/instances/{name}/state",
+            get(instances::get_state).put(instances::put_state),
+        )
+        .route(
+            "/1.0/instances/{name}/exec",
+            axum::routing::post(exec::post_exec),
+        )
+        .route("/1.0/operations", get(operations::list))
+        .route(
+            "/1.0/operations/{id}",
+            get(operations::get_one).delete(operations::cancel),
+        )
+        .route("/1.0/operations/{id}/wait", get(operations::wait))
+        .route("/1.0/operations/{id}/websocket", get(exec::websocket))
+        .route("/1.0/images", get(images::list))
+        .route("/1.0/images/aliases", get(images::list_aliases))
+        .route("/1.0/images/aliases/{*name}", get(images::get_alias))
+        .route(
+            "/1.0/images/{fingerprint}",
+            get(images::get_one).delete(images::delete),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("not found".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("method not allowed".into())
+}
+
+/// A synchronous success with `metadata`.
+pub fn sync<T: Serialize>(metadata: T) -> Response {
+    let value = serde_json::to_value(metadata).unwrap_or(serde_json::Value::Null);
+    axum::Json(Envelope::sync(value)).into_response()
+}
+
+/// `202 Accepted` with the operation and its `Location`.
+pub fn accepted(op: &Operation) -> Response {
+    let url = format!("/1.0/operations/{}", op.id);
+    let value = serde_json::to_value(op).unwrap_or(serde_json::Value::Null);
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        axum::Json(Envelope::async_op(url.clone(), value)),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Parse a JSON body; malformed JSON is a 400 in the error envelope.
+pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+}
+
+/// `recursion` from the query (0 when absent); `filter` must be empty (filters are not
+/// supported yet).
+pub fn recursion(q: &HashMap<String, String>) -> Result<u8, ApiError> {
+    if q.get("filter").is_some_and(|f| !f.trim().is_empty()) {
+        return Err(ApiError::BadRequest("filter is not supported".into()));
+    }
+    match q.get("recursion").map(String::as_str) {
+        None | Some("") | Some("0") => Ok(0),
+        Some("1") => Ok(1),
+        Some("2") => Ok(2),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "invalid recursion \"{other}\": use 0, 1 or 2"
+        ))),
+    }
+}
+
+/// Run `work` as a background task operation and answer 202 at once.
+pub fn spawn_task<F>(
+    state: &AppState,
+    description: &str,
+    resources: BTreeMap<String, Vec<String>>,
+    work: F,
+) -> Response
+where
+    F: Future<Output = Result<(), InstanceError>> + Send + 'static,
+{
+    let (handle, op) = state.ops.create(
+        OperationClass::Task,
+        description,
+        resources,
+        serde_json::Value::Null,
+        None,
+    );
+    let desc = description.to_string();
+    tokio::spawn(async move {
+        match work.await {
+            Ok(()) => handle.succeed(),
+            Err(e) => {
+                tracing::warn!(operation = %handle.id, %desc, error = %e, "operation failed");
+                handle.fail(e.to_string());
+            }
+        }
+    });
+    accepted(&op)
+}
+
+/// `{"instances": ["/1.0/instances/<name>"]}`.
+pub fn instance_resources(name: &str) -> BTreeMap<String, Vec<String>> {
+    let mut r = BTreeMap::new();
+    r.insert(
+        "instances".to_string(),
+        vec![format!("/1.0/instances/{name}")],
+    );
+    r
+}

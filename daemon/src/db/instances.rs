@@ -1,0 +1,294 @@
+//! The `instances` table.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use super::{DbError, Pool, is_unique_violation};
+
+/// Config map as stored.
+pub type Config = BTreeMap<String, String>;
+/// Devices as stored.
+pub type Devices = BTreeMap<String, BTreeMap<String, String>>;
+
+/// One row of `instances`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRow {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub architecture: String,
+    pub ephemeral: bool,
+    pub image_fingerprint: String,
+    pub config: Config,
+    pub devices: Devices,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub init_pid: i32,
+    pub init_starttime: u64,
+    pub monitor_pid: i32,
+}
+
+/// What creating an instance stores.
+#[derive(Debug, Clone)]
+pub struct NewInstance<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub architecture: &'a str,
+    pub ephemeral: bool,
+    pub image_fingerprint: &'a str,
+    pub config: &'a Config,
+    pub devices: &'a Devices,
+    pub created_at: &'a str,
+}
+
+/// The column list of `instances`, as a literal so queries stay static strings.
+macro_rules! columns {
+    () => {
+        "id, name, description, architecture, ephemeral, image_fingerprint, config, devices, \
+         created_at, last_used_at, init_pid, init_starttime, monitor_pid"
+    };
+}
+
+fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<InstanceRow, DbError> {
+    let config: String = r.try_get("config")?;
+    let devices: String = r.try_get("devices")?;
+    Ok(InstanceRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        architecture: r.try_get("architecture")?,
+        ephemeral: r.try_get("ephemeral")?,
+        image_fingerprint: r.try_get("image_fingerprint")?,
+        config: serde_json::from_str(&config).map_err(|source| DbError::Json {
+            column: "config",
+            source,
+        })?,
+        devices: serde_json::from_str(&devices).map_err(|source| DbError::Json {
+            column: "devices",
+            source,
+        })?,
+        created_at: r.try_get("created_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+        init_pid: r.try_get("init_pid")?,
+        init_starttime: r.try_get::<i64, _>("init_starttime")? as u64,
+        monitor_pid: r.try_get("monitor_pid")?,
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+}
+
+/// Insert a new instance; `Conflict` if the name is taken.
+pub async fn insert(pool: &Pool, new: &NewInstance<'_>) -> Result<InstanceRow, DbError> {
+    let res = sqlx::query(
+        "INSERT INTO instances (name, description, architecture, ephemeral, image_fingerprint, \
+         config, devices, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(new.name)
+    .bind(new.description)
+    .bind(new.architecture)
+    .bind(new.ephemeral)
+    .bind(new.image_fingerprint)
+    .bind(to_json(new.config))
+    .bind(to_json(new.devices))
+    .bind(new.created_at)
+    .execute(pool)
+    .await;
+    match res {
+        Err(e) if is_unique_violation(&e) => {
+            Err(DbError::Conflict(format!("instance \"{}\"", new.name)))
+        }
+        Err(e) => Err(e.into()),
+        Ok(_) => get(pool, new.name)
+            .await?
+            .ok_or_else(|| DbError::Sqlx(sqlx::Error::RowNotFound)),
+    }
+}
+
+/// One instance by name.
+pub async fn get(pool: &Pool, name: &str) -> Result<Option<InstanceRow>, DbError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM instances WHERE name = ?"
+    ))
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Every instance, by name.
+pub async fn list(pool: &Pool) -> Result<Vec<InstanceRow>, DbError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM instances ORDER BY name"
+    ))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Every instance name, sorted.
+pub async fn names(pool: &Pool) -> Result<Vec<String>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM instances ORDER BY name")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// Record the running init (or 0s when stopped) and, when starting, the last-used time.
+pub async fn set_running(
+    pool: &Pool,
+    name: &str,
+    pid: i32,
+    starttime: u64,
+    monitor_pid: i32,
+    last_used_at: Option<&str>,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE instances SET init_pid = ?, init_starttime = ?, monitor_pid = ?, \
+         last_used_at = COALESCE(?, last_used_at) WHERE name = ?",
+    )
+    .bind(pid)
+    .bind(starttime as i64)
+    .bind(monitor_pid)
+    .bind(last_used_at)
+    .bind(name)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Replace config, devices, description and ephemeral flag.
+pub async fn update(
+    pool: &Pool,
+    name: &str,
+    description: &str,
+    ephemeral: bool,
+    config: &Config,
+    devices: &Devices,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE instances SET description = ?, ephemeral = ?, config = ?, devices = ? \
+         WHERE name = ?",
+    )
+    .bind(description)
+    .bind(ephemeral)
+    .bind(to_json(config))
+    .bind(to_json(devices))
+    .bind(name)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Delete an instance row. Returns whether it existed.
+pub async fn delete(pool: &Pool, name: &str) -> Result<bool, DbError> {
+    let r = sqlx::query("DELETE FROM instances WHERE name = ?")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Names of instances using image `fingerprint`.
+pub async fn using_image(pool: &Pool, fingerprint: &str) -> Result<Vec<String>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM instances WHERE image_fingerprint = ? ORDER BY name")
+            .bind(fingerprint)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{self, images};
+
+    async fn pool_with_image() -> Result<Pool, DbError> {
+        let pool = db::open_memory().await?;
+        images::insert(
+            &pool,
+            &images::NewImage {
+                fingerprint: "abc",
+                filename: "",
+                size: 1,
+                architecture: "x86_64",
+                created_at: "t",
+                properties: &BTreeMap::new(),
+                public: false,
+                cached: false,
+            },
+        )
+        .await?;
+        Ok(pool)
+    }
+
+    fn new<'a>(name: &'a str, cfg: &'a Config, dev: &'a Devices) -> NewInstance<'a> {
+        NewInstance {
+            name,
+            description: "",
+            architecture: "x86_64",
+            ephemeral: false,
+            image_fingerprint: "abc",
+            config: cfg,
+            devices: dev,
+            created_at: "2026-01-01T00:00:00Z",
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_get_update_delete() -> Result<(), DbError> {
+        let pool = pool_with_image().await?;
+        let mut cfg = Config::new();
+        cfg.insert("limits.memory".into(), "64MiB".into());
+        let dev = Devices::new();
+        let row = insert(&pool, &new("c1", &cfg, &dev)).await?;
+        assert_eq!(
+            row.config.get("limits.memory").map(String::as_str),
+            Some("64MiB")
+        );
+        assert_eq!(row.init_pid, 0);
+        assert!(matches!(
+            insert(&pool, &new("c1", &cfg, &dev)).await,
+            Err(DbError::Conflict(_))
+        ));
+        set_running(&pool, "c1", 42, 7, 41, Some("now")).await?;
+        let got = get(&pool, "c1").await?;
+        assert_eq!(
+            got.as_ref()
+                .map(|r| (r.init_pid, r.init_starttime, r.monitor_pid)),
+            Some((42, 7, 41))
+        );
+        assert_eq!(got.map(|r| r.last_used_at), Some("now".to_string()));
+        cfg.clear();
+        update(&pool, "c1", "desc", true, &cfg, &dev).await?;
+        let got = get(&pool, "c1").await?;
+        assert_eq!(got.as_ref().map(|r| r.config.len()), Some(0));
+        assert_eq!(
+            got.map(|r| (r.description, r.ephemeral)),
+            Some(("desc".into(), true))
+        );
+        assert_eq!(using_image(&pool, "abc").await?, vec!["c1".to_string()]);
+        assert!(delete(&pool, "c1").await?);
+        assert!(!delete(&pool, "c1").await?);
+        assert!(get(&pool, "c1").await?.is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn image_in_use_cannot_be_deleted() -> Result<(), DbError> {
+        let pool = pool_with_image().await?;
+        insert(&pool, &new("c2", &Config::new(), &Devices::new())).await?;
+        assert!(images::delete(&pool, "abc").await.is_err());
+        delete(&pool, "c2").await?;
+        assert!(images::delete(&pool, "abc").await?);
+        Ok(())
+    }
+}

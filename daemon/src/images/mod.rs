@@ -1,0 +1,341 @@
+//! The image store: images by sha256 fingerprint, unpacked once under
+//! `images/<fingerprint>/rootfs` and shared read-only by every container as its overlay
+//! lower layer; aliases; and the built-in sources (`busybox`) built on first use.
+
+pub mod busybox;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ctl_api::{Image, ImageAlias, ImageAliasesEntry, InstanceSource};
+use tokio::sync::Mutex;
+
+use crate::db::{self, DbError, ImageRow, Pool};
+use crate::paths::Paths;
+
+/// Names the daemon can build itself when no image has that alias yet.
+pub const BUILTIN: &[&str] = &["busybox"];
+
+/// Image errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image \"{name}\" not found (known: {})", known.join(", "))]
+    NotFound { name: String, known: Vec<String> },
+    #[error("image fingerprint prefix \"{0}\" is ambiguous")]
+    Ambiguous(String),
+    #[error("image {fingerprint} is in use by instances: {}", instances.join(", "))]
+    InUse {
+        fingerprint: String,
+        instances: Vec<String>,
+    },
+    #[error("building image: {0}")]
+    Build(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Where a new instance's image comes from, once validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    /// An image in the store.
+    Stored(String),
+    /// A built-in source that will be built on first use.
+    Builtin(&'static str),
+}
+
+/// The image store.
+#[derive(Clone)]
+pub struct ImageStore {
+    db: Pool,
+    paths: Arc<Paths>,
+    build_lock: Arc<Mutex<()>>,
+}
+
+fn now() -> String {
+    crate::instance::now_rfc3339()
+}
+
+/// The host architecture in Incus' naming.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x86_64",
+        "aarch64" => "aarch64",
+        other => other,
+    }
+}
+
+impl ImageStore {
+    /// A store over `db` with images under `paths.images()`.
+    pub fn new(db: Pool, paths: Arc<Paths>) -> Self {
+        ImageStore {
+            db,
+            paths,
+            build_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Check an instance source before anything is created.
+    pub async fn resolve(&self, source: &InstanceSource) -> Result<ImageRef, ImageError> {
+        if !source.fingerprint.is_empty() {
+            return self
+                .by_fingerprint(&source.fingerprint)
+                .await
+                .map(|r| ImageRef::Stored(r.fingerprint));
+        }
+        let alias = source.alias.strip_prefix("local:").unwrap_or(&source.alias);
+        if let Some((fp, _)) = db::images::resolve_alias(&self.db, alias).await? {
+            return Ok(ImageRef::Stored(fp));
+        }
+        if let Some(b) = BUILTIN.iter().find(|b| **b == alias) {
+            return Ok(ImageRef::Builtin(b));
+        }
+        // A bare fingerprint given as alias (as `lxc launch <fp>` does).
+        if alias.len() >= 12
+            && alias.bytes().all(|b| b.is_ascii_hexdigit())
+            && let Ok(row) = self.by_fingerprint(alias).await
+        {
+            return Ok(ImageRef::Stored(row.fingerprint));
+        }
+        Err(self.not_found(alias).await)
+    }
+
+    async fn not_found(&self, name: &str) -> ImageError {
+        let mut known: Vec<String> = db::images::aliases(&self.db)
+            .await
+            .map(|a| a.into_iter().map(|(n, _, _)| n).collect())
+            .unwrap_or_default();
+        for b in BUILTIN {
+            if !known.iter().any(|k| k == b) {
+                known.push((*b).to_string());
+            }
+        }
+        known.sort();
+        ImageError::NotFound {
+            name: name.to_string(),
+            known,
+        }
+    }
+
+    /// Make sure the image exists (building a built-in one); returns its fingerprint.
+    pub async fn ensure(&self, image: &ImageRef) -> Result<String, ImageError> {
+        match image {
+            ImageRef::Stored(fp) => Ok(fp.clone()),
+            ImageRef::Builtin(name) => {
+                let _guard = self.build_lock.lock().await;
+                if let Some((fp, _)) = db::images::resolve_alias(&self.db, name).await? {
+                    return Ok(fp);
+                }
+                self.build_busybox(name).await
+            }
+        }
+    }
+
+    async fn build_busybox(&self, alias: &str) -> Result<String, ImageError> {
+        let tmp_root = self.paths.tmp();
+        let work = tmp_root.join(format!("build-{}", uuid::Uuid::new_v4().simple()));
+        let busybox = self.paths.busybox.clone();
+        let rootfs = work.join("rootfs");
+        tokio::fs::create_dir_all(&work)
+            .await
+            .map_err(|source| ImageError::Io {
+                path: work.clone(),
+                source,
+            })?;
+        let built = {
+            let rootfs = rootfs.clone();
+            tokio::task::spawn_blocking(move || busybox::build(&busybox, &rootfs))
+                .await
+                .map_err(|e| ImageError::Build(e.to_string()))
+        };
+        let result = async {
+            let built = built??;
+            let final_dir = self.paths.image(&built.fingerprint);
+            if !final_dir.exists() {
+                tokio::fs::create_dir_all(self.paths.images())
+                    .await
+                    .map_err(|source| ImageError::Io {
+                        path: self.paths.images(),
+                        source,
+                    })?;
+                tokio::fs::rename(&work, &final_dir)
+                    .await
+                    .map_err(|source| ImageError::Io {
+                        path: final_dir.clone(),
+                        source,
+                    })?;
+            }
+            let mut props = BTreeMap::new();
+            props.insert("os".to_string(), "BusyBox".to_string());
+            props.insert("release".to_string(), built.version.clone());
+            props.insert("architecture".to_string(), host_architecture().to_string());
+            props.insert(
+                "description".to_string(),
+                format!("BusyBox {} (static, from the host)", built.version),
+            );
+            let t = now();
+            match db::images::insert(
+                &self.db,
+                &db::NewImage {
+                    fingerprint: &built.fingerprint,
+                    filename: "",
+                    size: built.size,
+                    architecture: host_architecture(),
+                    created_at: &t,
+                    properties: &props,
+                    public: false,
+                    cached: true,
+                },
+            )
+            .await
+            {
+                Ok(()) | Err(DbError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            db::images::set_alias(&self.db, alias, &built.fingerprint, "").await?;
+            tracing::info!(fingerprint = %built.fingerprint, alias, "built image");
+            Ok(built.fingerprint)
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        result
+    }
+
+    async fn by_fingerprint(&self, prefix: &str) -> Result<ImageRow, ImageError> {
+        let mut rows = db::images::find_prefix(&self.db, prefix).await?;
+        match rows.len() {
+            0 => Err(self.not_found(prefix).await),
+            1 => Ok(rows.remove(0)),
+            _ => Err(ImageError::Ambiguous(prefix.to_string())),
+        }
+    }
+
+    /// The rootfs of a stored image.
+    pub fn rootfs(&self, fingerprint: &str) -> PathBuf {
+        self.paths.image(fingerprint).join("rootfs")
+    }
+
+    /// Every image.
+    pub async fn list(&self) -> Result<Vec<Image>, ImageError> {
+        Ok(db::images::list(&self.db)
+            .await?
+            .into_iter()
+            .map(to_api)
+            .collect())
+    }
+
+    /// One image by fingerprint (a unique prefix works).
+    pub async fn get(&self, fingerprint: &str) -> Result<Image, ImageError> {
+        self.by_fingerprint(fingerprint).await.map(to_api)
+    }
+
+    /// The stored properties of an image.
+    pub async fn properties(
+        &self,
+        fingerprint: &str,
+    ) -> Result<BTreeMap<String, String>, ImageError> {
+        Ok(self.by_fingerprint(fingerprint).await?.properties)
+    }
+
+    /// One alias.
+    pub async fn alias(&self, name: &str) -> Result<ImageAliasesEntry, ImageError> {
+        match db::images::resolve_alias(&self.db, name).await? {
+            Some((target, description)) => Ok(ImageAliasesEntry {
+                name: name.to_string(),
+                description,
+                target,
+                kind: "container".into(),
+            }),
+            None => Err(self.not_found(name).await),
+        }
+    }
+
+    /// Every alias.
+    pub async fn aliases(&self) -> Result<Vec<ImageAliasesEntry>, ImageError> {
+        Ok(db::images::aliases(&self.db)
+            .await?
+            .into_iter()
+            .map(|(name, target, description)| ImageAliasesEntry {
+                name,
+                description,
+                target,
+                kind: "container".into(),
+            })
+            .collect())
+    }
+
+    /// Record that an image was used.
+    pub async fn touch(&self, fingerprint: &str) -> Result<(), ImageError> {
+        Ok(db::images::touch(&self.db, fingerprint, &now()).await?)
+    }
+
+    /// Fail with `InUse` if an instance uses the image.
+    pub async fn check_unused(&self, fingerprint: &str) -> Result<(), ImageError> {
+        let users = db::instances::using_image(&self.db, fingerprint).await?;
+        if !users.is_empty() {
+            return Err(ImageError::InUse {
+                fingerprint: fingerprint.to_string(),
+                instances: users,
+            });
+        }
+        Ok(())
+    }
+
+    /// Delete an image that no instance uses: its row, aliases and files.
+    pub async fn delete(&self, fingerprint: &str) -> Result<(), ImageError> {
+        let row = self.by_fingerprint(fingerprint).await?;
+        self.check_unused(&row.fingerprint).await?;
+        db::images::delete(&self.db, &row.fingerprint).await?;
+        let dir = self.paths.image(&row.fingerprint);
+        let trash = self.paths.trash();
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::create_dir_all(&trash);
+            let aside = trash.join(uuid::Uuid::new_v4().simple().to_string());
+            std::fs::rename(&dir, &aside).and_then(|()| std::fs::remove_dir_all(&aside))
+        })
+        .await
+        .map_err(|e| ImageError::Build(e.to_string()))?
+        .or_else(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|source| ImageError::Io {
+            path: self.paths.image(&row.fingerprint),
+            source,
+        })
+    }
+}
+
+fn to_api(r: ImageRow) -> Image {
+    Image {
+        fingerprint: r.fingerprint,
+        filename: r.filename,
+        size: r.size,
+        architecture: r.architecture,
+        created_at: r.created_at,
+        uploaded_at: r.uploaded_at,
+        last_used_at: r.last_used_at,
+        expires_at: String::new(),
+        properties: r.properties,
+        public: r.public,
+        cached: r.cached,
+        auto_update: false,
+        aliases: r
+            .aliases
+            .into_iter()
+            .map(|(name, description)| ImageAlias { name, description })
+            .collect(),
+        kind: "container".into(),
+        profiles: vec!["default".into()],
+    }
+}

@@ -1,0 +1,335 @@
+//! Instance configuration keys: which exist, what values they take, and their translation
+//! into what the worker needs (cgroup limits, the init command). Pure functions.
+
+use std::collections::BTreeMap;
+
+use crate::worker::{CgroupLimits, CpuAllowance};
+
+/// A bad key or value, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown configuration key \"{0}\"")]
+    UnknownKey(String),
+    #[error("invalid value \"{value}\" for \"{key}\": {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("\"{0}\" cannot be set by users")]
+    ReadOnly(String),
+}
+
+/// Keys with a fixed name that ctl understands.
+const KEYS: &[&str] = &[
+    "limits.cpu.allowance",
+    "limits.memory",
+    "limits.processes",
+    "raw.init",
+];
+
+/// Key prefixes that take any suffix: free-form user data and the exec environment, plus
+/// the ones the daemon writes itself.
+const USER_PREFIXES: &[&str] = &["user.", "environment."];
+const DAEMON_PREFIXES: &[&str] = &["image.", "volatile."];
+
+/// Validate every key and value of a config a user submits. `previous` is the stored
+/// config: daemon-owned keys (`image.*`, `volatile.*`) may be kept as they are, not changed.
+pub fn validate(
+    config: &BTreeMap<String, String>,
+    previous: &BTreeMap<String, String>,
+    host_memory: u64,
+) -> Result<(), ConfigError> {
+    for (key, value) in config {
+        if DAEMON_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            if previous.get(key) != Some(value) {
+                return Err(ConfigError::ReadOnly(key.clone()));
+            }
+            continue;
+        }
+        if USER_PREFIXES
+            .iter()
+            .any(|p| key.starts_with(p) && key.len() > p.len())
+        {
+            continue;
+        }
+        if !KEYS.contains(&key.as_str()) {
+            return Err(ConfigError::UnknownKey(key.clone()));
+        }
+    }
+    limits(config, host_memory)?;
+    init_command(config)?;
+    Ok(())
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The cgroup limits a config asks for.
+pub fn limits(
+    config: &BTreeMap<String, String>,
+    host_memory: u64,
+) -> Result<CgroupLimits, ConfigError> {
+    let mut l = CgroupLimits::default();
+    if let Some(v) = config.get("limits.cpu.allowance") {
+        l.cpu = Some(parse_allowance(v).map_err(|r| invalid("limits.cpu.allowance", v, r))?);
+    }
+    if let Some(v) = config.get("limits.memory") {
+        l.memory = Some(parse_memory(v, host_memory).map_err(|r| invalid("limits.memory", v, r))?);
+    }
+    if let Some(v) = config.get("limits.processes") {
+        let n: u64 = v
+            .parse()
+            .map_err(|_| invalid("limits.processes", v, "expected a positive integer"))?;
+        if n == 0 {
+            return Err(invalid("limits.processes", v, "must be at least 1"));
+        }
+        l.processes = Some(n);
+    }
+    Ok(l)
+}
+
+/// `50%` (a share, 1-100) or `25ms/100ms` (a hard quota; both parts in ms or us).
+pub fn parse_allowance(v: &str) -> Result<CpuAllowance, String> {
+    if let Some(p) = v.strip_suffix('%') {
+        let p: u32 = p
+            .parse()
+            .map_err(|_| "expected a percentage like 50% or a quota like 25ms/100ms")?;
+        if !(1..=100).contains(&p) {
+            return Err("percentage must be between 1% and 100%".into());
+        }
+        return Ok(CpuAllowance::Percent(p));
+    }
+    let (q, p) = v
+        .split_once('/')
+        .ok_or("expected a percentage like 50% or a quota like 25ms/100ms")?;
+    let quota_us = parse_duration_us(q)?;
+    let period_us = parse_duration_us(p)?;
+    if !(1_000..=1_000_000).contains(&period_us) {
+        return Err("period must be between 1ms and 1000ms".into());
+    }
+    if quota_us < 1_000 {
+        return Err("quota must be at least 1ms".into());
+    }
+    Ok(CpuAllowance::Quota {
+        quota_us,
+        period_us,
+    })
+}
+
+fn parse_duration_us(s: &str) -> Result<u64, String> {
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1_000)
+    } else if let Some(n) = s.strip_suffix("us") {
+        (n, 1)
+    } else {
+        return Err(format!("\"{s}\" needs a unit, ms or us"));
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a duration"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("\"{s}\" is too large"))
+}
+
+/// Bytes from `256MiB`, `1GB`, `512kB`, `1048576` or `50%` (of `host_memory`).
+pub fn parse_memory(v: &str, host_memory: u64) -> Result<u64, String> {
+    if let Some(p) = v.strip_suffix('%') {
+        let p: u64 = p
+            .parse()
+            .map_err(|_| "expected a size like 256MiB or 50%")?;
+        if !(1..=100).contains(&p) {
+            return Err("percentage must be between 1% and 100%".into());
+        }
+        return Ok(u64::try_from(u128::from(host_memory) * u128::from(p) / 100).unwrap_or(u64::MAX));
+    }
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a size like 256MiB, 1GB or 50%")?;
+    let mult: u64 = match unit {
+        "" | "B" => 1,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return Err(format!("unknown unit \"{unit}\"")),
+    };
+    let bytes = n.checked_mul(mult).ok_or("size is too large")?;
+    if bytes < 1 << 20 {
+        return Err("must be at least 1MiB".into());
+    }
+    Ok(bytes)
+}
+
+/// The init command from `raw.init` (split on whitespace), if set.
+pub fn init_command(config: &BTreeMap<String, String>) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(v) = config.get("raw.init") else {
+        return Ok(None);
+    };
+    let argv: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
+    match argv.first() {
+        None => Err(invalid("raw.init", v, "must name a program")),
+        Some(p) if !p.starts_with('/') => Err(invalid("raw.init", v, "must be an absolute path")),
+        Some(_) => Ok(Some(argv)),
+    }
+}
+
+/// The host's total memory in bytes, from `/proc/meminfo` content.
+pub fn parse_meminfo_total(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn cfg(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn memory_values() {
+        let ok: &[(&str, u64)] = &[
+            ("256MiB", 256 << 20),
+            ("1GB", 1_000_000_000),
+            ("1GiB", GIB),
+            ("2097152", 2 << 20),
+            ("50%", 12 * GIB),
+        ];
+        for (v, want) in ok {
+            assert_eq!(parse_memory(v, 24 * GIB), Ok(*want), "{v}");
+        }
+        for v in [
+            "banana",
+            "-1",
+            "",
+            "10XB",
+            "0%",
+            "101%",
+            "1kB",
+            "99999999999999999999GiB",
+        ] {
+            assert!(parse_memory(v, 24 * GIB).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn allowance_values() {
+        assert_eq!(parse_allowance("50%"), Ok(CpuAllowance::Percent(50)));
+        assert_eq!(
+            parse_allowance("25ms/100ms"),
+            Ok(CpuAllowance::Quota {
+                quota_us: 25_000,
+                period_us: 100_000
+            })
+        );
+        assert_eq!(
+            parse_allowance("200ms/100ms"),
+            Ok(CpuAllowance::Quota {
+                quota_us: 200_000,
+                period_us: 100_000
+            })
+        );
+        for v in ["0%", "150%", "x", "25/100", "1ms/2000ms", "0ms/100ms", "%"] {
+            assert!(parse_allowance(v).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let e = validate(&cfg(&[("limits.memory", "banana")]), &cfg(&[]), GIB);
+        assert!(matches!(&e, Err(ConfigError::Invalid { key, .. }) if key == "limits.memory"));
+        assert!(
+            e.err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+                .contains("limits.memory")
+        );
+        assert_eq!(
+            validate(&cfg(&[("limits.bogus", "1")]), &cfg(&[]), GIB),
+            Err(ConfigError::UnknownKey("limits.bogus".into()))
+        );
+        assert!(validate(&cfg(&[("user.", "1")]), &cfg(&[]), GIB).is_err());
+        assert!(
+            validate(
+                &cfg(&[
+                    ("user.note", "x"),
+                    ("environment.FOO", "bar"),
+                    ("limits.processes", "64")
+                ]),
+                &cfg(&[]),
+                GIB
+            )
+            .is_ok()
+        );
+        assert!(validate(&cfg(&[("limits.processes", "0")]), &cfg(&[]), GIB).is_err());
+        assert!(validate(&cfg(&[("raw.init", "sbin/init")]), &cfg(&[]), GIB).is_err());
+    }
+
+    #[test]
+    fn daemon_keys_are_read_only() {
+        let prev = cfg(&[("volatile.base_image", "abc")]);
+        assert!(validate(&prev, &prev, GIB).is_ok());
+        assert_eq!(
+            validate(&cfg(&[("volatile.base_image", "zzz")]), &prev, GIB),
+            Err(ConfigError::ReadOnly("volatile.base_image".into()))
+        );
+    }
+
+    #[test]
+    fn limits_and_init_translate() {
+        let c = cfg(&[
+            ("limits.cpu.allowance", "50ms/100ms"),
+            ("limits.memory", "64MiB"),
+            ("limits.processes", "64"),
+            ("raw.init", "/bin/sh -c sleep"),
+        ]);
+        let l = limits(&c, GIB);
+        assert_eq!(
+            l,
+            Ok(CgroupLimits {
+                cpu: Some(CpuAllowance::Quota {
+                    quota_us: 50_000,
+                    period_us: 100_000
+                }),
+                memory: Some(64 << 20),
+                processes: Some(64),
+            })
+        );
+        assert_eq!(
+            init_command(&c),
+            Ok(Some(vec!["/bin/sh".into(), "-c".into(), "sleep".into()]))
+        );
+        assert_eq!(init_command(&cfg(&[])), Ok(None));
+    }
+
+    #[test]
+    fn meminfo() {
+        assert_eq!(
+            parse_meminfo_total("MemTotal:       24589916 kB\nMemFree: 1 kB\n"),
+            Some(24_589_916 * 1024)
+        );
+        assert_eq!(parse_meminfo_total(""), None);
+    }
+}

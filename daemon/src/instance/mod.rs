@@ -1,0 +1,829 @@
+//! Instance lifecycle: create, start, stop, restart, freeze, update, delete, exec planning,
+//! and reconciling with what runs on the host when the daemon starts. This module decides
+//! the order of steps and undoes earlier steps when a later one fails; the worker does the
+//! steps, the db records them.
+
+pub mod config;
+pub mod name;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use ctl_api::{
+    Instance, InstanceExecPost, InstancePut, InstanceState, InstanceStateCpu, InstanceStateMemory,
+    InstancesPost, StatusCode,
+};
+use tokio::sync::Mutex;
+
+use crate::db::{self, DbError, InstanceRow, Pool};
+use crate::images::{ImageError, ImageRef, ImageStore};
+use crate::paths::{Paths, overlay_dirs};
+use crate::worker::spec::{default_caps_drop, default_mounts, default_namespaces};
+use crate::worker::{ExecSpec, InitProcess, SpawnSpec, Worker, WorkerError};
+
+pub use config::ConfigError;
+pub use name::NameError;
+
+/// How long a clean stop may take when the request gives no timeout.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long we wait for a killed init to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Instance errors; `api::error` maps each kind to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("instance \"{0}\" not found")]
+    NotFound(String),
+    #[error("instance \"{0}\" already exists")]
+    AlreadyExists(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    BadState(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The current time as Incus writes it (RFC 3339, UTC).
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// What a validated create request will make.
+#[derive(Debug, Clone)]
+pub struct CreatePlan {
+    pub name: String,
+    pub image: ImageRef,
+    pub request: InstancesPost,
+}
+
+/// A command ready to run inside a container.
+#[derive(Debug, Clone)]
+pub struct ExecPlan {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// The instance service. Cheap to clone.
+#[derive(Clone)]
+pub struct Instances {
+    db: Pool,
+    worker: Arc<dyn Worker>,
+    paths: Arc<Paths>,
+    images: ImageStore,
+    host_memory: u64,
+    locks: Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>,
+    creating: Arc<StdMutex<HashSet<String>>>,
+}
+
+impl Instances {
+    /// A service over the given parts.
+    pub fn new(db: Pool, worker: Arc<dyn Worker>, paths: Arc<Paths>, images: ImageStore) -> Self {
+        let host_memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| config::parse_meminfo_total(&m))
+            .unwrap_or(0);
+        Instances {
+            db,
+            worker,
+            paths,
+            images,
+            host_memory,
+            locks: Arc::default(),
+            creating: Arc::default(),
+        }
+    }
+
+    /// The worker (for server info).
+    pub fn worker(&self) -> &Arc<dyn Worker> {
+        &self.worker
+    }
+
+    fn lock_for(&self, name: &str) -> Arc<Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.to_string()).or_default().clone()
+    }
+
+    async fn row(&self, name: &str) -> Result<InstanceRow, InstanceError> {
+        db::instances::get(&self.db, name)
+            .await?
+            .ok_or_else(|| InstanceError::NotFound(name.to_string()))
+    }
+
+    fn init_of(row: &InstanceRow) -> Option<InitProcess> {
+        (row.init_pid > 0).then_some(InitProcess {
+            pid: row.init_pid,
+            starttime: row.init_starttime,
+            monitor_pid: row.monitor_pid,
+        })
+    }
+
+    fn running_init(&self, row: &InstanceRow) -> Option<InitProcess> {
+        Self::init_of(row).filter(|i| self.worker.is_alive(i))
+    }
+
+    fn status(&self, row: &InstanceRow) -> StatusCode {
+        match self.running_init(row) {
+            Some(_) if self.worker.is_frozen(&row.name) => StatusCode::Frozen,
+            Some(_) => StatusCode::Running,
+            None => StatusCode::Stopped,
+        }
+    }
+
+    // ----- create -----
+
+    /// Validate a create request and reserve the name. Nothing is created yet; errors here
+    /// are the client's (bad name, duplicate, unknown image or key).
+    pub async fn plan_create(&self, mut req: InstancesPost) -> Result<CreatePlan, InstanceError> {
+        if !req.kind.is_empty() && req.kind != "container" {
+            return Err(InstanceError::Invalid(format!(
+                "instance type \"{}\" is not supported (only \"container\")",
+                req.kind
+            )));
+        }
+        if !req.source.kind.is_empty() && req.source.kind != "image" {
+            return Err(InstanceError::Invalid(format!(
+                "source type \"{}\" is not supported (only \"image\")",
+                req.source.kind
+            )));
+        }
+        if req.source.alias.is_empty() && req.source.fingerprint.is_empty() {
+            return Err(InstanceError::Invalid(
+                "an image is required (source.alias or source.fingerprint)".into(),
+            ));
+        }
+        if !req.source.server.is_empty() {
+            return Err(InstanceError::Invalid(
+                "pulling images from a remote server is not supported yet".into(),
+            ));
+        }
+        if let Some((dev, _)) = req.devices.iter().next() {
+            return Err(InstanceError::Invalid(format!(
+                "device \"{dev}\": devices are not supported yet"
+            )));
+        }
+        if let Some(p) = req
+            .profiles
+            .iter()
+            .flatten()
+            .find(|p| p.as_str() != "default")
+        {
+            return Err(InstanceError::Invalid(format!("profile \"{p}\" not found")));
+        }
+        config::validate(&req.config, &BTreeMap::new(), self.host_memory)?;
+        let image = self.images.resolve(&req.source).await?;
+        if req.name.is_empty() {
+            req.name = self.free_random_name().await?;
+        }
+        name::validate(&req.name)?;
+        self.reserve(&req.name).await?;
+        Ok(CreatePlan {
+            name: req.name.clone(),
+            image,
+            request: req,
+        })
+    }
+
+    async fn free_random_name(&self) -> Result<String, InstanceError> {
+        for _ in 0..50 {
+            let n = name::random();
+            if db::instances::get(&self.db, &n).await?.is_none() {
+                return Ok(n);
+            }
+        }
+        Err(InstanceError::Internal("no free random name".into()))
+    }
+
+    async fn reserve(&self, name: &str) -> Result<(), InstanceError> {
+        if db::instances::get(&self.db, name).await?.is_some() {
+            return Err(InstanceError::AlreadyExists(name.to_string()));
+        }
+        let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        if !creating.insert(name.to_string()) {
+            return Err(InstanceError::AlreadyExists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    fn release(&self, name: &str) {
+        let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        creating.remove(name);
+    }
+
+    /// Create the planned instance (building its image if needed), then start it if asked.
+    /// A failure before the row exists removes what was made; the name is released.
+    pub async fn create(&self, plan: CreatePlan) -> Result<(), InstanceError> {
+        let name = plan.name.clone();
+        let result = self.create_inner(&plan).await;
+        self.release(&name);
+        result?;
+        if plan.request.start {
+            self.start(&name).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_inner(&self, plan: &CreatePlan) -> Result<(), InstanceError> {
+        let fingerprint = self.images.ensure(&plan.image).await?;
+        let props = self.images.properties(&fingerprint).await?;
+        let mut cfg = plan.request.config.clone();
+        for (k, v) in &props {
+            cfg.insert(format!("image.{k}"), v.clone());
+        }
+        cfg.insert("volatile.base_image".into(), fingerprint.clone());
+        let dir = self.paths.container(&plan.name);
+        if dir.exists() {
+            // Left over from a crash before the row was written: nobody owns it.
+            self.blocking_worker(move |w| w.remove_container_dir(&dir))
+                .await?;
+        }
+        let dir = self.paths.container(&plan.name);
+        {
+            let dir = dir.clone();
+            self.blocking_worker(move |w| w.prepare_container_dir(&dir))
+                .await?;
+        }
+        let t = now_rfc3339();
+        let inserted = db::instances::insert(
+            &self.db,
+            &db::NewInstance {
+                name: &plan.name,
+                description: &plan.request.description,
+                architecture: crate::images::host_architecture(),
+                ephemeral: plan.request.ephemeral,
+                image_fingerprint: &fingerprint,
+                config: &cfg,
+                devices: &BTreeMap::new(),
+                created_at: &t,
+            },
+        )
+        .await;
+        if let Err(e) = inserted {
+            let _ = self
+                .blocking_worker(move |w| w.remove_container_dir(&dir))
+                .await;
+            return Err(match e {
+                DbError::Conflict(_) => InstanceError::AlreadyExists(plan.name.clone()),
+                e => e.into(),
+            });
+        }
+        let _ = self.images.touch(&fingerprint).await;
+        tracing::info!(instance = %plan.name, image = %fingerprint, "created");
+        Ok(())
+    }
+
+    async fn blocking_worker<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Worker) -> Result<T, WorkerError> + Send + 'static,
+    ) -> Result<T, InstanceError> {
+        let w = self.worker.clone();
+        tokio::task::spawn_blocking(move || f(w.as_ref()))
+            .await
+            .map_err(|e| InstanceError::Internal(e.to_string()))?
+            .map_err(InstanceError::from)
+    }
+
+    // ----- start -----
+
+    /// Check that `name` exists and is stopped (before an operation is created).
+    pub async fn check_can_start(&self, name: &str) -> Result<(), InstanceError> {
+        let row = self.row(name).await?;
+        if self.running_init(&row).is_some() {
+            return Err(InstanceError::BadState(format!(
+                "instance \"{name}\" is already running"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Start a stopped instance.
+    pub async fn start(&self, name: &str) -> Result<(), InstanceError> {
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        let row = self.row(name).await?;
+        if self.running_init(&row).is_some() {
+            return Err(InstanceError::BadState(format!(
+                "instance \"{name}\" is already running"
+            )));
+        }
+        let limits = config::limits(&row.config, self.host_memory)?;
+        let spec = self.spawn_spec(&row)?;
+        let cg_name = name.to_string();
+        let procs = self
+            .blocking_worker(move |w| {
+                // A cgroup left by a crash would carry stale settings: start clean.
+                w.remove_cgroup(&cg_name)?;
+                w.create_cgroup(&cg_name, &limits)
+            })
+            .await?;
+        let mut spec = spec;
+        spec.cgroup_procs = procs;
+        let spawned = self.blocking_worker(move |w| w.spawn_init(&spec)).await;
+        let init = match spawned {
+            Ok(i) => i,
+            Err(e) => {
+                let n = name.to_string();
+                let _ = self.blocking_worker(move |w| w.remove_cgroup(&n)).await;
+                return Err(e);
+            }
+        };
+        let t = now_rfc3339();
+        if let Err(e) = db::instances::set_running(
+            &self.db,
+            name,
+            init.pid,
+            init.starttime,
+            init.monitor_pid,
+            Some(&t),
+        )
+        .await
+        {
+            let _ = self.worker.signal(&init, libc::SIGKILL);
+            let n = name.to_string();
+            let _ = self.blocking_worker(move |w| w.remove_cgroup(&n)).await;
+            return Err(e.into());
+        }
+        tracing::info!(instance = %name, pid = init.pid, "started");
+        Ok(())
+    }
+
+    fn spawn_spec(&self, row: &InstanceRow) -> Result<SpawnSpec, InstanceError> {
+        let dir = self.paths.container(&row.name);
+        let (upper, work, rootfs) = overlay_dirs(&dir);
+        let lower = self.images.rootfs(&row.image_fingerprint);
+        let init = match config::init_command(&row.config)? {
+            Some(argv) => argv,
+            None if has_path(&upper, &lower, "sbin/init") => vec!["/sbin/init".to_string()],
+            None => Vec::new(),
+        };
+        Ok(SpawnSpec {
+            name: row.name.clone(),
+            lower,
+            upper,
+            work,
+            rootfs,
+            namespaces: default_namespaces(),
+            id_map: None,
+            mounts: default_mounts(&self.paths.host_dev),
+            caps_drop: default_caps_drop(),
+            init,
+            env: vec![
+                ("PATH".into(), DEFAULT_PATH.into()),
+                ("container".into(), "ctl".into()),
+                ("TERM".into(), "linux".into()),
+                ("HOME".into(), "/root".into()),
+            ],
+            cgroup_procs: Vec::new(),
+            log: dir.join("console.log"),
+        })
+    }
+
+    // ----- stop -----
+
+    /// Check that `name` exists and runs (before an operation is created).
+    pub async fn check_running(&self, name: &str) -> Result<(), InstanceError> {
+        let row = self.row(name).await?;
+        if self.running_init(&row).is_none() {
+            return Err(InstanceError::BadState(format!(
+                "instance \"{name}\" is not running"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stop a running instance: the image's stop signal, then SIGKILL after `timeout`
+    /// (`force` kills at once). Removes the cgroup; no process is left.
+    pub async fn stop(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+        force: bool,
+    ) -> Result<(), InstanceError> {
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        self.stop_locked(name, timeout, force).await
+    }
+
+    async fn stop_locked(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+        force: bool,
+    ) -> Result<(), InstanceError> {
+        let row = self.row(name).await?;
+        let Some(init) = self.running_init(&row) else {
+            return Err(InstanceError::BadState(format!(
+                "instance \"{name}\" is not running"
+            )));
+        };
+        // A frozen init cannot act on signals.
+        if self.worker.is_frozen(name) {
+            let _ = self.worker.set_frozen(name, false);
+        }
+        let mut exited = false;
+        if !force {
+            let sig = self.stop_signal(&row);
+            if self.worker.signal(&init, sig)? {
+                exited = self
+                    .wait_exit(&init, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT))
+                    .await;
+            } else {
+                exited = true;
+            }
+            if !exited {
+                tracing::warn!(instance = %name, "clean stop timed out, killing");
+            }
+        }
+        if !exited {
+            self.worker.signal(&init, libc::SIGKILL)?;
+            if !self.wait_exit(&init, KILL_WAIT).await {
+                return Err(InstanceError::Internal(format!(
+                    "init of \"{name}\" (pid {}) did not exit after SIGKILL",
+                    init.pid
+                )));
+            }
+        }
+        self.cleanup_stopped(name).await?;
+        tracing::info!(instance = %name, force, "stopped");
+        Ok(())
+    }
+
+    async fn cleanup_stopped(&self, name: &str) -> Result<(), InstanceError> {
+        let n = name.to_string();
+        self.blocking_worker(move |w| w.remove_cgroup(&n)).await?;
+        db::instances::set_running(&self.db, name, 0, 0, 0, None).await?;
+        Ok(())
+    }
+
+    /// Wait until `init` exits, up to `timeout`. True if it exited.
+    async fn wait_exit(&self, init: &InitProcess, timeout: Duration) -> bool {
+        let init = *init;
+        self.blocking_worker(move |w| Ok(w.wait_exit(&init, timeout)))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The signal that asks this image's init to shut down: busybox init powers off on
+    /// SIGUSR2, systemd on SIGRTMIN+4, the built-in init and `raw.init` programs take
+    /// SIGTERM, sysvinit-style inits SIGPWR.
+    fn stop_signal(&self, row: &InstanceRow) -> i32 {
+        if row.config.contains_key("raw.init") {
+            return libc::SIGTERM;
+        }
+        let dir = self.paths.container(&row.name);
+        let (upper, _, _) = overlay_dirs(&dir);
+        let lower = self.images.rootfs(&row.image_fingerprint);
+        match init_target(&upper, &lower) {
+            None => libc::SIGTERM,
+            Some(t) if t.ends_with("busybox") => libc::SIGUSR2,
+            Some(t) if t.contains("systemd") => libc::SIGRTMIN() + 4,
+            Some(_) => libc::SIGPWR,
+        }
+    }
+
+    /// Restart: stop (cleanly unless `force`), then start.
+    pub async fn restart(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+        force: bool,
+    ) -> Result<(), InstanceError> {
+        {
+            let lock = self.lock_for(name);
+            let _g = lock.lock().await;
+            self.stop_locked(name, timeout, force).await?;
+        }
+        self.start(name).await
+    }
+
+    /// Freeze or thaw every process of a running instance.
+    pub async fn set_frozen(&self, name: &str, frozen: bool) -> Result<(), InstanceError> {
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        let row = self.row(name).await?;
+        if self.running_init(&row).is_none() {
+            return Err(InstanceError::BadState(format!(
+                "instance \"{name}\" is not running"
+            )));
+        }
+        if self.worker.is_frozen(name) == frozen {
+            return Err(InstanceError::BadState(format!(
+                "instance \"{name}\" is already {}",
+                if frozen {
+                    "frozen"
+                } else {
+                    "running (not frozen)"
+                }
+            )));
+        }
+        let n = name.to_string();
+        self.blocking_worker(move |w| w.set_frozen(&n, frozen))
+            .await
+    }
+
+    // ----- delete -----
+
+    /// Check that `name` exists and is stopped (before an operation is created).
+    pub async fn check_can_delete(&self, name: &str) -> Result<(), InstanceError> {
+        let row = self.row(name).await?;
+        if self.running_init(&row).is_some() {
+            return Err(InstanceError::BadState(format!(
+                "instance \"{name}\" is running: stop it first (or delete with --force)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Delete a stopped instance: cgroup, files, row.
+    pub async fn delete(&self, name: &str) -> Result<(), InstanceError> {
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        let row = self.row(name).await?;
+        if self.running_init(&row).is_some() {
+            return Err(InstanceError::BadState(format!(
+                "instance \"{name}\" is running: stop it first (or delete with --force)"
+            )));
+        }
+        let n = name.to_string();
+        let dir = self.paths.container(name);
+        self.blocking_worker(move |w| {
+            w.remove_cgroup(&n)?;
+            w.remove_container_dir(&dir)
+        })
+        .await?;
+        db::instances::delete(&self.db, name).await?;
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        tracing::info!(instance = %name, "deleted");
+        Ok(())
+    }
+
+    // ----- read and update -----
+
+    /// Every instance name.
+    pub async fn names(&self) -> Result<Vec<String>, InstanceError> {
+        Ok(db::instances::names(&self.db).await?)
+    }
+
+    /// One instance.
+    pub async fn get(&self, name: &str) -> Result<Instance, InstanceError> {
+        let row = self.row(name).await?;
+        Ok(self.to_api(&row))
+    }
+
+    /// Every instance with (`with_state`) or without its state.
+    pub async fn list(
+        &self,
+        with_state: bool,
+    ) -> Result<Vec<(Instance, Option<InstanceState>)>, InstanceError> {
+        let rows = db::instances::list(&self.db).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let state = with_state.then(|| self.state_of(r));
+                (self.to_api(r), state)
+            })
+            .collect())
+    }
+
+    /// The runtime state of one instance.
+    pub async fn state(&self, name: &str) -> Result<InstanceState, InstanceError> {
+        let row = self.row(name).await?;
+        Ok(self.state_of(&row))
+    }
+
+    fn state_of(&self, row: &InstanceRow) -> InstanceState {
+        let status = self.status(row);
+        let running = status != StatusCode::Stopped;
+        let usage = if running {
+            self.worker.usage(&row.name)
+        } else {
+            Default::default()
+        };
+        InstanceState {
+            status: status.as_str().into(),
+            status_code: status,
+            pid: if running { i64::from(row.init_pid) } else { 0 },
+            processes: if running { usage.processes } else { -1 },
+            cpu: InstanceStateCpu {
+                usage: usage.cpu_ns,
+            },
+            memory: InstanceStateMemory {
+                usage: usage.memory,
+                usage_peak: usage.memory_peak,
+                swap_usage: usage.swap,
+                swap_usage_peak: 0,
+            },
+            disk: BTreeMap::new(),
+            network: None,
+        }
+    }
+
+    fn to_api(&self, row: &InstanceRow) -> Instance {
+        let status = self.status(row);
+        Instance {
+            name: row.name.clone(),
+            description: row.description.clone(),
+            status: status.as_str().into(),
+            status_code: status,
+            created_at: row.created_at.clone(),
+            last_used_at: if row.last_used_at.is_empty() {
+                "1970-01-01T00:00:00Z".into()
+            } else {
+                row.last_used_at.clone()
+            },
+            location: "none".into(),
+            kind: "container".into(),
+            architecture: row.architecture.clone(),
+            ephemeral: row.ephemeral,
+            stateful: false,
+            profiles: vec!["default".into()],
+            config: row.config.clone(),
+            devices: row.devices.clone(),
+            expanded_config: row.config.clone(),
+            expanded_devices: row.devices.clone(),
+            project: "default".into(),
+        }
+    }
+
+    /// Apply a PUT (`patch == false`: replace) or PATCH (merge) to an instance. Limits
+    /// change live on a running instance.
+    pub async fn update(
+        &self,
+        name: &str,
+        put: InstancePut,
+        patch: bool,
+    ) -> Result<(), InstanceError> {
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        let row = self.row(name).await?;
+        let mut cfg = match (&put.config, patch) {
+            (Some(c), false) => c.clone(),
+            (Some(c), true) => {
+                let mut merged = row.config.clone();
+                merged.extend(c.iter().map(|(k, v)| (k.clone(), v.clone())));
+                merged
+            }
+            (None, _) => row.config.clone(),
+        };
+        // Daemon-owned keys survive a PUT that leaves them out.
+        for (k, v) in &row.config {
+            if (k.starts_with("image.") || k.starts_with("volatile.")) && !cfg.contains_key(k) {
+                cfg.insert(k.clone(), v.clone());
+            }
+        }
+        // An empty value unsets a key (as `PATCH {"config": {"k": ""}}` does in Incus).
+        cfg.retain(|_, v| !v.is_empty());
+        config::validate(&cfg, &row.config, self.host_memory)?;
+        if let Some(devs) = &put.devices
+            && let Some((d, _)) = devs.iter().next()
+        {
+            return Err(InstanceError::Invalid(format!(
+                "device \"{d}\": devices are not supported yet"
+            )));
+        }
+        if let Some(p) = put
+            .profiles
+            .iter()
+            .flatten()
+            .find(|p| p.as_str() != "default")
+        {
+            return Err(InstanceError::Invalid(format!("profile \"{p}\" not found")));
+        }
+        let new_limits = config::limits(&cfg, self.host_memory)?;
+        if self.running_init(&row).is_some()
+            && new_limits != config::limits(&row.config, self.host_memory)?
+        {
+            let n = name.to_string();
+            self.blocking_worker(move |w| w.apply_limits(&n, &new_limits))
+                .await?;
+        }
+        if cfg.get("raw.init") != row.config.get("raw.init") && self.running_init(&row).is_some() {
+            tracing::info!(instance = %name, "raw.init changed: takes effect at next start");
+        }
+        db::instances::update(
+            &self.db,
+            name,
+            put.description.as_deref().unwrap_or(&row.description),
+            put.ephemeral.unwrap_or(row.ephemeral),
+            &cfg,
+            &row.devices,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Validate an exec request and build the command that runs it in the container.
+    pub async fn plan_exec(
+        &self,
+        name: &str,
+        req: &InstanceExecPost,
+    ) -> Result<ExecPlan, InstanceError> {
+        if req.command.is_empty() {
+            return Err(InstanceError::Invalid("command must not be empty".into()));
+        }
+        let row = self.row(name).await?;
+        let Some(init) = self.running_init(&row) else {
+            return Err(InstanceError::BadState(format!(
+                "instance \"{name}\" is not running"
+            )));
+        };
+        if self.worker.is_frozen(name) {
+            return Err(InstanceError::BadState(format!(
+                "instance \"{name}\" is frozen"
+            )));
+        }
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert("PATH".into(), DEFAULT_PATH.into());
+        env.insert("LANG".into(), "C.UTF-8".into());
+        let (home, user) = if req.user == 0 {
+            ("/root".to_string(), "root".to_string())
+        } else {
+            ("/".to_string(), req.user.to_string())
+        };
+        env.insert("HOME".into(), home.clone());
+        env.insert("USER".into(), user);
+        for (k, v) in &row.config {
+            if let Some(var) = k.strip_prefix("environment.") {
+                env.insert(var.to_string(), v.clone());
+            }
+        }
+        env.extend(req.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let cwd = if req.cwd.is_empty() {
+            env.get("HOME").cloned().unwrap_or(home)
+        } else {
+            req.cwd.clone()
+        };
+        let spec = ExecSpec {
+            pid: init.pid,
+            starttime: init.starttime,
+            namespaces: default_namespaces(),
+            cgroup_procs: self.worker.cgroup_procs(name),
+            argv: req.command.clone(),
+            env: env.into_iter().collect(),
+            cwd,
+            uid: req.user,
+            gid: req.group,
+        };
+        let (program, args) = self.worker.exec_command(&spec);
+        Ok(ExecPlan { program, args })
+    }
+
+    // ----- start-up -----
+
+    /// Reconcile the database with the host after a daemon start: instances whose init is
+    /// gone are marked stopped and their leftover cgroups removed; running ones are kept.
+    pub async fn reconcile(&self) -> Result<(), InstanceError> {
+        for row in db::instances::list(&self.db).await? {
+            match Self::init_of(&row) {
+                Some(init) if self.worker.is_alive(&init) => {
+                    tracing::info!(instance = %row.name, pid = init.pid, "found running");
+                }
+                Some(_) => {
+                    tracing::info!(instance = %row.name, "init gone while ctld was away");
+                    self.cleanup_stopped(&row.name).await?;
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Whether `rel` exists (as any file type) in the overlay view of `upper` over `lower`.
+fn has_path(upper: &Path, lower: &Path, rel: &str) -> bool {
+    upper.join(rel).symlink_metadata().is_ok() || lower.join(rel).symlink_metadata().is_ok()
+}
+
+/// Where `/sbin/init` points in the overlay view (following one level of symlink), or
+/// `None` if the image has no init.
+fn init_target(upper: &Path, lower: &Path) -> Option<String> {
+    for base in [upper, lower] {
+        let p = base.join("sbin/init");
+        if let Ok(md) = p.symlink_metadata() {
+            if md.file_type().is_symlink() {
+                return std::fs::read_link(&p).ok().map(|t| t.display().to_string());
+            }
+            return Some("/sbin/init".into());
+        }
+    }
+    None
+}

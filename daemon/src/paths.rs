@@ -1,0 +1,84 @@
+//! Every filesystem location the daemon uses, derived from one state directory and injected
+//! everywhere, so tests run the real daemon in a temp dir.
+
+use std::path::{Path, PathBuf};
+
+/// Locations of the daemon's state and of the host interfaces it uses.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `$CTL_DIR` (default `/var/lib/ctld`).
+    pub dir: PathBuf,
+    /// Root of the cgroup hierarchies (`/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+    /// Name of the cgroup under which every container's cgroup is created.
+    pub cgroup_parent: String,
+    /// The host's `/dev`, source of the device nodes bound into containers.
+    pub host_dev: PathBuf,
+    /// The busybox binary the built-in `busybox` image is made from.
+    pub busybox: PathBuf,
+    /// The ctld binary re-executed for `forkstart`/`forkexec`.
+    pub exe: PathBuf,
+}
+
+impl Paths {
+    /// Defaults for a state directory.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Paths {
+            dir: dir.into(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: "ctl".into(),
+            host_dev: PathBuf::from("/dev"),
+            busybox: PathBuf::from("/bin/busybox"),
+            exe: PathBuf::from("/proc/self/exe"),
+        }
+    }
+
+    /// The API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("unix.socket")
+    }
+
+    /// The SQLite database.
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("ctld.db")
+    }
+
+    /// All containers' directories.
+    pub fn containers(&self) -> PathBuf {
+        self.dir.join("containers")
+    }
+
+    /// One container's directory.
+    pub fn container(&self, name: &str) -> PathBuf {
+        self.containers().join(name)
+    }
+
+    /// All images.
+    pub fn images(&self) -> PathBuf {
+        self.dir.join("images")
+    }
+
+    /// One image's directory (its unpacked `rootfs/` lives inside).
+    pub fn image(&self, fingerprint: &str) -> PathBuf {
+        self.images().join(fingerprint)
+    }
+
+    /// Where deleted directories are renamed before removal.
+    pub fn trash(&self) -> PathBuf {
+        self.dir.join("trash")
+    }
+
+    /// A scratch directory for work in progress (image builds).
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+}
+
+/// The overlay directories of a container directory.
+pub fn overlay_dirs(container: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        container.join("upper"),
+        container.join("work"),
+        container.join("rootfs"),
+    )
+}

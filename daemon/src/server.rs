@@ -1,0 +1,73 @@
+//! Assembling and running the daemon: open the database, reconcile with the host, build the
+//! router, serve on a bound Unix listener until the shutdown future resolves. Tests call
+//! [`serve`] with a temp socket; `main` adds signals.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+
+use crate::api::{self, AppState, exec::ExecRegistry, server_info::StaticInfo};
+use crate::db;
+use crate::images::ImageStore;
+use crate::instance::{InstanceError, Instances};
+use crate::operations::Operations;
+use crate::paths::Paths;
+use crate::worker::Worker;
+
+/// Start-up errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Open the state, reconcile running containers, and build the handlers' state.
+pub async fn build_state(paths: Paths, worker: Arc<dyn Worker>) -> Result<AppState, StartError> {
+    for d in [
+        paths.dir.clone(),
+        paths.containers(),
+        paths.images(),
+        paths.tmp(),
+    ] {
+        tokio::fs::create_dir_all(&d)
+            .await
+            .map_err(|source| StartError::Io { path: d, source })?;
+    }
+    let _ = tokio::fs::remove_dir_all(paths.tmp()).await;
+    let _ = tokio::fs::create_dir_all(paths.tmp()).await;
+    let pool = db::open(&paths.db()).await?;
+    let paths = Arc::new(paths);
+    let images = ImageStore::new(pool.clone(), paths.clone());
+    let version = worker.cgroup_version();
+    let instances = Instances::new(pool, worker, paths, images.clone());
+    instances.reconcile().await?;
+    Ok(AppState {
+        instances,
+        images,
+        ops: Operations::default(),
+        execs: ExecRegistry::default(),
+        info: StaticInfo::gather(version.as_str()),
+    })
+}
+
+/// Serve the API on `listener` until `shutdown` resolves. Running containers are not
+/// touched on the way out.
+pub async fn serve(
+    listener: UnixListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = api::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

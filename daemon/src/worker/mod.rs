@@ -1,0 +1,257 @@
+//! The worker: every piece of code that changes the host kernel's state lives below this
+//! module (mounts, namespaces, cgroups, processes, signals). The rest of the daemon talks to
+//! it through the [`Worker`] trait, one method per operation, so the lifecycle order and its
+//! rollback can be unit-tested with a recording fake while end-to-end tests use
+//! [`HostWorker`].
+//!
+//! Invariant: no `unsafe` outside `sys`, no namespace or mount syscall outside this module,
+//! and no fork from a tokio thread: children are started by re-executing ctld into the
+//! hidden `forkstart`/`forkexec` entries.
+
+pub mod cgroup;
+pub mod exec;
+pub mod proc;
+pub mod spawn;
+pub mod spec;
+mod sys;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use cgroup::{CgroupLimits, CgroupUsage, CgroupVersion, CpuAllowance};
+pub use exec::ExecSpec;
+pub use spawn::InitProcess;
+pub use spec::SpawnSpec;
+
+/// Errors from host operations.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Spawn(#[from] spawn::SpawnError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("signal {pid}: {source}")]
+    Signal {
+        pid: i32,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Host operations at the granularity the instance lifecycle needs.
+pub trait Worker: Send + Sync + 'static {
+    /// The cgroup layout detected at start-up.
+    fn cgroup_version(&self) -> CgroupVersion;
+    /// Create a container's directory with its overlay `upper`, `work` and `rootfs` dirs.
+    fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError>;
+    /// Remove a container's directory (renamed aside first, so the name is free at once).
+    fn remove_container_dir(&self, dir: &Path) -> Result<(), WorkerError>;
+    /// Create the container's cgroup with `limits`; returns the `cgroup.procs` files.
+    fn create_cgroup(&self, name: &str, limits: &CgroupLimits)
+    -> Result<Vec<PathBuf>, WorkerError>;
+    /// Apply `limits` to an existing cgroup (live update).
+    fn apply_limits(&self, name: &str, limits: &CgroupLimits) -> Result<(), WorkerError>;
+    /// Kill what is left in the cgroup and remove it. Succeeds if it does not exist.
+    fn remove_cgroup(&self, name: &str) -> Result<(), WorkerError>;
+    /// The `cgroup.procs` files of an existing cgroup (to join it).
+    fn cgroup_procs(&self, name: &str) -> Vec<PathBuf>;
+    /// Freeze or thaw.
+    fn set_frozen(&self, name: &str, frozen: bool) -> Result<(), WorkerError>;
+    /// Whether the cgroup is frozen.
+    fn is_frozen(&self, name: &str) -> bool;
+    /// Resource usage.
+    fn usage(&self, name: &str) -> CgroupUsage;
+    /// Start the init described by `spec`; returns once it runs.
+    fn spawn_init(&self, spec: &SpawnSpec) -> Result<InitProcess, WorkerError>;
+    /// Whether `init` is still the running process it was.
+    fn is_alive(&self, init: &InitProcess) -> bool;
+    /// Send `signal` to `init` (checked against PID reuse). `Ok(false)` if it is gone.
+    fn signal(&self, init: &InitProcess, signal: i32) -> Result<bool, WorkerError>;
+    /// Block until `init` exits or `timeout` passes; true if it is gone.
+    fn wait_exit(&self, init: &InitProcess, timeout: Duration) -> bool;
+    /// The program and arguments that run `spec` inside the container (`ctld forkexec`).
+    fn exec_command(&self, spec: &ExecSpec) -> (PathBuf, Vec<String>);
+}
+
+/// The real worker, acting on this host.
+#[derive(Debug, Clone)]
+pub struct HostWorker {
+    exe: PathBuf,
+    cgroup_root: PathBuf,
+    cgroup_parent: String,
+    version: CgroupVersion,
+    trash: PathBuf,
+}
+
+impl HostWorker {
+    /// Detect the cgroup layout under `cgroup_root` and prepare the cgroup parent.
+    /// `exe` is the ctld binary to re-execute (normally `/proc/self/exe`).
+    pub fn new(
+        exe: PathBuf,
+        cgroup_root: PathBuf,
+        cgroup_parent: String,
+        trash: PathBuf,
+    ) -> Result<Self, WorkerError> {
+        let version = cgroup::detect(&cgroup_root)?;
+        Ok(HostWorker {
+            exe,
+            cgroup_root,
+            cgroup_parent,
+            version,
+            trash,
+        })
+    }
+
+    fn cgroup(&self, name: &str) -> cgroup::Cgroup {
+        cgroup::Cgroup::new(&self.cgroup_root, self.version, &self.cgroup_parent, name)
+    }
+
+    /// Remove whatever earlier deletes left in the trash directory.
+    pub fn empty_trash(&self) {
+        if let Ok(rd) = fs::read_dir(&self.trash) {
+            for e in rd.flatten() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    /// Remove the (empty) cgroup parent directories, for a daemon that leaves no trace.
+    pub fn remove_cgroup_parent(&self) {
+        let probe = self.cgroup("x");
+        for d in probe.dirs() {
+            if let Some(parent) = d.parent() {
+                let _ = fs::remove_dir(parent);
+            }
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WorkerError + '_ {
+    move |source| WorkerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Worker for HostWorker {
+    fn cgroup_version(&self) -> CgroupVersion {
+        self.version
+    }
+
+    fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {
+        for sub in ["upper", "work", "rootfs"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
+    fn remove_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        fs::create_dir_all(&self.trash).map_err(io_err(&self.trash))?;
+        let aside = self.trash.join(uuid::Uuid::new_v4().simple().to_string());
+        fs::rename(dir, &aside).map_err(io_err(dir))?;
+        fs::remove_dir_all(&aside).map_err(io_err(&aside))
+    }
+
+    fn create_cgroup(
+        &self,
+        name: &str,
+        limits: &CgroupLimits,
+    ) -> Result<Vec<PathBuf>, WorkerError> {
+        let cg = self.cgroup(name);
+        cg.create(limits)?;
+        Ok(cg.procs_files())
+    }
+
+    fn apply_limits(&self, name: &str, limits: &CgroupLimits) -> Result<(), WorkerError> {
+        Ok(self.cgroup(name).apply(limits)?)
+    }
+
+    fn remove_cgroup(&self, name: &str) -> Result<(), WorkerError> {
+        Ok(self.cgroup(name).remove()?)
+    }
+
+    fn cgroup_procs(&self, name: &str) -> Vec<PathBuf> {
+        self.cgroup(name).procs_files()
+    }
+
+    fn set_frozen(&self, name: &str, frozen: bool) -> Result<(), WorkerError> {
+        Ok(self.cgroup(name).set_frozen(frozen)?)
+    }
+
+    fn is_frozen(&self, name: &str) -> bool {
+        self.cgroup(name).is_frozen()
+    }
+
+    fn usage(&self, name: &str) -> CgroupUsage {
+        self.cgroup(name).usage()
+    }
+
+    fn spawn_init(&self, spec: &SpawnSpec) -> Result<InitProcess, WorkerError> {
+        Ok(spawn::spawn_init(&self.exe, spec)?)
+    }
+
+    fn is_alive(&self, init: &InitProcess) -> bool {
+        proc::is_alive(init.pid, init.starttime)
+    }
+
+    fn signal(&self, init: &InitProcess, signal: i32) -> Result<bool, WorkerError> {
+        // Open a pidfd first, then check identity: the signal goes to exactly that process.
+        let Ok(fd) = sys::pidfd_open(init.pid) else {
+            return Ok(false);
+        };
+        if !proc::is_alive(init.pid, init.starttime) {
+            return Ok(false);
+        }
+        use std::os::fd::AsRawFd;
+        match sys::pidfd_send_signal(fd.as_raw_fd(), signal) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            Err(source) => Err(WorkerError::Signal {
+                pid: init.pid,
+                source,
+            }),
+        }
+    }
+
+    fn wait_exit(&self, init: &InitProcess, timeout: Duration) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let Ok(fd) = sys::pidfd_open(init.pid) else {
+            return true;
+        };
+        if !proc::is_alive(init.pid, init.starttime) {
+            return true;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                Ok(n) if n > 0 => return true,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return !proc::is_alive(init.pid, init.starttime),
+                Ok(_) if left.is_zero() => return !proc::is_alive(init.pid, init.starttime),
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    fn exec_command(&self, spec: &ExecSpec) -> (PathBuf, Vec<String>) {
+        let json = serde_json::to_string(spec).unwrap_or_default();
+        (self.exe.clone(), vec!["forkexec".into(), json])
+    }
+}

@@ -1,0 +1,55 @@
+//! Reading `/proc`: process identity (PID + start time) so a PID stored in the database is
+//! never mistaken for a new process that reused it.
+
+use std::fs;
+
+/// Start time of `pid` in clock ticks since boot, or `None` if it does not exist.
+pub fn starttime(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_starttime(&stat)
+}
+
+/// Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) may hold spaces and
+/// parentheses, so count from the last `)`.
+pub fn parse_starttime(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ")": field 3 (state) is the first; starttime is field 22 → index 19.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that started at `start` (and is not a zombie).
+pub fn is_alive(pid: i32, start: u64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let zombie = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        == Some("Z");
+    !zombie && parse_starttime(&stat) == Some(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_starttime_with_odd_comm() {
+        let line = "1234 (we ird) name)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200 18446744073709551615";
+        assert_eq!(parse_starttime(line), Some(98765));
+        assert_eq!(parse_starttime("garbage"), None);
+    }
+
+    #[test]
+    fn own_process_is_alive_and_identity_checked() {
+        let me = std::process::id() as i32;
+        let st = starttime(me);
+        assert!(st.is_some());
+        assert!(is_alive(me, st.unwrap_or(0)));
+        assert!(!is_alive(me, st.unwrap_or(0) + 1));
+        assert!(!is_alive(0, 0));
+    }
+}

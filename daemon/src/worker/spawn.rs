@@ -1,0 +1,507 @@
+//! Starting a container's init: the daemon side ([`spawn_init`]) and the hidden `forkstart`
+//! entry ([`forkstart_main`]) that ctld re-executes itself into.
+//!
+//! Process model: ctld (multi-threaded, tokio) never forks itself. It runs
+//! `ctld forkstart NAME` with the [`SpawnSpec`] on stdin. That process is single threaded; it
+//! starts a new session and forks the **monitor**, then exits at once, so the monitor is
+//! nobody's child but init's and outlives ctld. The monitor clones the container's init into
+//! new namespaces, puts it in its cgroup, lets it run, reports `{pid, starttime, monitor}` on
+//! the pipe ctld reads, and then waits for the init to exit and removes the cgroup. A ctld
+//! that restarts finds containers by PID and start time, so killing ctld never touches them.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::proc::starttime;
+use super::spec::{MountEntry, MountFlag, Namespace, SpawnSpec};
+use super::sys::{self, CloneResult};
+
+/// Errors starting a container.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("running {exe}: {source}")]
+    Exec {
+        exe: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("talking to the container monitor: {0}")]
+    Pipe(#[source] io::Error),
+    #[error("the container monitor gave no answer")]
+    NoReport,
+    #[error("{0}")]
+    Container(String),
+}
+
+/// A running container's init, as the host sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitProcess {
+    pub pid: i32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22): with the PID it
+    /// identifies the process even after PID reuse.
+    pub starttime: u64,
+    pub monitor_pid: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Report {
+    Ok(InitProcess),
+    Err { error: String },
+}
+
+/// Start the container described by `spec` through `exe forkstart` and wait until its init
+/// runs (or failed). Blocking: call from a blocking thread.
+pub fn spawn_init(exe: &Path, spec: &SpawnSpec) -> Result<InitProcess, SpawnError> {
+    let json = serde_json::to_vec(spec).map_err(|e| SpawnError::Container(e.to_string()))?;
+    let mut child = Command::new(exe)
+        .arg("forkstart")
+        .arg(&spec.name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|source| SpawnError::Exec {
+            exe: exe.to_path_buf(),
+            source,
+        })?;
+    let result = (|| {
+        let mut stdin = child.stdin.take().ok_or(SpawnError::NoReport)?;
+        stdin.write_all(&json).map_err(SpawnError::Pipe)?;
+        drop(stdin);
+        let stdout = child.stdout.take().ok_or(SpawnError::NoReport)?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(SpawnError::Pipe)?;
+        match serde_json::from_str::<Report>(line.trim()) {
+            Ok(Report::Ok(p)) => Ok(p),
+            Ok(Report::Err { error }) => Err(SpawnError::Container(error)),
+            Err(_) => Err(SpawnError::NoReport),
+        }
+    })();
+    // forkstart exits right after forking the monitor: reap it.
+    let _ = child.wait();
+    result
+}
+
+/// Entry point of `ctld forkstart NAME`. Never starts an async runtime. Returns the exit code.
+pub fn forkstart_main() -> i32 {
+    let mut input = Vec::new();
+    if io::stdin().read_to_end(&mut input).is_err() {
+        return 1;
+    }
+    let spec: SpawnSpec = match serde_json::from_slice(&input) {
+        Ok(s) => s,
+        Err(e) => {
+            report(&Report::Err {
+                error: format!("bad spawn spec: {e}"),
+            });
+            return 1;
+        }
+    };
+    // A session of our own: no terminal signals from ctld's session reach the container.
+    let _ = nix::unistd::setsid();
+    match sys::fork_process() {
+        Err(e) => {
+            report(&Report::Err {
+                error: format!("fork monitor: {e}"),
+            });
+            1
+        }
+        Ok(CloneResult::Parent(_)) => 0,
+        Ok(CloneResult::Child) => sys::exit_now(monitor(&spec)),
+    }
+}
+
+fn report(r: &Report) {
+    let mut out = io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, r);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// The monitor: clone the init, place it, report, then wait for it to exit.
+fn monitor(spec: &SpawnSpec) -> i32 {
+    let fail = |error: String| {
+        report(&Report::Err { error });
+        1
+    };
+    let (go_r, go_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("pipe: {e}")),
+    };
+    let (err_r, err_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("pipe: {e}")),
+    };
+    let log = match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&spec.log)
+    {
+        Ok(f) => f,
+        Err(e) => return fail(format!("open {}: {e}", spec.log.display())),
+    };
+    let flags = spec
+        .namespaces
+        .iter()
+        .filter(|n| **n != Namespace::Cgroup)
+        .fold(0, |acc, n| acc | n.clone_flag());
+    let pid = match sys::clone_process(flags) {
+        Err(e) => return fail(format!("clone: {e}")),
+        Ok(CloneResult::Child) => {
+            drop(go_w);
+            drop(err_r);
+            let msg = match container_child(spec, go_r, &err_w, &log) {
+                Err(m) => m,
+                Ok(never) => match never {},
+            };
+            let _ = File::from(err_w).write_all(msg.as_bytes());
+            sys::exit_now(1);
+        }
+        Ok(CloneResult::Parent(pid)) => pid,
+    };
+    drop(go_r);
+    drop(err_w);
+    drop(log);
+    let child = Pid::from_raw(pid);
+    let abort = |error: String| {
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        fail(error)
+    };
+    for f in &spec.cgroup_procs {
+        if let Err(e) = fs::write(f, pid.to_string()) {
+            return abort(format!("join cgroup {}: {e}", f.display()));
+        }
+    }
+    if let Some(map) = &spec.id_map
+        && let Err(e) = write_id_map(pid, map)
+    {
+        return abort(format!("id map: {e}"));
+    }
+    if let Err(e) = File::from(go_w).write_all(b"1") {
+        return abort(format!("start init: {e}"));
+    }
+    let mut msg = String::new();
+    let _ = File::from(err_r).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        let _ = waitpid(child, None);
+        return fail(msg);
+    }
+    let Some(st) = starttime(pid) else {
+        let _ = waitpid(child, None);
+        return fail("init exited at once".into());
+    };
+    report(&Report::Ok(InitProcess {
+        pid,
+        starttime: st,
+        monitor_pid: std::process::id() as i32,
+    }));
+    detach_stdio();
+    loop {
+        match waitpid(child, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+    0
+}
+
+fn write_id_map(pid: i32, map: &super::spec::IdMap) -> io::Result<()> {
+    let fmt = |r: &[super::spec::IdRange]| {
+        r.iter()
+            .map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count))
+            .collect::<String>()
+    };
+    fs::write(format!("/proc/{pid}/uid_map"), fmt(&map.uids))?;
+    fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
+    fs::write(format!("/proc/{pid}/gid_map"), fmt(&map.gids))
+}
+
+fn detach_stdio() {
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            let _ = sys::dup2(&null, fd);
+        }
+    }
+}
+
+/// Runs in the cloned child (PID 1 of the new PID namespace). Returns only on failure.
+fn container_child(
+    spec: &SpawnSpec,
+    go: OwnedFd,
+    err: &OwnedFd,
+    log: &File,
+) -> Result<std::convert::Infallible, String> {
+    let mut b = [0u8; 1];
+    match File::from(go).read(&mut b) {
+        Ok(1) => {}
+        _ => return Err("monitor went away".into()),
+    }
+    if spec.namespaces.contains(&Namespace::Cgroup) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| format!("unshare cgroup namespace: {e}"))?;
+    }
+    if spec.namespaces.contains(&Namespace::Uts) {
+        nix::unistd::sethostname(&spec.name).map_err(|e| format!("sethostname: {e}"))?;
+    }
+    setup_rootfs(spec)?;
+    if spec.namespaces.contains(&Namespace::Net) {
+        sys::interface_up("lo").map_err(|e| format!("bring up lo: {e}"))?;
+    }
+    for cap in &spec.caps_drop {
+        sys::capbset_drop(*cap).map_err(|e| format!("drop capability {cap}: {e}"))?;
+    }
+    // stdio: nothing to read, output to the console log.
+    let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    sys::dup2(&null, 0).map_err(|e| format!("dup2: {e}"))?;
+    sys::dup2(log, 1).map_err(|e| format!("dup2: {e}"))?;
+    sys::dup2(log, 2).map_err(|e| format!("dup2: {e}"))?;
+    // Keep only stdio and the error pipe (moved to fd 3, close-on-exec).
+    let err_fd = 3;
+    if err.as_raw_fd() != err_fd {
+        sys::dup2(err, err_fd).map_err(|e| format!("dup2: {e}"))?;
+    }
+    let _ = nix::fcntl::fcntl(
+        sys::borrow_fd(err_fd),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    sys::close_range(4, u32::MAX).map_err(|e| format!("close_range: {e}"))?;
+    drop(null);
+
+    if spec.init.is_empty() {
+        return minimal_init(err_fd);
+    }
+    let argv: Vec<CString> = spec
+        .init
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "init argument contains a NUL byte".to_string())?;
+    let env: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "init environment contains a NUL byte".to_string())?;
+    sys::reset_signals_for_exec();
+    let e = nix::unistd::execve(&argv[0], &argv, &env).err();
+    Err(format!(
+        "exec init {}: {}",
+        spec.init[0],
+        e.map_or_else(|| "unknown error".into(), |e| e.to_string())
+    ))
+}
+
+/// The built-in init for images without one: stays PID 1, reaps zombies, exits on a stop
+/// signal.
+fn minimal_init(err_fd: i32) -> Result<std::convert::Infallible, String> {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGPWR,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    // Block before telling the monitor we run: a stop signal sent after the report is
+    // queued, never dropped (PID 1 drops default-action signals it does not block).
+    set.thread_block()
+        .map_err(|e| format!("block signals: {e}"))?;
+    sys::close_fd(err_fd);
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => loop {
+                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            },
+            Ok(_) => sys::exit_now(0),
+            Err(_) => continue,
+        }
+    }
+}
+
+fn flags_of(flags: &[MountFlag]) -> MsFlags {
+    flags.iter().fold(MsFlags::empty(), |acc, f| {
+        acc | match f {
+            MountFlag::Rdonly => MsFlags::MS_RDONLY,
+            MountFlag::Nosuid => MsFlags::MS_NOSUID,
+            MountFlag::Nodev => MsFlags::MS_NODEV,
+            MountFlag::Noexec => MsFlags::MS_NOEXEC,
+            MountFlag::Strictatime => MsFlags::MS_STRICTATIME,
+        }
+    })
+}
+
+/// Resolve `rel` under `root`, refusing `..`, absolute paths and symlinks on the way, so an
+/// image can never redirect a mount onto the host.
+fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    let mut p = root.to_path_buf();
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(n) => {
+                p.push(n);
+                if let Ok(m) = fs::symlink_metadata(&p)
+                    && m.file_type().is_symlink()
+                {
+                    return Err(format!("{rel}: {} is a symlink", p.display()));
+                }
+            }
+            _ => return Err(format!("{rel}: not a plain relative path")),
+        }
+    }
+    Ok(p)
+}
+
+/// Mount the overlay root and the standard mounts, then `pivot_root` into it.
+fn setup_rootfs(spec: &SpawnSpec) -> Result<(), String> {
+    let none: Option<&str> = None;
+    nix::mount::mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(|e| format!("make mounts private: {e}"))?;
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        spec.lower.display(),
+        spec.upper.display(),
+        spec.work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &spec.rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| format!("mount overlay on {}: {e}", spec.rootfs.display()))?;
+    for entry in &spec.mounts {
+        apply_mount(&spec.rootfs, entry)?;
+    }
+    nix::unistd::chdir(&spec.rootfs).map_err(|e| format!("chdir rootfs: {e}"))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    Ok(())
+}
+
+fn apply_mount(root: &Path, entry: &MountEntry) -> Result<(), String> {
+    let none: Option<&str> = None;
+    match entry {
+        MountEntry::Dir { path, mode } => {
+            let p = inside(root, path)?;
+            if !p.is_dir() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(*mode)
+                    .create(&p)
+                    .map_err(|e| format!("mkdir {path}: {e}"))?;
+            }
+        }
+        MountEntry::Fs {
+            fstype,
+            source,
+            target,
+            flags,
+            data,
+        } => {
+            let p = inside(root, target)?;
+            let data = (!data.is_empty()).then_some(data.as_str());
+            nix::mount::mount(
+                Some(source.as_str()),
+                &p,
+                Some(fstype.as_str()),
+                flags_of(flags),
+                data,
+            )
+            .map_err(|e| format!("mount {fstype} on {target}: {e}"))?;
+        }
+        MountEntry::Bind {
+            source,
+            target,
+            file,
+            flags,
+        } => {
+            let p = inside(root, target)?;
+            if *file {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o644)
+                    .open(&p)
+                    .map_err(|e| format!("create {target}: {e}"))?;
+            } else {
+                fs::create_dir_all(&p).map_err(|e| format!("mkdir {target}: {e}"))?;
+            }
+            nix::mount::mount(Some(source), &p, none, MsFlags::MS_BIND, none)
+                .map_err(|e| format!("bind {} on {target}: {e}", source.display()))?;
+            let extra = flags_of(flags);
+            if !extra.is_empty() {
+                nix::mount::mount(
+                    none,
+                    &p,
+                    none,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
+                    none,
+                )
+                .map_err(|e| format!("remount {target}: {e}"))?;
+            }
+        }
+        MountEntry::Symlink { target, link } => {
+            let p = inside(root, link)?;
+            if fs::symlink_metadata(&p).is_err() {
+                std::os::unix::fs::symlink(target, &p)
+                    .map_err(|e| format!("symlink {link}: {e}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside_refuses_escapes_and_symlinks() -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let root = tmp.path();
+        fs::create_dir(root.join("dev"))?;
+        std::os::unix::fs::symlink("/etc", root.join("evil"))?;
+        assert_eq!(inside(root, "dev/null").ok(), Some(root.join("dev/null")));
+        assert!(inside(root, "../x").is_err());
+        assert!(inside(root, "/etc").is_err());
+        assert!(inside(root, "evil/passwd").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn report_wire_format() {
+        let ok: Option<Report> =
+            serde_json::from_str(r#"{"pid":5,"starttime":9,"monitor_pid":4}"#).ok();
+        assert!(matches!(ok, Some(Report::Ok(InitProcess { pid: 5, .. }))));
+        let err: Option<Report> = serde_json::from_str(r#"{"error":"boom"}"#).ok();
+        assert!(matches!(err, Some(Report::Err { error }) if error == "boom"));
+    }
+}

@@ -1,0 +1,325 @@
+//! What a container is made of, as data handed to the spawn code: namespaces, id mapping,
+//! mounts, devices, capabilities, init. The defaults live here as pure functions so the
+//! runtime never hard-codes them and a user-namespaced spec is a different value, not a
+//! different code path.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A namespace kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespace {
+    Mount,
+    Uts,
+    Ipc,
+    Pid,
+    Net,
+    Cgroup,
+    User,
+}
+
+impl Namespace {
+    /// The `CLONE_NEW*` flag.
+    pub fn clone_flag(self) -> libc::c_int {
+        match self {
+            Namespace::Mount => libc::CLONE_NEWNS,
+            Namespace::Uts => libc::CLONE_NEWUTS,
+            Namespace::Ipc => libc::CLONE_NEWIPC,
+            Namespace::Pid => libc::CLONE_NEWPID,
+            Namespace::Net => libc::CLONE_NEWNET,
+            Namespace::Cgroup => libc::CLONE_NEWCGROUP,
+            Namespace::User => libc::CLONE_NEWUSER,
+        }
+    }
+
+    /// The file name under `/proc/<pid>/ns/`.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            Namespace::Mount => "mnt",
+            Namespace::Uts => "uts",
+            Namespace::Ipc => "ipc",
+            Namespace::Pid => "pid",
+            Namespace::Net => "net",
+            Namespace::Cgroup => "cgroup",
+            Namespace::User => "user",
+        }
+    }
+}
+
+/// One contiguous uid or gid range mapping (`/proc/<pid>/uid_map` line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+/// The id mapping of a user-namespaced container. `None` in a spec means privileged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    pub uids: Vec<IdRange>,
+    pub gids: Vec<IdRange>,
+}
+
+/// What to do for one entry of the container's mount table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum MountEntry {
+    /// A filesystem mount (`mount -t fstype source target -o data`).
+    Fs {
+        fstype: String,
+        source: String,
+        target: String,
+        flags: Vec<MountFlag>,
+        data: String,
+    },
+    /// A bind mount of a host path onto a file or directory in the rootfs.
+    Bind {
+        source: PathBuf,
+        target: String,
+        file: bool,
+        flags: Vec<MountFlag>,
+    },
+    /// A symlink in the rootfs.
+    Symlink { target: String, link: String },
+    /// A directory in the rootfs.
+    Dir { path: String, mode: u32 },
+}
+
+/// Mount flags the spec may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountFlag {
+    Rdonly,
+    Nosuid,
+    Nodev,
+    Noexec,
+    Strictatime,
+}
+
+/// Everything the spawn code needs to start one container's init.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    /// Instance name; also the hostname.
+    pub name: String,
+    /// The image's unpacked rootfs: the read-only overlay lower layer.
+    pub lower: PathBuf,
+    /// Per-container writable layer.
+    pub upper: PathBuf,
+    /// Overlay work dir (same filesystem as `upper`).
+    pub work: PathBuf,
+    /// Where the overlay is mounted (inside the container's mount namespace only).
+    pub rootfs: PathBuf,
+    /// New namespaces for the init.
+    pub namespaces: Vec<Namespace>,
+    /// `None`: privileged (no user namespace).
+    pub id_map: Option<IdMap>,
+    /// Mounts made inside the rootfs after the overlay, in order.
+    pub mounts: Vec<MountEntry>,
+    /// Capability numbers dropped from the bounding set.
+    pub caps_drop: Vec<u32>,
+    /// Init argv; empty means the built-in minimal init (reaps zombies, exits on SIGTERM).
+    pub init: Vec<String>,
+    /// Init environment.
+    pub env: Vec<(String, String)>,
+    /// `cgroup.procs` files the init is written into before it runs.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// File that receives the init's stdout and stderr.
+    pub log: PathBuf,
+}
+
+/// The mount table every container gets: proc, read-only sys, a tmpfs `/dev` with the
+/// standard device nodes bound from the host, a private devpts, shm and the fd links.
+pub fn default_mounts(host_dev: &std::path::Path) -> Vec<MountEntry> {
+    use MountFlag::*;
+    let mut m = vec![
+        MountEntry::Dir {
+            path: "proc".into(),
+            mode: 0o555,
+        },
+        MountEntry::Fs {
+            fstype: "proc".into(),
+            source: "proc".into(),
+            target: "proc".into(),
+            flags: vec![Nosuid, Nodev, Noexec],
+            data: String::new(),
+        },
+        MountEntry::Dir {
+            path: "sys".into(),
+            mode: 0o555,
+        },
+        MountEntry::Fs {
+            fstype: "sysfs".into(),
+            source: "sysfs".into(),
+            target: "sys".into(),
+            flags: vec![Rdonly, Nosuid, Nodev, Noexec],
+            data: String::new(),
+        },
+        MountEntry::Dir {
+            path: "dev".into(),
+            mode: 0o755,
+        },
+        MountEntry::Fs {
+            fstype: "tmpfs".into(),
+            source: "none".into(),
+            target: "dev".into(),
+            flags: vec![Nosuid, Strictatime],
+            data: "mode=755,size=65536k".into(),
+        },
+    ];
+    for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+        m.push(MountEntry::Bind {
+            source: host_dev.join(dev),
+            target: format!("dev/{dev}"),
+            file: true,
+            flags: vec![Nosuid, Noexec],
+        });
+    }
+    // The console is wired to the monitor's PTY in a later step; until then it discards.
+    m.push(MountEntry::Bind {
+        source: host_dev.join("null"),
+        target: "dev/console".into(),
+        file: true,
+        flags: vec![Nosuid, Noexec],
+    });
+    m.extend([
+        MountEntry::Dir {
+            path: "dev/pts".into(),
+            mode: 0o755,
+        },
+        MountEntry::Fs {
+            fstype: "devpts".into(),
+            source: "devpts".into(),
+            target: "dev/pts".into(),
+            flags: vec![Nosuid, Noexec],
+            data: "newinstance,ptmxmode=0666,mode=0620,gid=5".into(),
+        },
+        MountEntry::Symlink {
+            target: "pts/ptmx".into(),
+            link: "dev/ptmx".into(),
+        },
+        MountEntry::Dir {
+            path: "dev/shm".into(),
+            mode: 0o1777,
+        },
+        MountEntry::Fs {
+            fstype: "tmpfs".into(),
+            source: "shm".into(),
+            target: "dev/shm".into(),
+            flags: vec![Nosuid, Nodev],
+            data: "mode=1777,size=65536k".into(),
+        },
+        MountEntry::Symlink {
+            target: "/proc/self/fd".into(),
+            link: "dev/fd".into(),
+        },
+        MountEntry::Symlink {
+            target: "/proc/self/fd/0".into(),
+            link: "dev/stdin".into(),
+        },
+        MountEntry::Symlink {
+            target: "/proc/self/fd/1".into(),
+            link: "dev/stdout".into(),
+        },
+        MountEntry::Symlink {
+            target: "/proc/self/fd/2".into(),
+            link: "dev/stderr".into(),
+        },
+    ]);
+    m
+}
+
+/// The namespaces of a privileged system container.
+pub fn default_namespaces() -> Vec<Namespace> {
+    vec![
+        Namespace::Mount,
+        Namespace::Uts,
+        Namespace::Ipc,
+        Namespace::Pid,
+        Namespace::Net,
+        Namespace::Cgroup,
+    ]
+}
+
+/// Capabilities dropped from a privileged container, as LXC does by default: loading
+/// kernel modules, raw I/O, setting the clock, and MAC administration.
+pub fn default_caps_drop() -> Vec<u32> {
+    const CAP_SYS_MODULE: u32 = 16;
+    const CAP_SYS_RAWIO: u32 = 17;
+    const CAP_SYS_TIME: u32 = 25;
+    const CAP_MAC_OVERRIDE: u32 = 32;
+    const CAP_MAC_ADMIN: u32 = 33;
+    vec![
+        CAP_SYS_MODULE,
+        CAP_SYS_RAWIO,
+        CAP_SYS_TIME,
+        CAP_MAC_OVERRIDE,
+        CAP_MAC_ADMIN,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_mounts_cover_the_standard_dev_nodes() {
+        let m = default_mounts(std::path::Path::new("/dev"));
+        let binds: Vec<&str> = m
+            .iter()
+            .filter_map(|e| match e {
+                MountEntry::Bind { target, .. } => Some(target.as_str()),
+                _ => None,
+            })
+            .collect();
+        for dev in [
+            "null", "zero", "full", "random", "urandom", "tty", "console",
+        ] {
+            assert!(binds.contains(&format!("dev/{dev}").as_str()), "{dev}");
+        }
+        let sys_ro = m.iter().any(|e| {
+            matches!(e, MountEntry::Fs { fstype, flags, .. }
+                if fstype == "sysfs" && flags.contains(&MountFlag::Rdonly))
+        });
+        assert!(sys_ro);
+        // The /dev tmpfs must come before anything placed inside it.
+        let dev_pos = m
+            .iter()
+            .position(|e| matches!(e, MountEntry::Fs { target, .. } if target == "dev"));
+        let null_pos = m
+            .iter()
+            .position(|e| matches!(e, MountEntry::Bind { target, .. } if target == "dev/null"));
+        assert!(dev_pos < null_pos);
+    }
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let spec = SpawnSpec {
+            name: "c1".into(),
+            lower: "/l".into(),
+            upper: "/u".into(),
+            work: "/w".into(),
+            rootfs: "/r".into(),
+            namespaces: default_namespaces(),
+            id_map: Some(IdMap {
+                uids: vec![IdRange {
+                    inside: 0,
+                    outside: 100000,
+                    count: 65536,
+                }],
+                gids: vec![],
+            }),
+            mounts: default_mounts(std::path::Path::new("/dev")),
+            caps_drop: default_caps_drop(),
+            init: vec!["/sbin/init".into()],
+            env: vec![("container".into(), "ctl".into())],
+            cgroup_procs: vec!["/sys/fs/cgroup/pids/ctl/c1/cgroup.procs".into()],
+            log: "/tmp/log".into(),
+        };
+        let json = serde_json::to_string(&spec).unwrap_or_default();
+        let back: Option<SpawnSpec> = serde_json::from_str(&json).ok();
+        assert_eq!(back, Some(spec));
+    }
+}

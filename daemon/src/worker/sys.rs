@@ -1,0 +1,189 @@
+//! The only place in ctld with `unsafe`: thin, documented wrappers over syscalls that nix
+//! does not wrap (or wraps as `unsafe`). Each function does one syscall and nothing else.
+
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Result of [`clone_process`] as seen by the caller.
+pub enum CloneResult {
+    /// In the parent: the child's PID (in the caller's PID namespace).
+    Parent(libc::pid_t),
+    /// In the child.
+    Child,
+}
+
+/// `clone(2)` with `flags | SIGCHLD` and no new stack: fork semantics plus new namespaces.
+///
+/// Only call from a single-threaded process (the hidden `forkstart` entry never starts a
+/// runtime): the child may then do anything until it execs.
+pub fn clone_process(flags: libc::c_int) -> io::Result<CloneResult> {
+    // SAFETY: raw clone without CLONE_VM and with a NULL stack behaves like fork(2): the
+    // child gets a copy-on-write copy of the address space and continues on its own copy of
+    // the stack. The caller is single threaded, so no lock can be held by another thread.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(CloneResult::Child),
+        pid => Ok(CloneResult::Parent(pid as libc::pid_t)),
+    }
+}
+
+/// `fork(2)`, for the single-threaded hidden entries.
+pub fn fork_process() -> io::Result<CloneResult> {
+    clone_process(0)
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; on success it returns a new descriptor
+    // that we own exclusively.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ret` is a freshly opened descriptor not owned by anything else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// `pidfd_send_signal(2)`: signal the process a pidfd refers to (no PID-reuse race).
+pub fn pidfd_send_signal(fd: RawFd, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: integer arguments and a NULL siginfo, as the man page allows.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `close_range(first, last, 0)`: close every descriptor in the range.
+pub fn close_range(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: closing descriptors we do not use after this point; callers pass ranges that
+    // exclude the descriptors they still need.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Drop capability `cap` from the bounding set (`prctl(PR_CAPBSET_DROP)`).
+pub fn capbset_drop(cap: u32) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Ask for `sig` when the parent dies (`prctl(PR_SET_PDEATHSIG)`).
+pub fn set_parent_death_signal(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Bring a network interface up with `SIOCSIFFLAGS` (used for `lo` in a fresh netns; one
+/// ioctl is far cheaper than a netlink round trip or an `ip` process).
+pub fn interface_up(name: &str) -> io::Result<()> {
+    let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let bytes = cname.as_bytes_with_nul();
+    if bytes.len() > libc::IFNAMSIZ {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: socket(2) with constant arguments; the result is checked below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `sock` is a descriptor we just opened and own.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFFLAGS reads into `req`, which is a valid, properly sized ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the union member ifru_flags is the one SIOCGIFFLAGS just filled in.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: SIOCSIFFLAGS reads `req`, a valid ifreq naming the interface.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `_exit(2)`: leave a forked child without running atexit handlers or destructors that
+/// belong to the parent's copy of the process.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is async-signal-safe.
+    unsafe { libc::_exit(code) }
+}
+
+/// Restore default dispositions a Rust `main` changes (SIGPIPE is ignored by the Rust
+/// runtime, and ignored dispositions survive `execve`) and unblock every signal, so a
+/// container's processes start with a clean signal state.
+pub fn reset_signals_for_exec() {
+    // SAFETY: setting a signal to SIG_DFL installs no handler code; the process is single
+    // threaded and about to exec.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let _ = nix::sys::signal::SigSet::all().thread_unblock();
+}
+
+/// Borrow a descriptor number this process owns for the duration of the call.
+pub fn borrow_fd(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: callers pass descriptors they created and keep open while the borrow is used
+    // (a single fcntl call right after dup2).
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// Close a raw descriptor number (after `dup2` placed it at a fixed number).
+pub fn close_fd(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and never uses it after this call.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// `dup2(2)`: make `target` refer to `src` (used to set up stdio before exec).
+pub fn dup2(src: &impl std::os::fd::AsFd, target: RawFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2 onto a fixed descriptor number this process reserves for stdio or the
+    // error pipe; whatever was open there is replaced on purpose and nothing else owns it.
+    let ret = unsafe { libc::dup2(src.as_fd().as_raw_fd(), target) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
