@@ -1,1 +1,426 @@
-//! Shared harness for the end-to-end tests.
+//! Shared harness for the end-to-end tests: a real `ctld` on a temp state directory with its
+//! own cgroup parent, the real `ctl` binary, and raw HTTP over the Unix socket.
+//!
+//! Everything a test creates is removed when its [`Daemon`] drops, also when the test
+//! fails: instances are force-deleted, leftover processes in the daemon's cgroups killed,
+//! the daemon stopped by PID, its cgroup directories and temp dir removed.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether privileged tests can run. Without root they are skipped with a printed reason,
+/// unless `CTL_REQUIRE_ALL` is set (as CI does), which turns the skip into a failure.
+pub fn require_root(test: &str) -> bool {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|r| r.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .unwrap_or_default();
+    if uid == "0" {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CTL_REQUIRE_ALL").is_none(),
+        "{test}: needs root, and CTL_REQUIRE_ALL forbids skipping"
+    );
+    eprintln!("SKIP {test}: needs root");
+    false
+}
+
+/// Directory holding the built `ctl` and `ctld` (the test binary's `target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CTL_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process: `prefix-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A running `ctld` owned by one test.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub cgroup_parent: String,
+    child: Option<Child>,
+}
+
+/// The result of one `ctl` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Daemon {
+    /// Start a daemon on a fresh temp dir with a unique cgroup parent.
+    pub fn start() -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("ctl-test-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let mut d = Daemon {
+            dir,
+            cgroup_parent: unique("ctl-test"),
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// The state directory (`CTL_DIR`).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("unix.socket")
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("ctld.log"))
+            .unwrap_or_else(|e| panic!("log: {e}"));
+        let log2 = log.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
+        let child = Command::new(bin_dir().join("ctld"))
+            .arg("--dir")
+            .arg(self.path())
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .env("CTL_LOG", "debug,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start ctld from {}: {e}", bin_dir().display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("ctld did not come up; log:\n{}", self.log());
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("ctld.log")).unwrap_or_default()
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Send `signal` to the daemon and reap it.
+    pub fn kill(&mut self, signal: i32) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start the daemon again on the same state directory.
+    pub fn restart(&mut self) {
+        self.kill(15);
+        self.spawn();
+    }
+
+    /// Run `ctl` with `args` against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Run {
+        self.ctl_stdin(args, None)
+    }
+
+    /// Run `ctl` feeding `stdin`.
+    pub fn ctl_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        let mut cmd = Command::new(bin_dir().join("ctl"));
+        cmd.args(args)
+            .env("CTL_DIR", self.path())
+            .env_remove("CTL_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("run ctl {args:?}: {e}"));
+        if let (Some(data), Some(mut si)) = (stdin, child.stdin.take()) {
+            let _ = si.write_all(data);
+        }
+        child
+            .wait_with_output()
+            .map(Run::from)
+            .unwrap_or_else(|e| panic!("ctl {args:?}: {e}"))
+    }
+
+    /// Run `ctl`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let r = self.ctl(args);
+        assert_eq!(
+            r.code,
+            0,
+            "ctl {args:?} failed: {r:?}\n--- ctld log ---\n{}",
+            self.log()
+        );
+        r.stdout
+    }
+
+    /// One HTTP request over the socket: `(status, body as JSON)`.
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let mut s = UnixStream::connect(self.socket()).unwrap_or_else(|e| panic!("connect: {e}"));
+        let body = body.unwrap_or("");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let payload = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(payload)
+        } else {
+            payload.to_string()
+        };
+        let json = serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// The raw response head (status line and headers) of a request.
+    pub fn http_head(&self, method: &str, path: &str, body: &str) -> String {
+        let mut s = UnixStream::connect(self.socket()).unwrap_or_else(|e| panic!("connect: {e}"));
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        text.split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Instance names this daemon knows.
+    pub fn instances(&self) -> Vec<String> {
+        let (_, v) = self.http("GET", "/1.0/instances", None);
+        v["metadata"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str())
+                    .filter_map(|u| u.rsplit('/').next())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `GET /1.0/instances/{name}/state` metadata.
+    pub fn state(&self, name: &str) -> serde_json::Value {
+        self.http("GET", &format!("/1.0/instances/{name}/state"), None)
+            .1["metadata"]
+            .clone()
+    }
+
+    /// The host PID of the instance's init (0 when stopped).
+    pub fn init_pid(&self, name: &str) -> i32 {
+        self.state(name)["pid"].as_i64().unwrap_or(0) as i32
+    }
+
+    /// The instance's cgroup directory for a v1 controller (this daemon's parent).
+    pub fn cgroup_dir(&self, controller: &str, name: &str) -> PathBuf {
+        cgroup_root(controller).join(&self.cgroup_parent).join(name)
+    }
+}
+
+/// The hierarchy root of a controller: `/sys/fs/cgroup/<controller>` on v1/hybrid hosts,
+/// `/sys/fs/cgroup` on v2.
+pub fn cgroup_root(controller: &str) -> PathBuf {
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        PathBuf::from("/sys/fs/cgroup")
+    } else {
+        Path::new("/sys/fs/cgroup").join(controller)
+    }
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Every cgroup directory a daemon with `parent` may have created.
+fn cgroup_parents(parent: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for e in rd.flatten() {
+            let p = e.path().join(parent);
+            if p.exists() {
+                out.push(p);
+            }
+        }
+    }
+    let v2 = Path::new("/sys/fs/cgroup").join(parent);
+    if v2.exists() {
+        out.push(v2);
+    }
+    out
+}
+
+fn kill_cgroup_tree(dir: &Path) {
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                kill_cgroup_tree(&e.path());
+            }
+        }
+    }
+}
+
+fn rmdir_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                rmdir_tree(&e.path());
+            }
+        }
+    }
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether any cgroup directory of `parent` is left.
+pub fn cgroup_parent_exists(parent: &str) -> bool {
+    !cgroup_parents(parent).is_empty()
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+        for name in self.instances() {
+            let _ = self.ctl(&["delete", "--force", &name]);
+        }
+        self.kill(15);
+        // Whatever survived (a test that failed half-way): kill by cgroup, then remove.
+        for p in cgroup_parents(&self.cgroup_parent) {
+            kill_cgroup_tree(&p);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        for p in cgroup_parents(&self.cgroup_parent) {
+            rmdir_tree(&p);
+        }
+    }
+}
+
+/// Poll `f` until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// Whether a process with `pid` exists (not a zombie).
+pub fn pid_alive(pid: i32) -> bool {
+    pid > 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rfind(')')
+                    .and_then(|i| s[i + 1..].split_whitespace().next())
+                    != Some("Z")
+            })
+            .unwrap_or(false)
+}
+
+/// Read an integer from a cgroup (or any) file.
+pub fn read_num(path: &Path) -> i64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(-1)
+}

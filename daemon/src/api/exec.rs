@@ -49,6 +49,14 @@ impl ExecRegistry {
             .and_then(|(_, tx)| tx.take())
     }
 
+    /// Whether `secret` is a not yet used secret of operation `id`.
+    fn is_open(&self, id: &str, secret: &str) -> bool {
+        self.lock()
+            .get(id)
+            .and_then(|slots| slots.get(secret))
+            .is_some_and(|(_, tx)| tx.is_some())
+    }
+
     fn remove(&self, id: &str) {
         self.lock().remove(id);
     }
@@ -112,15 +120,16 @@ pub async fn websocket(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let secret = q.get("secret").map(String::as_str).unwrap_or_default();
-    let Some(tx) = state.execs.claim(&id, secret) else {
-        // Unknown operation, wrong or reused secret: all the same to the client.
-        return Err(ApiError::Forbidden(
-            "invalid or already used websocket secret".into(),
-        ));
-    };
+    // Unknown operation, wrong or reused secret: all the same to the client.
+    let forbidden = || ApiError::Forbidden("invalid or already used websocket secret".into());
+    if !state.execs.is_open(&id, secret) {
+        return Err(forbidden());
+    }
+    let ws = ws.map_err(|e| ApiError::BadRequest(format!("websocket upgrade required: {e}")))?;
+    let tx = state.execs.claim(&id, secret).ok_or_else(forbidden)?;
     Ok(ws
         .on_upgrade(move |socket| async move {
             let _ = tx.send(socket);

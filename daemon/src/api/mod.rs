@@ -7,6 +7,8 @@ pub mod images;
 pub mod instances;
 pub mod operations;
 pub mod server_info;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

@@ -808,9 +808,18 @@ impl Instances {
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Whether `rel` exists (as any file type) in the overlay view of `upper` over `lower`.
+/// Whether `rel` exists (as any file type) in the overlay view of `upper` over `lower`:
+/// an overlay whiteout (a 0/0 character device) in `upper` hides the lower file.
 fn has_path(upper: &Path, lower: &Path, rel: &str) -> bool {
-    upper.join(rel).symlink_metadata().is_ok() || lower.join(rel).symlink_metadata().is_ok()
+    match upper.join(rel).symlink_metadata() {
+        Ok(md) => !is_whiteout(&md),
+        Err(_) => lower.join(rel).symlink_metadata().is_ok(),
+    }
+}
+
+fn is_whiteout(md: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    md.file_type().is_char_device() && md.rdev() == 0
 }
 
 /// Where `/sbin/init` points in the overlay view (following one level of symlink), or
@@ -819,6 +828,9 @@ fn init_target(upper: &Path, lower: &Path) -> Option<String> {
     for base in [upper, lower] {
         let p = base.join("sbin/init");
         if let Ok(md) = p.symlink_metadata() {
+            if is_whiteout(&md) {
+                return None;
+            }
             if md.file_type().is_symlink() {
                 return std::fs::read_link(&p).ok().map(|t| t.display().to_string());
             }

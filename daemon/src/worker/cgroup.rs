@@ -59,7 +59,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
     }
 }
 
-
 /// Detect the layout mounted at `root` (normally `/sys/fs/cgroup`).
 pub fn detect(root: &Path) -> Result<CgroupVersion, CgroupError> {
     let is_cgroup2 = |p: &Path| {

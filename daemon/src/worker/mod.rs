@@ -10,6 +10,8 @@
 
 pub mod cgroup;
 pub mod exec;
+#[cfg(test)]
+pub mod fake;
 pub mod proc;
 pub mod spawn;
 pub mod spec;

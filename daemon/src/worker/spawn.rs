@@ -204,7 +204,7 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         let _ = waitpid(child, None);
         return fail(msg);
     }
-    let Some(st) = starttime(pid) else {
+    let Some(st) = starttime(pid).filter(|st| super::proc::is_alive(pid, *st)) else {
         let _ = waitpid(child, None);
         return fail("init exited at once".into());
     };
@@ -275,20 +275,17 @@ fn container_child(
     sys::dup2(&null, 0).map_err(|e| format!("dup2: {e}"))?;
     sys::dup2(log, 1).map_err(|e| format!("dup2: {e}"))?;
     sys::dup2(log, 2).map_err(|e| format!("dup2: {e}"))?;
-    // Keep only stdio and the error pipe (moved to fd 3, close-on-exec).
-    let err_fd = 3;
-    if err.as_raw_fd() != err_fd {
-        sys::dup2(err, err_fd).map_err(|e| format!("dup2: {e}"))?;
-    }
-    let _ = nix::fcntl::fcntl(
-        sys::borrow_fd(err_fd),
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-    sys::close_range(4, u32::MAX).map_err(|e| format!("close_range: {e}"))?;
     drop(null);
+    // Keep only stdio and the error pipe (close-on-exec since pipe2). Nothing opened
+    // before this point may be dropped after it: its descriptor is gone.
+    let err_fd = err.as_raw_fd() as u32;
+    if err_fd > 3 {
+        sys::close_range(3, err_fd - 1).map_err(|e| format!("close_range: {e}"))?;
+    }
+    sys::close_range(err_fd + 1, u32::MAX).map_err(|e| format!("close_range: {e}"))?;
 
     if spec.init.is_empty() {
-        return minimal_init(err_fd);
+        return minimal_init(err);
     }
     let argv: Vec<CString> = spec
         .init
@@ -313,7 +310,7 @@ fn container_child(
 
 /// The built-in init for images without one: stays PID 1, reaps zombies, exits on a stop
 /// signal.
-fn minimal_init(err_fd: i32) -> Result<std::convert::Infallible, String> {
+fn minimal_init(err: &OwnedFd) -> Result<std::convert::Infallible, String> {
     let mut set = SigSet::empty();
     for s in [
         Signal::SIGCHLD,
@@ -330,7 +327,9 @@ fn minimal_init(err_fd: i32) -> Result<std::convert::Infallible, String> {
     // queued, never dropped (PID 1 drops default-action signals it does not block).
     set.thread_block()
         .map_err(|e| format!("block signals: {e}"))?;
-    sys::close_fd(err_fd);
+    let _ = nix::sys::prctl::set_name(c"ctl-init");
+    // Closing the error pipe without a message tells the monitor we run.
+    sys::close_fd(err.as_raw_fd());
     loop {
         match set.wait() {
             Ok(Signal::SIGCHLD) => loop {

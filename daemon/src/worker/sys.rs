@@ -161,13 +161,6 @@ pub fn reset_signals_for_exec() {
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
 }
 
-/// Borrow a descriptor number this process owns for the duration of the call.
-pub fn borrow_fd(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: callers pass descriptors they created and keep open while the borrow is used
-    // (a single fcntl call right after dup2).
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
-}
-
 /// Close a raw descriptor number (after `dup2` placed it at a fixed number).
 pub fn close_fd(fd: RawFd) {
     // SAFETY: the caller owns `fd` and never uses it after this call.

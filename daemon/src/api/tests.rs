@@ -1,0 +1,226 @@
+//! Router tests: the real handlers, services and an in-memory database over the recording
+//! fake worker. They check the wire shape and the lifecycle order without touching the host.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::{AppState, exec::ExecRegistry, router, server_info::StaticInfo};
+use crate::db;
+use crate::images::ImageStore;
+use crate::instance::Instances;
+use crate::operations::Operations;
+use crate::paths::Paths;
+use crate::worker::fake::FakeWorker;
+
+struct Harness {
+    app: axum::Router,
+    worker: Arc<FakeWorker>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pool = db::open_memory().await.unwrap_or_else(|e| panic!("{e}"));
+    // A stored image with the `busybox` alias, so nothing is built.
+    db::images::insert(
+        &pool,
+        &db::NewImage {
+            fingerprint: "ab12ab12ab12ab12",
+            filename: "",
+            size: 1,
+            architecture: "x86_64",
+            created_at: "t",
+            properties: &BTreeMap::from([("os".to_string(), "test".to_string())]),
+            public: false,
+            cached: true,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    db::images::set_alias(&pool, "busybox", "ab12ab12ab12ab12", "")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let paths = Arc::new(Paths::new(dir.path()));
+    let worker = Arc::new(FakeWorker::default());
+    let images = ImageStore::new(pool.clone(), paths.clone());
+    let instances = Instances::new(pool, worker.clone(), paths, images.clone());
+    let state = AppState {
+        instances,
+        images,
+        ops: Operations::default(),
+        execs: ExecRegistry::default(),
+        info: StaticInfo::gather("v2"),
+    };
+    Harness {
+        app: router(state),
+        worker,
+        _dir: dir,
+    }
+}
+
+async fn call(app: &axum::Router, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let resp = app
+        .clone()
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Run an async request and wait for its operation; returns the finished operation.
+async fn run_op(app: &axum::Router, method: &str, uri: &str, body: &str) -> Value {
+    let (status, v) = call(app, method, uri, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{method} {uri}: {v}");
+    assert_eq!(v["type"], "async");
+    let op = v["operation"].as_str().unwrap_or_default().to_string();
+    let (status, done) = call(app, "GET", &format!("{op}/wait?timeout=10"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    done["metadata"].clone()
+}
+
+#[tokio::test]
+async fn lifecycle_calls_the_worker_in_order() {
+    let h = harness().await;
+    let op = run_op(
+        &h.app,
+        "POST",
+        "/1.0/instances",
+        r#"{"name":"c1","source":{"type":"image","alias":"busybox"},
+            "config":{"limits.memory":"64MiB"},"start":true}"#,
+    )
+    .await;
+    assert_eq!(op["status"], "Success", "{op}");
+    let (_, v) = call(&h.app, "GET", "/1.0/instances/c1", "").await;
+    assert_eq!(v["metadata"]["status"], "Running");
+    assert_eq!(
+        v["metadata"]["config"]["volatile.base_image"],
+        "ab12ab12ab12ab12"
+    );
+    assert_eq!(v["metadata"]["config"]["image.os"], "test");
+
+    let op = run_op(
+        &h.app,
+        "PUT",
+        "/1.0/instances/c1/state",
+        r#"{"action":"stop","force":true}"#,
+    )
+    .await;
+    assert_eq!(op["status"], "Success", "{op}");
+    let op = run_op(&h.app, "DELETE", "/1.0/instances/c1", "").await;
+    assert_eq!(op["status"], "Success", "{op}");
+    let calls = h.worker.calls();
+    let want = [
+        "prepare_container_dir c1",
+        "remove_cgroup c1",
+        "create_cgroup c1 Some(67108864)",
+        "spawn_init c1",
+        "signal 1000 9",
+        "remove_cgroup c1",
+        "remove_cgroup c1",
+        "remove_container_dir c1",
+    ];
+    assert_eq!(calls, want);
+}
+
+#[tokio::test]
+async fn failed_spawn_rolls_back_the_cgroup() {
+    let h = harness().await;
+    h.worker.fail_spawn.store(true, Ordering::SeqCst);
+    let op = run_op(
+        &h.app,
+        "POST",
+        "/1.0/instances",
+        r#"{"name":"c2","source":{"alias":"busybox"},"start":true}"#,
+    )
+    .await;
+    assert_eq!(op["status"], "Failure");
+    assert!(
+        op["err"].as_str().unwrap_or_default().contains("exec init"),
+        "{op}"
+    );
+    let calls = h.worker.calls();
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("remove_cgroup c2"),
+        "{calls:?}"
+    );
+    let (_, v) = call(&h.app, "GET", "/1.0/instances/c2/state", "").await;
+    assert_eq!(v["metadata"]["status"], "Stopped");
+}
+
+#[tokio::test]
+async fn live_limit_update_reaches_the_cgroup() {
+    let h = harness().await;
+    run_op(
+        &h.app,
+        "POST",
+        "/1.0/instances",
+        r#"{"name":"c3","source":{"alias":"busybox"},"start":true}"#,
+    )
+    .await;
+    let (status, v) = call(
+        &h.app,
+        "PATCH",
+        "/1.0/instances/c3",
+        r#"{"config":{"limits.memory":"128MiB"}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(
+        h.worker
+            .calls()
+            .contains(&"apply_limits c3 Some(134217728)".to_string())
+    );
+    let (status, v) = call(
+        &h.app,
+        "PATCH",
+        "/1.0/instances/c3",
+        r#"{"config":{"volatile.base_image":"other"}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+}
+
+#[tokio::test]
+async fn errors_use_the_envelope() {
+    let h = harness().await;
+    for (method, uri, body, status) in [
+        ("POST", "/1.0/instances", "{not json", 400),
+        ("GET", "/1.0/instances/nope", "", 404),
+        ("GET", "/1.0/nothing-here", "", 404),
+        ("GET", "/1.0/instances?recursion=7", "", 400),
+        ("GET", "/1.0/instances?filter=name%3Dc1", "", 400),
+        ("DELETE", "/1.0/operations/nope", "", 404),
+        ("PUT", "/1.0", "", 405),
+    ] {
+        let (s, v) = call(&h.app, method, uri, body).await;
+        assert_eq!(s.as_u16(), status, "{method} {uri}: {v}");
+        assert_eq!(v["type"], "error", "{method} {uri}");
+        assert_eq!(v["error_code"], json!(status));
+    }
+    let (s, v) = call(&h.app, "GET", "/", "").await;
+    assert_eq!((s, &v["metadata"]), (StatusCode::OK, &json!(["/1.0"])));
+}

@@ -1,0 +1,154 @@
+//! A recording fake of [`Worker`] for unit tests of the lifecycle and the router: it keeps
+//! "processes" in memory and writes down every call in order.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+use super::{
+    CgroupLimits, CgroupUsage, CgroupVersion, ExecSpec, InitProcess, SpawnSpec, Worker, WorkerError,
+};
+
+/// The fake.
+#[derive(Debug, Default)]
+pub struct FakeWorker {
+    calls: Mutex<Vec<String>>,
+    alive: Mutex<HashSet<i32>>,
+    frozen: Mutex<HashSet<String>>,
+    next_pid: AtomicI32,
+    /// Make the next `spawn_init` fail.
+    pub fail_spawn: AtomicBool,
+}
+
+impl FakeWorker {
+    /// Every call so far, as `"verb arg"` strings.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, s: String) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(s);
+        }
+    }
+}
+
+impl Worker for FakeWorker {
+    fn cgroup_version(&self) -> CgroupVersion {
+        CgroupVersion::V2
+    }
+
+    fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {
+        self.record(format!("prepare_container_dir {}", name_of(dir)));
+        std::fs::create_dir_all(dir.join("upper")).map_err(|source| WorkerError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+    }
+
+    fn remove_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {
+        self.record(format!("remove_container_dir {}", name_of(dir)));
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    }
+
+    fn create_cgroup(
+        &self,
+        name: &str,
+        limits: &CgroupLimits,
+    ) -> Result<Vec<PathBuf>, WorkerError> {
+        self.record(format!("create_cgroup {name} {:?}", limits.memory));
+        Ok(vec![])
+    }
+
+    fn apply_limits(&self, name: &str, limits: &CgroupLimits) -> Result<(), WorkerError> {
+        self.record(format!("apply_limits {name} {:?}", limits.memory));
+        Ok(())
+    }
+
+    fn remove_cgroup(&self, name: &str) -> Result<(), WorkerError> {
+        self.record(format!("remove_cgroup {name}"));
+        Ok(())
+    }
+
+    fn cgroup_procs(&self, _name: &str) -> Vec<PathBuf> {
+        vec![]
+    }
+
+    fn set_frozen(&self, name: &str, frozen: bool) -> Result<(), WorkerError> {
+        self.record(format!("set_frozen {name} {frozen}"));
+        if let Ok(mut f) = self.frozen.lock() {
+            if frozen {
+                f.insert(name.to_string());
+            } else {
+                f.remove(name);
+            }
+        }
+        Ok(())
+    }
+
+    fn is_frozen(&self, name: &str) -> bool {
+        self.frozen
+            .lock()
+            .map(|f| f.contains(name))
+            .unwrap_or(false)
+    }
+
+    fn usage(&self, _name: &str) -> CgroupUsage {
+        CgroupUsage {
+            processes: 1,
+            ..Default::default()
+        }
+    }
+
+    fn spawn_init(&self, spec: &SpawnSpec) -> Result<InitProcess, WorkerError> {
+        self.record(format!("spawn_init {}", spec.name));
+        if self.fail_spawn.swap(false, Ordering::SeqCst) {
+            return Err(WorkerError::Spawn(super::spawn::SpawnError::Container(
+                "exec init: no such file".into(),
+            )));
+        }
+        let pid = 1000 + self.next_pid.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut a) = self.alive.lock() {
+            a.insert(pid);
+        }
+        Ok(InitProcess {
+            pid,
+            starttime: 1,
+            monitor_pid: pid - 1,
+        })
+    }
+
+    fn is_alive(&self, init: &InitProcess) -> bool {
+        self.alive
+            .lock()
+            .map(|a| a.contains(&init.pid))
+            .unwrap_or(false)
+    }
+
+    fn signal(&self, init: &InitProcess, signal: i32) -> Result<bool, WorkerError> {
+        self.record(format!("signal {} {signal}", init.pid));
+        // Every signal ends the fake init.
+        Ok(self
+            .alive
+            .lock()
+            .map(|mut a| a.remove(&init.pid))
+            .unwrap_or(false))
+    }
+
+    fn wait_exit(&self, init: &InitProcess, _timeout: Duration) -> bool {
+        !self.is_alive(init)
+    }
+
+    fn exec_command(&self, spec: &ExecSpec) -> (PathBuf, Vec<String>) {
+        ("/bin/echo".into(), spec.argv.clone())
+    }
+}
+
+fn name_of(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,754 @@
+//! End-to-end tests: the real `ctld` and `ctl`, real namespaces, overlay mounts and cgroups.
+//! Each test owns a daemon on a temp dir with its own cgroup parent; everything is removed
+//! when the daemon handle drops, also on failure. Run as root (`CTL_REQUIRE_ALL=1` makes a
+//! non-root run fail instead of skipping).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ctl_tests::{Daemon, cgroup_parent_exists, pid_alive, read_num, require_root, wait_until};
+
+macro_rules! root_or_skip {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
+
+fn image_rootfs(d: &Daemon) -> std::path::PathBuf {
+    let (_, v) = d.http("GET", "/1.0/images/aliases/busybox", None);
+    let fp = v["metadata"]["target"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(fp.len(), 64, "busybox alias: {v}");
+    d.path().join("images").join(fp).join("rootfs")
+}
+
+#[test]
+fn seed_checkpoints_through_ctl() {
+    root_or_skip!("seed_checkpoints_through_ctl");
+    let d = Daemon::start();
+    let name = "c1";
+    d.ok(&["launch", "busybox", name]);
+
+    // `ctl list` shows it running with its PID.
+    let list = d.ok(&["list", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap_or_default();
+    assert_eq!(v[0]["name"], name, "{list}");
+    assert_eq!(v[0]["status"], "Running", "{list}");
+    let pid = d.init_pid(name);
+    assert!(pid > 1, "init pid {pid}");
+    let table = d.ok(&["list"]);
+    assert!(
+        table.contains("RUNNING") && table.contains(&pid.to_string()),
+        "{table}"
+    );
+
+    // Hostname inside is the instance name; the host's is unchanged.
+    let host_before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    assert_eq!(d.ok(&["exec", name, "--", "hostname"]).trim(), name);
+    let host_after = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    assert_eq!(host_before, host_after);
+    assert_ne!(host_after.trim(), name);
+
+    // Inside, PID 1 is the image's init and only the container's processes are visible.
+    let ps = d.ok(&["exec", name, "--", "ps", "-o", "pid,comm"]);
+    let procs: Vec<(i32, String)> = ps
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.parse().ok()?, it.next()?.to_string()))
+        })
+        .collect();
+    assert!(procs.contains(&(1, "init".to_string())), "{ps}");
+    assert!(procs.len() <= 3, "only init and ps expected: {ps}");
+    // The host sees the init, in the container's cgroup.
+    assert!(pid_alive(pid));
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "init");
+    let procs_file = d.cgroup_dir("pids", name).join("cgroup.procs");
+    let members = std::fs::read_to_string(&procs_file).unwrap_or_default();
+    assert!(
+        members.lines().any(|l| l.trim() == pid.to_string()),
+        "{members}"
+    );
+    // The container sees its cgroup as the root of its cgroup namespace.
+    let cg = d.ok(&["exec", name, "--", "cat", "/proc/self/cgroup"]);
+    assert!(cg.lines().all(|l| l.ends_with(":/")), "{cg}");
+
+    // The mount table differs from the host's: an overlay root, its own /proc and /dev.
+    let mounts = d.ok(&["exec", name, "--", "cat", "/proc/mounts"]);
+    let host_mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    assert_ne!(mounts, host_mounts);
+    let root_line = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("/"));
+    assert!(
+        root_line.is_some_and(|l| l.starts_with("overlay / overlay")),
+        "{mounts}"
+    );
+    assert!(mounts.contains(" /sys sysfs ro,"), "{mounts}");
+    assert!(mounts.contains(" /dev/pts devpts "), "{mounts}");
+    let container_dir = d.path().join("containers").join(name);
+    assert!(
+        !host_mounts.contains(&container_dir.display().to_string()),
+        "the overlay lives only in the container's mount namespace"
+    );
+
+    // Writes land in the container's upper dir; the image rootfs is unchanged.
+    d.ok(&[
+        "exec",
+        name,
+        "--",
+        "sh",
+        "-c",
+        "echo hello > /root/note; rm /etc/hosts",
+    ]);
+    let upper = container_dir.join("upper");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("root/note")).unwrap_or_default(),
+        "hello\n"
+    );
+    let lower = image_rootfs(&d);
+    assert!(!lower.join("root/note").exists());
+    assert!(
+        lower.join("etc/hosts").exists(),
+        "delete must not reach the image"
+    );
+    // A whiteout records the delete in the upper dir.
+    assert!(upper.join("etc/hosts").symlink_metadata().is_ok());
+
+    // Stop cleanly through the init; then delete leaves nothing.
+    let monitor_pids = monitor_of(pid);
+    d.ok(&["stop", name]);
+    assert!(!pid_alive(pid), "init still alive after stop");
+    assert_eq!(d.state(name)["status"], "Stopped");
+    assert!(
+        !d.cgroup_dir("pids", name).exists(),
+        "cgroup left after stop"
+    );
+    d.ok(&["delete", name]);
+    assert!(d.instances().is_empty());
+    assert!(!container_dir.exists(), "container dir left after delete");
+    assert!(
+        wait_until(Duration::from_secs(5), || monitor_pids
+            .iter()
+            .all(|p| !pid_alive(*p))),
+        "monitor left behind"
+    );
+    for ctl in ["pids", "memory", "cpu", "freezer"] {
+        assert!(!d.cgroup_dir(ctl, name).exists(), "{ctl} cgroup left");
+    }
+    let trash = d.path().join("trash");
+    let trash_empty = std::fs::read_dir(&trash).map_or(true, |mut r| r.next().is_none());
+    assert!(trash_empty, "files left in {}", trash.display());
+}
+
+/// The parent process (the per-container monitor) of `pid`.
+fn monitor_of(pid: i32) -> Vec<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ppid = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    vec![ppid]
+}
+
+#[test]
+fn exec_streams_env_and_exit_codes() {
+    root_or_skip!("exec_streams_env_and_exit_codes");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "ex", "-c", "environment.GREETING=hi"]);
+    let r = d.ctl(&[
+        "exec",
+        "ex",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (7, "out\n", "err\n")
+    );
+    let r = d.ctl_stdin(
+        &["exec", "ex", "--", "wc", "-c"],
+        Some(&vec![b'x'; 100_000]),
+    );
+    assert_eq!(r.stdout.trim(), "100000", "{r:?}");
+    let r = d.ctl(&[
+        "exec",
+        "ex",
+        "--env",
+        "FOO=bar",
+        "--",
+        "sh",
+        "-c",
+        "echo $FOO $GREETING $HOME; pwd",
+    ]);
+    assert_eq!(r.stdout, "bar hi /root\n/root\n", "{r:?}");
+    let r = d.ctl(&["exec", "ex", "--cwd", "/tmp", "--", "pwd"]);
+    assert_eq!(r.stdout, "/tmp\n");
+    let r = d.ctl(&["exec", "ex", "--", "no-such-command"]);
+    assert_eq!(r.code, 127, "{r:?}");
+    let r = d.ctl(&["exec", "ex", "--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(r.code, 137, "{r:?}");
+    // The exec'd process is inside the container's cgroup.
+    let r = d.ok(&["exec", "ex", "--", "cat", "/proc/self/cgroup"]);
+    assert!(
+        r.lines()
+            .any(|l| l.contains(":pids:/") || l.starts_with("0::/")),
+        "{r}"
+    );
+    d.ok(&["stop", "--force", "ex"]);
+    let r = d.ctl(&["exec", "ex", "--", "true"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not running"), "{r:?}");
+}
+
+/// CPU time used by the instance's cgroup, in ns.
+fn cpu_ns(d: &Daemon, name: &str) -> i64 {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let stat =
+            std::fs::read_to_string(d.cgroup_dir("", name).join("cpu.stat")).unwrap_or_default();
+        stat.lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .map_or(-1, |us| us * 1000)
+    } else {
+        read_num(&d.cgroup_dir("cpuacct", name).join("cpuacct.usage"))
+    }
+}
+
+#[test]
+fn cpu_allowance_caps_a_busy_loop() {
+    root_or_skip!("cpu_allowance_caps_a_busy_loop");
+    let d = Daemon::start();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "cpu",
+        "-c",
+        "limits.cpu.allowance=50ms/100ms",
+    ]);
+    // A busy loop in the background for a few seconds.
+    d.ok(&[
+        "exec",
+        "cpu",
+        "--",
+        "sh",
+        "-c",
+        "timeout 6 sh -c 'while :; do :; done' >/dev/null 2>&1 &",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (t0, c0) = (Instant::now(), cpu_ns(&d, "cpu"));
+    std::thread::sleep(Duration::from_secs(2));
+    let (t1, c1) = (Instant::now(), cpu_ns(&d, "cpu"));
+    let share = (c1 - c0) as f64 / (t1 - t0).as_nanos() as f64;
+    assert!(
+        (0.40..=0.60).contains(&share),
+        "busy loop used {share:.2} of a CPU"
+    );
+    // The share form is a soft weight, as in Incus.
+    d.ok(&["stop", "-f", "cpu"]);
+    d.ok(&[
+        "launch",
+        "busybox",
+        "cpu2",
+        "-c",
+        "limits.cpu.allowance=50%",
+    ]);
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let w = std::fs::read_to_string(d.cgroup_dir("", "cpu2").join("cpu.weight"))
+            .unwrap_or_default();
+        assert_eq!(w.trim(), "50");
+    } else {
+        assert_eq!(
+            read_num(&d.cgroup_dir("cpu", "cpu2").join("cpu.shares")),
+            512
+        );
+    }
+}
+
+#[test]
+fn memory_limit_oom_kills_inside_only() {
+    root_or_skip!("memory_limit_oom_kills_inside_only");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "mem", "-c", "limits.memory=32MiB"]);
+    let limit_file = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        d.cgroup_dir("", "mem").join("memory.max")
+    } else {
+        d.cgroup_dir("memory", "mem").join("memory.limit_in_bytes")
+    };
+    assert_eq!(read_num(&limit_file), 32 << 20);
+    // awk doubling a string until the cgroup's OOM killer ends it.
+    let r = d.ctl(&[
+        "exec",
+        "mem",
+        "--",
+        "awk",
+        "BEGIN { s = \"x\"; while (1) s = s s }",
+    ]);
+    assert_eq!(
+        r.code, 137,
+        "the hog should be SIGKILLed by the OOM killer: {r:?}"
+    );
+    // The container and the daemon are still fine.
+    assert_eq!(d.ok(&["exec", "mem", "--", "echo", "alive"]), "alive\n");
+    assert_eq!(d.state("mem")["status"], "Running");
+    let peak = d.state("mem")["memory"]["usage_peak"].as_i64().unwrap_or(0);
+    assert!(
+        peak > 8 << 20 && peak <= (32 << 20) + (1 << 20),
+        "peak {peak}"
+    );
+}
+
+#[test]
+fn process_limit_caps_forks() {
+    root_or_skip!("process_limit_caps_forks");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "pids", "-c", "limits.processes=20"]);
+    // 60 parallel sleeps; forks beyond the limit fail (xargs reports them, sh goes on).
+    let r = d.ctl(&[
+        "exec",
+        "pids",
+        "--",
+        "sh",
+        "-c",
+        "seq 60 | xargs -P 60 -n 1 sleep 2 >/dev/null 2>&1; echo done",
+    ]);
+    assert!(r.stdout.contains("done"), "{r:?}");
+    let dir = d.cgroup_dir("pids", "pids");
+    let peak = read_num(&dir.join("pids.peak"));
+    if peak >= 0 {
+        assert!((10..=20).contains(&peak), "pids.peak {peak}");
+    }
+    let events = std::fs::read_to_string(dir.join("pids.events")).unwrap_or_default();
+    let refused: i64 = events
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        refused > 0,
+        "forks over the limit must be refused: {events}"
+    );
+    let current = read_num(&dir.join("pids.current"));
+    assert!((1..=20).contains(&current), "pids.current {current}");
+    assert_eq!(d.state("pids")["processes"].as_i64(), Some(current));
+}
+
+fn survives_daemon_death(signal: i32) {
+    let mut d = Daemon::start();
+    d.ok(&["launch", "busybox", "keep"]);
+    let pid = d.init_pid("keep");
+    d.kill(signal);
+    assert!(pid_alive(pid), "container died with the daemon");
+    d.restart();
+    assert_eq!(d.init_pid("keep"), pid);
+    assert_eq!(d.state("keep")["status"], "Running");
+    assert_eq!(d.ok(&["exec", "keep", "--", "echo", "ok"]), "ok\n");
+    d.ok(&["stop", "keep"]);
+    assert!(!pid_alive(pid));
+    d.ok(&["start", "keep"]);
+    assert!(d.init_pid("keep") > 0);
+    d.ok(&["delete", "--force", "keep"]);
+    assert!(d.instances().is_empty());
+}
+
+#[test]
+fn container_survives_daemon_sigkill() {
+    root_or_skip!("container_survives_daemon_sigkill");
+    survives_daemon_death(9);
+}
+
+#[test]
+fn container_survives_daemon_sigterm() {
+    root_or_skip!("container_survives_daemon_sigterm");
+    survives_daemon_death(15);
+}
+
+#[test]
+fn stopped_while_daemon_away_is_reconciled() {
+    root_or_skip!("stopped_while_daemon_away_is_reconciled");
+    let mut d = Daemon::start();
+    d.ok(&["launch", "busybox", "gone"]);
+    let pid = d.init_pid("gone");
+    d.kill(9);
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+    assert!(wait_until(Duration::from_secs(5), || !pid_alive(pid)));
+    d.restart();
+    assert_eq!(d.state("gone")["status"], "Stopped");
+    assert!(
+        !d.cgroup_dir("pids", "gone").exists(),
+        "stale cgroup not removed"
+    );
+    d.ok(&["start", "gone"]);
+    assert_eq!(d.state("gone")["status"], "Running");
+}
+
+#[test]
+fn bad_input_is_refused_and_leaves_nothing() {
+    root_or_skip!("bad_input_is_refused_and_leaves_nothing");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "ok1"]);
+    let post = |body: &str| d.http("POST", "/1.0/instances", Some(body));
+    let cases: &[(&str, u16, &str)] = &[
+        (
+            r#"{"name":"1abc","source":{"type":"image","alias":"busybox"}}"#,
+            400,
+            "1abc",
+        ),
+        (
+            r#"{"name":"bad-","source":{"type":"image","alias":"busybox"}}"#,
+            400,
+            "bad-",
+        ),
+        (
+            r#"{"name":"UPPER","source":{"type":"image","alias":"busybox"}}"#,
+            400,
+            "UPPER",
+        ),
+        (
+            r#"{"name":"ok1","source":{"type":"image","alias":"busybox"}}"#,
+            409,
+            "ok1",
+        ),
+        (
+            r#"{"name":"x1","source":{"type":"image","alias":"nope/nope"}}"#,
+            400,
+            "busybox",
+        ),
+        (
+            r#"{"name":"x2","source":{"type":"image","alias":"busybox"},"config":{"limits.bogus":"1"}}"#,
+            400,
+            "limits.bogus",
+        ),
+        (
+            r#"{"name":"x3","source":{"type":"image","alias":"busybox"},"config":{"limits.memory":"banana"}}"#,
+            400,
+            "limits.memory",
+        ),
+        (
+            r#"{"name":"x4","source":{"type":"image","alias":"busybox"},"config":{"limits.memory":"-1"}}"#,
+            400,
+            "limits.memory",
+        ),
+        (r#"{"name": "x5", "source": "#, 400, "invalid request body"),
+    ];
+    for (body, status, needle) in cases {
+        let (code, v) = post(body);
+        assert_eq!(code, *status, "{body} → {v}");
+        assert_eq!(v["type"], "error", "{v}");
+        assert_eq!(v["error_code"].as_u64(), Some(u64::from(*status)));
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(needle),
+            "{body}: error {msg:?} should name {needle:?}"
+        );
+    }
+    let (code, v) = d.http("GET", "/1.0/instances/missing", None);
+    assert_eq!((code, v["error_code"].as_u64()), (404, Some(404)));
+    let (code, _) = d.http(
+        "PUT",
+        "/1.0/instances/missing/state",
+        Some(r#"{"action":"start"}"#),
+    );
+    assert_eq!(code, 404);
+    let (code, _) = d.http(
+        "PUT",
+        "/1.0/instances/ok1/state",
+        Some(r#"{"action":"dance"}"#),
+    );
+    assert_eq!(code, 400);
+    let (code, v) = d.http("DELETE", "/1.0/instances/ok1", None);
+    assert_eq!(code, 400, "deleting a running instance: {v}");
+    let (code, v) = d.http(
+        "PATCH",
+        "/1.0/instances/ok1",
+        Some(r#"{"config":{"limits.processes":"many"}}"#),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limits.processes")
+    );
+    // Through ctl: one clear line and a non-zero exit.
+    let r = d.ctl(&["launch", "busybox", "-c", "limits.memory=banana"]);
+    assert_ne!(r.code, 0);
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(r.stderr.contains("limits.memory"), "{r:?}");
+    // Nothing half-created.
+    assert_eq!(d.instances(), vec!["ok1".to_string()]);
+    let dirs: Vec<_> = std::fs::read_dir(d.path().join("containers"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    for n in ["x1", "x2", "x3", "x4", "x5"] {
+        assert!(!d.cgroup_dir("pids", n).exists());
+    }
+}
+
+#[test]
+fn failed_start_undoes_its_steps() {
+    root_or_skip!("failed_start_undoes_its_steps");
+    let d = Daemon::start();
+    let r = d.ctl(&[
+        "launch",
+        "busybox",
+        "broken",
+        "-c",
+        "raw.init=/no/such/init",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("/no/such/init"), "{r:?}");
+    // The instance exists, stopped (as Incus leaves it); the start left nothing behind.
+    assert_eq!(d.state("broken")["status"], "Stopped");
+    assert!(
+        !d.cgroup_dir("pids", "broken").exists(),
+        "cgroup left by failed start"
+    );
+    // Fixing the config makes it start.
+    let (code, v) = d.http(
+        "PATCH",
+        "/1.0/instances/broken",
+        Some(r#"{"config":{"raw.init":""}}"#),
+    );
+    assert_eq!(code, 200, "{v}");
+    d.ok(&["start", "broken"]);
+    assert_eq!(d.ok(&["exec", "broken", "--", "echo", "up"]), "up\n");
+}
+
+#[test]
+fn minimal_init_for_images_without_one() {
+    root_or_skip!("minimal_init_for_images_without_one");
+    let d = Daemon::start();
+    // Remove /sbin/init from the container's view: the built-in init takes over.
+    d.ok(&["init", "busybox", "noinit"]);
+    let upper = d.path().join("containers/noinit/upper");
+    std::fs::create_dir_all(upper.join("sbin")).unwrap_or_default();
+    // An overlay whiteout is a 0/0 character device.
+    let st = std::process::Command::new("mknod")
+        .arg(upper.join("sbin/init"))
+        .args(["c", "0", "0"])
+        .status();
+    assert!(st.is_ok_and(|s| s.success()));
+    d.ok(&["start", "noinit"]);
+    let ps = d.ok(&["exec", "noinit", "--", "ps", "-o", "pid,comm"]);
+    let first = ps.lines().nth(1).unwrap_or_default().to_string();
+    assert_eq!(
+        first.split_whitespace().collect::<Vec<_>>(),
+        ["1", "ctl-init"],
+        "{ps}"
+    );
+    // Zombies are reaped by the minimal init.
+    d.ok(&["exec", "noinit", "--", "sh", "-c", "sleep 0 & exit 0"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let ps = d.ok(&["exec", "noinit", "--", "ps", "-o", "stat"]);
+    assert!(!ps.lines().any(|l| l.trim() == "Z"), "zombie left: {ps}");
+    let t0 = Instant::now();
+    d.ok(&["stop", "noinit"]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "SIGTERM should stop the minimal init"
+    );
+}
+
+#[test]
+fn api_shape_follows_incus() {
+    root_or_skip!("api_shape_follows_incus");
+    let d = Daemon::start();
+    let (code, v) = d.http("GET", "/1.0", None);
+    assert_eq!(code, 200);
+    assert_eq!(v["type"], "sync");
+    assert_eq!(v["status_code"], 200);
+    let m = &v["metadata"];
+    assert_eq!(m["api_version"], "1.0");
+    assert!(m["api_extensions"].is_array());
+    assert_eq!(m["auth"], "trusted");
+    assert!(
+        m["environment"]["kernel_version"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(
+        ["v1", "v2", "hybrid"].contains(&m["environment"]["cgroup_version"].as_str().unwrap_or(""))
+    );
+
+    // Async create: 202 with Location, then wait.
+    let head = d.http_head(
+        "POST",
+        "/1.0/instances",
+        r#"{"name":"a1","source":{"type":"image","alias":"busybox"},"start":true}"#,
+    );
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}");
+    let loc = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .unwrap_or_default()
+        .to_string();
+    assert!(loc.starts_with("/1.0/operations/"), "{head}");
+    let (code, v) = d.http("GET", &format!("{loc}/wait?timeout=30"), None);
+    assert_eq!(code, 200);
+    assert_eq!(v["metadata"]["status"], "Success", "{v}");
+    assert_eq!(v["metadata"]["status_code"], 200);
+    assert_eq!(
+        v["metadata"]["resources"]["instances"][0],
+        "/1.0/instances/a1"
+    );
+
+    for (q, check) in [
+        ("?recursion=0", "string"),
+        ("?recursion=1", "object"),
+        ("?recursion=2", "state"),
+        ("?recursion=1&filter=", "object"),
+    ] {
+        let (code, v) = d.http("GET", &format!("/1.0/instances{q}"), None);
+        assert_eq!(code, 200, "{q}");
+        let first = &v["metadata"][0];
+        match check {
+            "string" => assert_eq!(first, "/1.0/instances/a1"),
+            "object" => {
+                assert_eq!(first["name"], "a1");
+                assert_eq!(first["status"], "Running");
+                assert_eq!(first["type"], "container");
+                assert!(first["expanded_config"].is_object());
+            }
+            _ => {
+                assert_eq!(first["state"]["status"], "Running");
+                assert!(first["state"]["pid"].as_i64().unwrap_or(0) > 0);
+            }
+        }
+    }
+    let (_, v) = d.http("GET", "/1.0/instances/a1/state", None);
+    assert!(
+        v["metadata"]["memory"]["usage"].as_i64().unwrap_or(0) > 0,
+        "{v}"
+    );
+    assert!(v["metadata"]["processes"].as_i64().unwrap_or(0) >= 1, "{v}");
+
+    // Operations list and lookup.
+    let (code, v) = d.http("GET", "/1.0/operations", None);
+    assert_eq!(code, 200);
+    assert!(v["metadata"]["success"].is_array(), "{v}");
+    let (code, _) = d.http("GET", "/1.0/operations/no-such-op", None);
+    assert_eq!(code, 404);
+
+    // Images and aliases, names with '/' percent-encoded.
+    let (_, v) = d.http("GET", "/1.0/images?recursion=1", None);
+    let img = &v["metadata"][0];
+    assert_eq!(img["aliases"][0]["name"], "busybox");
+    let fp = img["fingerprint"].as_str().unwrap_or_default().to_string();
+    let (code, v) = d.http("GET", &format!("/1.0/images/{}", &fp[..12]), None);
+    assert_eq!(
+        (code, v["metadata"]["fingerprint"].as_str()),
+        (200, Some(fp.as_str()))
+    );
+    let (code, v) = d.http("GET", "/1.0/images/aliases/busybox", None);
+    assert_eq!(
+        (code, v["metadata"]["target"].as_str()),
+        (200, Some(fp.as_str()))
+    );
+    let (code, v) = d.http("GET", "/1.0/images/aliases/debian%2Fbookworm", None);
+    assert_eq!(code, 404);
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("debian/bookworm") && msg.contains("busybox"),
+        "{msg}"
+    );
+    // An image in use cannot be deleted.
+    let (code, _) = d.http("DELETE", &format!("/1.0/images/{fp}"), None);
+    assert_eq!(code, 409);
+
+    // Exec: a websocket operation with per-stream secrets; a wrong secret is refused.
+    let (code, v) = d.http(
+        "POST",
+        "/1.0/instances/a1/exec",
+        Some(r#"{"command":["true"],"wait-for-websocket":true,"interactive":false}"#),
+    );
+    assert_eq!(code, 202, "{v}");
+    assert_eq!(v["metadata"]["class"], "websocket");
+    let fds = &v["metadata"]["metadata"]["fds"];
+    for s in ["0", "1", "2", "control"] {
+        assert!(fds[s].as_str().is_some_and(|x| x.len() >= 32), "{v}");
+    }
+    let id = v["metadata"]["id"].as_str().unwrap_or_default();
+    let head = d.http_head(
+        "GET",
+        &format!("/1.0/operations/{id}/websocket?secret=wrong"),
+        "",
+    );
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+
+    // Freeze and unfreeze.
+    let (code, v) = d.http(
+        "PUT",
+        "/1.0/instances/a1/state",
+        Some(r#"{"action":"freeze"}"#),
+    );
+    assert_eq!(code, 202, "{v}");
+    let op = v["operation"].as_str().unwrap_or_default().to_string();
+    let (_, done) = d.http("GET", &format!("{op}/wait"), None);
+    assert_eq!(done["metadata"]["status"], "Success", "{done}");
+    assert_eq!(d.state("a1")["status"], "Frozen");
+    let (_, v) = d.http(
+        "PUT",
+        "/1.0/instances/a1/state",
+        Some(r#"{"action":"unfreeze"}"#),
+    );
+    let op = v["operation"].as_str().unwrap_or_default().to_string();
+    d.http("GET", &format!("{op}/wait"), None);
+    assert_eq!(d.state("a1")["status"], "Running");
+}
+
+#[test]
+fn image_is_built_once_and_shared() {
+    root_or_skip!("image_is_built_once_and_shared");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "s1"]);
+    d.ok(&["launch", "busybox", "s2"]);
+    let (_, v) = d.http("GET", "/1.0/images", None);
+    assert_eq!(v["metadata"].as_array().map(Vec::len), Some(1), "{v}");
+    let lower = image_rootfs(&d);
+    for n in ["s1", "s2"] {
+        let mounts = d.ok(&["exec", n, "--", "cat", "/proc/mounts"]);
+        assert!(
+            mounts.contains(&format!("lowerdir={}", lower.display())),
+            "{mounts}"
+        );
+    }
+    let listing = d.ok(&["image", "list"]);
+    assert!(listing.contains("busybox"), "{listing}");
+    d.ok(&["delete", "-f", "s1", "s2"]);
+    d.ok(&["image", "delete", "busybox"]);
+    let (_, v) = d.http("GET", "/1.0/images", None);
+    assert_eq!(v["metadata"].as_array().map(Vec::len), Some(0));
+    assert!(!lower.exists());
+    // Launching again rebuilds it.
+    d.ok(&["launch", "busybox", "s3"]);
+}
+
+#[test]
+fn nothing_left_after_daemon_cleanup() {
+    root_or_skip!("nothing_left_after_daemon_cleanup");
+    let parent;
+    {
+        let d = Daemon::start();
+        parent = d.cgroup_parent.clone();
+        d.ok(&["launch", "busybox", "z1"]);
+        d.ok(&["launch", "busybox", "z2", "-c", "limits.memory=64MiB"]);
+        assert!(cgroup_parent_exists(&parent));
+    }
+    assert!(!cgroup_parent_exists(&parent), "test harness left cgroups");
+}
