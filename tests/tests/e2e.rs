@@ -752,3 +752,32 @@ fn nothing_left_after_daemon_cleanup() {
     }
     assert!(!cgroup_parent_exists(&parent), "test harness left cgroups");
 }
+
+#[test]
+fn poweroff_inside_stops_and_cleans_up() {
+    root_or_skip!("poweroff_inside_stops_and_cleans_up");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "po"]);
+    let pid = d.init_pid("po");
+    d.ok(&["exec", "po", "--", "poweroff"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !pid_alive(pid)),
+        "init did not exit"
+    );
+    assert_eq!(d.state("po")["status"], "Stopped");
+    // The monitor removed the cgroup on its own.
+    assert!(
+        wait_until(Duration::from_secs(5), || !d
+            .cgroup_dir("pids", "po")
+            .exists()),
+        "cgroup left after poweroff"
+    );
+    // And it starts again; restart works too.
+    d.ok(&["start", "po"]);
+    let pid2 = d.init_pid("po");
+    assert!(pid2 > 0 && pid2 != pid);
+    d.ok(&["restart", "--force", "po"]);
+    let pid3 = d.init_pid("po");
+    assert!(pid3 > 0 && pid3 != pid2 && !pid_alive(pid2));
+    assert_eq!(d.ok(&["exec", "po", "--", "echo", "back"]), "back\n");
+}

@@ -457,6 +457,12 @@ impl Instances {
                 )));
             }
         }
+        // The monitor removes the cgroup and exits right after its init; wait for it so a
+        // following start cannot race with that cleanup.
+        let monitor = init.monitor_pid;
+        let _ = self
+            .blocking_worker(move |w| Ok(w.wait_pid_gone(monitor, Duration::from_secs(2))))
+            .await;
         self.cleanup_stopped(name).await?;
         tracing::info!(instance = %name, force, "stopped");
         Ok(())

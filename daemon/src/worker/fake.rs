@@ -142,6 +142,10 @@ impl Worker for FakeWorker {
         !self.is_alive(init)
     }
 
+    fn wait_pid_gone(&self, _pid: i32, _timeout: Duration) -> bool {
+        true
+    }
+
     fn exec_command(&self, spec: &ExecSpec) -> (PathBuf, Vec<String>) {
         ("/bin/echo".into(), spec.argv.clone())
     }

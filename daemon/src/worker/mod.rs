@@ -79,6 +79,8 @@ pub trait Worker: Send + Sync + 'static {
     fn signal(&self, init: &InitProcess, signal: i32) -> Result<bool, WorkerError>;
     /// Block until `init` exits or `timeout` passes; true if it is gone.
     fn wait_exit(&self, init: &InitProcess, timeout: Duration) -> bool;
+    /// Block until no process `pid` exists (not our child: polled), up to `timeout`.
+    fn wait_pid_gone(&self, pid: i32, timeout: Duration) -> bool;
     /// The program and arguments that run `spec` inside the container (`ctld forkexec`).
     fn exec_command(&self, spec: &ExecSpec) -> (PathBuf, Vec<String>);
 }
@@ -249,6 +251,17 @@ impl Worker for HostWorker {
                 Ok(_) if left.is_zero() => return !proc::is_alive(init.pid, init.starttime),
                 Ok(_) => continue,
             }
+        }
+    }
+
+    fn wait_pid_gone(&self, pid: i32, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let gone = !proc::exists(pid);
+            if gone || std::time::Instant::now() >= deadline {
+                return gone;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

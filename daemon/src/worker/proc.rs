@@ -19,17 +19,24 @@ pub fn parse_starttime(stat: &str) -> Option<u64> {
 
 /// Whether `pid` is still the process that started at `start` (and is not a zombie).
 pub fn is_alive(pid: i32, start: u64) -> bool {
+    live_stat(pid).is_some_and(|stat| parse_starttime(&stat) == Some(start))
+}
+
+/// Whether some process `pid` exists and is not a zombie.
+pub fn exists(pid: i32) -> bool {
+    live_stat(pid).is_some()
+}
+
+fn live_stat(pid: i32) -> Option<String> {
     if pid <= 0 {
-        return false;
+        return None;
     }
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let zombie = stat
         .rfind(')')
         .and_then(|i| stat[i + 1..].split_whitespace().next())
         == Some("Z");
-    !zombie && parse_starttime(&stat) == Some(start)
+    (!zombie).then_some(stat)
 }
 
 #[cfg(test)]

@@ -222,6 +222,21 @@ fn monitor(spec: &SpawnSpec) -> i32 {
             Ok(_) => continue,
         }
     }
+    // The init is gone (and with it every process of its PID namespace): remove the now
+    // empty cgroup, so a container that powered itself off leaves nothing behind. ctld
+    // waits for this process to exit before it starts the container again.
+    for procs in &spec.cgroup_procs {
+        if let Some(dir) = procs.parent() {
+            for _ in 0..20 {
+                match fs::remove_dir(dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
     0
 }
 
