@@ -3,14 +3,14 @@
 //! - `docs/openapi.json` lists exactly the routes and methods of `router()` in
 //!   `daemon/src/api/mod.rs`, and its references and path parameters resolve;
 //! - every module of `api`, `daemon` and `client` starts with a `//!` doc comment;
-//! - the import boundaries of `docs/ARCHITECTURE.md` hold: SQL only in `daemon/src/db/`,
+//! - the architecture's import boundaries hold: SQL only in `daemon/src/db/`,
 //!   `unsafe` only in `daemon/src/worker/sys.rs`, namespace and mount syscalls only in
 //!   `daemon/src/worker/`, no runtime dependencies in `ctl-api`, no `ctld` in the client.
 //!
 //! They read the sources as text from the workspace root (no workspace crate is compiled into
 //! them) and run without privileges. Each rule is one test whose failure lists every
-//! violation. Comments are ignored by the boundary rules, so module docs may name what they
-//! forbid.
+//! violation. The boundary rules skip comments and the insides of string literals, so docs
+//! and messages may name what they forbid.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -177,8 +177,8 @@ async fn run(
     let (gone_tx, mut gone_rx) = tokio::sync::mpsc::channel::<()>(2);
     let input = tokio::spawn(pump_in(ws0, stdin));
     let out = tokio::spawn(pump_out(stdout, ws1, gone_tx.clone()));
-    let err = tokio::spawn(pump_out(stderr, ws2, gone_tx));
-    let control = tokio::spawn(drain(control));
+    let err = tokio::spawn(pump_out(stderr, ws2, gone_tx.clone()));
+    let control = tokio::spawn(watch_control(control, gone_tx));
     let status = tokio::select! {
         s = child.wait() => s.map_err(|e| format!("wait for command: {e}"))?,
         Some(()) = gone_rx.recv() => {
@@ -253,10 +253,13 @@ async fn pump_out(
     let _ = ws.send(Message::Close(None)).await;
 }
 
-async fn drain(mut ws: WebSocket) {
+/// The control stream: messages are ignored for now (window size and signals come with
+/// interactive exec); when the client closes it or goes away, the command is ended.
+async fn watch_control(mut ws: WebSocket, gone: tokio::sync::mpsc::Sender<()>) {
     while let Some(Ok(msg)) = ws.next().await {
         if matches!(msg, Message::Close(_)) {
             break;
         }
     }
+    let _ = gone.send(()).await;
 }
