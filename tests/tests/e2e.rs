@@ -383,7 +383,11 @@ fn stopped_while_daemon_away_is_reconciled() {
         .args(["-9", &pid.to_string()])
         .status();
     assert!(wait_until(Duration::from_secs(5), || !pid_alive(pid)));
+    // A create that died before its row was written left a directory behind.
+    let orphan = d.path().join("containers/orphan");
+    std::fs::create_dir_all(orphan.join("upper")).unwrap_or_default();
     d.restart();
+    assert!(!orphan.exists(), "orphaned container dir kept");
     assert_eq!(d.state("gone")["status"], "Stopped");
     assert!(
         !d.cgroup_dir("pids", "gone").exists(),
@@ -735,8 +739,15 @@ fn image_is_built_once_and_shared() {
     let (_, v) = d.http("GET", "/1.0/images", None);
     assert_eq!(v["metadata"].as_array().map(Vec::len), Some(0));
     assert!(!lower.exists());
-    // Launching again rebuilds it.
-    d.ok(&["launch", "busybox", "s3"]);
+    // Launching again rebuilds it; without a name the server picks a valid one.
+    let out = d.ok(&["launch", "busybox"]);
+    let picked = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Instance name is: "))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(d.instances(), vec![picked.clone()], "{out}");
+    assert_eq!(d.state(&picked)["status"], "Running");
 }
 
 #[test]
@@ -780,4 +791,31 @@ fn poweroff_inside_stops_and_cleans_up() {
     let pid3 = d.init_pid("po");
     assert!(pid3 > 0 && pid3 != pid2 && !pid_alive(pid2));
     assert_eq!(d.ok(&["exec", "po", "--", "echo", "back"]), "back\n");
+}
+
+#[test]
+fn client_gone_mid_exec_leaves_no_process() {
+    root_or_skip!("client_gone_mid_exec_leaves_no_process");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "dc"]);
+    let procs = || read_num(&d.cgroup_dir("pids", "dc").join("pids.current"));
+    let before = procs();
+    let mut child = std::process::Command::new(ctl_tests::bin_dir().join("ctl"))
+        .args(["exec", "dc", "--", "sleep", "300"])
+        .env("CTL_DIR", d.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn ctl: {e}"));
+    assert!(
+        wait_until(Duration::from_secs(5), || procs() > before),
+        "sleep never ran"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        wait_until(Duration::from_secs(5), || procs() == before),
+        "the command outlived its client: {} processes",
+        procs()
+    );
 }

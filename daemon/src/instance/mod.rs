@@ -796,7 +796,20 @@ impl Instances {
     /// Reconcile the database with the host after a daemon start: instances whose init is
     /// gone are marked stopped and their leftover cgroups removed; running ones are kept.
     pub async fn reconcile(&self) -> Result<(), InstanceError> {
-        for row in db::instances::list(&self.db).await? {
+        let rows = db::instances::list(&self.db).await?;
+        // Directories of creates that died before their row was written belong to nobody.
+        if let Ok(rd) = std::fs::read_dir(self.paths.containers()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !rows.iter().any(|r| r.name == name) {
+                    tracing::info!(dir = %e.path().display(), "removing orphaned container dir");
+                    let dir = e.path();
+                    self.blocking_worker(move |w| w.remove_container_dir(&dir))
+                        .await?;
+                }
+            }
+        }
+        for row in rows {
             match Self::init_of(&row) {
                 Some(init) if self.worker.is_alive(&init) => {
                     tracing::info!(instance = %row.name, pid = init.pid, "found running");
