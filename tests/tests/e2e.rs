@@ -253,25 +253,62 @@ fn cpu_allowance_caps_a_busy_loop() {
         (0.40..=0.60).contains(&share),
         "busy loop used {share:.2} of a CPU"
     );
-    // The share form is a soft weight, as in Incus.
-    d.ok(&["stop", "-f", "cpu"]);
+}
+
+#[test]
+fn cpu_percent_is_a_share_under_contention() {
+    root_or_skip!("cpu_percent_is_a_share_under_contention");
+    // Incus semantics: `50%` is a soft share. Two busy loops pinned to one CPU, one in a
+    // container at 50% and one at 100%: the first gets half the time of the second.
+    let d = Daemon::start();
     d.ok(&[
         "launch",
         "busybox",
-        "cpu2",
+        "half",
         "-c",
         "limits.cpu.allowance=50%",
     ]);
+    d.ok(&[
+        "launch",
+        "busybox",
+        "full",
+        "-c",
+        "limits.cpu.allowance=100%",
+    ]);
     if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        let w = std::fs::read_to_string(d.cgroup_dir("", "cpu2").join("cpu.weight"))
+        let w = std::fs::read_to_string(d.cgroup_dir("", "half").join("cpu.weight"))
             .unwrap_or_default();
         assert_eq!(w.trim(), "50");
     } else {
         assert_eq!(
-            read_num(&d.cgroup_dir("cpu", "cpu2").join("cpu.shares")),
+            read_num(&d.cgroup_dir("cpu", "half").join("cpu.shares")),
             512
         );
+        assert_eq!(
+            read_num(&d.cgroup_dir("cpu", "full").join("cpu.shares")),
+            1024
+        );
     }
+    for n in ["half", "full"] {
+        d.ok(&[
+            "exec",
+            n,
+            "--",
+            "sh",
+            "-c",
+            "timeout 6 taskset -c 0 sh -c 'while :; do :; done' >/dev/null 2>&1 &",
+        ]);
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let (h0, f0) = (cpu_ns(&d, "half"), cpu_ns(&d, "full"));
+    std::thread::sleep(Duration::from_secs(3));
+    let (h1, f1) = (cpu_ns(&d, "half"), cpu_ns(&d, "full"));
+    let (h, f) = ((h1 - h0) as f64, (f1 - f0) as f64);
+    let part = h / (h + f);
+    assert!(
+        (0.22..=0.45).contains(&part),
+        "50% vs 100% got {part:.2} of the shared CPU"
+    );
 }
 
 #[test]
