@@ -36,7 +36,7 @@ fn main() {
     match argv.next().as_deref() {
         Some("forkstart") => std::process::exit(worker::spawn::forkstart_main()),
         Some("forkexec") => {
-            let spec = argv.next().unwrap_or_default();
+            let spec = std::env::var(worker::exec::SPEC_ENV).unwrap_or_default();
             std::process::exit(worker::exec::forkexec_main(&spec))
         }
         _ => {}

@@ -856,3 +856,65 @@ fn client_gone_mid_exec_leaves_no_process() {
         procs()
     );
 }
+
+#[test]
+fn privileged_container_is_still_fenced() {
+    root_or_skip!("privileged_container_is_still_fenced");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "fence"]);
+    // Host kernel knobs are read-only.
+    let r = d.ctl(&[
+        "exec",
+        "fence",
+        "--",
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/vm/drop_caches",
+    ]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("Read-only"), "{r:?}");
+    // Both the init and exec'd commands lost CAP_SYS_MODULE (16) and CAP_SYS_TIME (25).
+    for pid in ["1", "self"] {
+        let status = d.ok(&["exec", "fence", "--", "cat", &format!("/proc/{pid}/status")]);
+        let bnd = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapBnd:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(u64::MAX);
+        assert_eq!(bnd & (1 << 16), 0, "{pid}: CAP_SYS_MODULE kept ({bnd:x})");
+        assert_eq!(bnd & (1 << 25), 0, "{pid}: CAP_SYS_TIME kept ({bnd:x})");
+    }
+    // A block device node can be made but not opened (v1 devices controller).
+    if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let r = d.ctl(&[
+            "exec",
+            "fence",
+            "--",
+            "sh",
+            "-c",
+            "mknod /tmp/disk b 8 0 && head -c 1 /tmp/disk",
+        ]);
+        assert_ne!(r.code, 0, "{r:?}");
+        assert!(
+            r.stderr.contains("not permitted") || r.stderr.contains("Permission denied"),
+            "{r:?}"
+        );
+        assert_eq!(
+            d.ok(&["exec", "fence", "--", "head", "-c", "3", "/dev/zero"])
+                .len(),
+            3
+        );
+    }
+    // An exec'd command leads a session of its own (no terminal of ctld's is reachable).
+    let ids = d.ok(&[
+        "exec",
+        "fence",
+        "--",
+        "sh",
+        "-c",
+        "echo $$ $(cut -d' ' -f6 /proc/$$/stat)",
+    ]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1], "the command is not a session leader");
+}

@@ -137,13 +137,15 @@ pub async fn websocket(
         .into_response())
 }
 
-/// Wait for the websockets, run the command, pump the streams, record the exit code.
+/// Wait for the data websockets (`control` is optional, as in LXD: pylxd never opens it),
+/// run the command, pump the streams, record the exit code.
 async fn run(
     plan: ExecPlan,
-    receivers: HashMap<&'static str, oneshot::Receiver<WebSocket>>,
+    mut receivers: HashMap<&'static str, oneshot::Receiver<WebSocket>>,
     handle: &OpHandle,
     mut metadata: serde_json::Value,
 ) -> Result<(), String> {
+    let control_rx = receivers.remove("control");
     let mut sockets = HashMap::new();
     for (stream, rx) in receivers {
         match tokio::time::timeout(CONNECT_TIMEOUT, rx).await {
@@ -153,16 +155,16 @@ async fn run(
             _ => return Err(format!("websocket for stream {stream} never connected")),
         }
     }
-    let (Some(ws0), Some(ws1), Some(ws2), Some(control)) = (
+    let (Some(ws0), Some(ws1), Some(ws2)) = (
         sockets.remove("0"),
         sockets.remove("1"),
         sockets.remove("2"),
-        sockets.remove("control"),
     ) else {
         return Err("missing websocket".into());
     };
     let mut child = tokio::process::Command::new(&plan.program)
         .args(&plan.args)
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -178,7 +180,13 @@ async fn run(
     let input = tokio::spawn(pump_in(ws0, stdin));
     let out = tokio::spawn(pump_out(stdout, ws1, gone_tx.clone()));
     let err = tokio::spawn(pump_out(stderr, ws2, gone_tx.clone()));
-    let control = tokio::spawn(watch_control(control, gone_tx));
+    let control = tokio::spawn(async move {
+        if let Some(rx) = control_rx
+            && let Ok(ws) = rx.await
+        {
+            watch_control(ws, gone_tx).await;
+        }
+    });
     let status = tokio::select! {
         s = child.wait() => s.map_err(|e| format!("wait for command: {e}"))?,
         Some(()) = gone_rx.recv() => {

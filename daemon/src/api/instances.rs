@@ -139,7 +139,8 @@ pub async fn put_state(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: InstanceStatePut = parse_json(&body)?;
-    let timeout = (req.timeout >= 0).then(|| Duration::from_secs(req.timeout.unsigned_abs()));
+    let timeout =
+        (req.timeout >= 0).then(|| Duration::from_secs(req.timeout.unsigned_abs().min(86_400)));
     let svc = state.instances.clone();
     let n = name.clone();
     let res = instance_resources(&name);

@@ -57,10 +57,13 @@ pub async fn wait(
             let secs: f64 = t
                 .parse()
                 .map_err(|_| ApiError::BadRequest(format!("invalid timeout \"{t}\"")))?;
+            if !secs.is_finite() {
+                return Err(ApiError::BadRequest(format!("invalid timeout \"{t}\"")));
+            }
             if secs < 0.0 {
                 None
             } else {
-                Some(Duration::from_secs_f64(secs))
+                Some(Duration::from_secs_f64(secs.min(86_400.0)))
             }
         }
     };

@@ -76,6 +76,7 @@ pub struct CreatePlan {
 pub struct ExecPlan {
     pub program: PathBuf,
     pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// The instance service. Cheap to clone.
@@ -184,6 +185,11 @@ impl Instances {
         {
             return Err(InstanceError::Invalid(format!("profile \"{p}\" not found")));
         }
+        if req.ephemeral {
+            return Err(InstanceError::Invalid(
+                "ephemeral instances are not supported yet".into(),
+            ));
+        }
         config::validate(&req.config, &BTreeMap::new(), self.host_memory)?;
         let image = self.images.resolve(&req.source).await?;
         if req.name.is_empty() {
@@ -208,15 +214,27 @@ impl Instances {
         Err(InstanceError::Internal("no free random name".into()))
     }
 
+    /// Reserve `name` for a create: first in the in-flight set, then against the rows, so
+    /// two creates of one name can never both pass (the set holds the name until the row
+    /// exists).
     async fn reserve(&self, name: &str) -> Result<(), InstanceError> {
-        if db::instances::get(&self.db, name).await?.is_some() {
-            return Err(InstanceError::AlreadyExists(name.to_string()));
+        {
+            let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            if !creating.insert(name.to_string()) {
+                return Err(InstanceError::AlreadyExists(name.to_string()));
+            }
         }
-        let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
-        if !creating.insert(name.to_string()) {
-            return Err(InstanceError::AlreadyExists(name.to_string()));
+        match db::instances::get(&self.db, name).await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => {
+                self.release(name);
+                Err(InstanceError::AlreadyExists(name.to_string()))
+            }
+            Err(e) => {
+                self.release(name);
+                Err(e.into())
+            }
         }
-        Ok(())
     }
 
     fn release(&self, name: &str) {
@@ -322,6 +340,13 @@ impl Instances {
         }
         let limits = config::limits(&row.config, self.host_memory)?;
         let spec = self.spawn_spec(&row)?;
+        // A container that stopped on its own: its monitor may still be removing the
+        // cgroup; let it finish before a new one is made.
+        if row.monitor_pid > 0 {
+            let monitor = row.monitor_pid;
+            self.blocking_worker(move |w| Ok(w.wait_pid_gone(monitor, Duration::from_secs(2))))
+                .await?;
+        }
         let cg_name = name.to_string();
         let procs = self
             .blocking_worker(move |w| {
@@ -436,13 +461,26 @@ impl Instances {
         }
         let mut exited = false;
         if !force {
+            // Resent every second: an init that has not installed its handlers yet (PID 1
+            // ignores signals it does not handle) gets another chance.
             let sig = self.stop_signal(&row);
-            if self.worker.signal(&init, sig)? {
-                exited = self
-                    .wait_exit(&init, timeout.unwrap_or(DEFAULT_STOP_TIMEOUT))
-                    .await;
-            } else {
-                exited = true;
+            let deadline = tokio::time::Instant::now() + timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+            loop {
+                if !self.worker.signal(&init, sig)? {
+                    exited = true;
+                    break;
+                }
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if self
+                    .wait_exit(&init, left.min(Duration::from_secs(1)))
+                    .await
+                {
+                    exited = true;
+                    break;
+                }
+                if left <= Duration::from_secs(1) {
+                    break;
+                }
             }
             if !exited {
                 tracing::warn!(instance = %name, "clean stop timed out, killing");
@@ -572,10 +610,6 @@ impl Instances {
         })
         .await?;
         db::instances::delete(&self.db, name).await?;
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
         tracing::info!(instance = %name, "deleted");
         Ok(())
     }
@@ -676,6 +710,7 @@ impl Instances {
         put: InstancePut,
         patch: bool,
     ) -> Result<(), InstanceError> {
+        self.row(name).await?;
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
         let row = self.row(name).await?;
@@ -781,14 +816,15 @@ impl Instances {
             starttime: init.starttime,
             namespaces: default_namespaces(),
             cgroup_procs: self.worker.cgroup_procs(name),
+            caps_drop: default_caps_drop(),
             argv: req.command.clone(),
             env: env.into_iter().collect(),
             cwd,
             uid: req.user,
             gid: req.group,
         };
-        let (program, args) = self.worker.exec_command(&spec);
-        Ok(ExecPlan { program, args })
+        let (program, args, env) = self.worker.exec_command(&spec);
+        Ok(ExecPlan { program, args, env })
     }
 
     // ----- start-up -----
@@ -804,8 +840,12 @@ impl Instances {
                 if !rows.iter().any(|r| r.name == name) {
                     tracing::info!(dir = %e.path().display(), "removing orphaned container dir");
                     let dir = e.path();
-                    self.blocking_worker(move |w| w.remove_container_dir(&dir))
-                        .await?;
+                    if let Err(err) = self
+                        .blocking_worker(move |w| w.remove_container_dir(&dir))
+                        .await
+                    {
+                        tracing::warn!(error = %err, "could not remove orphaned dir");
+                    }
                 }
             }
         }
@@ -816,7 +856,9 @@ impl Instances {
                 }
                 Some(_) => {
                     tracing::info!(instance = %row.name, "init gone while ctld was away");
-                    self.cleanup_stopped(&row.name).await?;
+                    if let Err(err) = self.cleanup_stopped(&row.name).await {
+                        tracing::warn!(instance = %row.name, error = %err, "cleanup failed");
+                    }
                 }
                 None => {}
             }

@@ -116,7 +116,24 @@ fn setting(controller: &'static str, file: &'static str, value: impl ToString) -
 }
 
 /// The v1 controllers a container gets a directory in.
-pub const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "freezer"];
+pub const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "freezer", "devices"];
+
+/// Devices a container may use (v1 `devices` controller; v2 needs a BPF program, not done
+/// yet): the standard character devices, ptys, and `mknod` of anything (creating a node is
+/// harmless when opening it is denied).
+pub const V1_DEVICE_ALLOW: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
 /// The v2 controllers enabled for containers.
 pub const V2_CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
 
@@ -243,11 +260,29 @@ impl Cgroup {
     /// Create the directories (and, on v2, enable controllers on the way down) and apply
     /// `limits`. Nothing is left behind on failure.
     pub fn create(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
-        let result = self.create_dirs().and_then(|()| self.apply(limits));
+        let result = self
+            .create_dirs()
+            .and_then(|()| self.restrict_devices())
+            .and_then(|()| self.apply(limits));
         if result.is_err() {
             let _ = self.remove();
         }
         result
+    }
+
+    /// On v1, deny every device, then allow the standard set.
+    fn restrict_devices(&self) -> Result<(), CgroupError> {
+        if self.version.is_v2() {
+            return Ok(());
+        }
+        let dir = self.dir("devices");
+        let deny = dir.join("devices.deny");
+        fs::write(&deny, "a").map_err(io_err(&deny))?;
+        let allow = dir.join("devices.allow");
+        for rule in V1_DEVICE_ALLOW {
+            fs::write(&allow, rule).map_err(io_err(&allow))?;
+        }
+        Ok(())
     }
 
     fn create_dirs(&self) -> Result<(), CgroupError> {
@@ -326,7 +361,10 @@ impl Cgroup {
         if self.version.is_v2() {
             read_trim(&self.dir("").join("cgroup.freeze")).as_deref() == Some("1")
         } else {
-            read_trim(&self.dir("freezer").join("freezer.state")).as_deref() == Some("FROZEN")
+            matches!(
+                read_trim(&self.dir("freezer").join("freezer.state")).as_deref(),
+                Some("FROZEN" | "FREEZING")
+            )
         }
     }
 
@@ -371,6 +409,10 @@ impl Cgroup {
     /// Best effort over every directory; returns the first failure.
     pub fn remove(&self) -> Result<(), CgroupError> {
         let mut first_err = None;
+        if self.version.is_v2() {
+            // Kills the whole subtree atomically, no PID races (kernel 5.14+).
+            let _ = fs::write(self.dir("").join("cgroup.kill"), "1");
+        }
         for _ in 0..50 {
             let pids = self.pids();
             if pids.is_empty() {
@@ -588,6 +630,10 @@ mod tests {
             "-1"
         );
         assert_eq!(cg.procs_files().len(), V1_CONTROLLERS.len());
+        assert_eq!(
+            fs::read_to_string(root.join("devices/ctl-x/c2/devices.deny"))?,
+            "a"
+        );
         Ok(())
     }
 }

@@ -26,6 +26,8 @@ pub struct ExecSpec {
     pub starttime: u64,
     pub namespaces: Vec<Namespace>,
     pub cgroup_procs: Vec<PathBuf>,
+    /// Capabilities dropped from the bounding set, as for the container's init.
+    pub caps_drop: Vec<u32>,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: String,
@@ -38,7 +40,11 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 /// Exit code when the command cannot be executed.
 pub const EXIT_CANNOT_EXEC: i32 = 126;
 
-/// Entry point of `ctld forkexec SPEC_JSON`. Returns the exit code to leave with.
+/// The environment variable that carries the [`ExecSpec`] to `ctld forkexec` (the
+/// environment of a process is readable by root only, its command line by everyone).
+pub const SPEC_ENV: &str = "CTL_EXEC_SPEC";
+
+/// Entry point of `ctld forkexec` (spec in [`SPEC_ENV`]). Returns the exit code.
 pub fn forkexec_main(spec_json: &str) -> i32 {
     let spec: ExecSpec = match serde_json::from_str(spec_json) {
         Ok(s) => s,
@@ -54,12 +60,13 @@ pub fn forkexec_main(spec_json: &str) -> i32 {
             return EXIT_CANNOT_EXEC;
         }
     }
+    let parent = std::process::id() as i32;
     match sys::fork_process() {
         Err(e) => {
             eprintln!("ctl exec: fork: {e}");
             EXIT_CANNOT_EXEC
         }
-        Ok(CloneResult::Child) => sys::exit_now(run_command(&spec)),
+        Ok(CloneResult::Child) => sys::exit_now(run_command(&spec, parent)),
         Ok(CloneResult::Parent(pid)) => {
             // Our copies of the pipes must not keep the streams open after the command ends.
             if let Ok(null) = fs::OpenOptions::new()
@@ -104,10 +111,18 @@ fn enter(spec: &ExecSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// In the forked child, inside the container: drop to uid/gid, chdir, exec.
-fn run_command(spec: &ExecSpec) -> i32 {
-    let _ = sys::set_parent_death_signal(libc::SIGKILL);
+/// In the forked child, inside the container: own session, capabilities dropped, uid/gid,
+/// death signal, chdir, exec.
+fn run_command(spec: &ExecSpec, parent: i32) -> i32 {
+    // A session of our own: no terminal of ctld's session is reachable from inside.
+    let _ = nix::unistd::setsid();
     sys::reset_signals_for_exec();
+    for cap in &spec.caps_drop {
+        if let Err(e) = sys::capbset_drop(*cap) {
+            eprintln!("ctl exec: drop capability {cap}: {e}");
+            return EXIT_CANNOT_EXEC;
+        }
+    }
     if spec.gid != 0 || spec.uid != 0 {
         let gid = nix::unistd::Gid::from_raw(spec.gid);
         if let Err(e) = nix::unistd::setgroups(&[gid])
@@ -117,6 +132,14 @@ fn run_command(spec: &ExecSpec) -> i32 {
             eprintln!("ctl exec: set uid/gid: {e}");
             return EXIT_CANNOT_EXEC;
         }
+    }
+    // After the credential change (which clears it), and only if the parent still lives.
+    // A parent outside our PID namespace shows as 0; after its death we would see the
+    // container's init (or a subreaper) instead.
+    let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    let ppid = nix::unistd::getppid().as_raw();
+    if ppid != 0 && ppid != parent {
+        return EXIT_CANNOT_EXEC;
     }
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
     if let Err(e) = nix::unistd::chdir(cwd) {

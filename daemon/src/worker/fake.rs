@@ -146,8 +146,8 @@ impl Worker for FakeWorker {
         true
     }
 
-    fn exec_command(&self, spec: &ExecSpec) -> (PathBuf, Vec<String>) {
-        ("/bin/echo".into(), spec.argv.clone())
+    fn exec_command(&self, spec: &ExecSpec) -> super::ExecCommand {
+        ("/bin/echo".into(), spec.argv.clone(), vec![])
     }
 }
 

@@ -48,6 +48,9 @@ pub enum WorkerError {
     },
 }
 
+/// A command line to run: program, arguments, extra environment.
+pub type ExecCommand = (PathBuf, Vec<String>, Vec<(String, String)>);
+
 /// Host operations at the granularity the instance lifecycle needs.
 pub trait Worker: Send + Sync + 'static {
     /// The cgroup layout detected at start-up.
@@ -82,7 +85,7 @@ pub trait Worker: Send + Sync + 'static {
     /// Block until no process `pid` exists (not our child: polled), up to `timeout`.
     fn wait_pid_gone(&self, pid: i32, timeout: Duration) -> bool;
     /// The program and arguments that run `spec` inside the container (`ctld forkexec`).
-    fn exec_command(&self, spec: &ExecSpec) -> (PathBuf, Vec<String>);
+    fn exec_command(&self, spec: &ExecSpec) -> ExecCommand;
 }
 
 /// The real worker, acting on this host.
@@ -238,7 +241,9 @@ impl Worker for HostWorker {
         if !proc::is_alive(init.pid, init.starttime) {
             return true;
         }
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = std::time::Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(86_400));
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32)
@@ -265,8 +270,12 @@ impl Worker for HostWorker {
         }
     }
 
-    fn exec_command(&self, spec: &ExecSpec) -> (PathBuf, Vec<String>) {
+    fn exec_command(&self, spec: &ExecSpec) -> ExecCommand {
         let json = serde_json::to_string(spec).unwrap_or_default();
-        (self.exe.clone(), vec!["forkexec".into(), json])
+        (
+            self.exe.clone(),
+            vec!["forkexec".into()],
+            vec![(exec::SPEC_ENV.into(), json)],
+        )
     }
 }

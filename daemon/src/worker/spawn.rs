@@ -14,7 +14,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -72,7 +71,6 @@ pub fn spawn_init(exe: &Path, spec: &SpawnSpec) -> Result<InitProcess, SpawnErro
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .process_group(0)
         .spawn()
         .map_err(|source| SpawnError::Exec {
             exe: exe.to_path_buf(),
@@ -107,17 +105,25 @@ pub fn forkstart_main() -> i32 {
     let spec: SpawnSpec = match serde_json::from_slice(&input) {
         Ok(s) => s,
         Err(e) => {
-            report(&Report::Err {
+            let _ = report(&Report::Err {
                 error: format!("bad spawn spec: {e}"),
             });
             return 1;
         }
     };
     // A session of our own: no terminal signals from ctld's session reach the container.
-    let _ = nix::unistd::setsid();
+    // (forkstart is not a group leader, so this cannot fail with EPERM.)
+    if let Err(e) = nix::unistd::setsid() {
+        report(&Report::Err {
+            error: format!("setsid: {e}"),
+        });
+        return 1;
+    }
+    // Pin no filesystem of the caller's working directory.
+    let _ = nix::unistd::chdir("/");
     match sys::fork_process() {
         Err(e) => {
-            report(&Report::Err {
+            let _ = report(&Report::Err {
                 error: format!("fork monitor: {e}"),
             });
             1
@@ -127,17 +133,18 @@ pub fn forkstart_main() -> i32 {
     }
 }
 
-fn report(r: &Report) {
+/// Write the report line for ctld; false if nobody reads it any more.
+fn report(r: &Report) -> bool {
     let mut out = io::stdout().lock();
-    let _ = serde_json::to_writer(&mut out, r);
-    let _ = out.write_all(b"\n");
-    let _ = out.flush();
+    serde_json::to_writer(&mut out, r).is_ok()
+        && out.write_all(b"\n").is_ok()
+        && out.flush().is_ok()
 }
 
 /// The monitor: clone the init, place it, report, then wait for it to exit.
 fn monitor(spec: &SpawnSpec) -> i32 {
     let fail = |error: String| {
-        report(&Report::Err { error });
+        let _ = report(&Report::Err { error });
         1
     };
     let (go_r, go_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
@@ -208,11 +215,15 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         let _ = waitpid(child, None);
         return fail("init exited at once".into());
     };
-    report(&Report::Ok(InitProcess {
+    let reported = report(&Report::Ok(InitProcess {
         pid,
         starttime: st,
         monitor_pid: std::process::id() as i32,
     }));
+    if !reported {
+        // ctld went away before it learned about this init: it would never manage it.
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+    }
     detach_stdio();
     loop {
         match waitpid(child, Some(WaitPidFlag::__WALL)) {
@@ -481,6 +492,28 @@ fn apply_mount(root: &Path, entry: &MountEntry) -> Result<(), String> {
                 )
                 .map_err(|e| format!("remount {target}: {e}"))?;
             }
+        }
+        MountEntry::ReadOnly { path } => {
+            let p = inside(root, path)?;
+            if p.symlink_metadata().is_err() {
+                // Not every kernel has every knob (sysrq-trigger needs MAGIC_SYSRQ).
+                return Ok(());
+            }
+            nix::mount::mount(Some(&p), &p, none, MsFlags::MS_BIND, none)
+                .map_err(|e| format!("bind {path}: {e}"))?;
+            nix::mount::mount(
+                none,
+                &p,
+                none,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                none,
+            )
+            .map_err(|e| format!("remount {path} read-only: {e}"))?;
         }
         MountEntry::Symlink { target, link } => {
             let p = inside(root, link)?;

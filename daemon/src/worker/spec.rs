@@ -86,6 +86,9 @@ pub enum MountEntry {
     Symlink { target: String, link: String },
     /// A directory in the rootfs.
     Dir { path: String, mode: u32 },
+    /// Bind a path of the rootfs onto itself read-only (e.g. `/proc/sys`); skipped when
+    /// the path does not exist.
+    ReadOnly { path: String },
 }
 
 /// Mount flags the spec may ask for.
@@ -145,6 +148,13 @@ pub fn default_mounts(host_dev: &std::path::Path) -> Vec<MountEntry> {
             target: "proc".into(),
             flags: vec![Nosuid, Nodev, Noexec],
             data: String::new(),
+        },
+        // As LXC's `proc:mixed`: the host's kernel knobs and sysrq are read-only.
+        MountEntry::ReadOnly {
+            path: "proc/sys".into(),
+        },
+        MountEntry::ReadOnly {
+            path: "proc/sysrq-trigger".into(),
         },
         MountEntry::Dir {
             path: "sys".into(),
