@@ -411,7 +411,14 @@ impl Cgroup {
         let mut first_err = None;
         if self.version.is_v2() {
             // Kills the whole subtree atomically, no PID races (kernel 5.14+).
-            let _ = fs::write(self.dir("").join("cgroup.kill"), "1");
+            // (Opened without create: on kernels before 5.14 the file does not exist.)
+            if let Ok(mut f) = fs::OpenOptions::new()
+                .write(true)
+                .open(self.dir("").join("cgroup.kill"))
+            {
+                use std::io::Write;
+                let _ = f.write_all(b"1");
+            }
         }
         for _ in 0..50 {
             let pids = self.pids();
