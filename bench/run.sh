@@ -1,0 +1,432 @@
+#!/usr/bin/env bash
+# bench/run.sh: measure ctl through the real `ctl` CLI and a real `ctld`, with hyperfine,
+# and LXC side by side when Debian's `lxc` package is installed. See bench/README.md.
+#
+# Environment:
+#   CTL_BIN=DIR        use DIR/ctl and DIR/ctld instead of building release binaries
+#   BENCH_RUNS=N       timed runs per measurement (default 25)
+#   BENCH_WARMUP=N     untimed warm-up runs per measurement (default 2)
+#   BENCH_LIST_N=N     instance count of the large `list` measurement (default 100)
+#   BENCH_SKIP_LXC=1   do not measure LXC even when it is installed
+#   TMPDIR             where the temporary state directory goes (default /tmp)
+set -euo pipefail
+
+RUNS=${BENCH_RUNS:-25}
+WARMUP=${BENCH_WARMUP:-2}
+LIST_N=${BENCH_LIST_N:-100}
+
+die() {
+    echo "bench/run.sh: $*" >&2
+    exit 1
+}
+
+if [ "$(id -u)" -ne 0 ]; then
+    die "must run as root (it starts ctld, creates containers, cgroups and mounts); try: sudo bash bench/run.sh"
+fi
+for v in RUNS WARMUP LIST_N; do
+    case ${!v} in '' | *[!0-9]*) die "BENCH_$v must be a number, got '${!v}'" ;; esac
+done
+[ "$RUNS" -ge 2 ] || die "BENCH_RUNS must be at least 2"
+[ "$LIST_N" -ge 1 ] || die "BENCH_LIST_N must be at least 1"
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+
+# --- state the exit trap cleans up ----------------------------------------------------------
+CG="ctl-bench-$$"          # our own cgroup parent, in every hierarchy
+STATE_DIR=""               # ctld's --dir (CTL_DIR)
+WORK=""                    # scratch: hooks, counters, logs
+CTLD_PID=""                # the ctld we started
+LXC_NAME=""                # set once lxc-create succeeded
+LXC_PATH=""
+OUT=""                     # results of this run (kept)
+CTL=""
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM HUP
+    echo
+    echo "--- cleanup"
+    # 1. Every instance of our private daemon is one this script made: force-delete them all.
+    if [ -n "$CTLD_PID" ] && kill -0 "$CTLD_PID" 2>/dev/null && [ -S "$STATE_DIR/unix.socket" ]; then
+        local names
+        names=$("$CTL" list --format json 2>/dev/null |
+            python3 -c 'import json,sys; print(" ".join(i["name"] for i in json.load(sys.stdin)))' 2>/dev/null)
+        if [ -n "$names" ]; then
+            # shellcheck disable=SC2086  # names are ctl instance names: no spaces or globs
+            "$CTL" delete --force $names >/dev/null || echo "cleanup: ctl delete --force failed for: $names"
+        fi
+    fi
+    # 2. Stop the ctld we started, by PID.
+    if [ -n "$CTLD_PID" ] && kill -0 "$CTLD_PID" 2>/dev/null; then
+        kill -TERM "$CTLD_PID"
+        local i
+        for i in $(seq 50); do
+            kill -0 "$CTLD_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$CTLD_PID" 2>/dev/null; then
+            echo "cleanup: ctld (pid $CTLD_PID) ignored SIGTERM for 5 s; sending SIGKILL"
+            kill -KILL "$CTLD_PID"
+        fi
+        wait "$CTLD_PID" 2>/dev/null
+    fi
+    # 3. Anything still inside our cgroups is a container process ctl failed to remove:
+    #    report it and kill it by PID so the cgroups can go.
+    local d f pids
+    for d in /sys/fs/cgroup/*/"$CG"; do
+        [ -d "$d" ] || continue
+        while IFS= read -r f; do
+            pids=$(cat "$f" 2>/dev/null)
+            if [ -n "$pids" ]; then
+                echo "cleanup: leftover processes in ${f%/cgroup.procs}: $(echo "$pids" | tr '\n' ' ')"
+                # shellcheck disable=SC2086
+                kill -KILL $pids 2>/dev/null
+            fi
+        done < <(find "$d" -name cgroup.procs 2>/dev/null)
+    done
+    for d in /sys/fs/cgroup/*/"$CG"; do
+        [ -d "$d" ] || continue
+        find "$d" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null
+        rmdir "$d" 2>/dev/null || sleep 0.2
+        [ -d "$d" ] && { rmdir "$d" || echo "cleanup: could not remove cgroup $d"; }
+    done
+    # 4. The LXC container.
+    if [ -n "$LXC_NAME" ]; then
+        lxc-stop -n "$LXC_NAME" -k >/dev/null 2>&1
+        lxc-destroy -n "$LXC_NAME" -f >/dev/null 2>&1 || echo "cleanup: lxc-destroy -f -n $LXC_NAME failed"
+        # lxc-start leaves its monitor's (and sometimes the payload's) cgroups behind.
+        for d in /sys/fs/cgroup/*/lxc.monitor."$LXC_NAME" /sys/fs/cgroup/*/lxc.payload."$LXC_NAME" \
+                 /sys/fs/cgroup/lxc.monitor."$LXC_NAME" /sys/fs/cgroup/lxc.payload."$LXC_NAME"; do
+            [ -d "$d" ] && rmdir "$d" 2>/dev/null
+        done
+    fi
+    # 5. Keep the logs with the results, then remove the temp dirs (never across a mount).
+    if [ -n "$OUT" ] && [ -d "$OUT" ] && [ -n "$WORK" ]; then
+        cp "$WORK"/*.log "$OUT/" 2>/dev/null
+    fi
+    for d in "$STATE_DIR" "$WORK"; do
+        if [ -z "$d" ] || [ ! -d "$d" ]; then continue; fi
+        findmnt -rn -o TARGET | awk -v p="$d/" 'index($0, p) == 1' | sort -r |
+            while IFS= read -r f; do
+                echo "cleanup: unmounting leftover $f"
+                umount -l "$f"
+            done
+        rm -rf --one-file-system "$d"
+    done
+    [ "$rc" -eq 0 ] || echo "bench/run.sh: FAILED (exit $rc); logs in ${OUT:-$WORK}"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# --- tools and binaries ---------------------------------------------------------------------
+command -v python3 >/dev/null || die "python3 is required (it reads hyperfine's JSON)"
+if ! command -v hyperfine >/dev/null; then
+    echo "--- installing hyperfine"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends hyperfine
+fi
+
+if [ -n "${CTL_BIN:-}" ]; then
+    BIN=$(cd "$CTL_BIN" && pwd)
+    if [ ! -x "$BIN/ctl" ] || [ ! -x "$BIN/ctld" ]; then
+        die "CTL_BIN=$CTL_BIN must contain executable ctl and ctld"
+    fi
+else
+    command -v cargo >/dev/null || die "cargo not found: install Rust, or set CTL_BIN to a dir with ctl and ctld"
+    echo "--- cargo build --release --bins"
+    (cd "$ROOT" && cargo build --release --bins)
+    target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    BIN=$target/release
+fi
+CTL=$BIN/ctl
+CTLD=$BIN/ctld
+
+# --- results and scratch --------------------------------------------------------------------
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$HERE/results/$STAMP
+mkdir -p "$OUT"
+WORK=$(mktemp -d -t ctl-bench-work.XXXXXX)
+STATE_DIR=$(mktemp -d -t ctl-bench-dir.XXXXXX)
+ERRLOG=$WORK/ctl-errors.log
+: >"$ERRLOG"
+
+# ctl must talk to our daemon only.
+unset CTL_SOCKET
+export CTL_DIR=$STATE_DIR
+
+# --- start our own ctld ---------------------------------------------------------------------
+echo "--- starting $CTLD --dir $STATE_DIR --cgroup-parent $CG"
+# setsid: its own session, so a ^C to this script does not also stop the daemon before the
+# trap has deleted the containers through it. (setsid does not fork here: $! is ctld.)
+NO_COLOR=1 setsid "$CTLD" --dir "$STATE_DIR" --cgroup-parent "$CG" </dev/null >"$WORK/ctld.log" 2>&1 &
+CTLD_PID=$!
+for _ in $(seq 100); do
+    [ -S "$STATE_DIR/unix.socket" ] && break
+    kill -0 "$CTLD_PID" 2>/dev/null || { cat "$WORK/ctld.log" >&2; die "ctld exited during start-up"; }
+    sleep 0.1
+done
+[ -S "$STATE_DIR/unix.socket" ] || { cat "$WORK/ctld.log" >&2; die "ctld did not create its socket within 10 s"; }
+"$CTL" version
+# (`ctl version` exits 0 even when the server is unreachable: probe with `ctl list`.)
+"$CTL" list --format csv >/dev/null || die "ctld does not answer on $STATE_DIR/unix.socket"
+
+rss_mib() {
+    awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$CTLD_PID/status"
+}
+
+# Run a ctl command outside hyperfine; on failure show exactly what ctl said and stop.
+run_ctl() {
+    local out
+    if ! out=$("$CTL" "$@" 2>&1); then
+        echo "ANOMALY: \`ctl $*\` failed:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+}
+
+echo "--- warming the image cache: ctl launch busybox warm && ctl delete -f warm"
+run_ctl launch busybox warm
+run_ctl delete -f warm
+RSS_IDLE=$(rss_mib)
+
+# Hooks run by hyperfine (--prepare/--cleanup). Each timed command is `. FILE`, where FILE
+# is a one-line `exec ctl ...` written by the prepare hook: the name changes per run while
+# the timed part stays one `sh -c` (whose start-up hyperfine measures and subtracts).
+HOOK=$WORK/hook
+cat >"$HOOK" <<EOF
+#!/usr/bin/env bash
+set -eu
+exec 2>>$(printf %q "$ERRLOG")
+ctl=$(printf %q "$CTL")
+w=$(printf %q "$WORK")
+EOF
+cat >>"$HOOK" <<'EOF'
+bump() { # bump COUNTER -> next number
+    local n
+    n=$(( $(cat "$w/$1.n" 2>/dev/null || echo 0) + 1 ))
+    echo "$n" >"$w/$1.n"
+    echo "$n"
+}
+all() { # all COUNTER PREFIX -> every name used so far
+    local n i
+    n=$(cat "$w/$1.n" 2>/dev/null || echo 0)
+    for ((i = 1; i <= n; i++)); do printf '%s%d ' "$2" "$i"; done
+}
+case $1 in
+launch-next)
+    n=$(bump launch)
+    printf 'exec %q launch busybox bl%d >/dev/null 2>>%q\n' "$ctl" "$n" "$w/ctl-errors.log" >"$w/launch.sh"
+    ;;
+launch-cleanup)
+    # shellcheck disable=SC2046
+    "$ctl" delete --force $(all launch bl) >/dev/null
+    ;;
+delete-next)
+    n=$(bump delete)
+    "$ctl" init busybox "dl$n" >/dev/null
+    printf 'exec %q delete dl%d >/dev/null 2>>%q\n' "$ctl" "$n" "$w/ctl-errors.log" >"$w/delete.sh"
+    ;;
+*)
+    echo "hook: unknown $1" >&2
+    exit 2
+    ;;
+esac
+EOF
+chmod +x "$HOOK"
+q() { printf '%q' "$1"; }
+QCTL=$(q "$CTL")
+QERR=$(q "$ERRLOG")
+
+# bench NAME COMMAND [hyperfine options...]
+bench() {
+    local name=$1 cmd=$2
+    shift 2
+    echo
+    echo "=== $name"
+    if ! hyperfine --runs "$RUNS" --warmup "$WARMUP" --export-json "$OUT/$name.json" \
+        --command-name "$name" "$@" "$cmd"; then
+        echo "ANOMALY: hyperfine failed for $name: $cmd" >&2
+        if [ -s "$ERRLOG" ]; then
+            echo "ctl/lxc said (last lines of $ERRLOG):" >&2
+            tail -n 20 "$ERRLOG" >&2
+        fi
+        echo "ctld log (last lines):" >&2
+        tail -n 20 "$WORK/ctld.log" >&2
+        exit 1
+    fi
+}
+
+# --- LXC set-up (measured below, each right after the matching ctl measurement) ------------
+LXC_NOTE=""
+HAVE_LXC=0
+if [ -n "${BENCH_SKIP_LXC:-}" ]; then
+    LXC_NOTE="LXC skipped (BENCH_SKIP_LXC set)."
+elif ! { command -v lxc-create && command -v lxc-start && command -v lxc-attach &&
+    command -v lxc-stop && command -v lxc-destroy; } >/dev/null; then
+    LXC_NOTE="LXC skipped: lxc-create/lxc-start/lxc-attach not found (apt-get install lxc)."
+else
+    HAVE_LXC=1
+    echo
+    echo "--- LXC: lxc-create -n ctlbench-$$ -t busybox"
+    LXC_PATH=$(lxc-config lxc.lxcpath)
+    [ ! -e "$LXC_PATH/ctlbench-$$" ] || die "$LXC_PATH/ctlbench-$$ already exists"
+    LXC_NAME=ctlbench-$$   # from here on the trap destroys it (even a half-made one)
+    lxc-create -n "$LXC_NAME" -t busybox >"$WORK/lxc-create.log" 2>&1 ||
+        { cat "$WORK/lxc-create.log" >&2; die "lxc-create -t busybox failed"; }
+    LXC_NET=$(awk -F' *= *' '$1 == "lxc.net.0.type" { print $2 }' "$LXC_PATH/$LXC_NAME/config")
+    if ! lxc-start -n "$LXC_NAME" -d -l ERROR -o "$WORK/lxc-start.log" 2>/dev/null; then
+        if grep -qiE 'network|bridge|veth' "$WORK/lxc-start.log"; then
+            echo "lxc-start failed on networking:"
+            grep -iE 'network|bridge|veth' "$WORK/lxc-start.log" | head -n 3
+            echo "setting lxc.net.0.type = empty for $LXC_NAME"
+            sed -i '/^lxc\.net\.0\./d' "$LXC_PATH/$LXC_NAME/config"
+            echo "lxc.net.0.type = empty" >>"$LXC_PATH/$LXC_NAME/config"
+            LXC_NET="empty (lxc-start failed with $LXC_NET networking)"
+            lxc-start -n "$LXC_NAME" -d || die "lxc-start still fails with lxc.net.0.type = empty"
+        else
+            cat "$WORK/lxc-start.log" >&2
+            die "lxc-start -n $LXC_NAME -d failed (not a networking error)"
+        fi
+    fi
+    lxc-stop -n "$LXC_NAME" -k
+    LXC_COUNT=$(lxc-ls -1 | wc -l)
+    LXC_NOTE="LXC $(lxc-start --version): one busybox container (lxc-create -t busybox), network: $LXC_NET; lxc-ls -f saw $LXC_COUNT container(s). Each LXC measurement ran right after the matching ctl one."
+fi
+QL=$(q "$LXC_NAME")
+
+# --- measurements ---------------------------------------------------------------------------
+# (a) launch of the cached image; returns once the start operation finished (init runs).
+bench ctl_launch ". $(q "$WORK/launch.sh")" \
+    --prepare "bash $(q "$HOOK") launch-next" \
+    --cleanup "bash $(q "$HOOK") launch-cleanup"
+
+# One instance, c1 (and the LXC container), for stop / start / exec / list. Each
+# measurement leaves the instance in the state the next one's prepare hook expects.
+run_ctl init busybox c1
+# (c) stop --force of a running instance (c1 is stopped; each prepare starts it).
+bench ctl_stop "$QCTL stop --force c1 2>>$QERR" \
+    --prepare "$QCTL start c1 2>>$QERR"
+if [ "$HAVE_LXC" = 1 ]; then
+    bench lxc_stop "lxc-stop -n $QL -k 2>>$QERR" \
+        --prepare "lxc-start -n $QL -d 2>>$QERR"
+fi
+# start of a stopped instance (start once so each prepare can stop it).
+run_ctl start c1
+bench ctl_start "$QCTL start c1 2>>$QERR" \
+    --prepare "$QCTL stop --force c1 2>>$QERR"
+if [ "$HAVE_LXC" = 1 ]; then
+    lxc-start -n "$LXC_NAME" -d
+    bench lxc_start "lxc-start -n $QL -d 2>>$QERR" \
+        --prepare "lxc-stop -n $QL -k 2>>$QERR"
+fi
+# (b) exec `true` in a running instance.
+bench ctl_exec "$QCTL exec c1 -- true 2>>$QERR"
+if [ "$HAVE_LXC" = 1 ]; then
+    bench lxc_attach "lxc-attach -n $QL -- true 2>>$QERR"
+fi
+# (e1) list with 1 (running) instance.
+bench ctl_list_1 "$QCTL list >/dev/null 2>>$QERR"
+if [ "$HAVE_LXC" = 1 ]; then
+    bench lxc_ls_1 "lxc-ls -f >/dev/null 2>>$QERR"
+    lxc-stop -n "$LXC_NAME" -k
+fi
+run_ctl delete --force c1
+
+# (d) delete of a stopped instance (created by `ctl init` in the prepare hook).
+bench ctl_delete ". $(q "$WORK/delete.sh")" \
+    --prepare "bash $(q "$HOOK") delete-next"
+
+# (e2) list with LIST_N instances: first all stopped (created with `ctl init`), then all
+# running (`ctl start` of the same instances).
+echo
+echo "--- creating $LIST_N instances with ctl init"
+names=()
+for ((i = 1; i <= LIST_N; i++)); do
+    names+=("$(printf 'l%04d' "$i")")
+    run_ctl init busybox "${names[-1]}"
+done
+bench ctl_list_n_stopped "$QCTL list >/dev/null 2>>$QERR"
+echo "--- starting the $LIST_N instances"
+run_ctl start "${names[@]}"
+bench ctl_list_n_running "$QCTL list >/dev/null 2>>$QERR"
+RSS_N=$(rss_mib)
+run_ctl delete --force "${names[@]}"
+
+# --- summary --------------------------------------------------------------------------------
+export OUT LIST_N RUNS WARMUP LXC_NOTE RSS_IDLE RSS_N STAMP
+export COMMIT KERNEL CGFS DIRFS HFV
+COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+KERNEL=$(uname -r)
+CGFS=$(stat -fc %T /sys/fs/cgroup)
+DIRFS=$(findmnt -no FSTYPE -T "$STATE_DIR" 2>/dev/null || stat -fc %T "$STATE_DIR")
+HFV=$(hyperfine --version)
+python3 - >"$OUT/summary.md" <<'PY'
+import json, os
+
+out = os.environ["OUT"]
+n = os.environ["LIST_N"]
+
+def med(name):
+    path = os.path.join(out, name + ".json")
+    if not os.path.exists(path):
+        return None
+    r = json.load(open(path))["results"][0]
+    return r
+
+def cell(r, spread=False):
+    if r is None:
+        return "–"
+    s = f"{r['median'] * 1000:.1f}"
+    if spread:
+        s += f" (σ {r['stddev'] * 1000:.1f}, min {r['min'] * 1000:.1f})"
+    return s
+
+rows = [
+    ("launch busybox (create + start, cached image)", "ctl_launch", None, "≤ 20"),
+    ("start a stopped instance", "ctl_start", "lxc_start", ""),
+    ("exec -- true (lxc-attach -- true)", "ctl_exec", "lxc_attach", "≤ 10"),
+    ("stop --force (lxc-stop -k)", "ctl_stop", "lxc_stop", "≤ 20"),
+    ("delete a stopped instance", "ctl_delete", None, ""),
+    ("list, 1 running instance (lxc-ls -f)", "ctl_list_1", "lxc_ls_1", ""),
+    (f"list, {n} stopped instances (made by ctl init)", "ctl_list_n_stopped", None, ""),
+    (f"list, {n} running instances", "ctl_list_n_running", None, "≤ 50 for 1000"),
+]
+e = os.environ
+print(f"# ctl benchmark {e['STAMP']}")
+print()
+print(f"commit {e['COMMIT']}, kernel {e['KERNEL']}, /sys/fs/cgroup is {e['CGFS']}, "
+      f"CTL_DIR on {e['DIRFS']}, {e['HFV']}, {e['RUNS']} runs + {e['WARMUP']} warm-up each.")
+print("Medians in milliseconds, measured through the `ctl` CLI against a real `ctld` "
+      "(shell start-up subtracted by hyperfine).")
+print()
+print("| operation | ctl median ms (σ, min) | LXC median ms | target (PERF.md) |")
+print("|---|---|---|---|")
+for label, c, l, target in rows:
+    print(f"| {label} | {cell(med(c), True)} | {cell(med(l)) if l else '–'} | {target} |")
+print()
+print(f"ctld RSS: {e['RSS_IDLE']} MiB idle after the warm-up, {e['RSS_N']} MiB with {n} running instances.")
+print()
+print(e["LXC_NOTE"] or "")
+PY
+cp "$OUT/summary.md" "$HERE/results/latest.md"
+
+if [ -s "$ERRLOG" ]; then
+    echo >>"$HERE/results/latest.md"
+    echo "ANOMALY: ctl/lxc printed errors during the timed runs (see $OUT/ctl-errors.log)." >>"$HERE/results/latest.md"
+fi
+if grep -qE 'WARN|ERROR' "$WORK/ctld.log"; then
+    echo >>"$HERE/results/latest.md"
+    echo "Note: ctld logged warnings/errors (see $OUT/ctld.log)." >>"$HERE/results/latest.md"
+fi
+
+echo
+echo "================================================================================"
+cat "$HERE/results/latest.md"
+echo "================================================================================"
+echo "JSON: $OUT/*.json; summary: $HERE/results/latest.md"
