@@ -624,7 +624,7 @@ impl Instances {
     /// One instance.
     pub async fn get(&self, name: &str) -> Result<Instance, InstanceError> {
         let row = self.row(name).await?;
-        Ok(self.to_api(&row))
+        Ok(self.to_api(&row, self.status(&row)))
     }
 
     /// Every instance with (`with_state`) or without its state.
@@ -632,14 +632,33 @@ impl Instances {
         &self,
         with_state: bool,
     ) -> Result<Vec<(Instance, Option<InstanceState>)>, InstanceError> {
-        let rows = db::instances::list(&self.db).await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let state = with_state.then(|| self.state_of(r));
-                (self.to_api(r), state)
-            })
-            .collect())
+        let rows = Arc::new(db::instances::list(&self.db).await?);
+        // Reading /proc and the cgroup files is blocking I/O of a few microseconds per
+        // file: do it off the async threads, split over the CPUs.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = rows.len().div_ceil(workers).max(64);
+        let mut tasks = Vec::new();
+        for start in (0..rows.len()).step_by(chunk) {
+            let (me, rows) = (self.clone(), rows.clone());
+            tasks.push(tokio::task::spawn_blocking(move || {
+                rows[start..(start + chunk).min(rows.len())]
+                    .iter()
+                    .map(|r| {
+                        let status = me.status(r);
+                        let state = with_state.then(|| me.state_with(r, status));
+                        (me.to_api(r, status), state)
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for t in tasks {
+            out.extend(
+                t.await
+                    .map_err(|e| InstanceError::Internal(e.to_string()))?,
+            );
+        }
+        Ok(out)
     }
 
     /// The runtime state of one instance.
@@ -649,7 +668,10 @@ impl Instances {
     }
 
     fn state_of(&self, row: &InstanceRow) -> InstanceState {
-        let status = self.status(row);
+        self.state_with(row, self.status(row))
+    }
+
+    fn state_with(&self, row: &InstanceRow, status: StatusCode) -> InstanceState {
         let running = status != StatusCode::Stopped;
         let usage = if running {
             self.worker.usage(&row.name)
@@ -675,8 +697,7 @@ impl Instances {
         }
     }
 
-    fn to_api(&self, row: &InstanceRow) -> Instance {
-        let status = self.status(row);
+    fn to_api(&self, row: &InstanceRow, status: StatusCode) -> Instance {
         Instance {
             name: row.name.clone(),
             description: row.description.clone(),
