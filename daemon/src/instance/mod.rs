@@ -137,6 +137,24 @@ impl Instances {
         Self::init_of(row).filter(|i| self.worker.is_alive(i))
     }
 
+    /// The running init, or `BadState` naming the instance.
+    fn ensure_running(&self, row: &InstanceRow) -> Result<InitProcess, InstanceError> {
+        self.running_init(row).ok_or_else(|| {
+            InstanceError::BadState(format!("instance \"{}\" is not running", row.name))
+        })
+    }
+
+    /// `Ok` when stopped, else `BadState` with `why` ("is already running", ...).
+    fn ensure_stopped(&self, row: &InstanceRow, why: &str) -> Result<(), InstanceError> {
+        match self.running_init(row) {
+            Some(_) => Err(InstanceError::BadState(format!(
+                "instance \"{}\" {why}",
+                row.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn status(&self, row: &InstanceRow) -> StatusCode {
         match self.running_init(row) {
             Some(_) if self.worker.is_frozen(&row.name) => StatusCode::Frozen,
@@ -320,11 +338,7 @@ impl Instances {
     /// Check that `name` exists and is stopped (before an operation is created).
     pub async fn check_can_start(&self, name: &str) -> Result<(), InstanceError> {
         let row = self.row(name).await?;
-        if self.running_init(&row).is_some() {
-            return Err(InstanceError::BadState(format!(
-                "instance \"{name}\" is already running"
-            )));
-        }
+        self.ensure_stopped(&row, "is already running")?;
         Ok(())
     }
 
@@ -333,11 +347,7 @@ impl Instances {
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
         let row = self.row(name).await?;
-        if self.running_init(&row).is_some() {
-            return Err(InstanceError::BadState(format!(
-                "instance \"{name}\" is already running"
-            )));
-        }
+        self.ensure_stopped(&row, "is already running")?;
         let limits = config::limits(&row.config, self.host_memory)?;
         let spec = self.spawn_spec(&row)?;
         // A container that stopped on its own: its monitor may still be removing the
@@ -422,11 +432,7 @@ impl Instances {
     /// Check that `name` exists and runs (before an operation is created).
     pub async fn check_running(&self, name: &str) -> Result<(), InstanceError> {
         let row = self.row(name).await?;
-        if self.running_init(&row).is_none() {
-            return Err(InstanceError::BadState(format!(
-                "instance \"{name}\" is not running"
-            )));
-        }
+        self.ensure_running(&row)?;
         Ok(())
     }
 
@@ -450,11 +456,7 @@ impl Instances {
         force: bool,
     ) -> Result<(), InstanceError> {
         let row = self.row(name).await?;
-        let Some(init) = self.running_init(&row) else {
-            return Err(InstanceError::BadState(format!(
-                "instance \"{name}\" is not running"
-            )));
-        };
+        let init = self.ensure_running(&row)?;
         // A frozen init cannot act on signals.
         if self.worker.is_frozen(name) {
             let _ = self.worker.set_frozen(name, false);
@@ -559,11 +561,7 @@ impl Instances {
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
         let row = self.row(name).await?;
-        if self.running_init(&row).is_none() {
-            return Err(InstanceError::BadState(format!(
-                "instance \"{name}\" is not running"
-            )));
-        }
+        self.ensure_running(&row)?;
         if self.worker.is_frozen(name) == frozen {
             return Err(InstanceError::BadState(format!(
                 "instance \"{name}\" is already {}",
@@ -584,11 +582,7 @@ impl Instances {
     /// Check that `name` exists and is stopped (before an operation is created).
     pub async fn check_can_delete(&self, name: &str) -> Result<(), InstanceError> {
         let row = self.row(name).await?;
-        if self.running_init(&row).is_some() {
-            return Err(InstanceError::BadState(format!(
-                "instance \"{name}\" is running: stop it first (or delete with --force)"
-            )));
-        }
+        self.ensure_stopped(&row, "is running: stop it first (or delete with --force)")?;
         Ok(())
     }
 
@@ -597,11 +591,7 @@ impl Instances {
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
         let row = self.row(name).await?;
-        if self.running_init(&row).is_some() {
-            return Err(InstanceError::BadState(format!(
-                "instance \"{name}\" is running: stop it first (or delete with --force)"
-            )));
-        }
+        self.ensure_stopped(&row, "is running: stop it first (or delete with --force)")?;
         let n = name.to_string();
         let dir = self.paths.container(name);
         self.blocking_worker(move |w| {
@@ -801,11 +791,7 @@ impl Instances {
             return Err(InstanceError::Invalid("command must not be empty".into()));
         }
         let row = self.row(name).await?;
-        let Some(init) = self.running_init(&row) else {
-            return Err(InstanceError::BadState(format!(
-                "instance \"{name}\" is not running"
-            )));
-        };
+        let init = self.ensure_running(&row)?;
         if self.worker.is_frozen(name) {
             return Err(InstanceError::BadState(format!(
                 "instance \"{name}\" is frozen"
