@@ -208,10 +208,9 @@ impl Daemon {
         r.stdout
     }
 
-    /// One HTTP request over the socket: `(status, body as JSON)`.
-    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    /// One HTTP/1.1 request over the socket; the whole raw response.
+    fn raw(&self, method: &str, path: &str, body: &str) -> String {
         let mut s = UnixStream::connect(self.socket()).unwrap_or_else(|e| panic!("connect: {e}"));
-        let body = body.unwrap_or("");
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -221,7 +220,12 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("write: {e}"));
         let mut raw = Vec::new();
         let _ = s.read_to_end(&mut raw);
-        let text = String::from_utf8_lossy(&raw).into_owned();
+        String::from_utf8_lossy(&raw).into_owned()
+    }
+
+    /// One HTTP request over the socket: `(status, body as JSON)`.
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let text = self.raw(method, path, body.unwrap_or(""));
         let status: u16 = text
             .split_whitespace()
             .nth(1)
@@ -242,17 +246,7 @@ impl Daemon {
 
     /// The raw response head (status line and headers) of a request.
     pub fn http_head(&self, method: &str, path: &str, body: &str) -> String {
-        let mut s = UnixStream::connect(self.socket()).unwrap_or_else(|e| panic!("connect: {e}"));
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes())
-            .unwrap_or_else(|e| panic!("write: {e}"));
-        let mut raw = Vec::new();
-        let _ = s.read_to_end(&mut raw);
-        let text = String::from_utf8_lossy(&raw).into_owned();
+        let text = self.raw(method, path, body);
         text.split("\r\n\r\n")
             .next()
             .unwrap_or_default()

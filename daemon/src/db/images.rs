@@ -144,18 +144,7 @@ async fn from_row(pool: &Pool, r: &sqlx::sqlite::SqliteRow) -> Result<ImageRow, 
 
 /// Every image, by fingerprint.
 pub async fn list(pool: &Pool) -> Result<Vec<ImageRow>, DbError> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM images ORDER BY fingerprint"
-    ))
-    .fetch_all(pool)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
-        out.push(from_row(pool, r).await?);
-    }
-    Ok(out)
+    find_prefix(pool, "").await
 }
 
 /// Images whose fingerprint starts with `prefix`.
