@@ -3,7 +3,17 @@
 
 use std::collections::BTreeMap;
 
+use crate::worker::usage::{format_cpu_list, parse_cpu_list};
 use crate::worker::{CgroupLimits, CpuAllowance};
+
+/// What the host offers, for validating and translating limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Total memory in bytes.
+    pub memory: u64,
+    /// Online CPU numbers.
+    pub cpus: Vec<u32>,
+}
 
 /// A bad key or value, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,11 +32,19 @@ pub enum ConfigError {
 
 /// Keys with a fixed name that ctl understands.
 const KEYS: &[&str] = &[
+    "limits.cpu",
     "limits.cpu.allowance",
+    "limits.cpu.priority",
     "limits.memory",
+    "limits.memory.enforce",
+    "limits.memory.swap",
     "limits.processes",
+    "limits.disk.priority",
     "raw.init",
 ];
+
+/// Keys whose new value only takes effect at the next start.
+pub const START_ONLY_KEYS: &[&str] = &["raw.init"];
 
 /// Key prefixes that take any suffix: free-form user data and the exec environment, plus
 /// the ones the daemon writes itself.
@@ -38,7 +56,7 @@ const DAEMON_PREFIXES: &[&str] = &["image.", "volatile."];
 pub fn validate(
     config: &BTreeMap<String, String>,
     previous: &BTreeMap<String, String>,
-    host_memory: u64,
+    host: &Host,
 ) -> Result<(), ConfigError> {
     for (key, value) in config {
         if DAEMON_PREFIXES.iter().any(|p| key.starts_with(p)) {
@@ -57,7 +75,7 @@ pub fn validate(
             return Err(ConfigError::UnknownKey(key.clone()));
         }
     }
-    limits(config, host_memory)?;
+    limits(config, host, "")?;
     init_command(config)?;
     Ok(())
 }
@@ -70,17 +88,119 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// The cgroup limits a config asks for.
+/// How `limits.cpu` chooses CPUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuChoice {
+    /// Unset: every online CPU.
+    All,
+    /// A count: that many CPUs, spread over the host.
+    Count(usize),
+    /// An explicit set (`0-1`, `0,2`).
+    Set(Vec<u32>),
+}
+
+/// Parse `limits.cpu`: a count (`2`) or a set (`0-1`, `1,3`, `1-1` for just CPU 1), checked
+/// against the host's online CPUs.
+pub fn cpu_choice(config: &BTreeMap<String, String>, host: &Host) -> Result<CpuChoice, ConfigError> {
+    let Some(v) = config.get("limits.cpu") else {
+        return Ok(CpuChoice::All);
+    };
+    let online = format_cpu_list(&host.cpus);
+    if let Ok(n) = v.parse::<usize>() {
+        if n == 0 {
+            return Err(invalid("limits.cpu", v, "at least 1 CPU is needed"));
+        }
+        if n > host.cpus.len() {
+            return Err(invalid(
+                "limits.cpu",
+                v,
+                format!("this host has only {} CPUs online ({online})", host.cpus.len()),
+            ));
+        }
+        return Ok(CpuChoice::Count(n));
+    }
+    let set = parse_cpu_list(v).ok_or_else(|| {
+        invalid("limits.cpu", v, "expected a CPU count (2) or a CPU set (0-1, 0,2)")
+    })?;
+    if let Some(bad) = set.iter().find(|c| !host.cpus.contains(c)) {
+        return Err(invalid(
+            "limits.cpu",
+            v,
+            format!("CPU {bad} is not online on this host (online: {online})"),
+        ));
+    }
+    Ok(CpuChoice::Set(set))
+}
+
+/// `count` CPUs for instance `name`, spread over the host: consecutive CPUs starting at an
+/// offset derived from the name, so instances with the same count land on different CPUs.
+pub fn spread_cpus(count: usize, host_cpus: &[u32], name: &str) -> Vec<u32> {
+    if host_cpus.is_empty() {
+        return Vec::new();
+    }
+    let offset = name
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)))
+        % host_cpus.len();
+    let mut out: Vec<u32> = (0..count.min(host_cpus.len()))
+        .map(|i| host_cpus[(offset + i) % host_cpus.len()])
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+fn level(key: &str, config: &BTreeMap<String, String>) -> Result<Option<u32>, ConfigError> {
+    config
+        .get(key)
+        .map(|v| match v.parse::<u32>() {
+            Ok(n) if n <= 10 => Ok(n),
+            _ => Err(invalid(key, v, "expected an integer from 0 to 10")),
+        })
+        .transpose()
+}
+
+fn boolean(key: &str, config: &BTreeMap<String, String>) -> Result<Option<bool>, ConfigError> {
+    config
+        .get(key)
+        .map(|v| match v.as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(invalid(key, v, "expected true or false")),
+        })
+        .transpose()
+}
+
+/// The cgroup limits a config asks for, for instance `name` (the name spreads CPU counts).
 pub fn limits(
     config: &BTreeMap<String, String>,
-    host_memory: u64,
+    host: &Host,
+    name: &str,
 ) -> Result<CgroupLimits, ConfigError> {
-    let mut l = CgroupLimits::default();
+    let mut l = CgroupLimits {
+        cpuset: match cpu_choice(config, host)? {
+            CpuChoice::All => format_cpu_list(&host.cpus),
+            CpuChoice::Count(n) => format_cpu_list(&spread_cpus(n, &host.cpus, name)),
+            CpuChoice::Set(set) => format_cpu_list(&set),
+        },
+        ..CgroupLimits::default()
+    };
+    if let Some(p) = level("limits.cpu.priority", config)? {
+        l.cpu_priority = p;
+    }
+    l.disk_priority = level("limits.disk.priority", config)?;
+    if let Some(swap) = boolean("limits.memory.swap", config)? {
+        l.memory_swap = swap;
+    }
+    match config.get("limits.memory.enforce").map(String::as_str) {
+        None | Some("hard") => {}
+        Some("soft") => l.memory_soft = true,
+        Some(v) => return Err(invalid("limits.memory.enforce", v, "expected hard or soft")),
+    }
     if let Some(v) = config.get("limits.cpu.allowance") {
         l.cpu = Some(parse_allowance(v).map_err(|r| invalid("limits.cpu.allowance", v, r))?);
     }
     if let Some(v) = config.get("limits.memory") {
-        l.memory = Some(parse_memory(v, host_memory).map_err(|r| invalid("limits.memory", v, r))?);
+        l.memory = Some(parse_memory(v, host.memory).map_err(|r| invalid("limits.memory", v, r))?);
     }
     if let Some(v) = config.get("limits.processes") {
         let n: u64 = v
@@ -201,6 +321,13 @@ mod tests {
 
     const GIB: u64 = 1 << 30;
 
+    fn host() -> Host {
+        Host {
+            memory: GIB,
+            cpus: vec![0, 1],
+        }
+    }
+
     fn cfg(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -258,7 +385,7 @@ mod tests {
 
     #[test]
     fn validate_names_the_key() {
-        let e = validate(&cfg(&[("limits.memory", "banana")]), &cfg(&[]), GIB);
+        let e = validate(&cfg(&[("limits.memory", "banana")]), &cfg(&[]), &host());
         assert!(matches!(&e, Err(ConfigError::Invalid { key, .. }) if key == "limits.memory"));
         assert!(
             e.err()
@@ -267,10 +394,10 @@ mod tests {
                 .contains("limits.memory")
         );
         assert_eq!(
-            validate(&cfg(&[("limits.bogus", "1")]), &cfg(&[]), GIB),
+            validate(&cfg(&[("limits.bogus", "1")]), &cfg(&[]), &host()),
             Err(ConfigError::UnknownKey("limits.bogus".into()))
         );
-        assert!(validate(&cfg(&[("user.", "1")]), &cfg(&[]), GIB).is_err());
+        assert!(validate(&cfg(&[("user.", "1")]), &cfg(&[]), &host()).is_err());
         assert!(
             validate(
                 &cfg(&[
@@ -279,20 +406,20 @@ mod tests {
                     ("limits.processes", "64")
                 ]),
                 &cfg(&[]),
-                GIB
+                &host()
             )
             .is_ok()
         );
-        assert!(validate(&cfg(&[("limits.processes", "0")]), &cfg(&[]), GIB).is_err());
-        assert!(validate(&cfg(&[("raw.init", "sbin/init")]), &cfg(&[]), GIB).is_err());
+        assert!(validate(&cfg(&[("limits.processes", "0")]), &cfg(&[]), &host()).is_err());
+        assert!(validate(&cfg(&[("raw.init", "sbin/init")]), &cfg(&[]), &host()).is_err());
     }
 
     #[test]
     fn daemon_keys_are_read_only() {
         let prev = cfg(&[("volatile.base_image", "abc")]);
-        assert!(validate(&prev, &prev, GIB).is_ok());
+        assert!(validate(&prev, &prev, &host()).is_ok());
         assert_eq!(
-            validate(&cfg(&[("volatile.base_image", "zzz")]), &prev, GIB),
+            validate(&cfg(&[("volatile.base_image", "zzz")]), &prev, &host()),
             Err(ConfigError::ReadOnly("volatile.base_image".into()))
         );
     }
@@ -305,7 +432,7 @@ mod tests {
             ("limits.processes", "64"),
             ("raw.init", "/bin/sh -c sleep"),
         ]);
-        let l = limits(&c, GIB);
+        let l = limits(&c, &host(), "c1");
         assert_eq!(
             l,
             Ok(CgroupLimits {
@@ -315,6 +442,8 @@ mod tests {
                 }),
                 memory: Some(64 << 20),
                 processes: Some(64),
+                cpuset: "0-1".into(),
+                ..CgroupLimits::default()
             })
         );
         assert_eq!(
@@ -322,6 +451,61 @@ mod tests {
             Ok(Some(vec!["/bin/sh".into(), "-c".into(), "sleep".into()]))
         );
         assert_eq!(init_command(&cfg(&[])), Ok(None));
+    }
+
+    #[test]
+    fn cpu_choices_against_a_two_cpu_host() {
+        let h = host();
+        let choice = |v: &str| cpu_choice(&cfg(&[("limits.cpu", v)]), &h);
+        assert_eq!(cpu_choice(&cfg(&[]), &h), Ok(CpuChoice::All));
+        assert_eq!(choice("1"), Ok(CpuChoice::Count(1)));
+        assert_eq!(choice("0-1"), Ok(CpuChoice::Set(vec![0, 1])));
+        assert_eq!(choice("1-1"), Ok(CpuChoice::Set(vec![1])));
+        for bad in ["0", "3", "0-99", "0,5", "x", "1-0"] {
+            let e = choice(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("limits.cpu"), "{bad}: {e}");
+        }
+        let e = choice("0-99").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("CPU 2 is not online") && e.contains("0-1"), "{e}");
+        // One CPU per instance, spread: some names land on CPU 0, others on CPU 1.
+        let picks: std::collections::BTreeSet<Vec<u32>> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|n| spread_cpus(1, &h.cpus, n))
+            .collect();
+        assert_eq!(picks.len(), 2, "{picks:?}");
+        let l = limits(&cfg(&[("limits.cpu", "1")]), &h, "c1").map(|l| l.cpuset);
+        assert!(matches!(l.as_deref(), Ok("0" | "1")), "{l:?}");
+        assert_eq!(limits(&cfg(&[]), &h, "c1").map(|l| l.cpuset), Ok("0-1".to_string()));
+    }
+
+    #[test]
+    fn priority_enforce_swap_disk() {
+        let h = host();
+        let l = limits(
+            &cfg(&[
+                ("limits.cpu.priority", "5"),
+                ("limits.memory", "64MiB"),
+                ("limits.memory.enforce", "soft"),
+                ("limits.memory.swap", "false"),
+                ("limits.disk.priority", "7"),
+            ]),
+            &h,
+            "c1",
+        );
+        let l = l.unwrap_or_default();
+        assert_eq!(
+            (l.cpu_priority, l.memory_soft, l.memory_swap, l.disk_priority),
+            (5, true, false, Some(7))
+        );
+        for (k, v) in [
+            ("limits.cpu.priority", "11"),
+            ("limits.disk.priority", "-1"),
+            ("limits.memory.enforce", "sometimes"),
+            ("limits.memory.swap", "maybe"),
+        ] {
+            let e = validate(&cfg(&[(k, v)]), &cfg(&[]), &h);
+            assert!(matches!(&e, Err(ConfigError::Invalid { key, .. }) if key == k), "{k}");
+        }
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub struct Instances {
     worker: Arc<dyn Worker>,
     paths: Arc<Paths>,
     images: ImageStore,
-    host_memory: u64,
+    host: config::Host,
     locks: Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>,
     creating: Arc<StdMutex<HashSet<String>>>,
 }
@@ -98,12 +98,16 @@ impl Instances {
             .ok()
             .and_then(|m| config::parse_meminfo_total(&m))
             .unwrap_or(0);
+        let host = config::Host {
+            memory: host_memory,
+            cpus: worker.online_cpus(),
+        };
         Instances {
             db,
             worker,
             paths,
             images,
-            host_memory,
+            host,
             locks: Arc::default(),
             creating: Arc::default(),
         }
@@ -208,7 +212,7 @@ impl Instances {
                 "ephemeral instances are not supported yet".into(),
             ));
         }
-        config::validate(&req.config, &BTreeMap::new(), self.host_memory)?;
+        config::validate(&req.config, &BTreeMap::new(), &self.host)?;
         let image = self.images.resolve(&req.source).await?;
         if req.name.is_empty() {
             req.name = self.free_random_name().await?;
@@ -348,7 +352,7 @@ impl Instances {
         let _g = lock.lock().await;
         let row = self.row(name).await?;
         self.ensure_stopped(&row, "is already running")?;
-        let limits = config::limits(&row.config, self.host_memory)?;
+        let limits = config::limits(&row.config, &self.host, name)?;
         let spec = self.spawn_spec(&row)?;
         // A container that stopped on its own: its monitor may still be removing the
         // cgroup; let it finish before a new one is made.
@@ -742,7 +746,7 @@ impl Instances {
         }
         // An empty value unsets a key (as `PATCH {"config": {"k": ""}}` does in Incus).
         cfg.retain(|_, v| !v.is_empty());
-        config::validate(&cfg, &row.config, self.host_memory)?;
+        config::validate(&cfg, &row.config, &self.host)?;
         if let Some(devs) = &put.devices
             && let Some((d, _)) = devs.iter().next()
         {
@@ -758,16 +762,22 @@ impl Instances {
         {
             return Err(InstanceError::Invalid(format!("profile \"{p}\" not found")));
         }
-        let new_limits = config::limits(&cfg, self.host_memory)?;
-        if self.running_init(&row).is_some()
-            && new_limits != config::limits(&row.config, self.host_memory)?
+        let running = self.running_init(&row).is_some();
+        if running
+            && let Some(key) = config::START_ONLY_KEYS
+                .iter()
+                .find(|k| cfg.get(**k) != row.config.get(**k))
+        {
+            return Err(InstanceError::Invalid(format!(
+                "\"{key}\" cannot be changed while the instance is running; stop it first"
+            )));
+        }
+        let new_limits = config::limits(&cfg, &self.host, name)?;
+        if running && new_limits != config::limits(&row.config, &self.host, name)?
         {
             let n = name.to_string();
             self.blocking_worker(move |w| w.apply_limits(&n, &new_limits))
                 .await?;
-        }
-        if cfg.get("raw.init") != row.config.get("raw.init") && self.running_init(&row).is_some() {
-            tracing::info!(instance = %name, "raw.init changed: takes effect at next start");
         }
         db::instances::update(
             &self.db,

@@ -91,12 +91,40 @@ pub enum CpuAllowance {
 }
 
 /// The resource limits of one container, already parsed and validated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupLimits {
+    /// `limits.cpu.allowance`.
     pub cpu: Option<CpuAllowance>,
-    /// Bytes.
+    /// `limits.cpu.priority` (0-10, 10 = default).
+    pub cpu_priority: u32,
+    /// CPUs the container may run on, as a kernel list (`0-1`, `0,2`). Always set: the
+    /// config layer fills in every online CPU when `limits.cpu` is unset.
+    pub cpuset: String,
+    /// `limits.memory` in bytes.
     pub memory: Option<u64>,
+    /// `limits.memory.enforce=soft`: reclaim pressure above the limit, no hard cap.
+    pub memory_soft: bool,
+    /// `limits.memory.swap` (default true): whether the container may swap.
+    pub memory_swap: bool,
+    /// `limits.processes`.
     pub processes: Option<u64>,
+    /// `limits.disk.priority` (0-10, 5 = default).
+    pub disk_priority: Option<u32>,
+}
+
+impl Default for CgroupLimits {
+    fn default() -> Self {
+        CgroupLimits {
+            cpu: None,
+            cpu_priority: 10,
+            cpuset: String::new(),
+            memory: None,
+            memory_soft: false,
+            memory_swap: true,
+            processes: None,
+            disk_priority: None,
+        }
+    }
 }
 
 /// One file write: `value` into `<controller dir>/<file>`. `controller` is empty on v2.
@@ -105,6 +133,8 @@ pub struct CgroupSetting {
     pub controller: &'static str,
     pub file: &'static str,
     pub value: String,
+    /// Skipped when the file does not exist (swap accounting off, no io weight support).
+    pub optional: bool,
 }
 
 fn setting(controller: &'static str, file: &'static str, value: impl ToString) -> CgroupSetting {
@@ -112,11 +142,21 @@ fn setting(controller: &'static str, file: &'static str, value: impl ToString) -
         controller,
         file,
         value: value.to_string(),
+        optional: false,
+    }
+}
+
+fn optional(controller: &'static str, file: &'static str, value: impl ToString) -> CgroupSetting {
+    CgroupSetting {
+        optional: true,
+        ..setting(controller, file, value)
     }
 }
 
 /// The v1 controllers a container gets a directory in.
-pub const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "freezer", "devices"];
+pub const V1_CONTROLLERS: &[&str] = &[
+    "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices", "blkio",
+];
 
 /// Devices a container may use (v1 `devices` controller; v2 needs a BPF program, not done
 /// yet): the standard character devices, ptys, and `mknod` of anything (creating a node is
@@ -134,68 +174,89 @@ pub const V1_DEVICE_ALLOW: &[&str] = &[
     "c 5:2 rwm",
     "c 136:* rwm",
 ];
-/// The v2 controllers enabled for containers.
-pub const V2_CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
+/// The v2 controllers enabled for containers (`cpuset` and `io` where the kernel has them).
+pub const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "io"];
 
-/// Translate limits into cgroup file writes for `version`. Unset limits reset to "no limit",
-/// so the same function serves creation and live updates. Pure: unit-tested for both layouts.
+/// The relative CPU share (Incus: 1024 per full share, `50%` → 512; each priority step
+/// below 10 takes one off).
+fn shares(limits: &CgroupLimits) -> u64 {
+    let base = match limits.cpu {
+        Some(CpuAllowance::Percent(p)) => 1024 * u64::from(p) / 100,
+        _ => 1024,
+    };
+    base.saturating_sub(u64::from(10 - limits.cpu_priority.min(10)))
+        .max(2)
+}
+
+/// Translate limits into cgroup file writes for `version`, in the order they must be
+/// written. Unset limits reset to "no limit", so the same function serves creation and live
+/// updates. Pure: unit-tested for both layouts.
 pub fn settings(limits: &CgroupLimits, version: CgroupVersion) -> Vec<CgroupSetting> {
     let mut out = Vec::new();
+    let mem = limits.memory;
     if version.is_v2() {
-        match limits.cpu {
-            Some(CpuAllowance::Percent(p)) => {
-                out.push(setting("", "cpu.weight", p.clamp(1, 10000)));
-                out.push(setting("", "cpu.max", "max 100000"));
-            }
+        // cpu.weight: 1..10000, 100 = default; a 1024 share is weight 100.
+        out.push(setting("", "cpu.weight", (shares(limits) * 100 / 1024).clamp(1, 10000)));
+        let max = match limits.cpu {
             Some(CpuAllowance::Quota {
                 quota_us,
                 period_us,
-            }) => {
-                out.push(setting("", "cpu.weight", 100));
-                out.push(setting("", "cpu.max", format!("{quota_us} {period_us}")));
-            }
-            None => {
-                out.push(setting("", "cpu.weight", 100));
-                out.push(setting("", "cpu.max", "max 100000"));
-            }
+            }) => format!("{quota_us} {period_us}"),
+            _ => "max 100000".to_string(),
+        };
+        out.push(setting("", "cpu.max", max));
+        if !limits.cpuset.is_empty() {
+            out.push(setting("", "cpuset.cpus", &limits.cpuset));
         }
-        let mem = limits.memory.map_or("max".to_string(), |m| m.to_string());
-        out.push(setting("", "memory.max", mem));
-        let pids = limits
-            .processes
-            .map_or("max".to_string(), |p| p.to_string());
+        let bytes = |m: Option<u64>| m.map_or("max".to_string(), |m| m.to_string());
+        let (hard, high) = if limits.memory_soft {
+            (None, mem)
+        } else {
+            (mem, None)
+        };
+        out.push(setting("", "memory.max", bytes(hard)));
+        out.push(setting("", "memory.high", bytes(high)));
+        let swap = if limits.memory_swap { "max" } else { "0" };
+        out.push(optional("", "memory.swap.max", swap));
+        let pids = limits.processes.map_or("max".to_string(), |p| p.to_string());
         out.push(setting("", "pids.max", pids));
+        let io = limits.disk_priority.map_or(100, |p| (p * 100).clamp(1, 10000));
+        out.push(optional("", "io.weight", format!("default {io}")));
     } else {
-        match limits.cpu {
-            Some(CpuAllowance::Percent(p)) => {
-                out.push(setting(
-                    "cpu",
-                    "cpu.shares",
-                    (1024 * u64::from(p) / 100).max(2),
-                ));
-                out.push(setting("cpu", "cpu.cfs_quota_us", -1));
-            }
-            Some(CpuAllowance::Quota {
-                quota_us,
-                period_us,
-            }) => {
-                out.push(setting("cpu", "cpu.shares", 1024));
-                // Period first: the kernel checks the quota against the current period.
-                out.push(setting("cpu", "cpu.cfs_quota_us", -1));
-                out.push(setting("cpu", "cpu.cfs_period_us", period_us));
-                out.push(setting("cpu", "cpu.cfs_quota_us", quota_us));
-            }
-            None => {
-                out.push(setting("cpu", "cpu.shares", 1024));
-                out.push(setting("cpu", "cpu.cfs_quota_us", -1));
-            }
+        out.push(setting("cpu", "cpu.shares", shares(limits)));
+        // Quota off first: the kernel checks a new period against the current quota.
+        out.push(setting("cpu", "cpu.cfs_quota_us", -1));
+        if let Some(CpuAllowance::Quota {
+            quota_us,
+            period_us,
+        }) = limits.cpu
+        {
+            out.push(setting("cpu", "cpu.cfs_period_us", period_us));
+            out.push(setting("cpu", "cpu.cfs_quota_us", quota_us));
         }
-        let mem = limits.memory.map_or("-1".to_string(), |m| m.to_string());
-        out.push(setting("memory", "memory.limit_in_bytes", mem));
-        let pids = limits
-            .processes
-            .map_or("max".to_string(), |p| p.to_string());
+        if !limits.cpuset.is_empty() {
+            out.push(setting("cpuset", "cpuset.cpus", &limits.cpuset));
+        }
+        let bytes = |m: Option<u64>| m.map_or("-1".to_string(), |m| m.to_string());
+        let (hard, soft) = if limits.memory_soft {
+            (None, mem)
+        } else {
+            (mem, None)
+        };
+        // memsw must stay >= the memory limit: lift it, set the limit, then cap it.
+        out.push(optional("memory", "memory.memsw.limit_in_bytes", -1));
+        out.push(setting("memory", "memory.limit_in_bytes", bytes(hard)));
+        out.push(setting("memory", "memory.soft_limit_in_bytes", bytes(soft)));
+        if !limits.memory_swap
+            && let Some(h) = hard
+        {
+            out.push(optional("memory", "memory.memsw.limit_in_bytes", h));
+        }
+        let pids = limits.processes.map_or("max".to_string(), |p| p.to_string());
         out.push(setting("pids", "pids.max", pids));
+        // blkio.weight: 10..1000 (CFQ); absent with other schedulers.
+        let io = limits.disk_priority.map_or(500, |p| (p * 100).clamp(10, 1000));
+        out.push(optional("blkio", "blkio.weight", io));
     }
     out
 }
@@ -209,6 +270,30 @@ pub struct CgroupUsage {
     pub swap: i64,
     pub processes: i64,
 }
+
+/// Extra counters for metrics (read only when asked: `list` does not need them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    pub cpu_user_ns: i64,
+    pub cpu_system_ns: i64,
+    pub oom_kills: i64,
+    /// The effective memory limit in bytes (0: none).
+    pub memory_limit: i64,
+}
+
+/// `key value` lines (cpu.stat, memory.events, cpuacct.stat, memory.oom_control).
+fn keyed(text: &str, key: &str) -> i64 {
+    text.lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next() == Some(key)).then(|| it.next()).flatten()
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Clock ticks per second of `cpuacct.stat` (USER_HZ, 100 on Linux).
+const USER_HZ: i64 = 100;
 
 /// A container's cgroup: one directory per controller on v1, one directory on v2.
 #[derive(Debug, Clone)]
@@ -287,25 +372,38 @@ impl Cgroup {
 
     fn create_dirs(&self) -> Result<(), CgroupError> {
         if self.version.is_v2() {
-            let enable: String = V2_CONTROLLERS
+            // Enable what this kernel offers of the controllers we use, on the way down.
+            let offered = read_trim(&self.root.join("cgroup.controllers")).unwrap_or_default();
+            let enable: Vec<String> = V2_CONTROLLERS
                 .iter()
-                .map(|c| format!("+{c} "))
-                .collect::<String>();
+                .filter(|c| offered.split_whitespace().any(|o| o == **c))
+                .map(|c| format!("+{c}"))
+                .collect();
             let mut cur = self.root.clone();
             for comp in self.rel.components() {
-                // Enable controllers for children of `cur`, then descend.
                 let ctl = cur.join("cgroup.subtree_control");
-                fs::write(&ctl, enable.trim_end()).map_err(io_err(&ctl))?;
+                fs::write(&ctl, enable.join(" ")).map_err(io_err(&ctl))?;
                 cur = cur.join(comp);
-                match fs::create_dir(&cur) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io_err(&cur)(e)),
-                }
+                make_dir(&cur)?;
             }
         } else {
-            for d in self.dirs() {
-                fs::create_dir_all(&d).map_err(io_err(&d))?;
+            for c in V1_CONTROLLERS {
+                let mut cur = self.root.join(c);
+                for comp in self.rel.components() {
+                    let parent = cur.clone();
+                    cur = cur.join(comp);
+                    make_dir(&cur)?;
+                    if *c == "cpuset" {
+                        // A v1 cpuset starts empty and takes no task until it has CPUs
+                        // and memory nodes: inherit the parent's.
+                        for f in ["cpuset.cpus", "cpuset.mems"] {
+                            if read_trim(&cur.join(f)).unwrap_or_default().is_empty() {
+                                let v = read_trim(&parent.join(f)).unwrap_or_default();
+                                fs::write(cur.join(f), v).map_err(io_err(&cur.join(f)))?;
+                            }
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -315,7 +413,11 @@ impl Cgroup {
     pub fn apply(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
         for s in settings(limits, self.version) {
             let path = self.dir(s.controller).join(s.file);
-            write_setting(&path, &s.value)?;
+            // cgroupfs answers EACCES, not ENOENT, for a file it does not have.
+            if s.optional && !path.exists() {
+                continue;
+            }
+            fs::write(&path, &s.value).map_err(io_err(&path))?;
         }
         Ok(())
     }
@@ -405,6 +507,35 @@ impl Cgroup {
         }
     }
 
+    /// CPU split, OOM kills and the memory limit.
+    pub fn stats(&self) -> CgroupStats {
+        let text = |p: PathBuf| read_trim(&p).unwrap_or_default();
+        let limit = |v: String| match v.parse::<i64>() {
+            // v1 reports "no limit" as a huge page-rounded number.
+            Ok(n) if n < i64::MAX / 2 => n,
+            _ => 0,
+        };
+        if self.version.is_v2() {
+            let d = self.dir("");
+            let cpu = text(d.join("cpu.stat"));
+            CgroupStats {
+                cpu_user_ns: keyed(&cpu, "user_usec") * 1000,
+                cpu_system_ns: keyed(&cpu, "system_usec") * 1000,
+                oom_kills: keyed(&text(d.join("memory.events")), "oom_kill"),
+                memory_limit: limit(text(d.join("memory.max"))),
+            }
+        } else {
+            let cpu = text(self.dir("cpuacct").join("cpuacct.stat"));
+            let mem = self.dir("memory");
+            CgroupStats {
+                cpu_user_ns: keyed(&cpu, "user") * (1_000_000_000 / USER_HZ),
+                cpu_system_ns: keyed(&cpu, "system") * (1_000_000_000 / USER_HZ),
+                oom_kills: keyed(&text(mem.join("memory.oom_control")), "oom_kill"),
+                memory_limit: limit(text(mem.join("memory.limit_in_bytes"))),
+            }
+        }
+    }
+
     /// Kill whatever is left in the cgroup and remove its directories, children first.
     /// Best effort over every directory; returns the first failure.
     pub fn remove(&self) -> Result<(), CgroupError> {
@@ -449,11 +580,11 @@ impl Cgroup {
     }
 }
 
-fn write_setting(path: &Path, value: &str) -> Result<(), CgroupError> {
-    match fs::write(path, value) {
+fn make_dir(dir: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(dir) {
         Ok(()) => Ok(()),
-        // A kernel without swap accounting has no memsw/swap files: treat as unsupported.
-        Err(e) => Err(io_err(path)(e)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err(dir)(e)),
     }
 }
 
@@ -526,11 +657,15 @@ mod tests {
             }),
             memory: Some(64 << 20),
             processes: Some(64),
+            ..Default::default()
         };
         let s = settings(&l, CgroupVersion::Hybrid);
         assert_eq!(find(&s, "cpu.cfs_period_us"), vec!["100000"]);
         assert_eq!(find(&s, "cpu.cfs_quota_us"), vec!["-1", "50000"]);
         assert_eq!(find(&s, "memory.limit_in_bytes"), vec!["67108864"]);
+        // Swap allowed by default: memsw lifted, never capped.
+        assert_eq!(find(&s, "memory.memsw.limit_in_bytes"), vec!["-1"]);
+        assert_eq!(find(&s, "memory.soft_limit_in_bytes"), vec!["-1"]);
         assert_eq!(find(&s, "pids.max"), vec!["64"]);
         assert!(s.iter().all(|x| !x.controller.is_empty()));
     }
@@ -557,6 +692,7 @@ mod tests {
             }),
             memory: Some(1 << 30),
             processes: Some(100),
+            ..Default::default()
         };
         let s = settings(&l, CgroupVersion::V2);
         assert_eq!(find(&s, "cpu.max"), vec!["25000 100000"]);
@@ -574,6 +710,50 @@ mod tests {
             CgroupVersion::V2,
         );
         assert_eq!(find(&half, "cpu.weight"), vec!["50"]);
+    }
+
+    #[test]
+    fn cpuset_priority_soft_memory_no_swap_disk_both_layouts() {
+        let l = CgroupLimits {
+            cpu: Some(CpuAllowance::Percent(50)),
+            cpu_priority: 5,
+            cpuset: "1".into(),
+            memory: Some(64 << 20),
+            memory_soft: true,
+            memory_swap: false,
+            processes: None,
+            disk_priority: Some(7),
+        };
+        let v1 = settings(&l, CgroupVersion::Hybrid);
+        assert_eq!(find(&v1, "cpuset.cpus"), vec!["1"]);
+        assert_eq!(find(&v1, "cpu.shares"), vec!["507"]);
+        // Soft: no hard cap, a soft limit, and (no hard limit) no memsw cap.
+        assert_eq!(find(&v1, "memory.limit_in_bytes"), vec!["-1"]);
+        assert_eq!(find(&v1, "memory.soft_limit_in_bytes"), vec!["67108864"]);
+        assert_eq!(find(&v1, "memory.memsw.limit_in_bytes"), vec!["-1"]);
+        assert_eq!(find(&v1, "blkio.weight"), vec!["700"]);
+        let v2 = settings(&l, CgroupVersion::V2);
+        assert_eq!(find(&v2, "cpuset.cpus"), vec!["1"]);
+        assert_eq!(find(&v2, "cpu.weight"), vec!["49"]);
+        assert_eq!(find(&v2, "memory.max"), vec!["max"]);
+        assert_eq!(find(&v2, "memory.high"), vec!["67108864"]);
+        assert_eq!(find(&v2, "memory.swap.max"), vec!["0"]);
+        assert_eq!(find(&v2, "io.weight"), vec!["default 700"]);
+        // Hard limit without swap on v1: memsw lifted, limit set, memsw capped to it.
+        let hard = CgroupLimits {
+            memory_soft: false,
+            ..l
+        };
+        let v1 = settings(&hard, CgroupVersion::V1);
+        assert_eq!(
+            find(&v1, "memory.memsw.limit_in_bytes"),
+            vec!["-1", "67108864"]
+        );
+        let pos = |f: &str| v1.iter().rposition(|x| x.file == f);
+        assert!(pos("memory.limit_in_bytes") < pos("memory.memsw.limit_in_bytes"));
+        // Files a kernel may lack are optional, the core ones are not.
+        assert!(v1.iter().any(|x| x.file == "blkio.weight" && x.optional));
+        assert!(v1.iter().any(|x| x.file == "pids.max" && !x.optional));
     }
 
     #[test]
@@ -598,11 +778,19 @@ mod tests {
             fs::read_to_string(root.join("ctl/cgroup.subtree_control"))?,
             "+cpu +memory +pids"
         );
+        assert_eq!(fs::read_to_string(dir.join("memory.high"))?, "max");
         fs::write(dir.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n")?;
         fs::write(dir.join("memory.current"), "4096\n")?;
         fs::write(dir.join("pids.current"), "3\n")?;
         let u = cg.usage();
         assert_eq!((u.cpu_ns, u.memory, u.processes), (1_500_000, 4096, 3));
+        fs::write(dir.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n")?;
+        fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n")?;
+        let st = cg.stats();
+        assert_eq!(
+            (st.cpu_user_ns, st.cpu_system_ns, st.oom_kills, st.memory_limit),
+            (1_000_000, 500_000, 2, 1 << 20)
+        );
         // On a real cgroupfs rmdir removes the files too; here clear them first.
         for e in fs::read_dir(&dir)? {
             fs::remove_file(e?.path())?;
@@ -619,6 +807,8 @@ mod tests {
         for c in V1_CONTROLLERS {
             fs::create_dir(root.join(c))?;
         }
+        fs::write(root.join("cpuset/cpuset.cpus"), "0-1")?;
+        fs::write(root.join("cpuset/cpuset.mems"), "0")?;
         assert_eq!(detect(root)?, CgroupVersion::V1);
         fs::create_dir(root.join("unified"))?;
         fs::write(root.join("unified/cgroup.procs"), "")?;

@@ -103,6 +103,22 @@ impl Worker for FakeWorker {
         }
     }
 
+    fn stats(&self, _name: &str) -> super::CgroupStats {
+        super::CgroupStats::default()
+    }
+
+    fn net_counters(&self, _pid: i32) -> Vec<super::usage::NetCounters> {
+        vec![]
+    }
+
+    fn disk_usage(&self, _dir: &Path) -> u64 {
+        0
+    }
+
+    fn online_cpus(&self) -> Vec<u32> {
+        vec![0, 1]
+    }
+
     fn spawn_init(&self, spec: &SpawnSpec) -> Result<InitProcess, WorkerError> {
         self.record(format!("spawn_init {}", spec.name));
         if self.fail_spawn.swap(false, Ordering::SeqCst) {

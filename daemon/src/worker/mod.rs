@@ -16,13 +16,14 @@ pub mod proc;
 pub mod spawn;
 pub mod spec;
 mod sys;
+pub mod usage;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cgroup::{CgroupLimits, CgroupUsage, CgroupVersion, CpuAllowance};
+pub use cgroup::{CgroupLimits, CgroupStats, CgroupUsage, CgroupVersion, CpuAllowance};
 pub use exec::ExecSpec;
 pub use spawn::InitProcess;
 pub use spec::SpawnSpec;
@@ -74,6 +75,14 @@ pub trait Worker: Send + Sync + 'static {
     fn is_frozen(&self, name: &str) -> bool;
     /// Resource usage.
     fn usage(&self, name: &str) -> CgroupUsage;
+    /// CPU split, OOM kills, memory limit (for metrics).
+    fn stats(&self, name: &str) -> CgroupStats;
+    /// Interface counters of the network namespace `pid` lives in.
+    fn net_counters(&self, pid: i32) -> Vec<usage::NetCounters>;
+    /// Bytes used by the files under `dir` (one filesystem, links not followed).
+    fn disk_usage(&self, dir: &Path) -> u64;
+    /// The host's online CPUs.
+    fn online_cpus(&self) -> Vec<u32>;
     /// Start the init described by `spec`; returns once it runs.
     fn spawn_init(&self, spec: &SpawnSpec) -> Result<InitProcess, WorkerError>;
     /// Whether `init` is still the running process it was.
@@ -203,6 +212,27 @@ impl Worker for HostWorker {
 
     fn usage(&self, name: &str) -> CgroupUsage {
         self.cgroup(name).usage()
+    }
+
+    fn stats(&self, name: &str) -> CgroupStats {
+        self.cgroup(name).stats()
+    }
+
+    fn net_counters(&self, pid: i32) -> Vec<usage::NetCounters> {
+        std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+            .map(|t| usage::parse_net_dev(&t))
+            .unwrap_or_default()
+    }
+
+    fn disk_usage(&self, dir: &Path) -> u64 {
+        usage::disk_usage(dir)
+    }
+
+    fn online_cpus(&self) -> Vec<u32> {
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|t| usage::parse_cpu_list(t.trim()))
+            .unwrap_or_default()
     }
 
     fn spawn_init(&self, spec: &SpawnSpec) -> Result<InitProcess, WorkerError> {
