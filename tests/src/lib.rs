@@ -225,6 +225,13 @@ impl Daemon {
 
     /// One HTTP request over the socket: `(status, body as JSON)`.
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let (status, payload) = self.http_text(method, path, body);
+        let json = serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// One HTTP request over the socket: `(status, body text)`.
+    pub fn http_text(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let text = self.raw(method, path, body.unwrap_or(""));
         let status: u16 = text
             .split_whitespace()
@@ -232,16 +239,15 @@ impl Daemon {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let payload = if head
+        let chunked = head
             .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
+            .contains("transfer-encoding: chunked");
+        let payload = if chunked {
             dechunk(payload)
         } else {
             payload.to_string()
         };
-        let json = serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null);
-        (status, json)
+        (status, payload)
     }
 
     /// The raw response head (status line and headers) of a request.

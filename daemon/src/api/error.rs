@@ -25,6 +25,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -48,6 +50,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod exec;
 pub mod images;
 pub mod instances;
+pub mod metrics;
 pub mod operations;
 pub mod server_info;
 #[cfg(test)]
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
             "/1.0/instances/{name}/exec",
             axum::routing::post(exec::post_exec),
         )
+        .route("/1.0/metrics", get(metrics::get_metrics))
         .route("/1.0/operations", get(operations::list))
         .route(
             "/1.0/operations/{id}",

@@ -101,7 +101,10 @@ pub enum CpuChoice {
 
 /// Parse `limits.cpu`: a count (`2`) or a set (`0-1`, `1,3`, `1-1` for just CPU 1), checked
 /// against the host's online CPUs.
-pub fn cpu_choice(config: &BTreeMap<String, String>, host: &Host) -> Result<CpuChoice, ConfigError> {
+pub fn cpu_choice(
+    config: &BTreeMap<String, String>,
+    host: &Host,
+) -> Result<CpuChoice, ConfigError> {
     let Some(v) = config.get("limits.cpu") else {
         return Ok(CpuChoice::All);
     };
@@ -114,13 +117,20 @@ pub fn cpu_choice(config: &BTreeMap<String, String>, host: &Host) -> Result<CpuC
             return Err(invalid(
                 "limits.cpu",
                 v,
-                format!("this host has only {} CPUs online ({online})", host.cpus.len()),
+                format!(
+                    "this host has only {} CPUs online ({online})",
+                    host.cpus.len()
+                ),
             ));
         }
         return Ok(CpuChoice::Count(n));
     }
     let set = parse_cpu_list(v).ok_or_else(|| {
-        invalid("limits.cpu", v, "expected a CPU count (2) or a CPU set (0-1, 0,2)")
+        invalid(
+            "limits.cpu",
+            v,
+            "expected a CPU count (2) or a CPU set (0-1, 0,2)",
+        )
     })?;
     if let Some(bad) = set.iter().find(|c| !host.cpus.contains(c)) {
         return Err(invalid(
@@ -138,10 +148,9 @@ pub fn spread_cpus(count: usize, host_cpus: &[u32], name: &str) -> Vec<u32> {
     if host_cpus.is_empty() {
         return Vec::new();
     }
-    let offset = name
-        .bytes()
-        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)))
-        % host_cpus.len();
+    let offset = name.bytes().fold(0usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    }) % host_cpus.len();
     let mut out: Vec<u32> = (0..count.min(host_cpus.len()))
         .map(|i| host_cpus[(offset + i) % host_cpus.len()])
         .collect();
@@ -465,8 +474,14 @@ mod tests {
             let e = choice(bad).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains("limits.cpu"), "{bad}: {e}");
         }
-        let e = choice("0-99").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("CPU 2 is not online") && e.contains("0-1"), "{e}");
+        let e = choice("0-99")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("CPU 2 is not online") && e.contains("0-1"),
+            "{e}"
+        );
         // One CPU per instance, spread: some names land on CPU 0, others on CPU 1.
         let picks: std::collections::BTreeSet<Vec<u32>> = ["a", "b", "c", "d", "e", "f"]
             .iter()
@@ -475,7 +490,10 @@ mod tests {
         assert_eq!(picks.len(), 2, "{picks:?}");
         let l = limits(&cfg(&[("limits.cpu", "1")]), &h, "c1").map(|l| l.cpuset);
         assert!(matches!(l.as_deref(), Ok("0" | "1")), "{l:?}");
-        assert_eq!(limits(&cfg(&[]), &h, "c1").map(|l| l.cpuset), Ok("0-1".to_string()));
+        assert_eq!(
+            limits(&cfg(&[]), &h, "c1").map(|l| l.cpuset),
+            Ok("0-1".to_string())
+        );
     }
 
     #[test]
@@ -494,7 +512,12 @@ mod tests {
         );
         let l = l.unwrap_or_default();
         assert_eq!(
-            (l.cpu_priority, l.memory_soft, l.memory_swap, l.disk_priority),
+            (
+                l.cpu_priority,
+                l.memory_soft,
+                l.memory_swap,
+                l.disk_priority
+            ),
             (5, true, false, Some(7))
         );
         for (k, v) in [
@@ -504,7 +527,10 @@ mod tests {
             ("limits.memory.swap", "maybe"),
         ] {
             let e = validate(&cfg(&[(k, v)]), &cfg(&[]), &h);
-            assert!(matches!(&e, Err(ConfigError::Invalid { key, .. }) if key == k), "{k}");
+            assert!(
+                matches!(&e, Err(ConfigError::Invalid { key, .. }) if key == k),
+                "{k}"
+            );
         }
     }
 

@@ -71,6 +71,17 @@ pub struct CreatePlan {
     pub request: InstancesPost,
 }
 
+/// What `/1.0/metrics` reports for one running instance.
+#[derive(Debug, Clone)]
+pub struct InstanceMetrics {
+    pub name: String,
+    pub usage: crate::worker::CgroupUsage,
+    pub stats: crate::worker::CgroupStats,
+    /// The memory the instance may use: its limit, or the host's memory.
+    pub memory_total: u64,
+    pub network: Vec<crate::worker::usage::NetCounters>,
+}
+
 /// A command ready to run inside a container.
 #[derive(Debug, Clone)]
 pub struct ExecPlan {
@@ -417,7 +428,11 @@ impl Instances {
             rootfs,
             namespaces: default_namespaces(),
             id_map: None,
-            mounts: default_mounts(&self.paths.host_dev),
+            mounts: {
+                let mut m = default_mounts(&self.paths.host_dev);
+                m.extend(self.worker.cgroup_mounts());
+                m
+            },
             caps_drop: default_caps_drop(),
             init,
             env: vec![
@@ -639,7 +654,7 @@ impl Instances {
                     .iter()
                     .map(|r| {
                         let status = me.status(r);
-                        let state = with_state.then(|| me.state_with(r, status));
+                        let state = with_state.then(|| me.state_with(r, status, false));
                         (me.to_api(r, status), state)
                     })
                     .collect::<Vec<_>>()
@@ -655,17 +670,17 @@ impl Instances {
         Ok(out)
     }
 
-    /// The runtime state of one instance.
+    /// The runtime state of one instance, with the disk usage of its writable layer.
     pub async fn state(&self, name: &str) -> Result<InstanceState, InstanceError> {
         let row = self.row(name).await?;
-        Ok(self.state_of(&row))
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.state_with(&row, me.status(&row), true))
+            .await
+            .map_err(|e| InstanceError::Internal(e.to_string()))
     }
 
-    fn state_of(&self, row: &InstanceRow) -> InstanceState {
-        self.state_with(row, self.status(row))
-    }
-
-    fn state_with(&self, row: &InstanceRow, status: StatusCode) -> InstanceState {
+    /// State from `/proc` and the cgroup; `disk` walks the upper dir (not done for lists).
+    fn state_with(&self, row: &InstanceRow, status: StatusCode, disk: bool) -> InstanceState {
         let running = status != StatusCode::Stopped;
         let usage = if running {
             self.worker.usage(&row.name)
@@ -686,9 +701,77 @@ impl Instances {
                 swap_usage: usage.swap,
                 swap_usage_peak: 0,
             },
-            disk: BTreeMap::new(),
-            network: None,
+            disk: if disk {
+                let upper = overlay_dirs(&self.paths.container(&row.name)).0;
+                let used = self.worker.disk_usage(&upper);
+                BTreeMap::from([("root".to_string(), serde_json::json!({ "usage": used }))])
+            } else {
+                BTreeMap::new()
+            },
+            network: running.then(|| self.network_state(row.init_pid)),
         }
+    }
+
+    /// Figures for `/1.0/metrics`: one entry per running instance.
+    pub async fn metrics(&self) -> Result<Vec<InstanceMetrics>, InstanceError> {
+        let rows = db::instances::list(&self.db).await?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            rows.iter()
+                .filter(|r| me.running_init(r).is_some())
+                .map(|r| {
+                    let stats = me.worker.stats(&r.name);
+                    let limit = u64::try_from(stats.memory_limit).unwrap_or(0);
+                    InstanceMetrics {
+                        name: r.name.clone(),
+                        usage: me.worker.usage(&r.name),
+                        memory_total: if limit == 0 || limit > me.host.memory {
+                            me.host.memory
+                        } else {
+                            limit
+                        },
+                        stats,
+                        network: me.worker.net_counters(r.init_pid),
+                    }
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| InstanceError::Internal(e.to_string()))
+    }
+
+    /// Interfaces of the container's network namespace, Incus-shaped.
+    fn network_state(&self, pid: i32) -> BTreeMap<String, serde_json::Value> {
+        self.worker
+            .net_counters(pid)
+            .into_iter()
+            .map(|c| {
+                let lo = c.name == "lo";
+                let addresses = if lo {
+                    serde_json::json!([
+                        {"family": "inet", "address": "127.0.0.1", "netmask": "8", "scope": "local"},
+                        {"family": "inet6", "address": "::1", "netmask": "128", "scope": "local"}
+                    ])
+                } else {
+                    serde_json::json!([])
+                };
+                let v = serde_json::json!({
+                    "addresses": addresses,
+                    "counters": {
+                        "bytes_received": c.rx_bytes,
+                        "bytes_sent": c.tx_bytes,
+                        "packets_received": c.rx_packets,
+                        "packets_sent": c.tx_packets,
+                    },
+                    "hwaddr": "",
+                    "host_name": "",
+                    "mtu": 0,
+                    "state": "up",
+                    "type": if lo { "loopback" } else { "broadcast" },
+                });
+                (c.name, v)
+            })
+            .collect()
     }
 
     fn to_api(&self, row: &InstanceRow, status: StatusCode) -> Instance {
@@ -773,8 +856,7 @@ impl Instances {
             )));
         }
         let new_limits = config::limits(&cfg, &self.host, name)?;
-        if running && new_limits != config::limits(&row.config, &self.host, name)?
-        {
+        if running && new_limits != config::limits(&row.config, &self.host, name)? {
             let n = name.to_string();
             self.blocking_worker(move |w| w.apply_limits(&n, &new_limits))
                 .await?;

@@ -80,6 +80,56 @@ pub fn detect(root: &Path) -> Result<CgroupVersion, CgroupError> {
     }
 }
 
+/// One cgroup filesystem mounted on the host, from `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCgroupMount {
+    /// `cgroup` (v1) or `cgroup2`.
+    pub fstype: String,
+    /// Mount point relative to the cgroup root (`memory`, `unified`, or empty for a pure v2
+    /// root).
+    pub name: String,
+    /// Super-block options that select the hierarchy (`cpu`, `name=systemd`), without
+    /// `rw`/`ro`.
+    pub options: String,
+}
+
+/// The cgroup filesystems mounted under `root` (normally `/sys/fs/cgroup`).
+pub fn parse_cgroup_mounts(mountinfo: &str, root: &Path) -> Vec<HostCgroupMount> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(point) = left.split_whitespace().nth(4) else {
+            continue;
+        };
+        let mut r = right.split_whitespace();
+        let (Some(fstype), Some(_src), Some(opts)) = (r.next(), r.next(), r.next()) else {
+            continue;
+        };
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        let Ok(rel) = Path::new(point).strip_prefix(root) else {
+            continue;
+        };
+        if rel.components().count() > 1 {
+            continue;
+        }
+        let options = opts
+            .split(',')
+            .filter(|o| *o != "rw" && *o != "ro")
+            .collect::<Vec<_>>()
+            .join(",");
+        out.push(HostCgroupMount {
+            fstype: fstype.to_string(),
+            name: rel.display().to_string(),
+            options,
+        });
+    }
+    out
+}
+
 /// How CPU time is limited (`limits.cpu.allowance`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuAllowance {
@@ -196,7 +246,11 @@ pub fn settings(limits: &CgroupLimits, version: CgroupVersion) -> Vec<CgroupSett
     let mem = limits.memory;
     if version.is_v2() {
         // cpu.weight: 1..10000, 100 = default; a 1024 share is weight 100.
-        out.push(setting("", "cpu.weight", (shares(limits) * 100 / 1024).clamp(1, 10000)));
+        out.push(setting(
+            "",
+            "cpu.weight",
+            (shares(limits) * 100 / 1024).clamp(1, 10000),
+        ));
         let max = match limits.cpu {
             Some(CpuAllowance::Quota {
                 quota_us,
@@ -218,9 +272,13 @@ pub fn settings(limits: &CgroupLimits, version: CgroupVersion) -> Vec<CgroupSett
         out.push(setting("", "memory.high", bytes(high)));
         let swap = if limits.memory_swap { "max" } else { "0" };
         out.push(optional("", "memory.swap.max", swap));
-        let pids = limits.processes.map_or("max".to_string(), |p| p.to_string());
+        let pids = limits
+            .processes
+            .map_or("max".to_string(), |p| p.to_string());
         out.push(setting("", "pids.max", pids));
-        let io = limits.disk_priority.map_or(100, |p| (p * 100).clamp(1, 10000));
+        let io = limits
+            .disk_priority
+            .map_or(100, |p| (p * 100).clamp(1, 10000));
         out.push(optional("", "io.weight", format!("default {io}")));
     } else {
         out.push(setting("cpu", "cpu.shares", shares(limits)));
@@ -252,10 +310,14 @@ pub fn settings(limits: &CgroupLimits, version: CgroupVersion) -> Vec<CgroupSett
         {
             out.push(optional("memory", "memory.memsw.limit_in_bytes", h));
         }
-        let pids = limits.processes.map_or("max".to_string(), |p| p.to_string());
+        let pids = limits
+            .processes
+            .map_or("max".to_string(), |p| p.to_string());
         out.push(setting("pids", "pids.max", pids));
         // blkio.weight: 10..1000 (CFQ); absent with other schedulers.
-        let io = limits.disk_priority.map_or(500, |p| (p * 100).clamp(10, 1000));
+        let io = limits
+            .disk_priority
+            .map_or(500, |p| (p * 100).clamp(10, 1000));
         out.push(optional("blkio", "blkio.weight", io));
     }
     out
@@ -321,9 +383,16 @@ impl Cgroup {
         } else {
             V1_CONTROLLERS
                 .iter()
+                .chain(self.hybrid_unified())
                 .map(|c| self.root.join(c).join(&self.rel))
                 .collect()
         }
+    }
+
+    /// On a hybrid host the container also gets a (controller-less) directory in the
+    /// cgroup2 tree, so its cgroup namespace root there is its own, not the host's.
+    fn hybrid_unified(&self) -> Option<&'static &'static str> {
+        (self.version == CgroupVersion::Hybrid).then_some(&"unified")
     }
 
     fn dir(&self, controller: &str) -> PathBuf {
@@ -387,7 +456,7 @@ impl Cgroup {
                 make_dir(&cur)?;
             }
         } else {
-            for c in V1_CONTROLLERS {
+            for c in V1_CONTROLLERS.iter().chain(self.hybrid_unified()) {
                 let mut cur = self.root.join(c);
                 for comp in self.rel.components() {
                     let parent = cur.clone();
@@ -649,6 +718,36 @@ mod tests {
     }
 
     #[test]
+    fn host_cgroup_mounts_from_mountinfo() {
+        let mi = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+99 1 0:50 / /mnt/other rw - cgroup cgroup rw,pids
+";
+        let m = parse_cgroup_mounts(mi, Path::new("/sys/fs/cgroup"));
+        let names: Vec<(&str, &str, &str)> = m
+            .iter()
+            .map(|x| (x.fstype.as_str(), x.name.as_str(), x.options.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("cgroup", "cpu", "cpu"),
+                ("cgroup", "memory", "memory"),
+                ("cgroup", "systemd", "xattr,name=systemd"),
+                ("cgroup2", "unified", "nsdelegate"),
+            ]
+        );
+        let v2 =
+            "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n";
+        let m = parse_cgroup_mounts(v2, Path::new("/sys/fs/cgroup"));
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].name.as_str(), m[0].fstype.as_str()), ("", "cgroup2"));
+    }
+
+    #[test]
     fn v1_quota_sets_period_then_quota() {
         let l = CgroupLimits {
             cpu: Some(CpuAllowance::Quota {
@@ -784,11 +883,22 @@ mod tests {
         fs::write(dir.join("pids.current"), "3\n")?;
         let u = cg.usage();
         assert_eq!((u.cpu_ns, u.memory, u.processes), (1_500_000, 4096, 3));
-        fs::write(dir.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n")?;
-        fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n")?;
+        fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+        )?;
+        fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n",
+        )?;
         let st = cg.stats();
         assert_eq!(
-            (st.cpu_user_ns, st.cpu_system_ns, st.oom_kills, st.memory_limit),
+            (
+                st.cpu_user_ns,
+                st.cpu_system_ns,
+                st.oom_kills,
+                st.memory_limit
+            ),
             (1_000_000, 500_000, 2, 1 << 20)
         );
         // On a real cgroupfs rmdir removes the files too; here clear them first.
@@ -826,7 +936,9 @@ mod tests {
             fs::read_to_string(root.join("memory/ctl-x/c2/memory.limit_in_bytes"))?,
             "-1"
         );
-        assert_eq!(cg.procs_files().len(), V1_CONTROLLERS.len());
+        // Hybrid: every v1 controller plus the controller-less unified directory.
+        assert_eq!(cg.procs_files().len(), V1_CONTROLLERS.len() + 1);
+        assert!(root.join("unified/ctl-x/c2").is_dir());
         assert_eq!(
             fs::read_to_string(root.join("devices/ctl-x/c2/devices.deny"))?,
             "a"

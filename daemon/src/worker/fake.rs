@@ -119,6 +119,10 @@ impl Worker for FakeWorker {
         vec![0, 1]
     }
 
+    fn cgroup_mounts(&self) -> Vec<super::spec::MountEntry> {
+        vec![]
+    }
+
     fn spawn_init(&self, spec: &SpawnSpec) -> Result<InitProcess, WorkerError> {
         self.record(format!("spawn_init {}", spec.name));
         if self.fail_spawn.swap(false, Ordering::SeqCst) {

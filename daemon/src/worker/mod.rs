@@ -83,6 +83,8 @@ pub trait Worker: Send + Sync + 'static {
     fn disk_usage(&self, dir: &Path) -> u64;
     /// The host's online CPUs.
     fn online_cpus(&self) -> Vec<u32>;
+    /// The mounts that give a container its cgroup view under `/sys/fs/cgroup`.
+    fn cgroup_mounts(&self) -> Vec<spec::MountEntry>;
     /// Start the init described by `spec`; returns once it runs.
     fn spawn_init(&self, spec: &SpawnSpec) -> Result<InitProcess, WorkerError>;
     /// Whether `init` is still the running process it was.
@@ -226,6 +228,23 @@ impl Worker for HostWorker {
 
     fn disk_usage(&self, dir: &Path) -> u64 {
         usage::disk_usage(dir)
+    }
+
+    fn cgroup_mounts(&self) -> Vec<spec::MountEntry> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        // Only hierarchies the container has its own cgroup in: any other would show the
+        // host's tree.
+        let ours = |m: &cgroup::HostCgroupMount| {
+            m.fstype == "cgroup2"
+                || m.name
+                    .split(',')
+                    .all(|c| cgroup::V1_CONTROLLERS.contains(&c))
+        };
+        let host: Vec<_> = cgroup::parse_cgroup_mounts(&mountinfo, &self.cgroup_root)
+            .into_iter()
+            .filter(ours)
+            .collect();
+        spec::cgroup_mounts(&host)
     }
 
     fn online_cpus(&self) -> Vec<u32> {

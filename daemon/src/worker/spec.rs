@@ -241,6 +241,60 @@ pub fn default_mounts(host_dev: &std::path::Path) -> Vec<MountEntry> {
     m
 }
 
+/// The container's view of its cgroups under `/sys/fs/cgroup`, mirroring the host's
+/// layout. Inside the cgroup namespace each hierarchy's root is the container's own cgroup,
+/// so the host's tree is invisible. v1 hierarchies are read-only (a privileged container
+/// could otherwise raise its own limits); a v2 hierarchy is writable so sub-cgroups can be
+/// nested (the host's `nsdelegate` keeps the namespace root's own files read-only).
+pub fn cgroup_mounts(host: &[crate::worker::cgroup::HostCgroupMount]) -> Vec<MountEntry> {
+    use MountFlag::*;
+    let base = "sys/fs/cgroup";
+    let mut out = Vec::new();
+    if let Some(v2) = host
+        .iter()
+        .find(|m| m.name.is_empty() && m.fstype == "cgroup2")
+    {
+        out.push(MountEntry::Fs {
+            fstype: "cgroup2".into(),
+            source: "cgroup2".into(),
+            target: base.into(),
+            flags: vec![Nosuid, Nodev, Noexec],
+            data: v2.options.clone(),
+        });
+        return out;
+    }
+    if host.is_empty() {
+        return out;
+    }
+    out.push(MountEntry::Fs {
+        fstype: "tmpfs".into(),
+        source: "cgroup".into(),
+        target: base.into(),
+        flags: vec![Nosuid, Nodev, Noexec],
+        data: "mode=755,size=64k".into(),
+    });
+    for m in host {
+        let target = format!("{base}/{}", m.name);
+        out.push(MountEntry::Dir {
+            path: target.clone(),
+            mode: 0o755,
+        });
+        let writable = m.fstype == "cgroup2";
+        let mut flags = vec![Nosuid, Nodev, Noexec];
+        if !writable {
+            flags.push(Rdonly);
+        }
+        out.push(MountEntry::Fs {
+            fstype: m.fstype.clone(),
+            source: m.fstype.clone(),
+            target,
+            flags,
+            data: m.options.clone(),
+        });
+    }
+    out
+}
+
 /// The namespaces of a privileged system container.
 pub fn default_namespaces() -> Vec<Namespace> {
     vec![
@@ -302,6 +356,37 @@ mod tests {
             .iter()
             .position(|e| matches!(e, MountEntry::Bind { target, .. } if target == "dev/null"));
         assert!(dev_pos < null_pos);
+    }
+
+    #[test]
+    fn cgroup_view_mirrors_the_host_layout() {
+        use crate::worker::cgroup::HostCgroupMount;
+        let m = |fstype: &str, name: &str, options: &str| HostCgroupMount {
+            fstype: fstype.into(),
+            name: name.into(),
+            options: options.into(),
+        };
+        let hybrid = cgroup_mounts(&[m("cgroup", "memory", "memory"), m("cgroup2", "unified", "")]);
+        assert!(matches!(&hybrid[0], MountEntry::Fs { fstype, target, .. }
+            if fstype == "tmpfs" && target == "sys/fs/cgroup"));
+        let v1_ro = hybrid.iter().any(|e| {
+            matches!(e, MountEntry::Fs { fstype, target, data, flags, .. }
+            if fstype == "cgroup" && target == "sys/fs/cgroup/memory" && data == "memory"
+                && flags.contains(&MountFlag::Rdonly))
+        });
+        assert!(v1_ro, "{hybrid:?}");
+        let unified_rw = hybrid.iter().any(|e| {
+            matches!(e, MountEntry::Fs { fstype, flags, .. }
+            if fstype == "cgroup2" && !flags.contains(&MountFlag::Rdonly))
+        });
+        assert!(unified_rw);
+        let v2 = cgroup_mounts(&[m("cgroup2", "", "nsdelegate")]);
+        assert_eq!(v2.len(), 1);
+        assert!(
+            matches!(&v2[0], MountEntry::Fs { fstype, target, flags, .. }
+            if fstype == "cgroup2" && target == "sys/fs/cgroup" && !flags.contains(&MountFlag::Rdonly))
+        );
+        assert!(cgroup_mounts(&[]).is_empty());
     }
 
     #[test]
