@@ -2,7 +2,7 @@
 //! [`crate::cmd`].
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
@@ -10,7 +10,7 @@ use ctl_api::StateAction;
 
 use crate::Client;
 use crate::client::{DEFAULT_DIR, SOCKET_NAME};
-use crate::cmd::{self, Error, create, delete, exec, image, info, list, state};
+use crate::cmd::{self, Error, config, create, delete, exec, image, info, list, state, top};
 
 /// Manage system containers run by ctld.
 #[derive(Debug, Parser)]
@@ -52,6 +52,13 @@ pub enum Command {
     List(list::ListArgs),
     /// Show an instance's details and resource usage
     Info(info::InfoArgs),
+    /// Show and change an instance's configuration
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
+    /// Show the CPU, memory and process usage of every instance, refreshed
+    Top(top::TopArgs),
     /// Run a command in an instance (non-interactive; exits with the command's code)
     Exec(exec::ExecArgs),
     /// Manage images
@@ -119,6 +126,14 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
         Command::Delete(args) => delete::run(&client, args).await?,
         Command::List(args) => list::run(&client, args, out).await?,
         Command::Info(args) => info::run(&client, args, out).await?,
+        Command::Config { command } => {
+            let stdin_is_terminal = std::io::stdin().is_terminal();
+            config::run(&client, command, stdin_is_terminal, out).await?;
+        }
+        Command::Top(args) => {
+            let stdout_is_terminal = std::io::stdout().is_terminal();
+            top::run(&client, args, stdout_is_terminal, out).await?;
+        }
         Command::Exec(args) => {
             out.flush()?;
             return exec::run(&client, args).await;
@@ -256,6 +271,43 @@ mod tests {
             })
         ));
         assert!(parse(&["list", "--format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn config_and_top_parse() {
+        let cli = parse(&["config", "set", "c1", "raw.init", "/bin/sh -c x=1"]).ok();
+        let Some(Command::Config {
+            command: config::ConfigCommand::Set(args),
+        }) = cli.map(|c| c.command)
+        else {
+            panic!("config set did not parse");
+        };
+        assert_eq!(args.name, "c1");
+        assert_eq!(args.values, vec!["raw.init", "/bin/sh -c x=1"]);
+        assert!(parse(&["config", "set", "c1"]).is_err());
+        assert!(parse(&["config", "unset", "c1"]).is_err());
+        let cli = parse(&["config", "show", "c1", "--expanded"]).ok();
+        assert!(matches!(
+            cli.map(|c| c.command),
+            Some(Command::Config {
+                command: config::ConfigCommand::Show(config::ShowArgs { expanded: true, .. })
+            })
+        ));
+
+        let cli = parse(&["top"]).ok();
+        let Some(Command::Top(args)) = cli.map(|c| c.command) else {
+            panic!("top did not parse");
+        };
+        assert_eq!(args.refresh, std::time::Duration::from_secs(2));
+        assert_eq!((args.count, args.format), (None, top::TopFormat::Table));
+        let cli = parse(&["top", "--refresh", "0.5", "--count", "3", "-f", "csv"]).ok();
+        let Some(Command::Top(args)) = cli.map(|c| c.command) else {
+            panic!("top with flags did not parse");
+        };
+        assert_eq!(args.refresh, std::time::Duration::from_millis(500));
+        assert_eq!((args.count, args.format), (Some(3), top::TopFormat::Csv));
+        assert!(parse(&["top", "--count", "0"]).is_err());
+        assert!(parse(&["top", "-f", "yaml"]).is_err());
     }
 
     #[test]

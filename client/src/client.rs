@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use ctl_api::{
-    Image, ImageAliasesEntry, Instance, InstanceExecPost, InstanceFull, InstanceState,
+    Image, ImageAliasesEntry, Instance, InstanceExecPost, InstanceFull, InstancePut, InstanceState,
     InstanceStatePut, InstancesPost, Operation, Response, ResponseType, Server, StatusCode,
 };
 use http_body_util::{BodyExt, Full};
@@ -164,14 +164,7 @@ impl Client {
                 response.kind
             )));
         }
-        let mut operation: Operation = decode("operation", response.metadata)?;
-        if operation.id.is_empty() {
-            operation.id = operation_id(&response.operation).to_string();
-        }
-        if operation.id.is_empty() {
-            return Err(Error::Protocol(format!("{path} answered no operation id")));
-        }
-        Ok(operation)
+        operation_of(path, response)
     }
 
     /// Wait for operation `id` (an id or its URL) to finish. A failed or cancelled operation
@@ -192,6 +185,22 @@ impl Client {
     ) -> Result<Operation, Error> {
         let operation = self.request_operation(method, path, body).await?;
         self.wait_operation(&operation.id).await
+    }
+
+    /// Send a request that may answer either way: a sync answer is done, an operation is
+    /// waited for (and its failure becomes [`Error::Operation`]).
+    pub async fn request_settled(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Operation>, Error> {
+        let response = self.request(method, path, body).await?;
+        if response.kind != ResponseType::Async {
+            return Ok(None);
+        }
+        let operation = operation_of(path, response)?;
+        self.wait_operation(&operation.id).await.map(Some)
     }
 
     /// `GET /1.0`: the server and its environment.
@@ -217,6 +226,31 @@ impl Client {
     /// `GET /1.0/instances/{name}/state`.
     pub async fn instance_state(&self, name: &str) -> Result<InstanceState, Error> {
         self.get(&format!("{}/state", instance_path(name))).await
+    }
+
+    /// `GET /1.0/instances/{name}/state` as raw JSON (for lenient decoding, see
+    /// [`crate::usage`]).
+    pub async fn instance_state_value(&self, name: &str) -> Result<Value, Error> {
+        self.get_value(&format!("{}/state", instance_path(name)))
+            .await
+    }
+
+    /// `PATCH /1.0/instances/{name}`: merge `request` into the instance (an empty config
+    /// value unsets the key). ctld answers sync; an operation, as Incus answers, is waited for.
+    pub async fn patch_instance(&self, name: &str, request: &InstancePut) -> Result<(), Error> {
+        let body = to_value(request)?;
+        self.request_settled(Method::PATCH, &instance_path(name), Some(&body))
+            .await
+            .map(drop)
+    }
+
+    /// `PUT /1.0/instances/{name}`: replace the instance's config with `request` and wait for
+    /// the operation it answers with (a sync answer is accepted too).
+    pub async fn replace_instance(&self, name: &str, request: &InstancePut) -> Result<(), Error> {
+        let body = to_value(request)?;
+        self.request_settled(Method::PUT, &instance_path(name), Some(&body))
+            .await
+            .map(drop)
     }
 
     /// `POST /1.0/instances`: start creating an instance; returns the operation.
@@ -296,6 +330,19 @@ fn to_value<T: Serialize>(value: &T) -> Result<Value, Error> {
         what: "request body".into(),
         source,
     })
+}
+
+/// The operation an async answer to `path` carries, its id taken from the operation URL when
+/// the metadata has none.
+fn operation_of(path: &str, response: Response) -> Result<Operation, Error> {
+    let mut operation: Operation = decode("operation", response.metadata)?;
+    if operation.id.is_empty() {
+        operation.id = operation_id(&response.operation).to_string();
+    }
+    if operation.id.is_empty() {
+        return Err(Error::Protocol(format!("{path} answered no operation id")));
+    }
+    Ok(operation)
 }
 
 fn decode<T: DeserializeOwned>(what: &str, value: Value) -> Result<T, Error> {

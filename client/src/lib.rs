@@ -2,14 +2,16 @@
 //! its Unix socket, the exec websocket protocol, output rendering and the `ctl` commands.
 //!
 //! Layout: [`client`] (HTTP, envelope, operations), [`ws`] (websockets and exec streams),
-//! [`output`] (table/CSV/JSON/YAML), [`cmd`] (one module per command group) and [`cli`]
-//! (the clap command line and dispatch). The `ctl` binary only parses and reports errors.
+//! [`usage`] (lenient views of instance state), [`output`] (table/CSV/JSON/YAML), [`cmd`]
+//! (one module per command group) and [`cli`] (the clap command line and dispatch). The
+//! `ctl` binary only parses and reports errors.
 
 pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod error;
 pub mod output;
+pub mod usage;
 pub mod ws;
 
 #[cfg(test)]

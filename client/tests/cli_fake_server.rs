@@ -13,6 +13,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Read one request's head (and any Content-Length body) and return its first line.
 async fn read_request_line(stream: &mut UnixStream) -> String {
+    read_request(stream).await.0
+}
+
+/// Read one request and return its first line and its Content-Length body.
+async fn read_request(stream: &mut UnixStream) -> (String, Vec<u8>) {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
@@ -20,7 +25,7 @@ async fn read_request_line(stream: &mut UnixStream) -> String {
             break pos + 4;
         }
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return String::new(),
+            Ok(0) | Err(_) => return (String::new(), Vec::new()),
             Ok(n) => data.extend_from_slice(&buf[..n]),
         }
     };
@@ -31,14 +36,15 @@ async fn read_request_line(stream: &mut UnixStream) -> String {
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.trim().parse().ok())
         .unwrap_or(0);
-    let mut have = data.len() - head_end;
-    while have < length {
+    let mut body = data[head_end..].to_vec();
+    while body.len() < length {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => have += n,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
         }
     }
-    head.lines().next().unwrap_or_default().to_string()
+    let line = head.lines().next().unwrap_or_default().to_string();
+    (line, body)
 }
 
 async fn respond(stream: &mut UnixStream, status: &str, body: &Value) {
@@ -166,4 +172,149 @@ async fn exec_exits_with_the_command_code_while_stdin_stays_open() {
             "GET /1.0/operations/op1/wait?timeout=-1 HTTP/1.1".to_string()
         ))
     );
+}
+
+/// A fake ctld on a temp socket; the returned directory keeps the socket alive.
+fn fake_server() -> (tempfile::TempDir, UnixListener) {
+    let Ok(dir) = tempfile::tempdir() else {
+        panic!("cannot create a temp dir");
+    };
+    let Ok(listener) = UnixListener::bind(dir.path().join("unix.socket")) else {
+        panic!("cannot bind the fake socket");
+    };
+    (dir, listener)
+}
+
+#[tokio::test]
+async fn config_set_error_names_the_key_in_one_line() {
+    let (dir, listener) = fake_server();
+    let message = "invalid value \"banana\" for \"limits.memory\": not a size";
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.ok()?;
+        let request = read_request(&mut stream).await;
+        let envelope = json!({"type": "error", "status": "", "status_code": 0, "operation": "",
+                              "error_code": 400, "error": message, "metadata": null});
+        respond(&mut stream, "400 Bad Request", &envelope).await;
+        Some(request)
+    });
+    let output = ctl(dir.path())
+        .args(["config", "set", "c1", "limits.memory", "banana"])
+        .output()
+        .await;
+    let Ok(output) = output else {
+        panic!("cannot run ctl");
+    };
+    let Some((line, body)) = server.await.ok().flatten() else {
+        panic!("the fake server saw no request");
+    };
+    assert_eq!(line, "PATCH /1.0/instances/c1 HTTP/1.1");
+    let sent: Value = serde_json::from_slice(&body).unwrap_or_default();
+    assert_eq!(sent, json!({"config": {"limits.memory": "banana"}}));
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!("Error: {message}\n")
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn config_edit_reads_stdin_and_waits_for_the_put() {
+    let (dir, listener) = fake_server();
+    let server = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let (mut stream, _) = listener.accept().await.ok()?;
+        seen.push(read_request(&mut stream).await);
+        let op = json!({"id": "op2", "class": "task", "description": "Updating instance",
+                        "created_at": "", "updated_at": "", "status": "Running",
+                        "status_code": 103, "may_cancel": false, "resources": {}, "err": "",
+                        "location": "", "metadata": null});
+        let envelope = json!({"type": "async", "status": "Operation created", "status_code": 100,
+                              "operation": "/1.0/operations/op2", "error_code": 0, "error": "",
+                              "metadata": op});
+        respond(&mut stream, "202 Accepted", &envelope).await;
+        let (mut stream, _) = listener.accept().await.ok()?;
+        seen.push(read_request(&mut stream).await);
+        let mut done = op;
+        done["status"] = json!("Success");
+        done["status_code"] = json!(200);
+        let envelope = json!({"type": "sync", "status": "Success", "status_code": 200,
+                              "operation": "", "error_code": 0, "error": "", "metadata": done});
+        respond(&mut stream, "200 OK", &envelope).await;
+        Some(seen)
+    });
+    let child = ctl(dir.path())
+        .args(["config", "edit", "c1"])
+        .stdin(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        panic!("cannot run ctl");
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let yaml = "architecture: x86_64\nconfig:\n  limits.memory: 128MiB\n  limits.processes: 50\n\
+                    devices: {}\nephemeral: false\nprofiles:\n- default\nstateful: false\n\
+                    description: edited\n";
+        let _ = stdin.write_all(yaml.as_bytes()).await;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await;
+    let Ok(Ok(output)) = output else {
+        panic!("ctl config edit did not finish");
+    };
+    let seen = server.await.ok().flatten().unwrap_or_default();
+
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].0, "PUT /1.0/instances/c1 HTTP/1.1");
+    let sent: Value = serde_json::from_slice(&seen[0].1).unwrap_or_default();
+    assert_eq!(
+        sent,
+        json!({"config": {"limits.memory": "128MiB", "limits.processes": "50"}, "devices": {},
+               "ephemeral": false, "profiles": ["default"], "description": "edited"})
+    );
+    assert_eq!(
+        seen[1].0,
+        "GET /1.0/operations/op2/wait?timeout=-1 HTTP/1.1"
+    );
+}
+
+#[tokio::test]
+async fn config_show_and_get() {
+    let (dir, listener) = fake_server();
+    let server = tokio::spawn(async move {
+        let instance = json!({"name": "c1", "description": "", "status": "Running",
+                              "status_code": 103, "created_at": "", "type": "container",
+                              "architecture": "x86_64", "ephemeral": false, "stateful": false,
+                              "profiles": ["default"], "config": {"limits.memory": "64MiB"},
+                              "devices": {}, "expanded_config": {}, "expanded_devices": {}});
+        let mut lines = Vec::new();
+        for _ in 0..2 {
+            let (mut stream, _) = listener.accept().await.ok()?;
+            lines.push(read_request_line(&mut stream).await);
+            let envelope = json!({"type": "sync", "status": "Success", "status_code": 200,
+                                  "operation": "", "error_code": 0, "error": "",
+                                  "metadata": instance});
+            respond(&mut stream, "200 OK", &envelope).await;
+        }
+        Some(lines)
+    });
+    let show = ctl(dir.path())
+        .args(["config", "show", "c1"])
+        .output()
+        .await;
+    let get = ctl(dir.path())
+        .args(["config", "get", "c1", "user.unset"])
+        .output()
+        .await;
+    let (Ok(show), Ok(get)) = (show, get) else {
+        panic!("cannot run ctl");
+    };
+    let lines = server.await.ok().flatten().unwrap_or_default();
+    assert_eq!(lines, vec!["GET /1.0/instances/c1 HTTP/1.1"; 2]);
+    assert_eq!(
+        String::from_utf8_lossy(&show.stdout),
+        "architecture: x86_64\nconfig:\n  limits.memory: 64MiB\ndevices: {}\nephemeral: false\n\
+         profiles:\n- default\nstateful: false\ndescription: ''\n"
+    );
+    assert_eq!((get.status.code(), get.stdout), (Some(0), b"\n".to_vec()));
 }

@@ -1,14 +1,16 @@
-//! `ctl info`: one instance's details, state and resource usage.
+//! `ctl info`: one instance's details, state and resource usage (processes, disk, CPU,
+//! memory and swap, network interfaces with their addresses and counters).
 
 use std::fmt::Write as _;
 use std::io::Write;
 
 use clap::Args;
-use ctl_api::{Instance, InstanceState};
+use ctl_api::Instance;
 
 use super::Error;
 use crate::Client;
 use crate::output::human_size;
+use crate::usage::{self, Network, State};
 
 /// Arguments of `ctl info`.
 #[derive(Debug, Clone, Args)]
@@ -17,8 +19,13 @@ pub struct InfoArgs {
     pub name: String,
 }
 
+/// A byte count from the API (negative reads as 0) in IEC units.
+fn bytes(n: i64) -> String {
+    human_size(u64::try_from(n).unwrap_or(0))
+}
+
 /// The `ctl info` text for an instance and its state.
-pub fn render(instance: &Instance, state: &InstanceState) -> String {
+pub fn render(instance: &Instance, state: &State) -> String {
     let mut text = String::new();
     let or_never = |s: &str| {
         if s.is_empty() || s.starts_with("0001-01-01") {
@@ -37,21 +44,38 @@ pub fn render(instance: &Instance, state: &InstanceState) -> String {
     let _ = writeln!(text, "Created: {}", or_never(&instance.created_at));
     let _ = writeln!(text, "Last Used: {}", or_never(&instance.last_used_at));
     let _ = writeln!(text, "\nResources:");
-    let _ = writeln!(text, "  Processes: {}", state.processes);
+    // A negative count means unknown (ctld sends -1 for a stopped instance).
+    if state.processes >= 0 {
+        let _ = writeln!(text, "  Processes: {}", state.processes);
+    }
+    if !state.disk.is_empty() {
+        let _ = writeln!(text, "  Disk usage:");
+        for (device, disk) in &state.disk {
+            let _ = writeln!(text, "    {device}: {}", bytes(disk.usage));
+        }
+    }
     let _ = writeln!(text, "  CPU usage:");
     let _ = writeln!(
         text,
         "    CPU usage (in seconds): {}",
         state.cpu.usage.max(0) / 1_000_000_000
     );
+    let memory = &state.memory;
     let _ = writeln!(text, "  Memory usage:");
-    let bytes = |n: i64| human_size(u64::try_from(n).unwrap_or(0));
-    let _ = writeln!(text, "    Memory (current): {}", bytes(state.memory.usage));
-    let _ = writeln!(
-        text,
-        "    Memory (peak): {}",
-        bytes(state.memory.usage_peak)
-    );
+    let _ = writeln!(text, "    Memory (current): {}", bytes(memory.usage));
+    let _ = writeln!(text, "    Memory (peak): {}", bytes(memory.usage_peak));
+    if memory.swap_usage > 0 {
+        let _ = writeln!(text, "    Swap (current): {}", bytes(memory.swap_usage));
+    }
+    if memory.swap_usage_peak > 0 {
+        let _ = writeln!(text, "    Swap (peak): {}", bytes(memory.swap_usage_peak));
+    }
+    if !state.network.is_empty() {
+        let _ = writeln!(text, "  Network usage:");
+        for (name, interface) in &state.network {
+            render_interface(&mut text, name, interface);
+        }
+    }
     let config: Vec<_> = instance
         .config
         .iter()
@@ -66,10 +90,49 @@ pub fn render(instance: &Instance, state: &InstanceState) -> String {
     text
 }
 
+/// One interface under `Network usage:`, as `incus info` shows it; fields the server left
+/// out are not shown.
+fn render_interface(text: &mut String, name: &str, interface: &Network) {
+    let _ = writeln!(text, "    {name}:");
+    let mut line = |label: &str, value: &str| {
+        if !value.is_empty() {
+            let _ = writeln!(text, "      {label}: {value}");
+        }
+    };
+    line("Type", &interface.kind);
+    line("State", &interface.state.to_uppercase());
+    line("Host interface", &interface.host_name);
+    line("MAC address", &interface.hwaddr);
+    if interface.mtu > 0 {
+        line("MTU", &interface.mtu.to_string());
+    }
+    if let Some(counters) = &interface.counters {
+        line("Bytes received", &bytes(counters.bytes_received));
+        line("Bytes sent", &bytes(counters.bytes_sent));
+        line("Packets received", &counters.packets_received.to_string());
+        line("Packets sent", &counters.packets_sent.to_string());
+    }
+    if !interface.addresses.is_empty() {
+        let _ = writeln!(text, "      IP addresses:");
+        for address in &interface.addresses {
+            let mut shown = address.address.clone();
+            if !address.netmask.is_empty() {
+                let _ = write!(shown, "/{}", address.netmask);
+            }
+            if !address.scope.is_empty() {
+                let _ = write!(shown, " ({})", address.scope);
+            }
+            let family = format!("{}:", address.family);
+            let _ = writeln!(text, "        {family:<7}{shown}");
+        }
+    }
+}
+
 /// Show one instance.
 pub async fn run(client: &Client, args: &InfoArgs, out: &mut dyn Write) -> Result<(), Error> {
     let instance = client.instance(&args.name).await?;
-    let state = client.instance_state(&args.name).await?;
+    let raw = client.instance_state_value(&args.name).await?;
+    let state: State = usage::decode("instance state", raw)?;
     out.write_all(render(&instance, &state).as_bytes())?;
     Ok(())
 }
@@ -87,7 +150,7 @@ mod tests {
             "config": {"limits.memory": "64MiB", "volatile.base_image": "abc"}
         }))
         .ok();
-        let state: Option<InstanceState> = serde_json::from_value(json!({
+        let state: Option<State> = usage::decode("state", json!({
             "status": "Running", "status_code": 103, "pid": 77, "processes": 2,
             "cpu": {"usage": 2_500_000_000_i64}, "memory": {"usage": 1_289_748, "usage_peak": 2_097_152}
         }))
@@ -103,5 +166,113 @@ mod tests {
              \x20   Memory (current): 1.23MiB\n    Memory (peak): 2.00MiB\n\n\
              Config:\n  limits.memory: 64MiB\n"
         );
+    }
+
+    /// A running instance's state as Incus reports it, with disk, swap and network.
+    fn golden_state() -> serde_json::Value {
+        json!({
+            "status": "Running", "status_code": 103, "pid": 77, "processes": 5,
+            "cpu": {"usage": 61_000_000_000_i64},
+            "memory": {"usage": 10_485_760, "usage_peak": 20_971_520,
+                       "swap_usage": 4096, "swap_usage_peak": 0, "total": 0},
+            "disk": {"root": {"usage": 1_289_748, "total": 0}},
+            "network": {
+                "eth0": {
+                    "addresses": [
+                        {"family": "inet", "address": "10.0.0.2", "netmask": "24", "scope": "global"},
+                        {"family": "inet6", "address": "fd42::2", "netmask": "64", "scope": "global"}
+                    ],
+                    "counters": {"bytes_received": 123_456, "bytes_sent": 2048,
+                                 "packets_received": 100, "packets_sent": 20,
+                                 "errors_received": 0, "errors_sent": 0},
+                    "hwaddr": "00:16:3e:aa:bb:cc", "host_name": "veth1234", "mtu": 1500,
+                    "state": "up", "type": "broadcast"
+                },
+                "lo": {
+                    "addresses": [{"family": "inet", "address": "127.0.0.1", "netmask": "8",
+                                   "scope": "local"}],
+                    "mtu": 65536, "state": "up", "type": "loopback"
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn info_text_with_disk_swap_and_network() {
+        let instance: Option<Instance> = serde_json::from_value(json!({
+            "name": "web", "status": "Running", "status_code": 103, "type": "container",
+            "architecture": "x86_64", "created_at": "2026-01-02T03:04:05Z",
+            "last_used_at": "2026-01-02T03:04:06Z", "config": {}
+        }))
+        .ok();
+        let state: Option<State> = usage::decode("state", golden_state()).ok();
+        let (Some(instance), Some(state)) = (instance, state) else {
+            panic!("golden info does not decode");
+        };
+        let expected = "\
+Name: web
+Status: RUNNING
+Type: container
+Architecture: x86_64
+PID: 77
+Created: 2026-01-02T03:04:05Z
+Last Used: 2026-01-02T03:04:06Z
+
+Resources:
+  Processes: 5
+  Disk usage:
+    root: 1.23MiB
+  CPU usage:
+    CPU usage (in seconds): 61
+  Memory usage:
+    Memory (current): 10.00MiB
+    Memory (peak): 20.00MiB
+    Swap (current): 4.00KiB
+  Network usage:
+    eth0:
+      Type: broadcast
+      State: UP
+      Host interface: veth1234
+      MAC address: 00:16:3e:aa:bb:cc
+      MTU: 1500
+      Bytes received: 120.56KiB
+      Bytes sent: 2.00KiB
+      Packets received: 100
+      Packets sent: 20
+      IP addresses:
+        inet:  10.0.0.2/24 (global)
+        inet6: fd42::2/64 (global)
+    lo:
+      Type: loopback
+      State: UP
+      MTU: 65536
+      IP addresses:
+        inet:  127.0.0.1/8 (local)
+";
+        assert_eq!(render(&instance, &state), expected);
+    }
+
+    #[test]
+    fn state_with_only_some_fields_renders() {
+        let instance: Option<Instance> = serde_json::from_value(json!({
+            "name": "c1", "status": "Stopped", "status_code": 102, "type": "container",
+            "architecture": "x86_64", "created_at": ""
+        }))
+        .ok();
+        let state: Option<State> = usage::decode(
+            "state",
+            json!({"status": "Stopped", "processes": -1, "network": null}),
+        )
+        .ok();
+        let (Some(instance), Some(state)) = (instance, state) else {
+            panic!("partial state does not decode");
+        };
+        let text = render(&instance, &state);
+        assert!(text.contains("Status: STOPPED\n"), "{text}");
+        assert!(!text.contains("Processes"), "{text}");
+        assert!(text.contains("    Memory (current): 0B\n"), "{text}");
+        assert!(!text.contains("Disk usage"), "{text}");
+        assert!(!text.contains("Network usage"), "{text}");
+        assert!(!text.contains("Swap"), "{text}");
     }
 }

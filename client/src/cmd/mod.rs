@@ -1,6 +1,7 @@
 //! The `ctl` commands, one module per command group. Each module owns its clap arguments and
 //! a `run` function that drives the [`Client`](crate::Client) and writes to the given output.
 
+pub mod config;
 pub mod create;
 pub mod delete;
 pub mod exec;
@@ -8,6 +9,7 @@ pub mod image;
 pub mod info;
 pub mod list;
 pub mod state;
+pub mod top;
 pub mod version;
 
 use std::fmt::Write as _;
@@ -24,6 +26,25 @@ pub enum Error {
     /// Several targets of one command failed; each with its name.
     #[error("{}", several(.0))]
     Several(Vec<(String, crate::Error)>),
+    /// Arguments clap accepted but the command cannot use.
+    #[error("{0}")]
+    Usage(String),
+    /// An edited instance config is not YAML of the expected shape.
+    #[error("cannot parse the config")]
+    Yaml(#[source] serde_yaml_ng::Error),
+    /// The text editor could not be started.
+    #[error("cannot run the editor {editor:?}")]
+    Editor {
+        editor: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text editor ended unsuccessfully.
+    #[error("the editor {editor:?} failed ({status})")]
+    EditorFailed {
+        editor: String,
+        status: std::process::ExitStatus,
+    },
 }
 
 impl From<std::io::Error> for Error {
