@@ -438,3 +438,63 @@ fn cgroup_namespace_view_and_nesting() {
         assert!(!host_side.exists(), "nested cgroup left after stop");
     }
 }
+
+#[test]
+fn lxcfs_gives_container_accurate_proc_files() {
+    root_or_skip!("lxcfs_gives_container_accurate_proc_files");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if !mounts.contains(" - fuse.lxcfs ") {
+        assert!(
+            std::env::var_os("CTL_REQUIRE_ALL").is_none(),
+            "lxcfs is not running (`.ci/run` starts it); CTL_REQUIRE_ALL forbids skipping"
+        );
+        eprintln!("SKIP lxcfs_gives_container_accurate_proc_files: lxcfs not running");
+        return;
+    }
+    let d = Daemon::start();
+    d.ok(&[
+        "launch",
+        "busybox",
+        "fs",
+        "-c",
+        "limits.memory=64MiB",
+        "-c",
+        "limits.cpu=1",
+    ]);
+    let meminfo = d.ok(&["exec", "fs", "--", "head", "-1", "/proc/meminfo"]);
+    assert_eq!(
+        meminfo.split_whitespace().nth(1),
+        Some("65536"),
+        "{meminfo}"
+    );
+    let cpus = d.ok(&[
+        "exec",
+        "fs",
+        "--",
+        "grep",
+        "-c",
+        "^processor",
+        "/proc/cpuinfo",
+    ]);
+    assert_eq!(cpus.trim(), "1");
+    // top inside sees the container's memory, not the host's.
+    let top = d.ok(&["exec", "fs", "--", "top", "-bn1"]);
+    let mem = top.lines().next().unwrap_or_default();
+    let kib = |word: &str| {
+        mem.split_whitespace()
+            .zip(mem.split_whitespace().skip(1))
+            .find(|(_, w)| w.starts_with(word))
+            .and_then(|(n, _)| n.trim_end_matches('K').parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(kib("used") + kib("free") <= 65536, "{mem}");
+    // A live change shows up at once.
+    let (code, _) = patch(&d, "fs", "limits.memory", "128MiB");
+    assert_eq!(code, 200);
+    let meminfo = d.ok(&["exec", "fs", "--", "head", "-1", "/proc/meminfo"]);
+    assert_eq!(
+        meminfo.split_whitespace().nth(1),
+        Some("131072"),
+        "{meminfo}"
+    );
+}

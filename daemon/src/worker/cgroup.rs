@@ -130,6 +130,16 @@ pub fn parse_cgroup_mounts(mountinfo: &str, root: &Path) -> Vec<HostCgroupMount>
     out
 }
 
+/// Where lxcfs is mounted, if it runs (`fuse.lxcfs` in mountinfo).
+pub fn lxcfs_mount_point(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next()? == "fuse.lxcfs")
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
+            .flatten()
+    })
+}
+
 /// How CPU time is limited (`limits.cpu.allowance`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuAllowance {

@@ -83,7 +83,8 @@ pub trait Worker: Send + Sync + 'static {
     fn disk_usage(&self, dir: &Path) -> u64;
     /// The host's online CPUs.
     fn online_cpus(&self) -> Vec<u32>;
-    /// The mounts that give a container its cgroup view under `/sys/fs/cgroup`.
+    /// The mounts that give a container its cgroup view under `/sys/fs/cgroup`, and (when
+    /// lxcfs runs on the host) its container-accurate `/proc` files.
     fn cgroup_mounts(&self) -> Vec<spec::MountEntry>;
     /// Start the init described by `spec`; returns once it runs.
     fn spawn_init(&self, spec: &SpawnSpec) -> Result<InitProcess, WorkerError>;
@@ -244,7 +245,11 @@ impl Worker for HostWorker {
             .into_iter()
             .filter(ours)
             .collect();
-        spec::cgroup_mounts(&host)
+        let mut mounts = spec::cgroup_mounts(&host);
+        if let Some(lxcfs) = cgroup::lxcfs_mount_point(&mountinfo) {
+            mounts.extend(spec::lxcfs_mounts(&lxcfs));
+        }
+        mounts
     }
 
     fn online_cpus(&self) -> Vec<u32> {

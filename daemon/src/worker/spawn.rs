@@ -469,14 +469,14 @@ fn apply_mount(root: &Path, entry: &MountEntry) -> Result<(), String> {
             flags,
         } => {
             let p = inside(root, target)?;
-            if *file {
+            if *file && p.symlink_metadata().is_err() {
                 OpenOptions::new()
                     .create(true)
                     .append(true)
                     .mode(0o644)
                     .open(&p)
                     .map_err(|e| format!("create {target}: {e}"))?;
-            } else {
+            } else if !*file {
                 fs::create_dir_all(&p).map_err(|e| format!("mkdir {target}: {e}"))?;
             }
             nix::mount::mount(Some(source), &p, none, MsFlags::MS_BIND, none)

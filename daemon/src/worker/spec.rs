@@ -295,6 +295,34 @@ pub fn cgroup_mounts(host: &[crate::worker::cgroup::HostCgroupMount]) -> Vec<Mou
     out
 }
 
+/// Files lxcfs renders per container (from the reader's cgroup): bound over the
+/// container's own `/proc` and `/sys` files so `free`, `top` and `nproc` see its limits.
+pub const LXCFS_FILES: &[&str] = &[
+    "proc/cpuinfo",
+    "proc/diskstats",
+    "proc/loadavg",
+    "proc/meminfo",
+    "proc/stat",
+    "proc/swaps",
+    "proc/uptime",
+    "sys/devices/system/cpu/online",
+];
+
+/// Bind mounts of the lxcfs files that exist under `lxcfs` (its mount point), in the order
+/// they must follow the `/proc` and `/sys` mounts.
+pub fn lxcfs_mounts(lxcfs: &std::path::Path) -> Vec<MountEntry> {
+    LXCFS_FILES
+        .iter()
+        .filter(|f| lxcfs.join(f).is_file())
+        .map(|f| MountEntry::Bind {
+            source: lxcfs.join(f),
+            target: (*f).to_string(),
+            file: true,
+            flags: vec![],
+        })
+        .collect()
+}
+
 /// The namespaces of a privileged system container.
 pub fn default_namespaces() -> Vec<Namespace> {
     vec![
