@@ -68,7 +68,7 @@ say "installing packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends \
-    busybox-static build-essential gcc libc6-dev ca-certificates
+    busybox-static build-essential gcc libc6-dev ca-certificates lxcfs
 
 # --- build and install ----------------------------------------------------------------------
 say "cargo build --release --locked"
@@ -137,6 +137,11 @@ else
         die "a ctld not started by this script is serving $SOCKET: stop it, then re-run"
     fi
     mkdir -p "$STATE_DIR"
+    # lxcfs gives containers their own /proc/meminfo & co (systemd starts it by itself).
+    if ! grep -q ' - fuse.lxcfs ' /proc/self/mountinfo; then
+        mkdir -p /var/lib/lxcfs
+        setsid nohup lxcfs /var/lib/lxcfs </dev/null >>/var/log/lxcfs.log 2>&1 &
+    fi
     # Its own session, immune to the hangup of this terminal. setsid does not fork here
     # (a background job is not a process-group leader), so $! is ctld's PID.
     NO_COLOR=1 setsid nohup "$BIN_DIR/ctld" </dev/null >>"$LOG" 2>&1 &
