@@ -498,3 +498,92 @@ fn lxcfs_gives_container_accurate_proc_files() {
         "{meminfo}"
     );
 }
+
+#[test]
+fn ctl_config_and_top_drive_live_limits() {
+    root_or_skip!("ctl_config_and_top_drive_live_limits");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "cfg", "-c", "limits.processes=30"]);
+    d.ok(&["launch", "busybox", "idle"]);
+    let pids_max = |d: &Daemon| {
+        if v2() {
+            read_num(&d.cgroup_dir("", "cfg").join("pids.max"))
+        } else {
+            read_num(&d.cgroup_dir("pids", "cfg").join("pids.max"))
+        }
+    };
+    assert_eq!(pids_max(&d), 30);
+    d.ok(&[
+        "config",
+        "set",
+        "cfg",
+        "limits.processes=40",
+        "user.note=a=b",
+    ]);
+    assert_eq!(pids_max(&d), 40, "not applied live");
+    assert_eq!(
+        d.ok(&["config", "get", "cfg", "limits.processes"]).trim(),
+        "40"
+    );
+    assert_eq!(d.ok(&["config", "get", "cfg", "user.note"]).trim(), "a=b");
+    let show = d.ok(&["config", "show", "cfg"]);
+    assert!(
+        show.contains("limits.processes: '40'") || show.contains("limits.processes: \"40\""),
+        "{show}"
+    );
+    d.ok(&["config", "unset", "cfg", "limits.processes"]);
+    assert_eq!(
+        d.ok(&["config", "get", "cfg", "limits.processes"]).trim(),
+        ""
+    );
+    let max = if v2() {
+        std::fs::read_to_string(d.cgroup_dir("", "cfg").join("pids.max"))
+    } else {
+        std::fs::read_to_string(d.cgroup_dir("pids", "cfg").join("pids.max"))
+    };
+    assert_eq!(max.unwrap_or_default().trim(), "max");
+    // Refusals are one clear line naming the key.
+    let r = d.ctl(&["config", "set", "cfg", "limits.memory=-1"]);
+    assert_ne!(r.code, 0);
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(r.stderr.contains("limits.memory"), "{r:?}");
+    // `config edit` from stdin replaces the config (a PUT).
+    let edited = show.replace("user.note: a=b", "user.note: edited");
+    let r = d.ctl_stdin(&["config", "edit", "cfg"], Some(edited.as_bytes()));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        d.ok(&["config", "get", "cfg", "user.note"]).trim(),
+        "edited"
+    );
+
+    // `ctl top` sees the busy one busy and the idle one idle.
+    d.ok(&[
+        "exec",
+        "cfg",
+        "--",
+        "sh",
+        "-c",
+        "timeout 5 sh -c 'while :; do :; done' >/dev/null 2>&1 &",
+    ]);
+    let top = d.ok(&["top", "--count", "1", "--refresh", "1", "--format", "csv"]);
+    let row = |name: &str| {
+        top.lines()
+            .find(|l| l.starts_with(&format!("{name},")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let header: Vec<&str> = top.lines().next().unwrap_or_default().split(',').collect();
+    let col = header
+        .iter()
+        .position(|h| h.starts_with("CPU"))
+        .unwrap_or(2);
+    let cpu = |name: &str| {
+        row(name)
+            .split(',')
+            .nth(col)
+            .and_then(|v| v.trim_end_matches('%').trim().parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(cpu("cfg") > 50.0, "busy instance: {top}");
+    assert!((0.0..10.0).contains(&cpu("idle")), "idle instance: {top}");
+}
