@@ -180,28 +180,42 @@ pub struct InstanceState {
     pub network: Option<BTreeMap<String, serde_json::Value>>,
 }
 
-/// Body of `POST /1.0/instances/{name}/exec`.
+/// Body of `POST /1.0/instances/{name}/exec`. Clients send `null` for fields they leave
+/// unset (pylxd does): that means the default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceExecPost {
     pub command: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub environment: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub interactive: bool,
-    #[serde(rename = "wait-for-websocket", default)]
+    #[serde(
+        rename = "wait-for-websocket",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub wait_for_websocket: bool,
-    #[serde(rename = "record-output", default)]
+    #[serde(rename = "record-output", default, deserialize_with = "null_default")]
     pub record_output: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub width: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub height: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub user: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub group: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub cwd: String,
+}
+
+/// Deserialize `null` as the type's default.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -217,6 +231,18 @@ mod tests {
         assert!(p.wait_for_websocket);
         assert_eq!(p.command, vec!["true".to_string()]);
         assert_eq!(p.environment.get("A").map(String::as_str), Some("b"));
+    }
+
+    #[test]
+    fn exec_post_takes_nulls_as_defaults() {
+        let v = json!({"command": ["ls"], "environment": null, "user": null, "group": null,
+                       "width": null, "height": null, "cwd": null, "interactive": false,
+                       "wait-for-websocket": true, "record-output": null});
+        let p: Option<InstanceExecPost> = serde_json::from_value(v).ok();
+        assert_eq!(
+            p.map(|p| (p.user, p.cwd, p.environment.len())),
+            Some((0, String::new(), 0))
+        );
     }
 
     #[test]

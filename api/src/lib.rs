@@ -4,6 +4,7 @@
 //! long work is an [`Operation`], and JSON field names are the ones Incus uses, so existing
 //! clients can follow. This crate is serde only: no I/O, no async, no database types.
 
+pub mod event;
 pub mod image;
 pub mod instance;
 pub mod operation;
@@ -11,6 +12,7 @@ pub mod response;
 pub mod server;
 pub mod status;
 
+pub use event::{Event, EventLifecycle, EventLogging, EventType, UnknownEventType};
 pub use image::{Image, ImageAlias, ImageAliasesEntry};
 pub use instance::{
     Instance, InstanceExecPost, InstanceFull, InstancePut, InstanceSource, InstanceState,

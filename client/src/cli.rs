@@ -59,13 +59,27 @@ pub enum Command {
     },
     /// Show the CPU, memory and process usage of every instance, refreshed
     Top(top::TopArgs),
-    /// Run a command in an instance (non-interactive; exits with the command's code)
+    /// Run a command in an instance (on a PTY from a terminal; exits with the command's code)
     Exec(exec::ExecArgs),
+    /// Attach to an instance's console (detach with Ctrl-a q), or show its log
+    Console(cmd::console::ConsoleArgs),
+    /// Open a login shell in an instance (`exec -t NAME -- su -l`)
+    Shell {
+        /// Instance name
+        name: String,
+    },
     /// Manage images
     Image {
         #[command(subcommand)]
         command: image::ImageCommand,
     },
+    /// Push, pull, delete and edit files in an instance
+    File {
+        #[command(subcommand)]
+        command: cmd::file::FileCommand,
+    },
+    /// Print the daemon's events (lifecycle, operations, log) as they happen
+    Monitor(cmd::monitor::MonitorArgs),
     /// Show the client and server versions
     Version,
 }
@@ -138,7 +152,17 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
             out.flush()?;
             return exec::run(&client, args).await;
         }
+        Command::Console(args) => cmd::console::run(&client, args, out).await?,
+        Command::Shell { name } => {
+            out.flush()?;
+            return exec::run(&client, &exec::shell_args(name)).await;
+        }
         Command::Image { command } => image::run(&client, command, out).await?,
+        Command::File { command } => {
+            let stdin_is_terminal = std::io::stdin().is_terminal();
+            cmd::file::run(&client, command, stdin_is_terminal, out).await?;
+        }
+        Command::Monitor(args) => cmd::monitor::run(&client, args, out).await?,
         Command::Version => cmd::version::run(&client, out).await?,
     }
     out.flush()?;
@@ -308,6 +332,24 @@ mod tests {
         assert_eq!((args.count, args.format), (Some(3), top::TopFormat::Csv));
         assert!(parse(&["top", "--count", "0"]).is_err());
         assert!(parse(&["top", "-f", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn monitor_flags() {
+        use cmd::monitor::{MonitorFormat, MonitorType};
+        let cli = parse(&["monitor"]).ok();
+        let Some(Command::Monitor(args)) = cli.map(|c| c.command) else {
+            panic!("monitor did not parse");
+        };
+        assert_eq!((args.types, args.format), (vec![], MonitorFormat::Pretty));
+        let cli = parse(&["monitor", "--type=lifecycle", "--type=logging", "-fjson"]).ok();
+        let Some(Command::Monitor(args)) = cli.map(|c| c.command) else {
+            panic!("monitor with flags did not parse");
+        };
+        assert_eq!(args.types, [MonitorType::Lifecycle, MonitorType::Logging]);
+        assert_eq!(args.format, MonitorFormat::Json);
+        assert!(parse(&["monitor", "--type", "ovn"]).is_err());
+        assert!(parse(&["monitor", "--format", "csv"]).is_err());
     }
 
     #[test]

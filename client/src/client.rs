@@ -318,6 +318,80 @@ impl Client {
         let path = format!("/1.0/images/{}", encode_segment(fingerprint));
         self.request_operation(Method::DELETE, &path, None).await
     }
+
+    /// Send `request`, whose body may stream, and return the answer with its body unread, to
+    /// be streamed too (the connection lives until it is read or dropped). The `Host` header
+    /// is added. Use [`envelope_of`] on answers that are not a raw body.
+    pub async fn send<B>(
+        &self,
+        mut request: Request<B>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Error>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let method = request.method().to_string();
+        let path = request.uri().to_string();
+        let http_err = |source| Error::Http {
+            method: method.clone(),
+            path: path.clone(),
+            source,
+        };
+        request
+            .headers_mut()
+            .insert(HOST, hyper::header::HeaderValue::from_static("localhost"));
+        let stream = self.connect().await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http_err)?;
+        // Ends by itself once the exchange is over (the answer's body read or dropped).
+        tokio::spawn(connection);
+        sender.send_request(request).await.map_err(http_err)
+    }
+}
+
+/// Read an answer's body and decode it as an envelope; error envelopes (and error statuses
+/// without one) become [`Error::Api`].
+pub async fn envelope_of(
+    answer: hyper::Response<hyper::body::Incoming>,
+) -> Result<Response, Error> {
+    let status = answer.status();
+    let bytes = answer
+        .into_body()
+        .collect()
+        .await
+        .map_err(|source| Error::Http {
+            method: String::new(),
+            path: "(answer body)".into(),
+            source,
+        })?
+        .to_bytes();
+    decode_envelope(status.as_u16(), status.canonical_reason(), &bytes)
+}
+
+/// Bytes read per chunk of a streamed request body.
+const BODY_CHUNK: usize = 256 * 1024;
+
+/// A request body that streams `reader` (a file, stdin) chunk by chunk as the connection
+/// takes it, never holding more than one chunk.
+pub fn reader_body<R>(
+    reader: R,
+) -> impl hyper::body::Body<Data = Bytes, Error = std::io::Error> + Send + 'static
+where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let chunks = futures_util::stream::try_unfold(reader, |mut reader| async move {
+        let mut chunk = vec![0u8; BODY_CHUNK];
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        chunk.truncate(n);
+        Ok(Some((hyper::body::Frame::data(Bytes::from(chunk)), reader)))
+    });
+    http_body_util::StreamBody::new(chunks)
 }
 
 /// `/1.0/instances/{name}` with the name percent-encoded.

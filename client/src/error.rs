@@ -51,6 +51,10 @@ pub enum Error {
         source: Box<tokio_tungstenite::tungstenite::Error>,
     },
 
+    /// The event stream (`/1.0/events`) failed.
+    #[error("event stream failed")]
+    Events(#[source] Box<tokio_tungstenite::tungstenite::Error>),
+
     /// Local I/O (stdin, stdout, stderr) failed.
     #[error("{what}")]
     Io {

@@ -2,14 +2,15 @@
 //! its Unix socket, the exec websocket protocol, output rendering and the `ctl` commands.
 //!
 //! Layout: [`client`] (HTTP, envelope, operations), [`ws`] (websockets and exec streams),
-//! [`usage`] (lenient views of instance state), [`output`] (table/CSV/JSON/YAML), [`cmd`]
-//! (one module per command group) and [`cli`] (the clap command line and dispatch). The
-//! `ctl` binary only parses and reports errors.
+//! [`events`] (the `/1.0/events` stream), [`usage`] (lenient views of instance state),
+//! [`output`] (table/CSV/JSON/YAML), [`cmd`] (one module per command group) and [`cli`] (the
+//! clap command line and dispatch). The `ctl` binary only parses and reports errors.
 
 pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod error;
+pub mod events;
 pub mod output;
 pub mod usage;
 pub mod ws;

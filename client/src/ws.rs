@@ -1,5 +1,6 @@
-//! Websocket streams of operations: connecting over the Unix socket and the non-interactive
-//! exec protocol (control, stdin, stdout and stderr on four websockets).
+//! Websocket streams of operations: connecting over the Unix socket and the exec protocol:
+//! non-interactive (control, stdin, stdout and stderr on four websockets) and interactive
+//! (a PTY: stream `0` both ways, plus control for window sizes and signals).
 //!
 //! Framing: data travels as Binary frames; an empty Text frame marks the end of a stream
 //! (a Close frame ends it too). The helpers here are generic over streams and writers so the
@@ -189,6 +190,7 @@ pub async fn run_exec<O, E>(
     mut input: mpsc::Receiver<Vec<u8>>,
     mut stdout: O,
     mut stderr: E,
+    events: mpsc::Receiver<ControlEvent>,
 ) -> Result<i64, Error>
 where
     O: AsyncWrite + Unpin,
@@ -199,6 +201,7 @@ where
     let secrets = ExecSecrets::from_operation(&operation)?;
 
     let mut control = client.websocket(&id, &secrets.control).await?;
+    let mut events = events;
     let mut ws_stdin = client.websocket(&id, &secrets.stdin).await?;
     let mut ws_stdout = client.websocket(&id, &secrets.stdout).await?;
     let mut ws_stderr = client.websocket(&id, &secrets.stderr).await?;
@@ -219,8 +222,8 @@ where
                 // The command may exit without reading its input: a refused send is not an error.
                 let _ = forward_input(&mut input, &mut ws_stdin).await;
             };
-            let control_drain = async { while let Some(Ok(_)) = control.next().await {} };
-            tokio::join!(stdin, control_drain);
+            let control_loop = serve_control(&mut control, &mut events);
+            tokio::join!(stdin, control_loop);
             std::future::pending::<Result<Operation, Error>>().await
         };
         tokio::select! {
@@ -438,7 +441,10 @@ mod tests {
         let (input_tx, input_rx) = mpsc::channel(4);
         let _ = input_tx.send(b"input".to_vec()).await;
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let run = run_exec(&client, "c1", &request, input_rx, &mut out, &mut err);
+        let (_events_tx, events_rx) = mpsc::channel(1);
+        let run = run_exec(
+            &client, "c1", &request, input_rx, &mut out, &mut err, events_rx,
+        );
         let code = tokio::time::timeout(std::time::Duration::from_secs(10), run).await;
         let log = server.await.ok().flatten().unwrap_or_default();
         drop(input_tx);
@@ -465,4 +471,103 @@ mod tests {
         assert_eq!(log[6], format!("{:?}", Message::binary(b"input".to_vec())));
         assert_eq!(log[7], "GET /1.0/operations/op9/wait?timeout=-1 HTTP/1.1");
     }
+}
+
+/// Something to tell a running command through the control websocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// The terminal now has this many columns and rows.
+    Resize(u16, u16),
+    /// Deliver this signal to the command.
+    Signal(i32),
+}
+
+impl ControlEvent {
+    /// The Incus control message.
+    pub fn to_json(self) -> String {
+        match self {
+            ControlEvent::Resize(w, h) => serde_json::json!({
+                "command": "window-resize",
+                "args": {"width": w.to_string(), "height": h.to_string()}
+            })
+            .to_string(),
+            ControlEvent::Signal(n) => {
+                serde_json::json!({"command": "signal", "signal": n}).to_string()
+            }
+        }
+    }
+}
+
+/// Send control events until their source ends, draining whatever the server sends.
+async fn serve_control(control: &mut Websocket, events: &mut mpsc::Receiver<ControlEvent>) {
+    let mut open = true;
+    loop {
+        tokio::select! {
+            ev = events.recv(), if open => match ev {
+                Some(ev) => {
+                    if control.send(Message::text(ev.to_json())).await.is_err() {
+                        return;
+                    }
+                }
+                None => open = false,
+            },
+            msg = control.next() => if !matches!(msg, Some(Ok(_))) {
+                return;
+            },
+        }
+    }
+}
+
+/// Run a command on a PTY in instance `name`: stream `0` carries input and output, the
+/// control stream window sizes and signals. Returns the exit code once the output ended
+/// and the operation finished.
+pub async fn run_exec_interactive<O>(
+    client: &Client,
+    name: &str,
+    request: &InstanceExecPost,
+    mut input: mpsc::Receiver<Vec<u8>>,
+    mut stdout: O,
+    mut events: mpsc::Receiver<ControlEvent>,
+) -> Result<i64, Error>
+where
+    O: AsyncWrite + Unpin,
+{
+    let operation = client.exec(name, request).await?;
+    let id = operation.id.clone();
+    let fds = operation.metadata.get("fds").and_then(Value::as_object);
+    let secret = |key: &str| {
+        fds.and_then(|f| f.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| Error::Protocol(format!("exec operation {id} has no secret {key:?}")))
+    };
+    let (s0, sc) = (secret("0")?, secret("control")?);
+    let mut control = client.websocket(&id, &sc).await?;
+    let (mut tx, mut rx) = client.websocket(&id, &s0).await?.split();
+    let finished = {
+        let output = async {
+            pump_output(&mut rx, &mut stdout)
+                .await
+                .map_err(|e| e.into_error(&id, "0"))?;
+            client.wait_operation(&id).await
+        };
+        let background = async {
+            let keys = async {
+                while let Some(chunk) = input.recv().await {
+                    if tx.send(Message::binary(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::join!(keys, serve_control(&mut control, &mut events));
+            std::future::pending::<Result<Operation, Error>>().await
+        };
+        tokio::select! {
+            done = output => done,
+            never = background => never,
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, control.close(None)).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, tx.close()).await;
+    exit_code(&finished?)
 }

@@ -4,12 +4,14 @@
 //! - [`instance`]: instance lifecycle, sequencing, rollback, reconcile at start-up.
 //! - [`images`]: the image store and the built-in image builders.
 //! - [`operations`]: the in-memory registry of asynchronous operations.
+//! - [`events`]: the event bus behind `/1.0/events` (operation, lifecycle, logging).
 //! - [`db`]: all SQL.
 //! - [`worker`]: all host-kernel code.
 //! - [`paths`]: every filesystem location the daemon uses.
 
 pub mod api;
 pub mod db;
+pub mod events;
 pub mod images;
 pub mod instance;
 pub mod operations;

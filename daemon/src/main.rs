@@ -49,13 +49,21 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CTL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Log records go to stderr (filtered by CTL_LOG) and, at info and above, to /1.0/events.
+    let events = ctld::events::Events::default();
+    {
+        use tracing_subscriber::prelude::*;
+        let filter = tracing_subscriber::EnvFilter::try_from_env("CTL_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .with(ctld::events::logging::layer(events.clone()))
+            .init();
+    }
     let mut paths = Paths::new(&args.dir);
     paths.cgroup_parent = args.cgroup_parent;
     paths.cgroup_root = args.cgroup_root;
@@ -65,10 +73,10 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    rt.block_on(serve(paths))
+    rt.block_on(serve(paths, events))
 }
 
-async fn serve(paths: Paths) -> anyhow::Result<()> {
+async fn serve(paths: Paths, events: ctld::events::Events) -> anyhow::Result<()> {
     let worker = HostWorker::new(
         paths.exe.clone(),
         paths.cgroup_root.clone(),
@@ -79,7 +87,7 @@ async fn serve(paths: Paths) -> anyhow::Result<()> {
     worker.empty_trash();
     tracing::info!(cgroups = worker::Worker::cgroup_version(&worker).as_str(), dir = %paths.dir.display(), "starting");
     let socket = paths.socket();
-    let state = ctld::server::build_state(paths, Arc::new(worker)).await?;
+    let state = ctld::server::build_state(paths, Arc::new(worker), events).await?;
     let listener = bind(&socket).await?;
     tracing::info!(socket = %socket.display(), "listening");
     ctld::server::serve(listener, state, shutdown_signal()).await?;

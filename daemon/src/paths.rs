@@ -68,6 +68,16 @@ impl Paths {
         self.dir.join("trash")
     }
 
+    /// Runtime sockets (container consoles): kept short, a socket path has 107 bytes.
+    pub fn run(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// The console socket of a container's monitor.
+    pub fn console_socket(&self, name: &str) -> PathBuf {
+        self.run().join(format!("{name}.console"))
+    }
+
     /// A scratch directory for work in progress (image builds).
     pub fn tmp(&self) -> PathBuf {
         self.dir.join("tmp")

@@ -9,6 +9,7 @@ use tokio::net::UnixListener;
 
 use crate::api::{self, AppState, exec::ExecRegistry, server_info::StaticInfo};
 use crate::db;
+use crate::events::Events;
 use crate::images::ImageStore;
 use crate::instance::{InstanceError, Instances};
 use crate::operations::Operations;
@@ -30,13 +31,19 @@ pub enum StartError {
     },
 }
 
-/// Open the state, reconcile running containers, and build the handlers' state.
-pub async fn build_state(paths: Paths, worker: Arc<dyn Worker>) -> Result<AppState, StartError> {
+/// Open the state, reconcile running containers, and build the handlers' state; operations,
+/// instances and images publish on `events`.
+pub async fn build_state(
+    paths: Paths,
+    worker: Arc<dyn Worker>,
+    events: Events,
+) -> Result<AppState, StartError> {
     for d in [
         paths.dir.clone(),
         paths.containers(),
         paths.images(),
         paths.tmp(),
+        paths.run(),
     ] {
         tokio::fs::create_dir_all(&d)
             .await
@@ -46,28 +53,33 @@ pub async fn build_state(paths: Paths, worker: Arc<dyn Worker>) -> Result<AppSta
     let _ = tokio::fs::create_dir_all(paths.tmp()).await;
     let pool = db::open(&paths.db()).await?;
     let paths = Arc::new(paths);
-    let images = ImageStore::new(pool.clone(), paths.clone());
+    let images = ImageStore::new(pool.clone(), paths.clone()).with_events(events.clone());
     let version = worker.cgroup_version();
-    let instances = Instances::new(pool, worker, paths, images.clone());
+    let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     instances.reconcile().await?;
     Ok(AppState {
         instances,
         images,
-        ops: Operations::default(),
+        ops: Operations::with_events(events.clone()),
         execs: ExecRegistry::default(),
         info: StaticInfo::gather(version.as_str()),
+        events,
     })
 }
 
 /// Serve the API on `listener` until `shutdown` resolves. Running containers are not
-/// touched on the way out.
+/// touched on the way out; `/1.0/events` listeners get a close frame.
 pub async fn serve(
     listener: UnixListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let events = state.events.clone();
     let app = api::router(state);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    // `/1.0/events` listeners outlive the HTTP connections: tell them goodbye.
+    events.close(std::time::Duration::from_millis(500)).await;
+    served
 }

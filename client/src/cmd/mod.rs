@@ -2,12 +2,15 @@
 //! a `run` function that drives the [`Client`](crate::Client) and writes to the given output.
 
 pub mod config;
+pub mod console;
 pub mod create;
 pub mod delete;
 pub mod exec;
+pub mod file;
 pub mod image;
 pub mod info;
 pub mod list;
+pub mod monitor;
 pub mod state;
 pub mod top;
 pub mod version;
@@ -44,6 +47,13 @@ pub enum Error {
     EditorFailed {
         editor: String,
         status: std::process::ExitStatus,
+    },
+    /// A local file or directory could not be read or written.
+    #[error("{}", path.display())]
+    LocalFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
     },
 }
 

@@ -7,6 +7,7 @@ use ctl_api::Response as Envelope;
 use crate::images::ImageError;
 use crate::instance::InstanceError;
 use crate::operations::OpError;
+use crate::worker::files::FileError;
 
 /// Any error a handler can answer with.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,7 @@ impl ApiError {
                     StatusCode::BAD_REQUEST
                 }
                 I::Image(e) => image_status(e),
+                I::File(e) => file_status(e),
                 I::Db(_) | I::Worker(_) | I::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Image(e) => image_status(e),
@@ -64,6 +66,15 @@ fn image_status(e: &ImageError) -> StatusCode {
         ImageError::Build(_) | ImageError::Io { .. } | ImageError::Db(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
+    }
+}
+
+fn file_status(e: &FileError) -> StatusCode {
+    match e {
+        FileError::InvalidPath { .. } | FileError::Refused { .. } => StatusCode::BAD_REQUEST,
+        FileError::NotFound { .. } => StatusCode::NOT_FOUND,
+        FileError::Exists { .. } => StatusCode::CONFLICT,
+        FileError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -92,6 +103,10 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
     use crate::instance::{ConfigError, NameError};
+
+    fn file(e: FileError) -> ApiError {
+        InstanceError::File(e).into()
+    }
 
     #[test]
     fn statuses() {
@@ -130,6 +145,29 @@ mod tests {
             (OpError::NotFound.into(), 404),
             (ApiError::Forbidden("secret".into()), 403),
             (InstanceError::Internal("x".into()).into(), 500),
+            (
+                file(FileError::InvalidPath {
+                    path: "x".into(),
+                    reason: "r",
+                }),
+                400,
+            ),
+            (
+                file(FileError::Refused {
+                    path: "/d".into(),
+                    reason: "is a directory".into(),
+                }),
+                400,
+            ),
+            (file(FileError::NotFound { path: "/x".into() }), 404),
+            (file(FileError::Exists { path: "/x".into() }), 409),
+            (
+                file(FileError::Io {
+                    path: "/x".into(),
+                    source: std::io::Error::other("disk"),
+                }),
+                500,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(e.status().as_u16(), code, "{e}");

@@ -6,7 +6,6 @@
 //! `metadata.return`.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use ctl_api::{InstanceExecPost, OperationClass};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -23,12 +22,16 @@ use tokio::sync::oneshot;
 use super::{ApiError, AppState, accepted, instance_resources, parse_json};
 use crate::instance::ExecPlan;
 use crate::operations::OpHandle;
+use crate::worker::exec::{Control, ExecChild, spawn_exec};
 
 /// How long an exec waits for its websockets before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams of a non-interactive exec; an interactive one has `0` (both directions of the
+/// PTY) and `control`.
 const STREAMS: [&str; 4] = ["0", "1", "2", "control"];
+const INTERACTIVE_STREAMS: [&str; 2] = ["0", "control"];
 
-type Slot = (String, Option<oneshot::Sender<WebSocket>>);
+pub(super) type Slot = (String, Option<oneshot::Sender<WebSocket>>);
 
 /// Execs waiting for their websockets: operation id → secret → (stream, hand-off).
 #[derive(Clone, Default)]
@@ -70,6 +73,43 @@ fn secret() -> String {
     )
 }
 
+/// The websocket handoff of an operation's streams.
+pub(super) type Receivers = HashMap<&'static str, oneshot::Receiver<WebSocket>>;
+
+/// Secrets for `streams`: the `fds` metadata, the registry slots and the receivers the
+/// operation's task waits on.
+pub(super) fn new_streams(
+    streams: &[&'static str],
+) -> (
+    serde_json::Map<String, serde_json::Value>,
+    HashMap<String, Slot>,
+    Receivers,
+) {
+    let mut fds = serde_json::Map::new();
+    let mut slots = HashMap::new();
+    let mut receivers = HashMap::new();
+    for &stream in streams {
+        let s = secret();
+        let (tx, rx) = oneshot::channel();
+        fds.insert(stream.to_string(), json!(s));
+        slots.insert(s, (stream.to_string(), Some(tx)));
+        receivers.insert(stream, rx);
+    }
+    (fds, slots, receivers)
+}
+
+impl ExecRegistry {
+    /// Make operation `id`'s stream secrets joinable.
+    pub(super) fn register(&self, id: &str, slots: HashMap<String, Slot>) {
+        self.lock().insert(id.to_string(), slots);
+    }
+
+    /// Forget operation `id`'s streams.
+    pub(super) fn unregister(&self, id: &str) {
+        self.remove(id);
+    }
+}
+
 /// `POST /1.0/instances/{name}/exec`.
 pub async fn post_exec(
     State(state): State<AppState>,
@@ -77,22 +117,13 @@ pub async fn post_exec(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: InstanceExecPost = parse_json(&body)?;
-    if req.interactive {
-        return Err(ApiError::BadRequest(
-            "interactive exec (a PTY) is not supported yet".into(),
-        ));
-    }
     let plan = state.instances.plan_exec(&name, &req).await?;
-    let mut fds = serde_json::Map::new();
-    let mut slots = HashMap::new();
-    let mut receivers = HashMap::new();
-    for stream in STREAMS {
-        let s = secret();
-        let (tx, rx) = oneshot::channel();
-        fds.insert(stream.to_string(), json!(s));
-        slots.insert(s, (stream.to_string(), Some(tx)));
-        receivers.insert(stream, rx);
-    }
+    let streams: &[&'static str] = if req.interactive {
+        &INTERACTIVE_STREAMS
+    } else {
+        &STREAMS
+    };
+    let (fds, slots, receivers) = new_streams(streams);
     let metadata = json!({ "fds": fds });
     let (handle, op) = state.ops.create(
         OperationClass::Websocket,
@@ -101,7 +132,7 @@ pub async fn post_exec(
         metadata.clone(),
         None,
     );
-    state.execs.lock().insert(op.id.clone(), slots);
+    state.execs.register(&op.id, slots);
     let execs = state.execs.clone();
     tokio::spawn(async move {
         let id = handle.id.clone();
@@ -112,6 +143,7 @@ pub async fn post_exec(
             Err(e) => handle.fail(e),
         }
     });
+    state.events.instance_exec(&name, &req.command);
     Ok(accepted(&op))
 }
 
@@ -138,7 +170,8 @@ pub async fn websocket(
 }
 
 /// Wait for the data websockets (`control` is optional, as in LXD: pylxd never opens it),
-/// run the command, pump the streams, record the exit code.
+/// run the command, pump the streams, record the exit code. Interactive: stream `0` carries
+/// both directions of the PTY.
 async fn run(
     plan: ExecPlan,
     mut receivers: HashMap<&'static str, oneshot::Receiver<WebSocket>>,
@@ -155,38 +188,46 @@ async fn run(
             _ => return Err(format!("websocket for stream {stream} never connected")),
         }
     }
-    let (Some(ws0), Some(ws1), Some(ws2)) = (
-        sockets.remove("0"),
-        sockets.remove("1"),
-        sockets.remove("2"),
-    ) else {
-        return Err("missing websocket".into());
-    };
-    let mut child = tokio::process::Command::new(&plan.program)
-        .args(&plan.args)
-        .envs(plan.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+    let ExecChild {
+        mut child,
+        control: control_pipe,
+    } = spawn_exec(&plan.program, &plan.args, &plan.env)
         .map_err(|e| format!("start exec helper: {e}"))?;
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return Err("exec helper pipes missing".into());
     };
-    let (gone_tx, mut gone_rx) = tokio::sync::mpsc::channel::<()>(2);
-    let input = tokio::spawn(pump_in(ws0, stdin));
-    let out = tokio::spawn(pump_out(stdout, ws1, gone_tx.clone()));
-    let err = tokio::spawn(pump_out(stderr, ws2, gone_tx.clone()));
-    let control = tokio::spawn(async move {
+    let (gone_tx, mut gone_rx) = tokio::sync::mpsc::channel::<()>(4);
+    let mut tasks = Vec::new();
+    let mut outputs = Vec::new();
+    if plan.interactive {
+        let Some(ws0) = sockets.remove("0") else {
+            return Err("missing websocket".into());
+        };
+        let (sink, stream) = ws0.split();
+        tasks.push(tokio::spawn(pump_in(stream, stdin)));
+        outputs.push(tokio::spawn(pump_out(stdout, sink, gone_tx.clone())));
+        drop(stderr);
+    } else {
+        let (Some(ws0), Some(ws1), Some(ws2)) = (
+            sockets.remove("0"),
+            sockets.remove("1"),
+            sockets.remove("2"),
+        ) else {
+            return Err("missing websocket".into());
+        };
+        tasks.push(tokio::spawn(pump_in(ws0, stdin)));
+        outputs.push(tokio::spawn(pump_out(stdout, ws1, gone_tx.clone())));
+        outputs.push(tokio::spawn(pump_out(stderr, ws2, gone_tx.clone())));
+    }
+    tasks.push(tokio::spawn(async move {
         if let Some(rx) = control_rx
             && let Ok(ws) = rx.await
         {
-            watch_control(ws, gone_tx).await;
+            serve_control(ws, control_pipe, gone_tx).await;
         }
-    });
+    }));
     let status = tokio::select! {
         s = child.wait() => s.map_err(|e| format!("wait for command: {e}"))?,
         Some(()) = gone_rx.recv() => {
@@ -195,10 +236,12 @@ async fn run(
             child.wait().await.map_err(|e| format!("wait for command: {e}"))?
         }
     };
-    let _ = out.await;
-    let _ = err.await;
-    input.abort();
-    control.abort();
+    for o in outputs {
+        let _ = o.await;
+    }
+    for t in tasks {
+        t.abort();
+    }
     let code = status.code().unwrap_or(-1);
     if let Some(m) = metadata.as_object_mut() {
         m.insert("return".into(), json!(code));
@@ -208,7 +251,10 @@ async fn run(
 }
 
 /// Client → command stdin. An empty text frame or a close ends stdin.
-async fn pump_in(mut ws: WebSocket, mut stdin: tokio::process::ChildStdin) {
+async fn pump_in(
+    mut ws: impl futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+    mut stdin: tokio::process::ChildStdin,
+) {
     while let Some(Ok(msg)) = ws.next().await {
         match msg {
             Message::Binary(b) => {
@@ -238,7 +284,7 @@ async fn pump_in(mut ws: WebSocket, mut stdin: tokio::process::ChildStdin) {
 /// Command output → client, then the end-of-stream marker and a close.
 async fn pump_out(
     mut src: impl tokio::io::AsyncRead + Unpin,
-    mut ws: WebSocket,
+    mut ws: impl futures_util::Sink<Message> + Unpin,
     gone: tokio::sync::mpsc::Sender<()>,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
@@ -261,13 +307,64 @@ async fn pump_out(
     let _ = ws.send(Message::Close(None)).await;
 }
 
-/// The control stream: messages are ignored for now (window size and signals come with
-/// interactive exec); when the client closes it or goes away, the command is ended.
-async fn watch_control(mut ws: WebSocket, gone: tokio::sync::mpsc::Sender<()>) {
+/// An Incus control message: `{"command": "window-resize", "args": {"width": "80",
+/// "height": "24"}}` or `{"command": "signal", "signal": 2}`.
+pub fn parse_control(text: &str) -> Option<Control> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let num = |x: &serde_json::Value| {
+        x.as_u64()
+            .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+    };
+    match v["command"].as_str()? {
+        "window-resize" => {
+            let w = u16::try_from(num(&v["args"]["width"])?).ok()?;
+            let h = u16::try_from(num(&v["args"]["height"])?).ok()?;
+            Some(Control::Resize(w, h))
+        }
+        "signal" => Control::parse(&format!("signal {}", num(&v["signal"])?)),
+        _ => None,
+    }
+}
+
+/// The control stream: window sizes and signals go to the helper; when the client closes
+/// it or goes away, the command is ended.
+async fn serve_control(
+    mut ws: WebSocket,
+    mut pipe: tokio::net::unix::pipe::Sender,
+    gone: tokio::sync::mpsc::Sender<()>,
+) {
     while let Some(Ok(msg)) = ws.next().await {
-        if matches!(msg, Message::Close(_)) {
+        let text = match &msg {
+            Message::Text(t) => t.to_string(),
+            Message::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        if let Some(c) = parse_control(&text)
+            && pipe.write_all(c.line().as_bytes()).await.is_err()
+        {
             break;
         }
     }
     let _ = gone.send(()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incus_control_messages() {
+        assert_eq!(
+            parse_control(r#"{"command":"window-resize","args":{"width":"100","height":"30"}}"#),
+            Some(Control::Resize(100, 30))
+        );
+        assert_eq!(
+            parse_control(r#"{"command":"signal","signal":15}"#),
+            Some(Control::Signal(15))
+        );
+        assert_eq!(parse_control(r#"{"command":"signal","signal":0}"#), None);
+        assert_eq!(parse_control(r#"{"command":"dance"}"#), None);
+        assert_eq!(parse_control("not json"), None);
+    }
 }

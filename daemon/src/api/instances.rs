@@ -10,39 +10,42 @@ use ctl_api::{InstanceFull, InstancePut, InstanceStatePut, InstancesPost, StateA
 
 use super::{ApiError, AppState, instance_resources, parse_json, recursion, spawn_task, sync};
 
-/// `GET /1.0/instances?recursion=0|1|2`.
+/// `GET /1.0/instances?recursion=0|1|2&filter=EXPR`.
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    match recursion(&q)? {
-        0 => {
-            let names = state.instances.names().await?;
-            Ok(sync(
-                names
-                    .iter()
-                    .map(|n| format!("/1.0/instances/{n}"))
-                    .collect::<Vec<_>>(),
-            ))
-        }
-        1 => {
-            let all = state.instances.list(false).await?;
-            Ok(sync(all.into_iter().map(|(i, _)| i).collect::<Vec<_>>()))
-        }
-        _ => {
-            let all = state.instances.list(true).await?;
-            Ok(sync(
-                all.into_iter()
-                    .map(|(instance, state)| InstanceFull {
-                        instance,
-                        state,
-                        snapshots: None,
-                        backups: None,
-                    })
-                    .collect::<Vec<_>>(),
-            ))
-        }
+    let rec = recursion(&q)?;
+    let filter = super::filter(&q)?;
+    if rec == 0 && filter.is_none() {
+        let names = state.instances.names().await?;
+        return Ok(sync(
+            names
+                .iter()
+                .map(|n| format!("/1.0/instances/{n}"))
+                .collect::<Vec<_>>(),
+        ));
     }
+    let all = state.instances.list(rec == 2).await?;
+    let full: Vec<InstanceFull> = all
+        .into_iter()
+        .map(|(instance, state)| InstanceFull {
+            instance,
+            state,
+            snapshots: None,
+            backups: None,
+        })
+        .collect();
+    let full = super::apply_filter(full, filter.as_ref());
+    Ok(match rec {
+        0 => sync(
+            full.iter()
+                .map(|i| format!("/1.0/instances/{}", i.instance.name))
+                .collect::<Vec<_>>(),
+        ),
+        1 => sync(full.into_iter().map(|i| i.instance).collect::<Vec<_>>()),
+        _ => sync(full),
+    })
 }
 
 /// `POST /1.0/instances`: validate, then create (and start, with `start: true`) in an
@@ -176,4 +179,14 @@ pub async fn put_state(
             })
         }
     })
+}
+
+/// `GET /1.0/instances/{name}/snapshots`: ctl has no snapshots yet, so the list is empty
+/// (clients like `lxc list` ask for it per instance).
+pub async fn list_snapshots(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    state.instances.get(&name).await?;
+    Ok(sync(Vec::<String>::new()))
 }

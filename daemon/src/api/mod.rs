@@ -1,8 +1,12 @@
 //! HTTP only: the router, request parsing and response shaping. Handlers parse, call one
 //! service function, and shape the answer; errors go through [`error::ApiError`].
 
+pub mod console;
 pub mod error;
+pub mod events;
 pub mod exec;
+pub mod files;
+pub mod filter;
 pub mod images;
 pub mod instances;
 pub mod metrics;
@@ -36,6 +40,8 @@ pub struct AppState {
     pub ops: Operations,
     pub execs: exec::ExecRegistry,
     pub info: server_info::StaticInfo,
+    /// The event bus behind `/1.0/events`.
+    pub events: crate::events::Events,
 }
 
 /// The full API router.
@@ -62,6 +68,23 @@ pub fn router(state: AppState) -> Router {
             "/1.0/instances/{name}/exec",
             axum::routing::post(exec::post_exec),
         )
+        .route(
+            "/1.0/instances/{name}/files",
+            get(files::get_file)
+                .post(files::post_file)
+                .delete(files::delete_file),
+        )
+        .route(
+            "/1.0/instances/{name}/snapshots",
+            get(instances::list_snapshots),
+        )
+        .route(
+            "/1.0/instances/{name}/console",
+            get(console::get_log)
+                .post(console::attach)
+                .delete(console::clear_log),
+        )
+        .route("/1.0/events", get(events::get_events))
         .route("/1.0/metrics", get(metrics::get_metrics))
         .route("/1.0/operations", get(operations::list))
         .route(
@@ -120,9 +143,6 @@ pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 /// `recursion` from the query (0 when absent); `filter` must be empty (filters are not
 /// supported yet).
 pub fn recursion(q: &HashMap<String, String>) -> Result<u8, ApiError> {
-    if q.get("filter").is_some_and(|f| !f.trim().is_empty()) {
-        return Err(ApiError::BadRequest("filter is not supported".into()));
-    }
     match q.get("recursion").map(String::as_str) {
         None | Some("") | Some("0") => Ok(0),
         Some("1") => Ok(1),
@@ -130,6 +150,23 @@ pub fn recursion(q: &HashMap<String, String>) -> Result<u8, ApiError> {
         Some(other) => Err(ApiError::BadRequest(format!(
             "invalid recursion \"{other}\": use 0, 1 or 2"
         ))),
+    }
+}
+
+/// The `filter` of a collection request (`api_filtering`), if any.
+pub fn filter(q: &HashMap<String, String>) -> Result<Option<filter::Filter>, ApiError> {
+    filter::parse(q.get("filter").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("invalid filter: {e}")))
+}
+
+/// Keep the items of `items` whose JSON passes `filter`.
+pub fn apply_filter<T: Serialize>(items: Vec<T>, filter: Option<&filter::Filter>) -> Vec<T> {
+    match filter {
+        None => items,
+        Some(f) => items
+            .into_iter()
+            .filter(|i| f.matches(&serde_json::to_value(i).unwrap_or_default()))
+            .collect(),
     }
 }
 

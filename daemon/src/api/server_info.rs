@@ -14,7 +14,20 @@ pub struct StaticInfo {
 
 /// API extensions ctld implements. Only what really works is listed: clients decide what
 /// to use from this.
-pub const API_EXTENSIONS: &[&str] = &["instances"];
+pub const API_EXTENSIONS: &[&str] = &[
+    "api_filtering",
+    "console",
+    "container_full",
+    "container_exec_signal_handling",
+    "container_exec_user_group_cwd",
+    "directory_manipulation",
+    "file_append",
+    "file_delete",
+    "file_symlinks",
+    "instance_get_full",
+    "instances",
+    "metrics",
+];
 
 impl StaticInfo {
     /// Gather host facts.

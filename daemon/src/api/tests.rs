@@ -13,15 +13,19 @@ use tower::ServiceExt;
 
 use super::{AppState, exec::ExecRegistry, router, server_info::StaticInfo};
 use crate::db;
+use crate::events::Events;
 use crate::images::ImageStore;
 use crate::instance::Instances;
 use crate::operations::Operations;
 use crate::paths::Paths;
 use crate::worker::fake::FakeWorker;
 
+mod files;
+
 struct Harness {
     app: axum::Router,
     worker: Arc<FakeWorker>,
+    events: Events,
     _dir: tempfile::TempDir,
 }
 
@@ -49,18 +53,22 @@ async fn harness() -> Harness {
         .unwrap_or_else(|e| panic!("{e}"));
     let paths = Arc::new(Paths::new(dir.path()));
     let worker = Arc::new(FakeWorker::default());
-    let images = ImageStore::new(pool.clone(), paths.clone());
-    let instances = Instances::new(pool, worker.clone(), paths, images.clone());
+    let events = Events::default();
+    let images = ImageStore::new(pool.clone(), paths.clone()).with_events(events.clone());
+    let instances =
+        Instances::new(pool, worker.clone(), paths, images.clone()).with_events(events.clone());
     let state = AppState {
         instances,
         images,
-        ops: Operations::default(),
+        ops: Operations::with_events(events.clone()),
         execs: ExecRegistry::default(),
         info: StaticInfo::gather("v2"),
+        events: events.clone(),
     };
     Harness {
         app: router(state),
         worker,
+        events,
         _dir: dir,
     }
 }
@@ -212,7 +220,7 @@ async fn errors_use_the_envelope() {
         ("GET", "/1.0/instances/nope", "", 404),
         ("GET", "/1.0/nothing-here", "", 404),
         ("GET", "/1.0/instances?recursion=7", "", 400),
-        ("GET", "/1.0/instances?filter=name%3Dc1", "", 400),
+        ("GET", "/1.0/instances?filter=name%20gt%201", "", 400),
         ("DELETE", "/1.0/operations/nope", "", 404),
         ("PUT", "/1.0", "", 405),
     ] {
@@ -223,4 +231,116 @@ async fn errors_use_the_envelope() {
     }
     let (s, v) = call(&h.app, "GET", "/", "").await;
     assert_eq!((s, &v["metadata"]), (StatusCode::OK, &json!(["/1.0"])));
+}
+
+/// Every event published so far (waits briefly for stragglers).
+async fn drain(sub: &mut crate::events::Subscription) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(Ok(p)) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), sub.recv()).await
+    {
+        out.push(serde_json::from_str(&p.text).unwrap_or_default());
+    }
+    out
+}
+
+#[tokio::test]
+async fn lifecycle_and_operation_events_follow_each_step() {
+    let h = harness().await;
+    let mut sub = h.events.subscribe();
+    let create = run_op(
+        &h.app,
+        "POST",
+        "/1.0/instances",
+        r#"{"name":"c1","source":{"type":"image","alias":"busybox"},"start":true}"#,
+    )
+    .await;
+    let (status, _) = call(
+        &h.app,
+        "PATCH",
+        "/1.0/instances/c1",
+        r#"{"config":{"user.a":"b"}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    for action in ["freeze", "unfreeze", "restart", "stop"] {
+        let body = format!(r#"{{"action":"{action}","force":true}}"#);
+        let op = run_op(&h.app, "PUT", "/1.0/instances/c1/state", &body).await;
+        assert_eq!(op["status"], "Success", "{action}: {op}");
+    }
+    run_op(&h.app, "DELETE", "/1.0/instances/c1", "").await;
+    run_op(&h.app, "DELETE", "/1.0/images/ab12ab12ab12ab12", "").await;
+    // A failed step announces nothing.
+    let (status, _) = call(&h.app, "DELETE", "/1.0/instances/c1", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let events = drain(&mut sub).await;
+    for e in &events {
+        assert_eq!(
+            (&e["location"], &e["project"]),
+            (&json!("none"), &json!("default"))
+        );
+    }
+    let lifecycle: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["type"] == "lifecycle")
+        .map(|e| {
+            let m = &e["metadata"];
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (text(&m["action"]), text(&m["source"]))
+        })
+        .collect();
+    let c1 = "/1.0/instances/c1".to_string();
+    let want: Vec<(String, String)> = [
+        "instance-created",
+        "instance-started",
+        "instance-updated",
+        "instance-paused",
+        "instance-resumed",
+        "instance-restarted",
+        "instance-stopped",
+        "instance-deleted",
+    ]
+    .iter()
+    .map(|a| (a.to_string(), c1.clone()))
+    .chain([(
+        "image-deleted".to_string(),
+        "/1.0/images/ab12ab12ab12ab12".to_string(),
+    )])
+    .collect();
+    assert_eq!(lifecycle, want);
+
+    // The create operation: announced running, then successful, as the full object.
+    let create_id = create["id"].as_str().unwrap_or_default();
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "operation" && e["metadata"]["id"] == create_id)
+        .map(|e| e["metadata"]["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["Running", "Success"]);
+    let last = events
+        .iter()
+        .rfind(|e| e["type"] == "operation" && e["metadata"]["id"] == create_id);
+    assert_eq!(last.map(|e| &e["metadata"]), Some(&create));
+}
+
+#[tokio::test]
+async fn events_endpoint_wants_a_websocket_and_known_types() {
+    let h = harness().await;
+    for (uri, want) in [
+        (
+            "/1.0/events?type=lifecycle,ovn",
+            "isn't a supported event type",
+        ),
+        ("/1.0/events", "websocket upgrade required"),
+        (
+            "/1.0/events?type=operation&project=default",
+            "websocket upgrade required",
+        ),
+    ] {
+        let (s, v) = call(&h.app, "GET", uri, "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains(want), "{uri}: {error}");
+    }
 }

@@ -41,8 +41,9 @@ const DIRS: &[(&str, u32)] = &[
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
 const GROUP: &str = "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n";
-// No respawn lines: init runs sysinit, then idles until SIGUSR2 (poweroff) or SIGTERM.
+// A shell on the console (what `ctl console` attaches to); init powers off on SIGUSR2.
 const INITTAB: &str = "::sysinit:/bin/mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp\n\
+::respawn:-/bin/sh\n\
 ::shutdown:/bin/sync\n";
 const HOSTS: &str = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n";
 

@@ -57,6 +57,8 @@ pub struct ImageStore {
     db: Pool,
     paths: Arc<Paths>,
     build_lock: Arc<Mutex<()>>,
+    /// Where `image-deleted` is announced.
+    events: crate::events::Events,
 }
 
 fn now() -> String {
@@ -79,7 +81,14 @@ impl ImageStore {
             db,
             paths,
             build_lock: Arc::new(Mutex::new(())),
+            events: crate::events::Events::default(),
         }
+    }
+
+    /// Announce lifecycle events (`image-deleted`) on `events`.
+    pub fn with_events(mut self, events: crate::events::Events) -> Self {
+        self.events = events;
+        self
     }
 
     /// Check an instance source before anything is created.
@@ -244,8 +253,14 @@ impl ImageStore {
         Ok(self.by_fingerprint(fingerprint).await?.properties)
     }
 
-    /// One alias.
+    /// One alias. A built-in source (`busybox`) is built on first lookup, so clients that
+    /// resolve an alias before creating (LXD's `lxc launch`) find it.
     pub async fn alias(&self, name: &str) -> Result<ImageAliasesEntry, ImageError> {
+        if let Some(b) = BUILTIN.iter().find(|b| **b == name)
+            && db::images::resolve_alias(&self.db, name).await?.is_none()
+        {
+            self.ensure(&ImageRef::Builtin(b)).await?;
+        }
         match db::images::resolve_alias(&self.db, name).await? {
             Some((target, description)) => Ok(ImageAliasesEntry {
                 name: name.to_string(),
@@ -293,6 +308,7 @@ impl ImageStore {
         let row = self.by_fingerprint(fingerprint).await?;
         self.check_unused(&row.fingerprint).await?;
         db::images::delete(&self.db, &row.fingerprint).await?;
+        self.events.image("image-deleted", &row.fingerprint);
         let dir = self.paths.image(&row.fingerprint);
         let trash = self.paths.trash();
         tokio::task::spawn_blocking(move || {
@@ -316,6 +332,13 @@ impl ImageStore {
     }
 }
 
+/// An unset time as Incus (and Go clients) expect it: the zero time, never "".
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+fn or_zero_time(t: String) -> String {
+    if t.is_empty() { ZERO_TIME.into() } else { t }
+}
+
 fn to_api(r: ImageRow) -> Image {
     Image {
         fingerprint: r.fingerprint,
@@ -324,8 +347,8 @@ fn to_api(r: ImageRow) -> Image {
         architecture: r.architecture,
         created_at: r.created_at,
         uploaded_at: r.uploaded_at,
-        last_used_at: r.last_used_at,
-        expires_at: String::new(),
+        last_used_at: or_zero_time(r.last_used_at),
+        expires_at: ZERO_TIME.into(),
         properties: r.properties,
         public: r.public,
         cached: r.cached,

@@ -4,6 +4,7 @@
 //! steps, the db records them.
 
 pub mod config;
+pub mod files;
 pub mod name;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -52,6 +53,9 @@ pub enum InstanceError {
     Db(#[from] DbError),
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    /// A file API request refused or failed inside the instance.
+    #[error(transparent)]
+    File(#[from] crate::worker::files::FileError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -88,6 +92,8 @@ pub struct ExecPlan {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// On a PTY (one bidirectional stream) rather than pipes.
+    pub interactive: bool,
 }
 
 /// The instance service. Cheap to clone.
@@ -100,6 +106,8 @@ pub struct Instances {
     host: config::Host,
     locks: Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>,
     creating: Arc<StdMutex<HashSet<String>>>,
+    /// Where successful steps are announced as lifecycle events.
+    events: crate::events::Events,
 }
 
 impl Instances {
@@ -121,7 +129,14 @@ impl Instances {
             host,
             locks: Arc::default(),
             creating: Arc::default(),
+            events: crate::events::Events::default(),
         }
+    }
+
+    /// Announce lifecycle events (`instance-created`, `instance-started`...) on `events`.
+    pub fn with_events(mut self, events: crate::events::Events) -> Self {
+        self.events = events;
+        self
     }
 
     /// The worker (for server info).
@@ -282,6 +297,8 @@ impl Instances {
         let result = self.create_inner(&plan).await;
         self.release(&name);
         result?;
+        self.events
+            .instance("instance-created", &name, BTreeMap::new());
         if plan.request.start {
             self.start(&name).await?;
         }
@@ -359,6 +376,14 @@ impl Instances {
 
     /// Start a stopped instance.
     pub async fn start(&self, name: &str) -> Result<(), InstanceError> {
+        self.start_quiet(name).await?;
+        self.events
+            .instance("instance-started", name, BTreeMap::new());
+        Ok(())
+    }
+
+    /// Start without the `instance-started` event (a restart announces itself).
+    async fn start_quiet(&self, name: &str) -> Result<(), InstanceError> {
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
         let row = self.row(name).await?;
@@ -443,6 +468,11 @@ impl Instances {
             ],
             cgroup_procs: Vec::new(),
             log: dir.join("console.log"),
+            console: {
+                // A Unix socket path has room for 107 bytes.
+                let sock = self.paths.console_socket(&row.name);
+                (sock.as_os_str().len() < 108).then_some(sock)
+            },
         })
     }
 
@@ -465,7 +495,10 @@ impl Instances {
     ) -> Result<(), InstanceError> {
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
-        self.stop_locked(name, timeout, force).await
+        self.stop_locked(name, timeout, force).await?;
+        self.events
+            .instance("instance-stopped", name, BTreeMap::new());
+        Ok(())
     }
 
     async fn stop_locked(
@@ -572,7 +605,10 @@ impl Instances {
             let _g = lock.lock().await;
             self.stop_locked(name, timeout, force).await?;
         }
-        self.start(name).await
+        self.start_quiet(name).await?;
+        self.events
+            .instance("instance-restarted", name, BTreeMap::new());
+        Ok(())
     }
 
     /// Freeze or thaw every process of a running instance.
@@ -593,7 +629,14 @@ impl Instances {
         }
         let n = name.to_string();
         self.blocking_worker(move |w| w.set_frozen(&n, frozen))
-            .await
+            .await?;
+        let action = if frozen {
+            "instance-paused"
+        } else {
+            "instance-resumed"
+        };
+        self.events.instance(action, name, BTreeMap::new());
+        Ok(())
     }
 
     // ----- delete -----
@@ -620,6 +663,8 @@ impl Instances {
         .await?;
         db::instances::delete(&self.db, name).await?;
         tracing::info!(instance = %name, "deleted");
+        self.events
+            .instance("instance-deleted", name, BTreeMap::new());
         Ok(())
     }
 
@@ -782,7 +827,7 @@ impl Instances {
             status_code: status,
             created_at: row.created_at.clone(),
             last_used_at: if row.last_used_at.is_empty() {
-                "1970-01-01T00:00:00Z".into()
+                crate::images::ZERO_TIME.into()
             } else {
                 row.last_used_at.clone()
             },
@@ -870,6 +915,8 @@ impl Instances {
             &row.devices,
         )
         .await?;
+        self.events
+            .instance("instance-updated", name, BTreeMap::new());
         Ok(())
     }
 
@@ -904,6 +951,9 @@ impl Instances {
                 env.insert(var.to_string(), v.clone());
             }
         }
+        if req.interactive {
+            env.insert("TERM".into(), "xterm".into());
+        }
         env.extend(req.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
         let cwd = if req.cwd.is_empty() {
             env.get("HOME").cloned().unwrap_or(home)
@@ -921,9 +971,77 @@ impl Instances {
             cwd,
             uid: req.user,
             gid: req.group,
+            interactive: req.interactive,
+            width: u16::try_from(req.width).unwrap_or(u16::MAX),
+            height: u16::try_from(req.height).unwrap_or(u16::MAX),
         };
         let (program, args, env) = self.worker.exec_command(&spec);
-        Ok(ExecPlan { program, args, env })
+        Ok(ExecPlan {
+            program,
+            args,
+            env,
+            interactive: req.interactive,
+        })
+    }
+
+    // ----- console -----
+
+    async fn console_request(
+        &self,
+        name: &str,
+        request: &[u8],
+    ) -> Result<tokio::net::UnixStream, InstanceError> {
+        use tokio::io::AsyncWriteExt;
+        let sock = self.paths.console_socket(name);
+        let mut conn = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
+            InstanceError::Internal(format!("console of \"{name}\" ({}): {e}", sock.display()))
+        })?;
+        conn.write_all(request)
+            .await
+            .map_err(|e| InstanceError::Internal(format!("console of \"{name}\": {e}")))?;
+        Ok(conn)
+    }
+
+    /// The console's recent output: live from the monitor while running, else what the last
+    /// run left in `console.log`.
+    pub async fn console_log(&self, name: &str) -> Result<Vec<u8>, InstanceError> {
+        use tokio::io::AsyncReadExt;
+        let row = self.row(name).await?;
+        if self.running_init(&row).is_some() {
+            let mut conn = self
+                .console_request(name, crate::worker::console::CMD_LOG)
+                .await?;
+            let mut out = Vec::new();
+            conn.read_to_end(&mut out)
+                .await
+                .map_err(|e| InstanceError::Internal(format!("console of \"{name}\": {e}")))?;
+            return Ok(out);
+        }
+        let log = self.paths.container(name).join("console.log");
+        Ok(tokio::fs::read(&log).await.unwrap_or_default())
+    }
+
+    /// Empty the console log.
+    pub async fn console_clear(&self, name: &str) -> Result<(), InstanceError> {
+        let row = self.row(name).await?;
+        if self.running_init(&row).is_some() {
+            self.console_request(name, crate::worker::console::CMD_CLEAR)
+                .await?;
+        }
+        let log = self.paths.container(name).join("console.log");
+        let _ = tokio::fs::write(&log, b"").await;
+        Ok(())
+    }
+
+    /// A connection attached to the running instance's console (both directions).
+    pub async fn console_attach(
+        &self,
+        name: &str,
+    ) -> Result<tokio::net::UnixStream, InstanceError> {
+        let row = self.row(name).await?;
+        self.ensure_running(&row)?;
+        self.console_request(name, crate::worker::console::CMD_ATTACH)
+            .await
     }
 
     // ----- start-up -----

@@ -63,6 +63,8 @@ impl CancelToken {
 #[derive(Clone, Default)]
 pub struct Operations {
     inner: Arc<Mutex<HashMap<String, Entry>>>,
+    /// Where creations and updates are published as `operation` events.
+    events: Option<crate::events::Events>,
 }
 
 /// Handle held by the task doing an operation's work.
@@ -89,6 +91,14 @@ fn now() -> String {
 impl Operations {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A registry that publishes every creation and update on `events`.
+    pub fn with_events(events: crate::events::Events) -> Self {
+        Operations {
+            inner: Arc::default(),
+            events: Some(events),
+        }
     }
 
     /// Register a running operation.
@@ -128,6 +138,9 @@ impl Operations {
                 cancel,
             },
         );
+        if let Some(events) = &self.events {
+            events.operation(&op);
+        }
         (
             OpHandle {
                 ops: self.clone(),
@@ -194,6 +207,9 @@ impl Operations {
                 e.op.may_cancel = false;
             }
             e.tx.send_replace(e.op.clone());
+            if let Some(events) = &self.events {
+                events.operation(&e.op);
+            }
         }
     }
 }

@@ -1,15 +1,21 @@
 //! Running a command inside a running container: the hidden `forkexec` entry and the
 //! command line ctld builds for it.
 //!
-//! `ctld forkexec SPEC` (single threaded, no runtime) joins the container's cgroup, enters
-//! all its namespaces at once through a pidfd (no PID-reuse race), forks the command (it
-//! must be a child to be in the container's PID namespace), and exits with its status. The
-//! command dies with it (`PR_SET_PDEATHSIG`), so ctld ends an exec by killing one process.
+//! `ctld forkexec` (single threaded, no runtime) joins the container's cgroup, enters all
+//! its namespaces at once through a pidfd (no PID-reuse race), forks the command (it must be
+//! a child to be in the container's PID namespace), supervises it and exits with its status.
+//! The command dies with it (`PR_SET_PDEATHSIG`), so ctld ends an exec by killing one
+//! process.
+//!
+//! Interactive execs get a PTY from the container's own devpts (so `tty` names a device
+//! that exists inside); the supervisor copies stdin → PTY → stdout. Control messages arrive
+//! as lines on fd 3 ([`CONTROL_FD`]): `resize COLS ROWS` and `signal N`.
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -33,6 +39,78 @@ pub struct ExecSpec {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// Run on a PTY (stdin, stdout and stderr are its slave).
+    #[serde(default)]
+    pub interactive: bool,
+    #[serde(default)]
+    pub width: u16,
+    #[serde(default)]
+    pub height: u16,
+}
+
+/// The descriptor on which `forkexec` reads control lines.
+pub const CONTROL_FD: i32 = 3;
+
+/// A control message for a running exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// New terminal size (columns, rows).
+    Resize(u16, u16),
+    /// Send this signal to the command.
+    Signal(i32),
+}
+
+impl Control {
+    /// The wire line (`resize 80 24\n`, `signal 2\n`).
+    pub fn line(self) -> String {
+        match self {
+            Control::Resize(c, r) => format!("resize {c} {r}\n"),
+            Control::Signal(n) => format!("signal {n}\n"),
+        }
+    }
+
+    /// Parse one line; `None` for anything malformed.
+    pub fn parse(line: &str) -> Option<Control> {
+        let mut it = line.split_whitespace();
+        match (it.next()?, it.next(), it.next()) {
+            ("resize", Some(c), Some(r)) => Some(Control::Resize(c.parse().ok()?, r.parse().ok()?)),
+            ("signal", Some(n), None) => {
+                let n: i32 = n.parse().ok()?;
+                (1..=64).contains(&n).then_some(Control::Signal(n))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A running `ctld forkexec`, seen from ctld: the process (stdio piped) and the write end
+/// of its control pipe.
+pub struct ExecChild {
+    pub child: tokio::process::Child,
+    pub control: tokio::net::unix::pipe::Sender,
+}
+
+/// Start `program args` (normally `ctld forkexec`) with piped stdio and the control pipe on
+/// fd [`CONTROL_FD`]. The process is killed if the handle is dropped.
+pub fn spawn_exec(
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> io::Result<ExecChild> {
+    let (control, control_rx) = tokio::net::unix::pipe::pipe()?;
+    let control_rx = control_rx.into_blocking_fd()?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    sys::pass_fd_as(&mut cmd, control_rx, CONTROL_FD);
+    let child = cmd.spawn()?;
+    // Dropping the command closes our copy of the pipe's read end.
+    drop(cmd);
+    Ok(ExecChild { child, control })
 }
 
 /// Exit code when the command does not exist (as a shell says it).
@@ -53,6 +131,7 @@ pub fn forkexec_main(spec_json: &str) -> i32 {
             return EXIT_CANNOT_EXEC;
         }
     };
+    let control = sys::adopt_fd(CONTROL_FD);
     match enter(&spec) {
         Ok(()) => {}
         Err(msg) => {
@@ -60,26 +139,176 @@ pub fn forkexec_main(spec_json: &str) -> i32 {
             return EXIT_CANNOT_EXEC;
         }
     }
+    // The PTY comes from the container's devpts: we are in its mount namespace now.
+    let pty = if spec.interactive {
+        match open_pty(spec.width, spec.height) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("ctl exec: allocate a terminal: {e}");
+                return EXIT_CANNOT_EXEC;
+            }
+        }
+    } else {
+        None
+    };
     let parent = std::process::id() as i32;
     match sys::fork_process() {
         Err(e) => {
             eprintln!("ctl exec: fork: {e}");
             EXIT_CANNOT_EXEC
         }
-        Ok(CloneResult::Child) => sys::exit_now(run_command(&spec, parent)),
-        Ok(CloneResult::Parent(pid)) => {
-            // Our copies of the pipes must not keep the streams open after the command ends.
-            if let Ok(null) = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-            {
-                for fd in 0..3 {
-                    let _ = sys::dup2(&null, fd);
+        Ok(CloneResult::Child) => {
+            let slave = pty.as_ref().map(|(_, path)| path.as_path());
+            sys::exit_now(run_command(&spec, parent, slave))
+        }
+        Ok(CloneResult::Parent(pid)) => supervise(pid, pty.map(|(master, _)| master), control),
+    }
+}
+
+/// A PTY master and the path of its slave (inside the container).
+fn open_pty(cols: u16, rows: u16) -> io::Result<(OwnedFd, PathBuf)> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    nix::pty::grantpt(&master)?;
+    nix::pty::unlockpt(&master)?;
+    let path = nix::pty::ptsname_r(&master)?;
+    let master: OwnedFd = master.into();
+    if cols > 0 && rows > 0 {
+        sys::set_winsize(&master, cols, rows)?;
+    }
+    Ok((master, PathBuf::from(path)))
+}
+
+/// Wait for the command while serving control lines and, with a PTY, copying stdin to it
+/// and its output to stdout. Returns the exit code to leave with.
+fn supervise(child: i32, master: Option<OwnedFd>, control: Option<OwnedFd>) -> i32 {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let null = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null");
+    if master.is_none() {
+        // Our copies of the pipes must not keep the streams open after the command ends.
+        if let Ok(null) = &null {
+            for fd in 0..3 {
+                let _ = sys::dup2(null, fd);
+            }
+        }
+    } else if let Ok(null) = &null {
+        let _ = sys::dup2(null, 2);
+    }
+    let Ok(pidfd) = sys::pidfd_open(child) else {
+        return wait_status(child);
+    };
+    let mut master = master.map(fs::File::from);
+    let mut control = control.map(fs::File::from);
+    let mut stdin_open = master.is_some();
+    let mut pending = String::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let stdin = io::stdin();
+        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        let ctl_at = control.as_ref().map(|c| {
+            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let master_at = master.as_ref().map(|m| {
+            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let stdin_at = stdin_open.then(|| {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+            Ok(_) => {}
+        }
+        let ready = |i: Option<usize>| {
+            i.and_then(|i| fds[i].revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (child_done, ctl_ready, master_ready, stdin_ready) = (
+            ready(Some(0)),
+            ready(ctl_at),
+            ready(master_at),
+            ready(stdin_at),
+        );
+        drop(fds);
+        if ctl_ready && let Some(c) = control.as_mut() {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => control = None,
+                Ok(n) => {
+                    pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    while let Some(i) = pending.find('\n') {
+                        let line: String = pending.drain(..=i).collect();
+                        apply_control(child, master.as_ref(), &line);
+                    }
                 }
             }
-            wait_status(pid)
         }
+        if stdin_ready && let Some(m) = master.as_mut() {
+            match nix::unistd::read(io::stdin().as_fd(), &mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    let _ = m.write_all(&buf[..n]);
+                }
+            }
+        }
+        if master_ready && let Some(m) = master.as_mut() {
+            match m.read(&mut buf) {
+                // EIO: every slave descriptor is closed.
+                Ok(0) | Err(_) => master = None,
+                Ok(n) => {
+                    // Stdout is line-buffered: flush, a prompt has no newline.
+                    let mut out = io::stdout().lock();
+                    if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                        // ctld went away: the command goes with us (death signal).
+                        return EXIT_CANNOT_EXEC;
+                    }
+                }
+            }
+        }
+        if child_done {
+            if let Some(m) = master.as_mut() {
+                drain(m);
+            }
+            break;
+        }
+    }
+    wait_status(child)
+}
+
+/// Copy what the PTY still holds to stdout without blocking.
+fn drain(master: &mut fs::File) {
+    let _ = nix::fcntl::fcntl(
+        master.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    let mut buf = [0u8; 16 * 1024];
+    let mut out = io::stdout().lock();
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 || out.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = out.flush();
+}
+
+fn apply_control(child: i32, master: Option<&fs::File>, line: &str) {
+    match Control::parse(line) {
+        Some(Control::Resize(c, r)) => {
+            if let Some(m) = master {
+                let _ = sys::set_winsize(m, c, r);
+            }
+        }
+        Some(Control::Signal(n)) => {
+            if let Ok(sig) = nix::sys::signal::Signal::try_from(n) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), sig);
+            }
+        }
+        None => {}
     }
 }
 
@@ -111,11 +340,32 @@ fn enter(spec: &ExecSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// In the forked child, inside the container: own session, capabilities dropped, uid/gid,
-/// death signal, chdir, exec.
-fn run_command(spec: &ExecSpec, parent: i32) -> i32 {
+/// In the forked child, inside the container: own session (with the PTY slave as its
+/// controlling terminal and stdio when interactive), capabilities dropped, uid/gid, death
+/// signal, chdir, exec.
+fn run_command(spec: &ExecSpec, parent: i32, slave: Option<&Path>) -> i32 {
     // A session of our own: no terminal of ctld's session is reachable from inside.
     let _ = nix::unistd::setsid();
+    if let Some(path) = slave {
+        let tty = match fs::OpenOptions::new().read(true).write(true).open(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("ctl exec: open {}: {e}", path.display());
+                return EXIT_CANNOT_EXEC;
+            }
+        };
+        if let Err(e) = sys::set_controlling_tty(&tty) {
+            eprintln!("ctl exec: controlling terminal: {e}");
+            return EXIT_CANNOT_EXEC;
+        }
+        for fd in 0..3 {
+            let _ = sys::dup2(&tty, fd);
+        }
+    }
+    if let Some(ctl) = sys::adopt_fd(CONTROL_FD) {
+        // The control pipe is the supervisor's, not the command's.
+        drop(ctl);
+    }
     sys::reset_signals_for_exec();
     for cap in &spec.caps_drop {
         if let Err(e) = sys::capbset_drop(*cap) {
@@ -200,6 +450,24 @@ fn resolve(cmd: &str, path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_lines() {
+        for c in [Control::Resize(120, 40), Control::Signal(2)] {
+            assert_eq!(Control::parse(&c.line()), Some(c));
+        }
+        for bad in [
+            "resize 80",
+            "signal 0",
+            "signal 99",
+            "signal x",
+            "dance",
+            "",
+            "resize a b",
+        ] {
+            assert_eq!(Control::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn resolve_searches_path() {

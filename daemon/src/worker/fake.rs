@@ -20,6 +20,8 @@ pub struct FakeWorker {
     next_pid: AtomicI32,
     /// Make the next `spawn_init` fail.
     pub fail_spawn: AtomicBool,
+    /// The directory `open_root` opens for every instance (none: it fails).
+    pub files_root: Mutex<Option<PathBuf>>,
 }
 
 impl FakeWorker {
@@ -168,6 +170,18 @@ impl Worker for FakeWorker {
 
     fn exec_command(&self, spec: &ExecSpec) -> super::ExecCommand {
         ("/bin/echo".into(), spec.argv.clone(), vec![])
+    }
+
+    fn open_root(&self, init: &InitProcess) -> Result<super::files::RootDir, WorkerError> {
+        let dir = self.files_root.lock().ok().and_then(|d| d.clone());
+        let path = dir
+            .clone()
+            .unwrap_or_else(|| format!("/proc/{}/root", init.pid).into());
+        let opened = match dir {
+            Some(dir) => super::files::RootDir::open(&dir),
+            None => Err(std::io::Error::from(std::io::ErrorKind::Unsupported)),
+        };
+        opened.map_err(|source| WorkerError::Io { path, source })
     }
 }
 

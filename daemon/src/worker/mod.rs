@@ -9,9 +9,11 @@
 //! hidden `forkstart`/`forkexec` entries.
 
 pub mod cgroup;
+pub mod console;
 pub mod exec;
 #[cfg(test)]
 pub mod fake;
+pub mod files;
 pub mod proc;
 pub mod spawn;
 pub mod spec;
@@ -98,6 +100,9 @@ pub trait Worker: Send + Sync + 'static {
     fn wait_pid_gone(&self, pid: i32, timeout: Duration) -> bool;
     /// The program and arguments that run `spec` inside the container (`ctld forkexec`).
     fn exec_command(&self, spec: &ExecSpec) -> ExecCommand;
+    /// The root directory of the running container whose init is `init`, for the file API
+    /// (see [`files`]). Fails if `init` is gone.
+    fn open_root(&self, init: &InitProcess) -> Result<files::RootDir, WorkerError>;
 }
 
 /// The real worker, acting on this host.
@@ -322,6 +327,13 @@ impl Worker for HostWorker {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    fn open_root(&self, init: &InitProcess) -> Result<files::RootDir, WorkerError> {
+        files::RootDir::of_process(init.pid, init.starttime).map_err(|source| WorkerError::Io {
+            path: PathBuf::from(format!("/proc/{}/root", init.pid)),
+            source,
+        })
     }
 
     fn exec_command(&self, spec: &ExecSpec) -> ExecCommand {

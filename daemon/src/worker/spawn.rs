@@ -164,6 +164,15 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(format!("open {}: {e}", spec.log.display())),
     };
+    let console = match &spec.console {
+        None => None,
+        Some(sock) => match super::console::open_console()
+            .and_then(|(m, slave)| super::console::listen(sock).map(|l| (m, slave, l)))
+        {
+            Ok(c) => Some(c),
+            Err(e) => return fail(format!("console {}: {e}", sock.display())),
+        },
+    };
     let flags = spec
         .namespaces
         .iter()
@@ -174,7 +183,8 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         Ok(CloneResult::Child) => {
             drop(go_w);
             drop(err_r);
-            let msg = match container_child(spec, go_r, &err_w, &log) {
+            let slave = console.as_ref().map(|(_, path, _)| path.as_path());
+            let msg = match container_child(spec, go_r, &err_w, &log, slave) {
                 Err(m) => m,
                 Ok(never) => match never {},
             };
@@ -225,6 +235,11 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
     }
     detach_stdio();
+    if let (Some((master, _, listener)), Some(sock)) = (console, &spec.console)
+        && let Ok(exit) = sys::pidfd_open(pid)
+    {
+        super::console::serve(&exit, master, listener, sock, &spec.log);
+    }
     loop {
         match waitpid(child, Some(WaitPidFlag::__WALL)) {
             Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => break,
@@ -276,6 +291,7 @@ fn container_child(
     go: OwnedFd,
     err: &OwnedFd,
     log: &File,
+    console: Option<&Path>,
 ) -> Result<std::convert::Infallible, String> {
     let mut b = [0u8; 1];
     match File::from(go).read(&mut b) {
@@ -289,6 +305,30 @@ fn container_child(
     if spec.namespaces.contains(&Namespace::Uts) {
         nix::unistd::sethostname(&spec.name).map_err(|e| format!("sethostname: {e}"))?;
     }
+    // The console's slave lives on the host's devpts: open it before pivot_root, bind it
+    // as /dev/console and make it the init's stdio (not its controlling terminal: the init
+    // hands the console to a getty or shell of its own session, as on a real machine).
+    let mut spec_mounts = spec.clone();
+    let tty = match console {
+        None => None,
+        Some(path) => {
+            for m in &mut spec_mounts.mounts {
+                if let MountEntry::Bind { source, target, .. } = m
+                    && target == "dev/console"
+                {
+                    *source = path.to_path_buf();
+                }
+            }
+            nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+            let t = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| format!("open console {}: {e}", path.display()))?;
+            Some(t)
+        }
+    };
+    let spec = &spec_mounts;
     setup_rootfs(spec)?;
     if spec.namespaces.contains(&Namespace::Net) {
         sys::interface_up("lo").map_err(|e| format!("bring up lo: {e}"))?;
@@ -296,11 +336,21 @@ fn container_child(
     for cap in &spec.caps_drop {
         sys::capbset_drop(*cap).map_err(|e| format!("drop capability {cap}: {e}"))?;
     }
-    // stdio: nothing to read, output to the console log.
+    // stdio: the console; without one, nothing to read and output to the log file.
     let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    sys::dup2(&null, 0).map_err(|e| format!("dup2: {e}"))?;
-    sys::dup2(log, 1).map_err(|e| format!("dup2: {e}"))?;
-    sys::dup2(log, 2).map_err(|e| format!("dup2: {e}"))?;
+    match &tty {
+        Some(t) => {
+            for fd in 0..3 {
+                sys::dup2(t, fd).map_err(|e| format!("dup2: {e}"))?;
+            }
+        }
+        None => {
+            sys::dup2(&null, 0).map_err(|e| format!("dup2: {e}"))?;
+            sys::dup2(log, 1).map_err(|e| format!("dup2: {e}"))?;
+            sys::dup2(log, 2).map_err(|e| format!("dup2: {e}"))?;
+        }
+    }
+    drop(tty);
     drop(null);
     // Keep only stdio and the error pipe (close-on-exec since pipe2). Nothing opened
     // before this point may be dropped after it: its descriptor is gone.

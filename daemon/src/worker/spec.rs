@@ -129,8 +129,12 @@ pub struct SpawnSpec {
     pub env: Vec<(String, String)>,
     /// `cgroup.procs` files the init is written into before it runs.
     pub cgroup_procs: Vec<PathBuf>,
-    /// File that receives the init's stdout and stderr.
+    /// File that receives the init's stdout and stderr (without a console), or the console's
+    /// last output when the init exits (with one).
     pub log: PathBuf,
+    /// Give the init a console PTY held by the monitor, served on this Unix socket.
+    #[serde(default)]
+    pub console: Option<PathBuf>,
 }
 
 /// The mount table every container gets: proc, read-only sys, a tmpfs `/dev` with the
@@ -440,6 +444,7 @@ mod tests {
             env: vec![("container".into(), "ctl".into())],
             cgroup_procs: vec!["/sys/fs/cgroup/pids/ctl/c1/cgroup.procs".into()],
             log: "/tmp/log".into(),
+            console: Some("/tmp/console.sock".into()),
         };
         let json = serde_json::to_string(&spec).unwrap_or_default();
         let back: Option<SpawnSpec> = serde_json::from_str(&json).ok();

@@ -180,3 +180,100 @@ pub fn dup2(src: &impl std::os::fd::AsFd, target: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Set a terminal's window size (`TIOCSWINSZ`); the foreground process group gets SIGWINCH.
+pub fn set_winsize(fd: &impl std::os::fd::AsFd, cols: u16, rows: u16) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a `winsize` from the pointer, which points at a valid value
+    // that outlives the call.
+    let ret = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Make the terminal `fd` the calling session leader's controlling terminal (`TIOCSCTTY`).
+pub fn set_controlling_tty(fd: &impl std::os::fd::AsFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and no pointer.
+    let ret = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Take ownership of descriptor `fd` if it is open (inherited from the parent at a fixed
+/// number, like the exec control pipe on fd 3).
+pub fn adopt_fd(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: F_GETFD only queries flags; it fails with EBADF when `fd` is not open.
+    let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+    // SAFETY: the descriptor is open and, by the protocol with our parent, ours alone.
+    open.then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arrange for `fd` to appear as descriptor `target` in the child `cmd` starts.
+pub fn pass_fd_as(cmd: &mut tokio::process::Command, fd: OwnedFd, target: RawFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the closure runs in the forked child before exec and only calls dup2 and
+    // fcntl, both async-signal-safe. `fd` is moved into the closure, so it stays open in the
+    // parent until the command (and the closure) is dropped after spawning.
+    unsafe {
+        cmd.pre_exec(move || {
+            let raw = fd.as_raw_fd();
+            if raw == target {
+                // dup2 onto itself keeps close-on-exec: clear it instead.
+                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `openat2(2)`: open `path` relative to `dir` with `flags` (`O_*`, `O_CLOEXEC` included by the
+/// caller), `mode` (only with `O_CREAT`, else 0) and `resolve` (`RESOLVE_*`), which restricts
+/// how the kernel walks the path. With `RESOLVE_IN_ROOT` every `..` and absolute symlink is
+/// resolved as if `dir` were `/`, so the result can never lie outside `dir`.
+pub fn openat2(
+    dir: std::os::fd::BorrowedFd<'_>,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: open_how is plain old data (three u64) and all-zero is a valid value; the kernel
+    // requires unused fields to be zero.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.mode = u64::from(mode);
+    how.resolve = resolve;
+    // SAFETY: `path` is a valid NUL-terminated string and `how` a valid open_how, both alive for
+    // the whole call, and the size passed is the size of that struct; the kernel only reads
+    // them. `dir` is a descriptor borrowed for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ret` is a freshly opened descriptor not owned by anything else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}

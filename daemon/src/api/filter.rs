@@ -1,0 +1,192 @@
+//! `filter=` on collection endpoints (the Incus/LXD `api_filtering` extension): expressions
+//! like `name eq c1`, `status eq Running and config.image.os eq BusyBox`,
+//! `not name eq "web-1" or name ne db` over the JSON the endpoint returns. Field paths are
+//! dot-separated; a map key that contains dots (`config.image.os`) is matched as a whole.
+//! `and` binds tighter than `or`; comparisons are `eq` and `ne` (case-sensitive strings).
+
+use serde_json::Value;
+
+/// A parsed filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    Compare {
+        field: String,
+        equal: bool,
+        value: String,
+        negate: bool,
+    },
+    And(Box<Filter>, Box<Filter>),
+    Or(Box<Filter>, Box<Filter>),
+}
+
+fn tokens(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '"' || c == '\'' {
+            chars.next();
+            let mut s = String::new();
+            loop {
+                match chars.next() {
+                    Some(q) if q == c => break,
+                    Some(x) => s.push(x),
+                    None => return Err("unterminated quote".into()),
+                }
+            }
+            out.push(s);
+        } else {
+            let mut s = String::new();
+            while let Some(&x) = chars.peek() {
+                if x.is_whitespace() {
+                    break;
+                }
+                s.push(x);
+                chars.next();
+            }
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// Parse a filter expression; `None` for an empty one.
+pub fn parse(text: &str) -> Result<Option<Filter>, String> {
+    let toks = tokens(text)?;
+    if toks.is_empty() {
+        return Ok(None);
+    }
+    let mut pos = 0;
+    let f = parse_or(&toks, &mut pos)?;
+    if pos != toks.len() {
+        return Err(format!("unexpected \"{}\"", toks[pos]));
+    }
+    Ok(Some(f))
+}
+
+fn parse_or(t: &[String], pos: &mut usize) -> Result<Filter, String> {
+    let mut left = parse_and(t, pos)?;
+    while t.get(*pos).is_some_and(|x| x.eq_ignore_ascii_case("or")) {
+        *pos += 1;
+        left = Filter::Or(Box::new(left), Box::new(parse_and(t, pos)?));
+    }
+    Ok(left)
+}
+
+fn parse_and(t: &[String], pos: &mut usize) -> Result<Filter, String> {
+    let mut left = parse_term(t, pos)?;
+    while t.get(*pos).is_some_and(|x| x.eq_ignore_ascii_case("and")) {
+        *pos += 1;
+        left = Filter::And(Box::new(left), Box::new(parse_term(t, pos)?));
+    }
+    Ok(left)
+}
+
+fn parse_term(t: &[String], pos: &mut usize) -> Result<Filter, String> {
+    let negate = t.get(*pos).is_some_and(|x| x.eq_ignore_ascii_case("not"));
+    if negate {
+        *pos += 1;
+    }
+    let (Some(field), Some(op), Some(value)) = (t.get(*pos), t.get(*pos + 1), t.get(*pos + 2))
+    else {
+        return Err("expected FIELD eq|ne VALUE".into());
+    };
+    let equal = match op.to_ascii_lowercase().as_str() {
+        "eq" => true,
+        "ne" => false,
+        other => return Err(format!("unsupported operator \"{other}\" (eq, ne)")),
+    };
+    *pos += 3;
+    Ok(Filter::Compare {
+        field: field.clone(),
+        equal,
+        value: value.clone(),
+        negate,
+    })
+}
+
+/// The value at a dot path; keys containing dots match whole.
+fn lookup<'a>(v: &'a Value, parts: &[&str]) -> Option<&'a Value> {
+    if parts.is_empty() {
+        return Some(v);
+    }
+    let obj = v.as_object()?;
+    for n in (1..=parts.len()).rev() {
+        if let Some(child) = obj.get(&parts[..n].join("."))
+            && let Some(found) = lookup(child, &parts[n..])
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+impl Filter {
+    /// Whether `v` passes.
+    pub fn matches(&self, v: &Value) -> bool {
+        match self {
+            Filter::And(a, b) => a.matches(v) && b.matches(v),
+            Filter::Or(a, b) => a.matches(v) || b.matches(v),
+            Filter::Compare {
+                field,
+                equal,
+                value,
+                negate,
+            } => {
+                let parts: Vec<&str> = field.split('.').collect();
+                let actual = match lookup(v, &parts) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                ((actual == *value) == *equal) != *negate
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn expressions() {
+        let c1 = json!({"name": "c1", "status": "Running",
+                        "config": {"image.os": "BusyBox", "limits.memory": "64MiB"},
+                        "state": {"pid": 42}});
+        let yes = [
+            "name eq c1",
+            "name ne c2",
+            "status eq Running and config.image.os eq BusyBox",
+            "name eq nope or name eq c1",
+            "not name eq c2",
+            "config.limits.memory eq '64MiB'",
+            "state.pid eq 42",
+            "name eq \"c1\"",
+        ];
+        for f in yes {
+            let parsed = parse(f).ok().flatten();
+            assert!(parsed.is_some_and(|p| p.matches(&c1)), "{f}");
+        }
+        for f in [
+            "name eq c2",
+            "status eq Running and name eq c2",
+            "config.missing eq x",
+        ] {
+            let parsed = parse(f).ok().flatten();
+            assert!(parsed.is_some_and(|p| !p.matches(&c1)), "{f}");
+        }
+        assert_eq!(parse("  "), Ok(None));
+        for bad in [
+            "name",
+            "name gt 1",
+            "name eq",
+            "name eq 'x",
+            "name eq c1 and",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The file API's service: files of a running instance, reached through its root directory
+//! ([`crate::worker::files`]) off the async threads. A stopped instance has no root to reach
+//! and answers [`InstanceError::BadState`]. File requests do not take the instance's lifecycle
+//! lock: a long upload never holds up a stop, and a file open when the container stops stays
+//! usable until the request ends.
+
+use std::fmt::Display;
+
+use futures_util::Stream;
+
+use super::{InstanceError, Instances};
+use crate::worker::files::{self, FileContent, FileInfo, InnerPath, Perms, RootDir, WriteOptions};
+
+impl Instances {
+    /// The root directory of running instance `name`.
+    async fn file_root(&self, name: &str) -> Result<RootDir, InstanceError> {
+        let row = self.row(name).await?;
+        let init = self.ensure_running(&row)?;
+        let worker = self.worker.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let opened = worker.open_root(&init);
+            // Gone between the check and the open: it stopped.
+            let gone = opened.is_err() && !worker.is_alive(&init);
+            (opened, gone)
+        })
+        .await
+        .map_err(|e| InstanceError::Internal(e.to_string()))?;
+        match opened {
+            (_, true) => Err(InstanceError::BadState(format!(
+                "instance \"{name}\" is not running"
+            ))),
+            (opened, false) => Ok(opened?),
+        }
+    }
+
+    /// Run blocking file work `f` on the root of `name`, for `path`.
+    async fn with_root<T: Send + 'static>(
+        &self,
+        name: &str,
+        path: &str,
+        f: impl FnOnce(&RootDir, &InnerPath) -> Result<T, files::FileError> + Send + 'static,
+    ) -> Result<T, InstanceError> {
+        let path = InnerPath::parse(path)?;
+        let root = self.file_root(name).await?;
+        tokio::task::spawn_blocking(move || f(&root, &path))
+            .await
+            .map_err(|e| InstanceError::Internal(e.to_string()))?
+            .map_err(InstanceError::from)
+    }
+
+    /// What `path` holds in instance `name` (a final symlink is not followed): a file open
+    /// for reading, a directory listing or a symlink target, with owner and mode.
+    pub async fn file_read(
+        &self,
+        name: &str,
+        path: &str,
+    ) -> Result<(FileInfo, FileContent), InstanceError> {
+        self.with_root(name, path, files::read).await
+    }
+
+    /// Write `body` to file `path` in instance `name` as it arrives, replacing or appending to
+    /// the content (see [`files::open_for_write`]); returns the bytes written.
+    pub async fn file_write<S, B, E>(
+        &self,
+        name: &str,
+        path: &str,
+        opts: WriteOptions,
+        body: S,
+    ) -> Result<u64, InstanceError>
+    where
+        S: Stream<Item = Result<B, E>> + Send,
+        B: AsRef<[u8]> + Send,
+        E: Display,
+    {
+        let inner = InnerPath::parse(path)?;
+        let file = self
+            .with_root(name, path, move |root, path| {
+                files::open_for_write(root, path, &opts)
+            })
+            .await?;
+        Ok(files::write_stream(&inner, file, body).await?)
+    }
+
+    /// Make directory `path` in instance `name` (one that exists is fine).
+    pub async fn file_mkdir(
+        &self,
+        name: &str,
+        path: &str,
+        opts: WriteOptions,
+    ) -> Result<(), InstanceError> {
+        self.with_root(name, path, move |root, path| {
+            files::make_dir(root, path, &opts)
+        })
+        .await
+    }
+
+    /// Make symlink `path` to `target` in instance `name`.
+    pub async fn file_symlink(
+        &self,
+        name: &str,
+        path: &str,
+        target: Vec<u8>,
+        perms: Perms,
+    ) -> Result<(), InstanceError> {
+        self.with_root(name, path, move |root, path| {
+            files::make_symlink(root, path, &target, &perms)
+        })
+        .await
+    }
+
+    /// Delete the file, symlink or empty directory `path` in instance `name`.
+    pub async fn file_delete(&self, name: &str, path: &str) -> Result<(), InstanceError> {
+        self.with_root(name, path, files::remove).await
+    }
+}

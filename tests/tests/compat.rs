@@ -1,0 +1,215 @@
+//! Real LXD/Incus clients against ctld: LXD 5.0's `lxc` CLI (Debian's `lxd-client`) and
+//! pylxd, pointed at the daemon's socket with `LXD_DIR`. These are the strongest checks that
+//! the API follows Incus/LXD: envelopes, operations, events, exec websockets, files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use ctl_tests::{Daemon, require_root};
+
+fn available(tool: &str, probe: &[&str]) -> bool {
+    let ok = Command::new(tool)
+        .args(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CTL_REQUIRE_ALL").is_none(),
+            "{tool} is not installed (.ci/run installs it); CTL_REQUIRE_ALL forbids skipping"
+        );
+        eprintln!("SKIP: {tool} not installed");
+    }
+    ok
+}
+
+struct Lxc {
+    dir: PathBuf,
+    conf: tempfile::TempDir,
+}
+
+impl Lxc {
+    fn new(d: &Daemon) -> Lxc {
+        Lxc {
+            dir: d.path().to_path_buf(),
+            conf: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("lxc");
+        c.args(args)
+            .env("LXD_DIR", &self.dir)
+            .env("LXD_CONF", self.conf.path());
+        c
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut c = self.cmd(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = c.spawn().unwrap_or_else(|e| panic!("lxc {args:?}: {e}"));
+        if let (Some(data), Some(mut si)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            let _ = si.write_all(data);
+        }
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("lxc {args:?}: {e}"))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(
+            out.status.success(),
+            "lxc {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[test]
+fn lxd_lxc_cli_drives_ctld() {
+    if !require_root("lxd_lxc_cli_drives_ctld") || !available("lxc", &["--version"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let lxc = Lxc::new(&d);
+    let info = lxc.ok(&["info"]);
+    assert!(info.contains("api_version: \"1.0\""), "{info}");
+
+    // lxc monitor sees what happens next.
+    let mut monitor = lxc
+        .cmd(&["monitor", "--type=lifecycle", "--format=json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("lxc monitor: {e}"));
+    std::thread::sleep(Duration::from_millis(500));
+
+    lxc.ok(&["launch", "busybox", "c1"]);
+    let list = lxc.ok(&["list", "--format", "csv", "-c", "ns"]);
+    assert_eq!(list.trim(), "c1,RUNNING");
+    let table = lxc.ok(&["list"]);
+    assert!(table.contains("c1") && table.contains("RUNNING"), "{table}");
+    let info = lxc.ok(&["info", "c1"]);
+    assert!(
+        info.contains("Status: RUNNING") && info.contains("Processes:"),
+        "{info}"
+    );
+
+    // exec: output, exit codes, stdin.
+    let out = lxc.run(
+        &[
+            "exec",
+            "c1",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let out = lxc.run(&["exec", "c1", "--", "wc", "-c"], Some(&[b'z'; 50_000]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "50000");
+    // Interactive, on a real PTY.
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("pty_driver.py");
+    let t = Command::new("python3")
+        .arg(&driver)
+        .arg("expect:#;;send:tty; stty size\\n;;expect:24 80;;send:exit 6\\n")
+        .arg("--")
+        .arg("lxc")
+        .args(["exec", "c1", "--", "sh"])
+        .env("LXD_DIR", d.path())
+        .env("LXD_CONF", lxc.conf.path())
+        .output()
+        .unwrap_or_else(|e| panic!("pty driver: {e}"));
+    let t = String::from_utf8_lossy(&t.stdout);
+    assert!(
+        t.contains("/dev/pts/") && t.trim_end().ends_with("EXIT 6"),
+        "{t}"
+    );
+
+    // Files both ways, binary data.
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let local = tmp.path().join("blob");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&local, &data).unwrap_or_else(|e| panic!("{e}"));
+    lxc.ok(&[
+        "file",
+        "push",
+        local.to_str().unwrap_or_default(),
+        "c1/root/blob",
+    ]);
+    let back = tmp.path().join("back");
+    lxc.ok(&[
+        "file",
+        "pull",
+        "c1/root/blob",
+        back.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(std::fs::read(&back).unwrap_or_default(), data);
+
+    lxc.ok(&["stop", "c1"]);
+    assert_eq!(
+        lxc.ok(&["list", "--format", "csv", "-c", "ns"]).trim(),
+        "c1,STOPPED"
+    );
+    lxc.ok(&["start", "c1"]);
+    lxc.ok(&["delete", "-f", "c1"]);
+    assert_eq!(lxc.ok(&["list", "--format", "csv", "-c", "n"]).trim(), "");
+
+    let _ = monitor.kill();
+    let out = monitor
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("lxc monitor: {e}"));
+    let events = String::from_utf8_lossy(&out.stdout);
+    for action in [
+        "instance-created",
+        "instance-started",
+        "instance-stopped",
+        "instance-deleted",
+    ] {
+        assert!(
+            events.contains(action),
+            "lxc monitor missed {action}: {events}"
+        );
+    }
+}
+
+#[test]
+fn pylxd_drives_ctld() {
+    if !require_root("pylxd_drives_ctld") || !available("python3", &["-c", "import pylxd"]) {
+        return;
+    }
+    let d = Daemon::start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pylxd_flow.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .env("LXD_DIR", d.path())
+        .current_dir(d.path())
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for step in [
+        "connect", "create", "all", "start", "execute", "files", "stop", "delete",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok {step}\n")),
+            "missing {step}: {stdout}"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! End-to-end tests of `ctl exec` on a real PTY (driven by `tests/pty_driver.py`, a small
+//! pty harness: keystrokes in, transcript out, window resizes), signal forwarding, users,
+//! and concurrent execs. Real daemon, real containers, real devpts.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ctl_tests::{Daemon, bin_dir, require_root};
+
+macro_rules! root_or_skip {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
+
+fn driver() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pty_driver.py")
+}
+
+/// Run `ctl ARGS` under the pty driver with `script`; returns (driver ok, transcript).
+fn on_pty(d: &Daemon, script: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg(driver())
+        .arg(script)
+        .arg("--")
+        .arg(bin_dir().join("ctl"))
+        .args(args)
+        .env("CTL_DIR", d.path())
+        .env("TERM", "xterm")
+        .output()
+        .unwrap_or_else(|e| panic!("run the pty driver (python3): {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn interactive_exec_on_a_real_pty() {
+    root_or_skip!("interactive_exec_on_a_real_pty");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "tty1"]);
+    let script = [
+        "expect:#",
+        "send:tty; stty size\\n",
+        "expect:24 80",
+        "resize:40x120",
+        "sleep:0.5",
+        "send:stty size\\n",
+        "expect:40 120",
+        "send:sleep 100; echo after\\n",
+        "sleep:1",
+        "send:\\x03",
+        "send:echo done $?\\n",
+        "expect:done 130",
+        "send:echo $TERM\\n",
+        "expect:xterm",
+        "send:exit 3\\n",
+    ]
+    .join(";;");
+    let (ok, t) = on_pty(&d, &script, &["exec", "tty1", "--", "sh"]);
+    assert!(ok, "{t}");
+    // The PTY comes from the container's own devpts.
+    assert!(t.contains("/dev/pts/0"), "{t}");
+    // (The typed line is echoed; the command's own output would be a line of its own.)
+    assert!(
+        !t.lines().any(|l| l.trim() == "after"),
+        "Ctrl-C did not reach the sleep: {t}"
+    );
+    assert!(t.trim_end().ends_with("EXIT 3"), "{t}");
+    // Nothing of the session is left in the container.
+    let ps = d.ok(&["exec", "tty1", "--", "ps", "-o", "comm"]);
+    assert!(!ps.contains("sleep"), "{ps}");
+}
+
+#[test]
+fn shell_is_a_login_shell() {
+    root_or_skip!("shell_is_a_login_shell");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "sh1"]);
+    let (ok, t) = on_pty(
+        &d,
+        "expect:#;;send:echo shell=$0 home=$HOME\\n;;expect:shell=-sh home=/root;;send:exit 0\\n",
+        &["shell", "sh1"],
+    );
+    assert!(ok, "{t}");
+    assert!(t.trim_end().ends_with("EXIT 0"), "{t}");
+}
+
+#[test]
+fn no_pty_when_forced_or_piped() {
+    root_or_skip!("no_pty_when_forced_or_piped");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "np"]);
+    // On a terminal but with -T: pipes, so `tty` says so.
+    let (_, t) = on_pty(&d, "", &["exec", "-T", "np", "--", "tty"]);
+    assert!(t.contains("not a tty"), "{t}");
+    // Piped (the test's own stdio) but -t: a PTY.
+    let out = d.ok(&["exec", "-t", "np", "--", "tty"]);
+    assert!(out.starts_with("/dev/pts/"), "{out}");
+}
+
+#[test]
+fn signals_are_forwarded_without_a_terminal() {
+    root_or_skip!("signals_are_forwarded_without_a_terminal");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "sig"]);
+    let child = Command::new(bin_dir().join("ctl"))
+        .args([
+            "exec",
+            "sig",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 1; done",
+        ])
+        .env("CTL_DIR", d.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn ctl: {e}"));
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait for ctl: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ready") && stdout.contains("got-term"),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(7), "{stdout}");
+}
+
+#[test]
+fn users_groups_cwd_and_concurrent_execs() {
+    root_or_skip!("users_groups_cwd_and_concurrent_execs");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "cc"]);
+    let out = d.ok(&[
+        "exec", "cc", "--user", "1000", "--group", "1001", "--cwd", "/tmp", "--", "sh", "-c",
+        "id; pwd",
+    ]);
+    assert_eq!(out, "uid=1000 gid=1001 groups=1001\n/tmp\n");
+    // Eight at once, each with its own output and exit code.
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let bin = bin_dir().join("ctl");
+            let dir = d.path().to_path_buf();
+            std::thread::spawn(move || {
+                Command::new(bin)
+                    .args([
+                        "exec",
+                        "cc",
+                        "--",
+                        "sh",
+                        "-c",
+                        &format!("echo job-{i}; exit {i}"),
+                    ])
+                    .env("CTL_DIR", dir)
+                    .stdin(Stdio::null())
+                    .output()
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let out = h
+            .join()
+            .unwrap_or_else(|_| panic!("thread {i}"))
+            .unwrap_or_else(|e| panic!("ctl {i}: {e}"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("job-{i}\n"));
+        assert_eq!(out.status.code(), Some(i as i32));
+    }
+}
