@@ -41,6 +41,7 @@ fn main() {
         }
         _ => {}
     }
+    worker::seal_inherited_fds();
     if let Err(e) = run() {
         eprintln!("Error: {e:#}");
         std::process::exit(1);

@@ -178,3 +178,64 @@ fn users_groups_cwd_and_concurrent_execs() {
         assert_eq!(out.status.code(), Some(i as i32));
     }
 }
+
+#[test]
+fn recorded_exec_output_lands_in_instance_logs() {
+    root_or_skip!("recorded_exec_output_lands_in_instance_logs");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "rec"]);
+    let (code, v) = d.http(
+        "POST",
+        "/1.0/instances/rec/exec",
+        Some(
+            r#"{"command":["sh","-c","echo to-out; echo to-err >&2; exit 9"],
+                "wait-for-websocket":false,"record-output":true,"interactive":false}"#,
+        ),
+    );
+    assert_eq!(code, 202, "{v}");
+    let op = v["operation"].as_str().unwrap_or_default().to_string();
+    let (_, done) = d.http("GET", &format!("{op}/wait?timeout=30"), None);
+    let m = &done["metadata"]["metadata"];
+    assert_eq!(m["return"], 9, "{done}");
+    let (out, err) = (
+        m["output"]["1"].as_str().unwrap_or_default().to_string(),
+        m["output"]["2"].as_str().unwrap_or_default().to_string(),
+    );
+    assert!(out.starts_with("/1.0/instances/rec/logs/exec_"), "{done}");
+    assert_eq!(
+        d.http_text("GET", &out, None),
+        (200, "to-out\n".to_string())
+    );
+    assert_eq!(
+        d.http_text("GET", &err, None),
+        (200, "to-err\n".to_string())
+    );
+    let (_, logs) = d.http("GET", "/1.0/instances/rec/logs", None);
+    assert_eq!(logs["metadata"].as_array().map(Vec::len), Some(2), "{logs}");
+    let (code, _) = d.http("DELETE", &out, None);
+    assert_eq!(code, 200);
+    assert_eq!(d.http("GET", &out, None).0, 404);
+    assert_eq!(
+        d.http("GET", "/1.0/instances/rec/logs/..%2Fconsole.log", None)
+            .0,
+        404
+    );
+}
+
+#[test]
+fn exec_inherits_no_daemon_descriptor() {
+    root_or_skip!("exec_inherits_no_daemon_descriptor");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "fds"]);
+    // `ls` itself opens one descriptor for the directory it lists.
+    for args in [
+        vec!["exec", "-T", "fds", "--"],
+        vec!["exec", "-t", "fds", "--"],
+    ] {
+        let mut argv = args.clone();
+        argv.extend(["ls", "/proc/self/fd"]);
+        let out = d.ok(&argv);
+        let fds: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(fds, ["0", "1", "2", "3"], "{argv:?}: {out:?}");
+    }
+}

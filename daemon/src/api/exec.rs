@@ -118,6 +118,9 @@ pub async fn post_exec(
 ) -> Result<Response, ApiError> {
     let req: InstanceExecPost = parse_json(&body)?;
     let plan = state.instances.plan_exec(&name, &req).await?;
+    if !req.wait_for_websocket && !req.interactive {
+        return Ok(run_without_websockets(&state, &name, plan, &req));
+    }
     let streams: &[&'static str] = if req.interactive {
         &INTERACTIVE_STREAMS
     } else {
@@ -145,6 +148,95 @@ pub async fn post_exec(
     });
     state.events.instance_exec(&name, &req.command);
     Ok(accepted(&op))
+}
+
+/// An exec with `wait-for-websocket: false` (Incus semantics): a task operation that runs
+/// the command at once with no input. With `record-output` its stdout and stderr go to
+/// instance log files named in `metadata.output` (`/1.0/instances/NAME/logs/exec_ID.stdout`);
+/// without, they are discarded. The exit code lands in `metadata.return`.
+fn run_without_websockets(
+    state: &AppState,
+    name: &str,
+    plan: ExecPlan,
+    req: &InstanceExecPost,
+) -> Response {
+    let (handle, op) = state.ops.create(
+        OperationClass::Task,
+        "Executing command",
+        instance_resources(name),
+        json!({}),
+        None,
+    );
+    let record = req.record_output;
+    let files = record.then(|| {
+        [("1", "stdout"), ("2", "stderr")].map(|(fd, ext)| {
+            let file = format!("exec_{}.{ext}", handle.id);
+            (
+                fd,
+                state.instances.log_path(name, &file),
+                format!("/1.0/instances/{name}/logs/{file}"),
+            )
+        })
+    });
+    let events = state.events.clone();
+    let (n, command) = (name.to_string(), req.command.clone());
+    tokio::spawn(async move {
+        let result = async {
+            let ExecChild { mut child, control } = spawn_exec(&plan.program, &plan.args, &plan.env)
+                .map_err(|e| format!("start exec helper: {e}"))?;
+            drop(control);
+            drop(child.stdin.take());
+            let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
+                return Err("exec helper pipes missing".to_string());
+            };
+            let mut metadata = json!({});
+            let sink = |path: Option<std::path::PathBuf>| async move {
+                match path {
+                    Some(p) => {
+                        if let Some(dir) = p.parent() {
+                            let _ = tokio::fs::create_dir_all(dir).await;
+                        }
+                        tokio::fs::File::create(&p)
+                            .await
+                            .map(|f| Box::new(f) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>)
+                    }
+                    None => Ok(Box::new(tokio::io::sink())
+                        as Box<dyn tokio::io::AsyncWrite + Send + Unpin>),
+                }
+            };
+            let paths = files.as_ref().map(|f| (f[0].1.clone(), f[1].1.clone()));
+            let mut out_file = sink(paths.as_ref().map(|p| p.0.clone()))
+                .await
+                .map_err(|e| format!("record stdout: {e}"))?;
+            let mut err_file = sink(paths.as_ref().map(|p| p.1.clone()))
+                .await
+                .map_err(|e| format!("record stderr: {e}"))?;
+            let (a, b, status) = tokio::join!(
+                tokio::io::copy(&mut out, &mut out_file),
+                tokio::io::copy(&mut err, &mut err_file),
+                child.wait()
+            );
+            let _ = (a, b, out_file.flush().await, err_file.flush().await);
+            let status = status.map_err(|e| format!("wait for command: {e}"))?;
+            if let (Some(m), Some(f)) = (metadata.as_object_mut(), &files) {
+                m.insert("output".into(), json!({ f[0].0: f[0].2, f[1].0: f[1].2 }));
+            }
+            if let Some(m) = metadata.as_object_mut() {
+                m.insert("return".into(), json!(status.code().unwrap_or(-1)));
+            }
+            Ok::<_, String>(metadata)
+        }
+        .await;
+        match result {
+            Ok(metadata) => {
+                handle.set_metadata(metadata);
+                handle.succeed();
+            }
+            Err(e) => handle.fail(e),
+        }
+    });
+    events.instance_exec(&n, &command);
+    accepted(&op)
 }
 
 /// `GET /1.0/operations/{id}/websocket?secret=S`: join one stream of an exec.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use ctl_api::{InstanceFull, InstancePut, InstanceStatePut, InstancesPost, StateAction};
 
 use super::{ApiError, AppState, instance_resources, parse_json, recursion, spawn_task, sync};
@@ -189,4 +189,60 @@ pub async fn list_snapshots(
 ) -> Result<Response, ApiError> {
     state.instances.get(&name).await?;
     Ok(sync(Vec::<String>::new()))
+}
+
+/// `GET /1.0/instances/{name}/logs`: the instance's log files (recorded exec output).
+pub async fn list_logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let logs = state.instances.logs(&name).await?;
+    Ok(sync(
+        logs.iter()
+            .map(|f| format!("/1.0/instances/{name}/logs/{f}"))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `GET /1.0/instances/{name}/logs/{file}`: one log, raw.
+pub async fn get_log(
+    State(state): State<AppState>,
+    Path((name, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let path = state
+        .instances
+        .log_file(&name, &file)
+        .await
+        .map_err(log_not_found)?;
+    let data = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("read {}: {e}", path.display())))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        data,
+    )
+        .into_response())
+}
+
+/// `DELETE /1.0/instances/{name}/logs/{file}`.
+pub async fn delete_log(
+    State(state): State<AppState>,
+    Path((name, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let path = state
+        .instances
+        .log_file(&name, &file)
+        .await
+        .map_err(log_not_found)?;
+    tokio::fs::remove_file(&path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("remove {}: {e}", path.display())))?;
+    Ok(sync(serde_json::json!({})))
+}
+
+fn log_not_found(e: crate::instance::InstanceError) -> ApiError {
+    match e {
+        crate::instance::InstanceError::Invalid(m) => ApiError::NotFound(m),
+        e => e.into(),
+    }
 }

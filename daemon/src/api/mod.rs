@@ -74,6 +74,11 @@ pub fn router(state: AppState) -> Router {
                 .post(files::post_file)
                 .delete(files::delete_file),
         )
+        .route("/1.0/instances/{name}/logs", get(instances::list_logs))
+        .route(
+            "/1.0/instances/{name}/logs/{file}",
+            get(instances::get_log).delete(instances::delete_log),
+        )
         .route(
             "/1.0/instances/{name}/snapshots",
             get(instances::list_snapshots),

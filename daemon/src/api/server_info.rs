@@ -18,6 +18,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "api_filtering",
     "console",
     "container_full",
+    "container_exec_recording",
     "container_exec_signal_handling",
     "container_exec_user_group_cwd",
     "directory_manipulation",

@@ -984,6 +984,43 @@ impl Instances {
         })
     }
 
+    // ----- logs -----
+
+    /// Where instance log `file` lives (recorded exec output, the console log).
+    pub fn log_path(&self, name: &str, file: &str) -> PathBuf {
+        self.paths.container(name).join("logs").join(file)
+    }
+
+    /// The names of an instance's log files.
+    pub async fn logs(&self, name: &str) -> Result<Vec<String>, InstanceError> {
+        self.row(name).await?;
+        let mut out = Vec::new();
+        if let Ok(mut rd) = tokio::fs::read_dir(self.paths.container(name).join("logs")).await {
+            while let Ok(Some(e)) = rd.next_entry().await {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// One log file's path, checked: a plain name that exists.
+    pub async fn log_file(&self, name: &str, file: &str) -> Result<PathBuf, InstanceError> {
+        self.row(name).await?;
+        let plain = !file.is_empty()
+            && !file.starts_with('.')
+            && file
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        let path = self.log_path(name, file);
+        if !plain || !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Err(InstanceError::Invalid(format!(
+                "log \"{file}\" of instance \"{name}\" not found"
+            )));
+        }
+        Ok(path)
+    }
+
     // ----- console -----
 
     async fn console_request(

@@ -105,6 +105,14 @@ pub trait Worker: Send + Sync + 'static {
     fn open_root(&self, init: &InitProcess) -> Result<files::RootDir, WorkerError>;
 }
 
+/// Make descriptors the daemon inherited close-on-exec, so no child (monitor, container,
+/// exec) ever sees them. Call first thing in the daemon's `main`.
+pub fn seal_inherited_fds() {
+    if let Err(e) = sys::cloexec_from(3) {
+        tracing::warn!(error = %e, "could not mark inherited descriptors close-on-exec");
+    }
+}
+
 /// The real worker, acting on this host.
 #[derive(Debug, Clone)]
 pub struct HostWorker {

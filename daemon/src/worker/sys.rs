@@ -277,3 +277,16 @@ pub fn openat2(
     // SAFETY: `ret` is a freshly opened descriptor not owned by anything else.
     Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }
+
+/// Mark every descriptor from `first` up close-on-exec (`close_range` with
+/// `CLOSE_RANGE_CLOEXEC`): whatever the daemon inherited from whoever started it must never
+/// reach a container or an exec'd command.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: only sets a flag on descriptors; nothing is closed or reused.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
