@@ -330,6 +330,15 @@ bench ctl_exec "$QCTL exec c1 -- true 2>>$QERR"
 if [ "$HAVE_LXC" = 1 ]; then
     bench lxc_attach "lxc-attach -n $QL -- true 2>>$QERR"
 fi
+# The same exec through LXD's own client (Debian lxd-client) against ctld, when installed:
+# what an LXD user's tooling costs on top of the API.
+if lxc --version 2>/dev/null | grep -q '^5\.'; then
+    LXD_CONF_DIR=$WORK/lxd-conf
+    mkdir -p "$LXD_CONF_DIR"
+    # Its first run prints a welcome banner: get it out of the way before timing.
+    LXD_DIR=$STATE_DIR LXD_CONF=$LXD_CONF_DIR lxc list >/dev/null 2>&1 || true
+    bench lxd_exec "LXD_DIR=$(q "$STATE_DIR") LXD_CONF=$(q "$LXD_CONF_DIR") lxc exec c1 -- true 2>>$QERR"
+fi
 # (e1) list with 1 (running) instance.
 bench ctl_list_1 "$QCTL list >/dev/null 2>>$QERR"
 if [ "$HAVE_LXC" = 1 ]; then
@@ -391,6 +400,7 @@ rows = [
     ("launch busybox (create + start, cached image)", "ctl_launch", None, "≤ 20"),
     ("start a stopped instance", "ctl_start", "lxc_start", ""),
     ("exec -- true (lxc-attach -- true)", "ctl_exec", "lxc_attach", "≤ 10"),
+    ("exec -- true via LXD's `lxc` client against ctld", "lxd_exec", None, ""),
     ("stop --force (lxc-stop -k)", "ctl_stop", "lxc_stop", "≤ 20"),
     ("delete a stopped instance", "ctl_delete", None, ""),
     ("list, 1 running instance (lxc-ls -f)", "ctl_list_1", "lxc_ls_1", ""),
