@@ -54,3 +54,86 @@ pub struct ImageAliasesEntry {
     #[serde(rename = "type")]
     pub kind: String,
 }
+
+/// `POST /1.0/images` with a JSON body: make an image from a source (`ctl publish` sends
+/// `{"source": {"type": "instance", "name": "c1"}}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImagesPost {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ImagesPostSource>,
+    /// Aliases to point at the new image.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub aliases: Vec<ImageAlias>,
+    /// Properties, over those the source brings.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub public: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub filename: String,
+    /// `gzip` (the default), `xz`, `zstd` or `none`.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub compression_algorithm: String,
+}
+
+/// Where a new image comes from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImagesPostSource {
+    /// `instance` (others, like `snapshot` or `url`, are refused).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The instance name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+}
+
+/// `POST /1.0/images/aliases`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageAliasesPost {
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub description: String,
+    /// The fingerprint the alias points at.
+    pub target: String,
+    #[serde(
+        rename = "type",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub kind: String,
+}
+
+/// Deserialize `null` as the type's default (Go clients send `null` for empty maps and lists).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_post_takes_go_nulls() -> Result<(), serde_json::Error> {
+        // What LXD's `lxc publish` sends.
+        let req: ImagesPost = serde_json::from_str(
+            r#"{"auto_update":false,"properties":null,"public":false,"expires_at":"0001-01-01T00:00:00Z",
+                "profiles":null,"filename":"","source":{"type":"instance","name":"c1"},
+                "compression_algorithm":"","aliases":null}"#,
+        )?;
+        assert_eq!(req.source.map(|s| s.name), Some("c1".to_string()));
+        assert!(req.aliases.is_empty() && req.properties.is_empty());
+        let alias: ImageAliasesPost =
+            serde_json::from_str(r#"{"name":"a","target":"f","description":null,"type":null}"#)?;
+        assert_eq!(alias.target, "f");
+        Ok(())
+    }
+}

@@ -13,7 +13,9 @@ pub mod server;
 pub mod status;
 
 pub use event::{Event, EventLifecycle, EventLogging, EventType, UnknownEventType};
-pub use image::{Image, ImageAlias, ImageAliasesEntry};
+pub use image::{
+    Image, ImageAlias, ImageAliasesEntry, ImageAliasesPost, ImagesPost, ImagesPostSource,
+};
 pub use instance::{
     Instance, InstanceExecPost, InstanceFull, InstancePut, InstanceSource, InstanceState,
     InstanceStateCpu, InstanceStateMemory, InstanceStatePut, InstancesPost, StateAction,

@@ -68,6 +68,8 @@ pub enum Command {
         /// Instance name
         name: String,
     },
+    /// Make an image of a stopped instance
+    Publish(cmd::image_transfer::PublishArgs),
     /// Manage images
     Image {
         #[command(subcommand)]
@@ -156,6 +158,10 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
         Command::Shell { name } => {
             out.flush()?;
             return exec::run(&client, &exec::shell_args(name)).await;
+        }
+        Command::Publish(args) => {
+            let fp = cmd::image_transfer::publish(&client, args).await?;
+            writeln!(out, "Instance published with fingerprint: {fp}")?;
         }
         Command::Image { command } => image::run(&client, command, out).await?,
         Command::File { command } => {

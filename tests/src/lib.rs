@@ -187,13 +187,25 @@ impl Daemon {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("run ctl {args:?}: {e}"));
-        if let (Some(data), Some(mut si)) = (stdin, child.stdin.take()) {
-            let _ = si.write_all(data);
-        }
-        child
+        // Feed stdin from a thread while the output is read: writing it all first would
+        // deadlock once ctl's output pipe fills up.
+        let feeder = match (stdin, child.stdin.take()) {
+            (Some(data), Some(mut si)) => {
+                let data = data.to_vec();
+                Some(std::thread::spawn(move || {
+                    let _ = si.write_all(&data);
+                }))
+            }
+            _ => None,
+        };
+        let run = child
             .wait_with_output()
             .map(Run::from)
-            .unwrap_or_else(|e| panic!("ctl {args:?}: {e}"))
+            .unwrap_or_else(|e| panic!("ctl {args:?}: {e}"));
+        if let Some(f) = feeder {
+            let _ = f.join();
+        }
+        run
     }
 
     /// Run `ctl`, asserting success; returns stdout.

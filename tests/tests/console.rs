@@ -111,3 +111,43 @@ fn console_ring_is_bounded() {
     assert!(raw.len() >= 100 * 1024, "{} bytes", raw.len());
     assert!(raw.contains("THE-END"));
 }
+
+#[test]
+fn a_flooded_console_never_blocks_the_monitor() {
+    if !require_root("a_flooded_console_never_blocks_the_monitor") {
+        return;
+    }
+    use std::io::Write;
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "fl"]);
+    // Attach straight to the monitor and paste 8 MiB while the console's shell is busy.
+    let sock = d.path().join("run/fl.console");
+    let mut conn = std::os::unix::net::UnixStream::connect(&sock)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", sock.display()));
+    conn.write_all(b"attach\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    conn.write_all(b"sleep 5\r")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(3)));
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'z'; 64 * 1024];
+        for _ in 0..128 {
+            if conn.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        conn
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    // The monitor still answers, and a stop completes (it reaps the init).
+    let start = std::time::Instant::now();
+    let (code, _) = d.http_text("GET", "/1.0/instances/fl/console", None);
+    assert_eq!(code, 200);
+    d.ok(&["stop", "-f", "fl"]);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let _ = writer.join();
+}

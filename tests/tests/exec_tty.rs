@@ -239,3 +239,31 @@ fn exec_inherits_no_daemon_descriptor() {
         assert_eq!(fds, ["0", "1", "2", "3"], "{argv:?}: {out:?}");
     }
 }
+
+#[test]
+fn a_flooded_pty_or_a_lingering_child_never_hangs_an_exec() {
+    root_or_skip!("a_flooded_pty_or_a_lingering_child_never_hangs_an_exec");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "flood"]);
+    // 4 MiB into a PTY whose command never reads: the exit still comes through.
+    let start = std::time::Instant::now();
+    let r = d.ctl_stdin(
+        &["exec", "-t", "flood", "--", "sh", "-c", "sleep 1; exit 4"],
+        Some(&vec![b'y'; 4 << 20]),
+    );
+    assert_eq!(r.code, 4, "{:?}", r.stderr);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        start.elapsed()
+    );
+    // A background process keeping stdout open does not keep the exec alive.
+    let start = std::time::Instant::now();
+    let r = d.ctl(&["exec", "flood", "--", "sh", "-c", "sleep 30 & echo started"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "started\n"));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+}

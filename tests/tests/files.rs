@@ -766,3 +766,27 @@ fn edit_from_stdin_and_through_an_editor() {
     assert_eq!(exec(&d, "cat /etc/motd"), "hello\nedited\n");
     assert_eq!(exec(&d, "stat -c %a /etc/motd").trim(), "600");
 }
+
+#[test]
+fn device_nodes_planted_inside_are_never_opened_for_writing() {
+    if !ctl_tests::require_root("device_nodes_planted_inside_are_never_opened_for_writing") {
+        return;
+    }
+    let d = ctl_tests::Daemon::start();
+    d.ok(&["launch", "busybox", "dev"]);
+    d.ok(&["exec", "dev", "--", "mknod", "/root/node", "c", "1", "3"]);
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let local = tmp.path().join("f");
+    std::fs::write(&local, b"data").unwrap_or_else(|e| panic!("{e}"));
+    let r = d.ctl(&[
+        "file",
+        "push",
+        local.to_str().unwrap_or_default(),
+        "dev/root/node",
+    ]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("regular file"), "{r:?}");
+    // Still the device it was.
+    let ls = d.ok(&["exec", "dev", "--", "ls", "-l", "/root/node"]);
+    assert!(ls.starts_with('c'), "{ls}");
+}

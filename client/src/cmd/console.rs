@@ -26,6 +26,9 @@ pub struct ConsoleArgs {
     pub show_log: bool,
 }
 
+/// How long sending to (or closing) the console may take before we give up on the server.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The detach sequence: Ctrl-a then q.
 const ESCAPE: u8 = 0x01;
 
@@ -107,8 +110,13 @@ pub async fn run(client: &Client, args: &ConsoleArgs, out: &mut dyn Write) -> Re
             chunk = input.recv() => {
                 let Some(chunk) = chunk else { break };
                 let (bytes, detach) = detacher.feed(&chunk);
-                if !bytes.is_empty() && tx.send(Message::binary(bytes)).await.is_err() {
-                    break;
+                if !bytes.is_empty() {
+                    // A stalled server must not keep us undetachable in raw mode.
+                    let sent =
+                        tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::binary(bytes))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        break;
+                    }
                 }
                 if detach {
                     break;
@@ -128,7 +136,8 @@ pub async fn run(client: &Client, args: &ConsoleArgs, out: &mut dyn Write) -> Re
             },
         }
     }
-    let _ = tx.close().await;
+    drop(_raw);
+    let _ = tokio::time::timeout(SEND_TIMEOUT, tx.close()).await;
     drop(control);
     Ok(())
 }

@@ -30,6 +30,15 @@ pub enum ImageCommand {
     /// Delete images by alias or fingerprint
     #[command(visible_alias = "rm")]
     Delete(ImageDeleteArgs),
+    /// Import an image tarball (unified, or split: metadata and rootfs)
+    Import(super::image_transfer::ImportArgs),
+    /// Export an image to a file (the stored tarball, streamed)
+    Export(super::image_transfer::ExportArgs),
+    /// Make, delete and list image aliases
+    Alias {
+        #[command(subcommand)]
+        command: super::image_transfer::AliasCommand,
+    },
 }
 
 /// Arguments of `ctl image list`.
@@ -109,6 +118,18 @@ pub async fn run(
             }
             collect(args.images.len(), failures)
         }
+        ImageCommand::Import(args) => {
+            let fp = super::image_transfer::import(client, args).await?;
+            writeln!(out, "Image imported with fingerprint: {fp}")?;
+            Ok(())
+        }
+        ImageCommand::Export(args) => {
+            for path in super::image_transfer::export(client, args).await? {
+                writeln!(out, "Image exported to {}", path.display())?;
+            }
+            Ok(())
+        }
+        ImageCommand::Alias { command } => super::image_transfer::alias(client, command, out).await,
     }
 }
 

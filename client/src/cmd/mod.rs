@@ -8,6 +8,7 @@ pub mod delete;
 pub mod exec;
 pub mod file;
 pub mod image;
+pub mod image_transfer;
 pub mod info;
 pub mod list;
 pub mod monitor;

@@ -62,7 +62,8 @@ fn image_status(e: &ImageError) -> StatusCode {
         // An unknown image in a create request is a bad request; on /1.0/images/{fp} the
         // handler answers 404 itself.
         ImageError::NotFound { .. } | ImageError::Ambiguous(_) => StatusCode::BAD_REQUEST,
-        ImageError::InUse { .. } => StatusCode::CONFLICT,
+        ImageError::InUse { .. } | ImageError::Exists(_) => StatusCode::CONFLICT,
+        ImageError::Invalid(_) => StatusCode::BAD_REQUEST,
         ImageError::Build(_) | ImageError::Io { .. } | ImageError::Db(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

@@ -30,6 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// PTY) and `control`.
 const STREAMS: [&str; 4] = ["0", "1", "2", "control"];
 const INTERACTIVE_STREAMS: [&str; 2] = ["0", "control"];
+/// How long output may still flow after the command exited.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 pub(super) type Slot = (String, Option<oneshot::Sender<WebSocket>>);
 
@@ -211,13 +213,24 @@ fn run_without_websockets(
             let mut err_file = sink(paths.as_ref().map(|p| p.1.clone()))
                 .await
                 .map_err(|e| format!("record stderr: {e}"))?;
-            let (a, b, status) = tokio::join!(
-                tokio::io::copy(&mut out, &mut out_file),
-                tokio::io::copy(&mut err, &mut err_file),
-                child.wait()
-            );
-            let _ = (a, b, out_file.flush().await, err_file.flush().await);
-            let status = status.map_err(|e| format!("wait for command: {e}"))?;
+            let copy_out = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut out, &mut out_file).await;
+                let _ = out_file.flush().await;
+            });
+            let copy_err = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut err, &mut err_file).await;
+                let _ = err_file.flush().await;
+            });
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| format!("wait for command: {e}"))?;
+            // Output held open by something the command left behind gets a grace, no more.
+            for mut c in [copy_out, copy_err] {
+                if tokio::time::timeout(OUTPUT_GRACE, &mut c).await.is_err() {
+                    c.abort();
+                }
+            }
             if let (Some(m), Some(f)) = (metadata.as_object_mut(), &files) {
                 m.insert("output".into(), json!({ f[0].0: f[0].2, f[1].0: f[1].2 }));
             }
@@ -291,6 +304,8 @@ async fn run(
         return Err("exec helper pipes missing".into());
     };
     let (gone_tx, mut gone_rx) = tokio::sync::mpsc::channel::<()>(4);
+    // Set once the command exited and the output had its grace: streams end then.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let mut outputs = Vec::new();
     if plan.interactive {
@@ -299,8 +314,14 @@ async fn run(
         };
         let (sink, stream) = ws0.split();
         tasks.push(tokio::spawn(pump_in(stream, stdin)));
-        outputs.push(tokio::spawn(pump_out(stdout, sink, gone_tx.clone())));
-        drop(stderr);
+        // The helper's own errors (before the PTY exists) come on its stderr: after the
+        // terminal's output, on the same stream.
+        outputs.push(tokio::spawn(pump_out(
+            stdout.chain(stderr),
+            sink,
+            gone_tx.clone(),
+            stop_rx.clone(),
+        )));
     } else {
         let (Some(ws0), Some(ws1), Some(ws2)) = (
             sockets.remove("0"),
@@ -310,8 +331,18 @@ async fn run(
             return Err("missing websocket".into());
         };
         tasks.push(tokio::spawn(pump_in(ws0, stdin)));
-        outputs.push(tokio::spawn(pump_out(stdout, ws1, gone_tx.clone())));
-        outputs.push(tokio::spawn(pump_out(stderr, ws2, gone_tx.clone())));
+        outputs.push(tokio::spawn(pump_out(
+            stdout,
+            ws1,
+            gone_tx.clone(),
+            stop_rx.clone(),
+        )));
+        outputs.push(tokio::spawn(pump_out(
+            stderr,
+            ws2,
+            gone_tx.clone(),
+            stop_rx.clone(),
+        )));
     }
     tasks.push(tokio::spawn(async move {
         if let Some(rx) = control_rx
@@ -328,8 +359,17 @@ async fn run(
             child.wait().await.map_err(|e| format!("wait for command: {e}"))?
         }
     };
-    for o in outputs {
-        let _ = o.await;
+    // Output still held open by a background process of the command may not keep the
+    // operation alive: a short grace to drain, then the streams end.
+    let all_out = futures_util::future::join_all(outputs);
+    tokio::pin!(all_out);
+    if tokio::time::timeout(OUTPUT_GRACE, &mut all_out)
+        .await
+        .is_err()
+    {
+        // Still held open by something the command left behind: end the streams cleanly.
+        let _ = stop_tx.send(true);
+        let _ = all_out.await;
     }
     for t in tasks {
         t.abort();
@@ -373,15 +413,21 @@ async fn pump_in(
     }
 }
 
-/// Command output → client, then the end-of-stream marker and a close.
+/// Command output → client, then the end-of-stream marker and a close (also when `stop`
+/// is set while the source is still open).
 async fn pump_out(
     mut src: impl tokio::io::AsyncRead + Unpin,
     mut ws: impl futures_util::Sink<Message> + Unpin,
     gone: tokio::sync::mpsc::Sender<()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
-        match src.read(&mut buf).await {
+        let read = tokio::select! {
+            r = src.read(&mut buf) => r,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 if ws

@@ -51,9 +51,17 @@ fn tokens(text: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Most comparisons one filter may hold, and the longest field path: bounds the work and
+/// the recursion a request can cause.
+const MAX_TERMS: usize = 32;
+const MAX_FIELD_PARTS: usize = 16;
+
 /// Parse a filter expression; `None` for an empty one.
 pub fn parse(text: &str) -> Result<Option<Filter>, String> {
     let toks = tokens(text)?;
+    if toks.len() > MAX_TERMS * 5 {
+        return Err(format!("too long (at most {MAX_TERMS} comparisons)"));
+    }
     if toks.is_empty() {
         return Ok(None);
     }
@@ -97,6 +105,9 @@ fn parse_term(t: &[String], pos: &mut usize) -> Result<Filter, String> {
         "ne" => false,
         other => return Err(format!("unsupported operator \"{other}\" (eq, ne)")),
     };
+    if field.split('.').count() > MAX_FIELD_PARTS {
+        return Err(format!("field \"{field}\" is too deep"));
+    }
     *pos += 3;
     Ok(Filter::Compare {
         field: field.clone(),

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod files;
 pub mod filter;
 pub mod images;
+pub mod images_transfer;
 pub mod instances;
 pub mod metrics;
 pub mod operations;
@@ -98,12 +99,25 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/1.0/operations/{id}/wait", get(operations::wait))
         .route("/1.0/operations/{id}/websocket", get(exec::websocket))
-        .route("/1.0/images", get(images::list))
-        .route("/1.0/images/aliases", get(images::list_aliases))
-        .route("/1.0/images/aliases/{*name}", get(images::get_alias))
+        .route(
+            "/1.0/images",
+            get(images::list).post(images_transfer::post_images),
+        )
+        .route(
+            "/1.0/images/aliases",
+            get(images::list_aliases).post(images_transfer::create_alias),
+        )
+        .route(
+            "/1.0/images/aliases/{*name}",
+            get(images::get_alias).delete(images_transfer::delete_alias),
+        )
         .route(
             "/1.0/images/{fingerprint}",
             get(images::get_one).delete(images::delete),
+        )
+        .route(
+            "/1.0/images/{fingerprint}/export",
+            get(images_transfer::export),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

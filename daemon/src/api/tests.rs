@@ -21,6 +21,7 @@ use crate::paths::Paths;
 use crate::worker::fake::FakeWorker;
 
 mod files;
+mod images_transfer;
 
 struct Harness {
     app: axum::Router,

@@ -83,6 +83,36 @@ pub async fn set_alias(
     Ok(())
 }
 
+/// Make alias `name` for `fingerprint`; `Conflict` if the name is taken.
+pub async fn create_alias(
+    pool: &Pool,
+    name: &str,
+    fingerprint: &str,
+    description: &str,
+) -> Result<(), DbError> {
+    let res =
+        sqlx::query("INSERT INTO image_aliases (name, fingerprint, description) VALUES (?, ?, ?)")
+            .bind(name)
+            .bind(fingerprint)
+            .bind(description)
+            .execute(pool)
+            .await;
+    match res {
+        Err(e) if is_unique_violation(&e) => Err(DbError::Conflict(format!("alias \"{name}\""))),
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Remove alias `name`; whether it existed.
+pub async fn delete_alias(pool: &Pool, name: &str) -> Result<bool, DbError> {
+    let r = sqlx::query("DELETE FROM image_aliases WHERE name = ?")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
 /// The fingerprint alias `name` points at.
 pub async fn resolve_alias(pool: &Pool, name: &str) -> Result<Option<(String, String)>, DbError> {
     let row = sqlx::query("SELECT fingerprint, description FROM image_aliases WHERE name = ?")
@@ -164,6 +194,16 @@ pub async fn find_prefix(pool: &Pool, prefix: &str) -> Result<Vec<ImageRow>, DbE
     Ok(out)
 }
 
+/// Record when an image was uploaded (`insert` takes its creation date for both).
+pub async fn set_uploaded_at(pool: &Pool, fingerprint: &str, at: &str) -> Result<(), DbError> {
+    sqlx::query("UPDATE images SET uploaded_at = ? WHERE fingerprint = ?")
+        .bind(at)
+        .bind(fingerprint)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Record that an image was used now.
 pub async fn touch(pool: &Pool, fingerprint: &str, now: &str) -> Result<(), DbError> {
     sqlx::query("UPDATE images SET last_used_at = ? WHERE fingerprint = ?")
@@ -224,6 +264,13 @@ mod tests {
             Some("busybox")
         );
         assert!(find_prefix(&pool, "ff").await?.is_empty());
+        assert!(matches!(
+            create_alias(&pool, "debian/bookworm", "abcdef01", "").await,
+            Err(DbError::Conflict(_))
+        ));
+        create_alias(&pool, "mine", "abcdef01", "m").await?;
+        assert!(delete_alias(&pool, "mine").await?);
+        assert!(!delete_alias(&pool, "mine").await?);
         assert!(delete(&pool, "abcdef01").await?);
         assert_eq!(resolve_alias(&pool, "debian/bookworm").await?, None);
         assert!(aliases(&pool).await?.is_empty());

@@ -1,8 +1,15 @@
 //! The image store: images by sha256 fingerprint, unpacked once under
 //! `images/<fingerprint>/rootfs` and shared read-only by every container as its overlay
 //! lower layer; aliases; and the built-in sources (`busybox`) built on first use.
+//!
+//! Images travel as Incus-format tarballs ([`tarball`]: the format and the fingerprint rule),
+//! are unpacked safely ([`unpack`]), and are imported, exported and published through
+//! [`transfer`].
 
 pub mod busybox;
+pub mod tarball;
+pub mod transfer;
+pub mod unpack;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -32,6 +39,13 @@ pub enum ImageError {
     },
     #[error("building image: {0}")]
     Build(String),
+    /// An image file or request that cannot be used (bad tarball, unsafe entry, wrong
+    /// fingerprint, unsupported format).
+    #[error("invalid image: {0}")]
+    Invalid(String),
+    /// The image or alias exists already.
+    #[error("{0} already exists")]
+    Exists(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -151,7 +165,6 @@ impl ImageStore {
         let tmp_root = self.paths.tmp();
         let work = tmp_root.join(format!("build-{}", uuid::Uuid::new_v4().simple()));
         let busybox = self.paths.busybox.clone();
-        let rootfs = work.join("rootfs");
         tokio::fs::create_dir_all(&work)
             .await
             .map_err(|source| ImageError::Io {
@@ -159,8 +172,9 @@ impl ImageStore {
                 source,
             })?;
         let built = {
-            let rootfs = rootfs.clone();
-            tokio::task::spawn_blocking(move || busybox::build(&busybox, &rootfs))
+            // The rootfs and its tarball, whose sha256 is the fingerprint (see `tarball`).
+            let work = work.clone();
+            tokio::task::spawn_blocking(move || transfer::build_busybox(&busybox, &work))
                 .await
                 .map_err(|e| ImageError::Build(e.to_string()))
         };
@@ -181,14 +195,7 @@ impl ImageStore {
                         source,
                     })?;
             }
-            let mut props = BTreeMap::new();
-            props.insert("os".to_string(), "BusyBox".to_string());
-            props.insert("release".to_string(), built.version.clone());
-            props.insert("architecture".to_string(), host_architecture().to_string());
-            props.insert(
-                "description".to_string(),
-                format!("BusyBox {} (static, from the host)", built.version),
-            );
+            let props = transfer::busybox_properties(&built.version);
             let t = now();
             match db::images::insert(
                 &self.db,

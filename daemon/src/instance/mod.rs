@@ -6,6 +6,7 @@
 pub mod config;
 pub mod files;
 pub mod name;
+pub mod publish;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -1049,8 +1050,9 @@ impl Instances {
                 .console_request(name, crate::worker::console::CMD_LOG)
                 .await?;
             let mut out = Vec::new();
-            conn.read_to_end(&mut out)
+            tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut out))
                 .await
+                .map_err(|_| InstanceError::Internal(format!("console of \"{name}\": no answer")))?
                 .map_err(|e| InstanceError::Internal(format!("console of \"{name}\": {e}")))?;
             return Ok(out);
         }

@@ -200,9 +200,19 @@ fn supervise(child: i32, master: Option<OwnedFd>, control: Option<OwnedFd>) -> i
     let Ok(pidfd) = sys::pidfd_open(child) else {
         return wait_status(child);
     };
+    // The master never blocks us: input waits in a bounded queue (and stdin is not read
+    // while it is full), so a command that does not read cannot stall signals or resizes.
+    if let Some(m) = &master {
+        let _ = nix::fcntl::fcntl(
+            m.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
+    const INPUT_QUEUE: usize = 256 * 1024;
     let mut master = master.map(fs::File::from);
     let mut control = control.map(fs::File::from);
     let mut stdin_open = master.is_some();
+    let mut to_master: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
     let mut pending = String::new();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -213,10 +223,14 @@ fn supervise(child: i32, master: Option<OwnedFd>, control: Option<OwnedFd>) -> i
             fds.len() - 1
         });
         let master_at = master.as_ref().map(|m| {
-            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            let mut f = PollFlags::POLLIN;
+            if !to_master.is_empty() {
+                f |= PollFlags::POLLOUT;
+            }
+            fds.push(PollFd::new(m.as_fd(), f));
             fds.len() - 1
         });
-        let stdin_at = stdin_open.then(|| {
+        let stdin_at = (stdin_open && to_master.len() < INPUT_QUEUE).then(|| {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             fds.len() - 1
         });
@@ -227,8 +241,11 @@ fn supervise(child: i32, master: Option<OwnedFd>, control: Option<OwnedFd>) -> i
         }
         let ready = |i: Option<usize>| {
             i.and_then(|i| fds[i].revents())
-                .is_some_and(|r| !r.is_empty())
+                .is_some_and(|r| !(r - PollFlags::POLLOUT).is_empty())
         };
+        let writable = master_at
+            .and_then(|i| fds[i].revents())
+            .is_some_and(|r| r.contains(PollFlags::POLLOUT));
         let (child_done, ctl_ready, master_ready, stdin_ready) = (
             ready(Some(0)),
             ready(ctl_at),
@@ -248,18 +265,31 @@ fn supervise(child: i32, master: Option<OwnedFd>, control: Option<OwnedFd>) -> i
                 }
             }
         }
-        if stdin_ready && let Some(m) = master.as_mut() {
+        if stdin_ready && master.is_some() {
             match nix::unistd::read(io::stdin().as_fd(), &mut buf) {
                 Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => to_master.extend(&buf[..n]),
+            }
+        }
+        if writable && let Some(m) = master.as_mut() {
+            let (a, _) = to_master.as_slices();
+            match m.write(a) {
                 Ok(n) => {
-                    let _ = m.write_all(&buf[..n]);
+                    to_master.drain(..n);
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => to_master.clear(),
             }
         }
         if master_ready && let Some(m) = master.as_mut() {
             match m.read(&mut buf) {
-                // EIO: every slave descriptor is closed.
-                Ok(0) | Err(_) => master = None,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // EIO: every slave descriptor is closed; input has nowhere to go.
+                Ok(0) | Err(_) => {
+                    master = None;
+                    stdin_open = false;
+                    to_master.clear();
+                }
                 Ok(n) => {
                     // Stdout is line-buffered: flush, a prompt has no newline.
                     let mut out = io::stdout().lock();
@@ -280,12 +310,8 @@ fn supervise(child: i32, master: Option<OwnedFd>, control: Option<OwnedFd>) -> i
     wait_status(child)
 }
 
-/// Copy what the PTY still holds to stdout without blocking.
+/// Copy what the PTY still holds to stdout without blocking (the master is non-blocking).
 fn drain(master: &mut fs::File) {
-    let _ = nix::fcntl::fcntl(
-        master.as_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    );
     let mut buf = [0u8; 16 * 1024];
     let mut out = io::stdout().lock();
     while let Ok(n) = master.read(&mut buf) {

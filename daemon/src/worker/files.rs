@@ -410,9 +410,22 @@ pub fn open_for_write(
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => return Err(path.err(e)),
         }
-        match root.walk(&path.full, base | trunc, 0) {
-            Ok(fd) => {
-                opened = Some((fd, false));
+        // An existing entry is looked at (O_PATH) before it is opened for writing: opening
+        // a device node the container planted would already act on the host's device.
+        match root.walk(&path.full, OFlag::O_PATH, 0) {
+            Ok(pfd) => {
+                let st = nix::sys::stat::fstat(&pfd).map_err(|e| path.errno(e))?;
+                if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+                    return Err(path.refused("not a regular file"));
+                }
+                use std::os::fd::AsRawFd;
+                let reopened = nix::fcntl::open(
+                    format!("/proc/self/fd/{}", pfd.as_raw_fd()).as_str(),
+                    base | trunc,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| path.errno(e))?;
+                opened = Some((reopened, false));
                 break;
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}

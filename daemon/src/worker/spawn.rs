@@ -235,10 +235,10 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
     }
     detach_stdio();
-    if let (Some((master, _, listener)), Some(sock)) = (console, &spec.console)
+    if let (Some((master, slave, listener)), Some(sock)) = (console, &spec.console)
         && let Ok(exit) = sys::pidfd_open(pid)
     {
-        super::console::serve(&exit, master, listener, sock, &spec.log);
+        super::console::serve(&exit, master, Some(slave), listener, sock, &spec.log);
     }
     loop {
         match waitpid(child, Some(WaitPidFlag::__WALL)) {
@@ -320,9 +320,12 @@ fn container_child(
                 }
             }
             nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+            // O_NOCTTY: the console is the init's stdio, not its controlling terminal, so
+            // Ctrl-C on the console never signals the init.
             let t = OpenOptions::new()
                 .read(true)
                 .write(true)
+                .custom_flags(libc::O_NOCTTY)
                 .open(path)
                 .map_err(|e| format!("open console {}: {e}", path.display()))?;
             Some(t)
