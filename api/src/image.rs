@@ -62,19 +62,19 @@ pub struct ImagesPost {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<ImagesPostSource>,
     /// Aliases to point at the new image.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub aliases: Vec<ImageAlias>,
     /// Properties, over those the source brings.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub properties: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub public: bool,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub filename: String,
     /// `gzip` (the default), `xz`, `zstd` or `none`.
     #[serde(
         default,
-        deserialize_with = "null_as_default",
+        deserialize_with = "crate::null_as_default",
         skip_serializing_if = "String::is_empty"
     )]
     pub compression_algorithm: String,
@@ -87,7 +87,7 @@ pub struct ImagesPostSource {
     #[serde(rename = "type")]
     pub kind: String,
     /// The instance name.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub name: String,
 }
 
@@ -95,26 +95,17 @@ pub struct ImagesPostSource {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImageAliasesPost {
     pub name: String,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub description: String,
     /// The fingerprint the alias points at.
     pub target: String,
     #[serde(
         rename = "type",
         default,
-        deserialize_with = "null_as_default",
+        deserialize_with = "crate::null_as_default",
         skip_serializing_if = "String::is_empty"
     )]
     pub kind: String,
-}
-
-/// Deserialize `null` as the type's default (Go clients send `null` for empty maps and lists).
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[cfg(test)]

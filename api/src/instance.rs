@@ -185,37 +185,32 @@ pub struct InstanceState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceExecPost {
     pub command: Vec<String>,
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub environment: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub interactive: bool,
     #[serde(
         rename = "wait-for-websocket",
         default,
-        deserialize_with = "null_default"
+        deserialize_with = "crate::null_as_default"
     )]
     pub wait_for_websocket: bool,
-    #[serde(rename = "record-output", default, deserialize_with = "null_default")]
+    #[serde(
+        rename = "record-output",
+        default,
+        deserialize_with = "crate::null_as_default"
+    )]
     pub record_output: bool,
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub width: u32,
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub height: u32,
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub user: u32,
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub group: u32,
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "crate::null_as_default")]
     pub cwd: String,
-}
-
-/// Deserialize `null` as the type's default.
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -27,3 +27,14 @@ pub use status::StatusCode;
 
 /// The API version this crate describes.
 pub const API_VERSION: &str = "1.0";
+
+/// Deserialize `null` as the type's default: clients (Go's `lxc`, pylxd) send `null` for
+/// fields they leave unset, empty maps and lists.
+pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    use serde::Deserialize;
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
