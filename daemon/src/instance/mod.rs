@@ -387,6 +387,11 @@ impl Instances {
     async fn start_quiet(&self, name: &str) -> Result<(), InstanceError> {
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
+        self.start_locked(name).await
+    }
+
+    /// Start with the instance's lock held by the caller.
+    async fn start_locked(&self, name: &str) -> Result<(), InstanceError> {
         let row = self.row(name).await?;
         self.ensure_stopped(&row, "is already running")?;
         let limits = config::limits(&row.config, &self.host, name)?;
@@ -601,12 +606,11 @@ impl Instances {
         timeout: Option<Duration>,
         force: bool,
     ) -> Result<(), InstanceError> {
-        {
-            let lock = self.lock_for(name);
-            let _g = lock.lock().await;
-            self.stop_locked(name, timeout, force).await?;
-        }
-        self.start_quiet(name).await?;
+        // One lock across both halves: nothing can slip in between the stop and the start.
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        self.stop_locked(name, timeout, force).await?;
+        self.start_locked(name).await?;
         self.events
             .instance("instance-restarted", name, BTreeMap::new());
         Ok(())
