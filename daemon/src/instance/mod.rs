@@ -221,19 +221,7 @@ impl Instances {
                 "pulling images from a remote server is not supported yet".into(),
             ));
         }
-        if let Some((dev, _)) = req.devices.iter().next() {
-            return Err(InstanceError::Invalid(format!(
-                "device \"{dev}\": devices are not supported yet"
-            )));
-        }
-        if let Some(p) = req
-            .profiles
-            .iter()
-            .flatten()
-            .find(|p| p.as_str() != "default")
-        {
-            return Err(InstanceError::Invalid(format!("profile \"{p}\" not found")));
-        }
+        check_devices_and_profiles(Some(&req.devices), req.profiles.as_deref())?;
         if req.ephemeral {
             return Err(InstanceError::Invalid(
                 "ephemeral instances are not supported yet".into(),
@@ -880,21 +868,7 @@ impl Instances {
         // An empty value unsets a key (as `PATCH {"config": {"k": ""}}` does in Incus).
         cfg.retain(|_, v| !v.is_empty());
         config::validate(&cfg, &row.config, &self.host)?;
-        if let Some(devs) = &put.devices
-            && let Some((d, _)) = devs.iter().next()
-        {
-            return Err(InstanceError::Invalid(format!(
-                "device \"{d}\": devices are not supported yet"
-            )));
-        }
-        if let Some(p) = put
-            .profiles
-            .iter()
-            .flatten()
-            .find(|p| p.as_str() != "default")
-        {
-            return Err(InstanceError::Invalid(format!("profile \"{p}\" not found")));
-        }
+        check_devices_and_profiles(put.devices.as_ref(), put.profiles.as_deref())?;
         let running = self.running_init(&row).is_some();
         if running
             && let Some(key) = config::START_ONLY_KEYS
@@ -1125,6 +1099,26 @@ impl Instances {
         }
         Ok(())
     }
+}
+
+/// Devices come with networking; the only profile is `default` (no profiles API yet).
+fn check_devices_and_profiles(
+    devices: Option<&ctl_api::instance::DeviceMap>,
+    profiles: Option<&[String]>,
+) -> Result<(), InstanceError> {
+    if let Some((dev, _)) = devices.and_then(|d| d.iter().next()) {
+        return Err(InstanceError::Invalid(format!(
+            "device \"{dev}\": devices are not supported yet"
+        )));
+    }
+    if let Some(p) = profiles
+        .into_iter()
+        .flatten()
+        .find(|p| p.as_str() != "default")
+    {
+        return Err(InstanceError::Invalid(format!("profile \"{p}\" not found")));
+    }
+    Ok(())
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
