@@ -220,6 +220,26 @@ impl Daemon {
         r.stdout
     }
 
+    /// Run `ctl ARGS` on a real PTY through `tests/pty_driver.py` following `script`
+    /// (`send:`/`expect:`/`resize:`/`sleep:` steps); returns (all expects met, transcript).
+    pub fn ctl_on_pty(&self, script: &str, args: &[&str]) -> (bool, String) {
+        let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("pty_driver.py");
+        let out = Command::new("python3")
+            .arg(driver)
+            .arg(script)
+            .arg("--")
+            .arg(bin_dir().join("ctl"))
+            .args(args)
+            .env("CTL_DIR", self.path())
+            .env("TERM", "xterm")
+            .output()
+            .unwrap_or_else(|e| panic!("run the pty driver (python3): {e}"));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     /// One HTTP/1.1 request over the socket; the whole raw response.
     fn raw(&self, method: &str, path: &str, body: &str) -> String {
         let mut s = UnixStream::connect(self.socket()).unwrap_or_else(|e| panic!("connect: {e}"));

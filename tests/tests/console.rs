@@ -2,26 +2,7 @@
 //! log (`GET`/`DELETE /1.0/instances/{name}/console`, `ctl console --show-log`), attaching
 //! through `ctl console` on a real PTY (tests/pty_driver.py) and detaching with Ctrl-a q.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use ctl_tests::{Daemon, bin_dir, require_root};
-
-fn on_pty(d: &Daemon, script: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("python3")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pty_driver.py"))
-        .arg(script)
-        .arg("--")
-        .arg(bin_dir().join("ctl"))
-        .args(args)
-        .env("CTL_DIR", d.path())
-        .output()
-        .unwrap_or_else(|e| panic!("run the pty driver (python3): {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
+use ctl_tests::{Daemon, require_root};
 
 #[test]
 fn console_log_attach_detach_and_clear() {
@@ -52,8 +33,7 @@ fn console_log_attach_detach_and_clear() {
     assert!(raw.contains("from-exec"), "{raw:?}");
 
     // Attach, type into the console's shell, detach with Ctrl-a q.
-    let (ok, t) = on_pty(
-        &d,
+    let (ok, t) = d.ctl_on_pty(
         "expect:detach;;send:\\r;;send:echo hello-$((6*7))\\r;;expect:hello-42;;send:\\x01q",
         &["console", "con"],
     );

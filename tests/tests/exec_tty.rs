@@ -2,7 +2,6 @@
 //! pty harness: keystrokes in, transcript out, window resizes), signal forwarding, users,
 //! and concurrent execs. Real daemon, real containers, real devpts.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -14,28 +13,6 @@ macro_rules! root_or_skip {
             return;
         }
     };
-}
-
-fn driver() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pty_driver.py")
-}
-
-/// Run `ctl ARGS` under the pty driver with `script`; returns (driver ok, transcript).
-fn on_pty(d: &Daemon, script: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("python3")
-        .arg(driver())
-        .arg(script)
-        .arg("--")
-        .arg(bin_dir().join("ctl"))
-        .args(args)
-        .env("CTL_DIR", d.path())
-        .env("TERM", "xterm")
-        .output()
-        .unwrap_or_else(|e| panic!("run the pty driver (python3): {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 #[test]
@@ -61,7 +38,7 @@ fn interactive_exec_on_a_real_pty() {
         "send:exit 3\\n",
     ]
     .join(";;");
-    let (ok, t) = on_pty(&d, &script, &["exec", "tty1", "--", "sh"]);
+    let (ok, t) = d.ctl_on_pty(&script, &["exec", "tty1", "--", "sh"]);
     assert!(ok, "{t}");
     // The PTY comes from the container's own devpts.
     assert!(t.contains("/dev/pts/0"), "{t}");
@@ -81,8 +58,7 @@ fn shell_is_a_login_shell() {
     root_or_skip!("shell_is_a_login_shell");
     let d = Daemon::start();
     d.ok(&["launch", "busybox", "sh1"]);
-    let (ok, t) = on_pty(
-        &d,
+    let (ok, t) = d.ctl_on_pty(
         "expect:#;;send:echo shell=$0 home=$HOME\\n;;expect:shell=-sh home=/root;;send:exit 0\\n",
         &["shell", "sh1"],
     );
@@ -96,7 +72,7 @@ fn no_pty_when_forced_or_piped() {
     let d = Daemon::start();
     d.ok(&["launch", "busybox", "np"]);
     // On a terminal but with -T: pipes, so `tty` says so.
-    let (_, t) = on_pty(&d, "", &["exec", "-T", "np", "--", "tty"]);
+    let (_, t) = d.ctl_on_pty("", &["exec", "-T", "np", "--", "tty"]);
     assert!(t.contains("not a tty"), "{t}");
     // Piped (the test's own stdio) but -t: a PTY.
     let out = d.ok(&["exec", "-t", "np", "--", "tty"]);
