@@ -8,7 +8,11 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use ctl_api::{InstanceFull, InstancePut, InstanceStatePut, InstancesPost, StateAction};
 
-use super::{ApiError, AppState, instance_resources, parse_json, recursion, spawn_task, sync};
+use super::{
+    ApiError, AppState, instance_resources, parse_json, recursion, spawn_task, spawn_task_with,
+    sync,
+};
+use crate::images::progress::Progress;
 
 /// `GET /1.0/instances?recursion=0|1|2&filter=EXPR`.
 pub async fn list(
@@ -55,11 +59,11 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
     let plan = state.instances.plan_create(req).await?;
     let resources = instance_resources(&plan.name);
     let svc = state.instances.clone();
-    Ok(spawn_task(
+    Ok(spawn_task_with(
         &state,
         "Creating instance",
         resources,
-        async move { svc.create(plan).await },
+        move |op| async move { svc.create(plan, &Progress::for_op(op)).await },
     ))
 }
 

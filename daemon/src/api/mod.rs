@@ -199,6 +199,20 @@ pub fn spawn_task<F>(
 where
     F: Future<Output = Result<(), InstanceError>> + Send + 'static,
 {
+    spawn_task_with(state, description, resources, |_| work)
+}
+
+/// Like [`spawn_task`], for work that reports progress through its operation's metadata.
+pub fn spawn_task_with<W, F>(
+    state: &AppState,
+    description: &str,
+    resources: BTreeMap<String, Vec<String>>,
+    work: W,
+) -> Response
+where
+    W: FnOnce(crate::operations::OpHandle) -> F,
+    F: Future<Output = Result<(), InstanceError>> + Send + 'static,
+{
     let (handle, op) = state.ops.create(
         OperationClass::Task,
         description,
@@ -207,6 +221,7 @@ where
         None,
     );
     let desc = description.to_string();
+    let work = work(handle.clone());
     tokio::spawn(async move {
         match work.await {
             Ok(()) => handle.succeed(),

@@ -7,6 +7,7 @@
 //! [`transfer`].
 
 pub mod busybox;
+pub mod progress;
 pub mod tarball;
 pub mod transfer;
 pub mod unpack;
@@ -21,6 +22,7 @@ use tokio::sync::Mutex;
 
 use crate::db::{self, DbError, ImageRow, Pool};
 use crate::paths::Paths;
+use progress::Progress;
 
 /// Names the daemon can build itself when no image has that alias yet.
 pub const BUILTIN: &[&str] = &["busybox"];
@@ -148,7 +150,11 @@ impl ImageStore {
     }
 
     /// Make sure the image exists (building a built-in one); returns its fingerprint.
-    pub async fn ensure(&self, image: &ImageRef) -> Result<String, ImageError> {
+    pub async fn ensure(
+        &self,
+        image: &ImageRef,
+        progress: &Progress,
+    ) -> Result<String, ImageError> {
         match image {
             ImageRef::Stored(fp) => Ok(fp.clone()),
             ImageRef::Builtin(name) => {
@@ -156,6 +162,7 @@ impl ImageStore {
                 if let Some((fp, _)) = db::images::resolve_alias(&self.db, name).await? {
                     return Ok(fp);
                 }
+                progress.report("building busybox image", None);
                 self.build_busybox(name).await
             }
         }
@@ -266,7 +273,8 @@ impl ImageStore {
         if let Some(b) = BUILTIN.iter().find(|b| **b == name)
             && db::images::resolve_alias(&self.db, name).await?.is_none()
         {
-            self.ensure(&ImageRef::Builtin(b)).await?;
+            self.ensure(&ImageRef::Builtin(b), &Progress::none())
+                .await?;
         }
         match db::images::resolve_alias(&self.db, name).await? {
             Some((target, description)) => Ok(ImageAliasesEntry {

@@ -20,6 +20,7 @@ use ctl_api::{
 use tokio::sync::Mutex;
 
 use crate::db::{self, DbError, InstanceRow, Pool};
+use crate::images::progress::Progress;
 use crate::images::{ImageError, ImageRef, ImageStore};
 use crate::paths::{Paths, overlay_dirs};
 use crate::worker::spec::{default_caps_drop, default_mounts, default_namespaces};
@@ -281,9 +282,9 @@ impl Instances {
 
     /// Create the planned instance (building its image if needed), then start it if asked.
     /// A failure before the row exists removes what was made; the name is released.
-    pub async fn create(&self, plan: CreatePlan) -> Result<(), InstanceError> {
+    pub async fn create(&self, plan: CreatePlan, progress: &Progress) -> Result<(), InstanceError> {
         let name = plan.name.clone();
-        let result = self.create_inner(&plan).await;
+        let result = self.create_inner(&plan, progress).await;
         self.release(&name);
         result?;
         self.events
@@ -294,8 +295,12 @@ impl Instances {
         Ok(())
     }
 
-    async fn create_inner(&self, plan: &CreatePlan) -> Result<(), InstanceError> {
-        let fingerprint = self.images.ensure(&plan.image).await?;
+    async fn create_inner(
+        &self,
+        plan: &CreatePlan,
+        progress: &Progress,
+    ) -> Result<(), InstanceError> {
+        let fingerprint = self.images.ensure(&plan.image, progress).await?;
         let props = self.images.properties(&fingerprint).await?;
         let mut cfg = plan.request.config.clone();
         for (k, v) in &props {
