@@ -41,6 +41,34 @@ pub struct Image {
     pub kind: String,
     #[serde(default)]
     pub profiles: Vec<String>,
+    /// Where a pulled image came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_source: Option<ImageSource>,
+}
+
+/// The server an image was pulled from (Incus' `update_source`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageSource {
+    #[serde(default)]
+    pub alias: String,
+    #[serde(default)]
+    pub server: String,
+    #[serde(default)]
+    pub protocol: String,
+    #[serde(default)]
+    pub image_type: String,
+}
+
+/// `PUT`/`PATCH /1.0/images/{fingerprint}`: what an image's owner may change. Omitted
+/// fields are kept by `PATCH` (and reset by `PUT`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImagePut {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_update: Option<bool>,
 }
 
 /// `GET /1.0/images/aliases/{name}`.
@@ -83,12 +111,45 @@ pub struct ImagesPost {
 /// Where a new image comes from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImagesPostSource {
-    /// `instance` (others, like `snapshot` or `url`, are refused).
+    /// `instance`, or `image` to copy from an image server (others, like `snapshot` or
+    /// `url`, are refused).
     #[serde(rename = "type")]
     pub kind: String,
     /// The instance name.
     #[serde(default, deserialize_with = "crate::null_as_default")]
     pub name: String,
+    /// For `image`: the server's URL, its protocol (`simplestreams`), `mode` (`pull`) and
+    /// the alias or fingerprint there.
+    #[serde(
+        default,
+        deserialize_with = "crate::null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub server: String,
+    #[serde(
+        default,
+        deserialize_with = "crate::null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub protocol: String,
+    #[serde(
+        default,
+        deserialize_with = "crate::null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub mode: String,
+    #[serde(
+        default,
+        deserialize_with = "crate::null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub alias: String,
+    #[serde(
+        default,
+        deserialize_with = "crate::null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub fingerprint: String,
 }
 
 /// `POST /1.0/images/aliases`.

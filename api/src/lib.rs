@@ -14,7 +14,8 @@ pub mod status;
 
 pub use event::{Event, EventLifecycle, EventLogging, EventType, UnknownEventType};
 pub use image::{
-    Image, ImageAlias, ImageAliasesEntry, ImageAliasesPost, ImagesPost, ImagesPostSource,
+    Image, ImageAlias, ImageAliasesEntry, ImageAliasesPost, ImagePut, ImageSource, ImagesPost,
+    ImagesPostSource,
 };
 pub use instance::{
     Instance, InstanceExecPost, InstanceFull, InstancePut, InstanceSource, InstanceState,

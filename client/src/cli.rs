@@ -80,6 +80,11 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::file::FileCommand,
     },
+    /// Manage the image servers this client knows
+    Remote {
+        #[command(subcommand)]
+        command: cmd::remote::RemoteCommand,
+    },
     /// Print the daemon's events (lifecycle, operations, log) as they happen
     Monitor(cmd::monitor::MonitorArgs),
     /// Show the client and server versions
@@ -169,6 +174,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
             cmd::file::run(&client, command, stdin_is_terminal, out).await?;
         }
         Command::Monitor(args) => cmd::monitor::run(&client, args, out).await?,
+        Command::Remote { command } => cmd::remote::run(command, out)?,
         Command::Version => cmd::version::run(&client, out).await?,
     }
     out.flush()?;

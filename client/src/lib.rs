@@ -12,6 +12,8 @@ pub mod cmd;
 pub mod error;
 pub mod events;
 pub mod output;
+pub mod progress;
+pub mod remotes;
 pub mod usage;
 pub mod ws;
 

@@ -27,6 +27,10 @@ struct Args {
     /// Busybox binary for the built-in `busybox` image.
     #[arg(long, env = "CTL_BUSYBOX", default_value = "/bin/busybox")]
     busybox: PathBuf,
+    /// Also serve the public images as a simplestreams tree over plain HTTP on this
+    /// address (e.g. `127.0.0.1:8443`), so other daemons can pull from this one.
+    #[arg(long, env = "CTL_HTTP_ADDRESS")]
+    http_address: Option<String>,
 }
 
 fn main() {
@@ -74,10 +78,14 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    rt.block_on(serve(paths, events))
+    rt.block_on(serve(paths, events, args.http_address))
 }
 
-async fn serve(paths: Paths, events: ctld::events::Events) -> anyhow::Result<()> {
+async fn serve(
+    paths: Paths,
+    events: ctld::events::Events,
+    http_address: Option<String>,
+) -> anyhow::Result<()> {
     let worker = HostWorker::new(
         paths.exe.clone(),
         paths.cgroup_root.clone(),
@@ -91,7 +99,29 @@ async fn serve(paths: Paths, events: ctld::events::Events) -> anyhow::Result<()>
     let state = ctld::server::build_state(paths, Arc::new(worker), events).await?;
     let listener = bind(&socket).await?;
     tracing::info!(socket = %socket.display(), "listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let public = match http_address {
+        Some(addr) => {
+            let tcp = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("bind {addr}"))?;
+            tracing::info!(address = %addr, "serving public images (simplestreams)");
+            let mut rx = stop_rx.clone();
+            Some(tokio::spawn(ctld::server::serve_public(
+                tcp,
+                state.clone(),
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => None,
+    };
     ctld::server::serve(listener, state, shutdown_signal()).await?;
+    stop_tx.send_replace(true);
+    if let Some(p) = public {
+        let _ = p.await;
+    }
     tracing::info!("stopped; containers keep running");
     Ok(())
 }

@@ -83,3 +83,15 @@ pub async fn serve(
     events.close(std::time::Duration::from_millis(500)).await;
     served
 }
+
+/// Serve the public simplestreams tree ([`api::public_router`]) on a TCP listener until
+/// `shutdown` resolves.
+pub async fn serve_public(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, api::public_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

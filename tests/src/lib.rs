@@ -63,6 +63,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub cgroup_parent: String,
     child: Option<Child>,
+    /// Extra `ctld` arguments, kept across restarts.
+    extra_args: Vec<String>,
 }
 
 /// The result of one `ctl` run.
@@ -86,6 +88,11 @@ impl From<Output> for Run {
 impl Daemon {
     /// Start a daemon on a fresh temp dir with a unique cgroup parent.
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Like [`Daemon::start`], with extra `ctld` arguments.
+    pub fn start_with(args: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("ctl-test-")
             .tempdir()
@@ -94,6 +101,7 @@ impl Daemon {
             dir,
             cgroup_parent: unique("ctl-test"),
             child: None,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.spawn();
         d
@@ -122,6 +130,7 @@ impl Daemon {
             .arg(self.path())
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            .args(&self.extra_args)
             .env("CTL_LOG", "debug,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(log)
@@ -176,6 +185,7 @@ impl Daemon {
         let mut cmd = Command::new(bin_dir().join("ctl"));
         cmd.args(args)
             .env("CTL_DIR", self.path())
+            .env("CTL_CONF", self.path().join("client"))
             .env_remove("CTL_SOCKET")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -231,6 +241,7 @@ impl Daemon {
             .arg(bin_dir().join("ctl"))
             .args(args)
             .env("CTL_DIR", self.path())
+            .env("CTL_CONF", self.path().join("client"))
             .env("TERM", "xterm")
             .output()
             .unwrap_or_else(|e| panic!("run the pty driver (python3): {e}"));

@@ -463,7 +463,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         ),
         (
             r#"{"name":"x1","source":{"type":"image","alias":"nope/nope"}}"#,
-            400,
+            404,
             "busybox",
         ),
         (

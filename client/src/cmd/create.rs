@@ -1,17 +1,19 @@
 //! `ctl launch` and `ctl init`: create an instance from an image (and start it).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use clap::Args;
 use ctl_api::{InstanceSource, InstancesPost, Operation};
 
 use super::{Error, parse_key_value};
 use crate::Client;
+use crate::remotes::{Config, config_path};
 
 /// Arguments of `ctl launch` and `ctl init`.
 #[derive(Debug, Clone, Args)]
 pub struct CreateArgs {
-    /// Image alias or fingerprint (prefix of 12+ hex digits); `local:` is accepted
+    /// Image alias or fingerprint (prefix of 12+ hex digits), optionally on a remote
+    /// (`images:debian/12`; see `ctl remote list`)
     pub image: String,
     /// Instance name (the server picks one when omitted)
     pub name: Option<String>,
@@ -46,15 +48,34 @@ pub fn image_source(image: &str) -> InstanceSource {
     source
 }
 
+/// The creation source for an image argument that may name a remote (`images:debian/12`):
+/// a remote image is pulled by the daemon from the remote's server.
+pub fn remote_image_source(image: &str, remotes: &Config) -> Result<InstanceSource, Error> {
+    let (remote, name) = remotes
+        .image_ref(image)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let Some(remote) = remote else {
+        return Ok(image_source(name));
+    };
+    Ok(InstanceSource {
+        kind: "image".into(),
+        alias: name.to_string(),
+        server: remote.addr.clone(),
+        protocol: remote.protocol.clone(),
+        mode: "pull".into(),
+        ..Default::default()
+    })
+}
+
 /// The `POST /1.0/instances` body for these arguments.
-pub fn request(args: &CreateArgs, start: bool) -> InstancesPost {
-    InstancesPost {
+pub fn request(args: &CreateArgs, start: bool, remotes: &Config) -> Result<InstancesPost, Error> {
+    Ok(InstancesPost {
         name: args.name.clone().unwrap_or_default(),
-        source: image_source(&args.image),
+        source: remote_image_source(&args.image, remotes)?,
         config: args.config.iter().cloned().collect(),
         start,
         ..Default::default()
-    }
+    })
 }
 
 /// The instance an operation created: the name in its first `resources.instances` URL.
@@ -73,14 +94,21 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let verb = if start { "Launching" } else { "Creating" };
-    let operation = client.create_instance(&request(args, start)).await?;
+    let remotes = Config::load(&config_path()).map_err(|e| Error::Usage(e.to_string()))?;
+    let operation = client
+        .create_instance(&request(args, start, &remotes)?)
+        .await?;
     let early = args.name.clone().or_else(|| created_instance(&operation));
     match &early {
         Some(name) => writeln!(out, "{verb} {name}")?,
         None => writeln!(out, "{verb} the instance")?,
     }
     out.flush()?;
-    let finished = client.wait_operation(&operation.id).await?;
+    let mut stderr = std::io::stderr();
+    let tty = stderr
+        .is_terminal()
+        .then_some(&mut stderr as &mut dyn Write);
+    let finished = crate::progress::wait(client, &operation.id, tty).await?;
     if args.name.is_none()
         && let Some(name) = created_instance(&finished).or(early)
     {
@@ -125,13 +153,32 @@ mod tests {
             name: None,
             config: vec![("limits.memory".into(), "64MiB".into())],
         };
-        let body = serde_json::to_value(request(&args, true)).unwrap_or_default();
+        let remotes = Config::default();
+        let body = serde_json::to_value(request(&args, true, &remotes).ok()).unwrap_or_default();
         assert_eq!(body["name"], json!(""));
         assert_eq!(body["source"], json!({"type": "image", "alias": "busybox"}));
         assert_eq!(body["config"], json!({"limits.memory": "64MiB"}));
         assert_eq!(body["start"], json!(true));
-        let body = serde_json::to_value(request(&args, false)).unwrap_or_default();
+        let body = serde_json::to_value(request(&args, false, &remotes).ok()).unwrap_or_default();
         assert_eq!(body["start"], json!(false));
+    }
+
+    #[test]
+    fn remote_image_arguments_pull_from_the_remote() {
+        let mut remotes = Config::default();
+        remotes
+            .add("mirror", "http://127.0.0.1:9/", "simplestreams")
+            .expect("add");
+        let source = remote_image_source("mirror:debian/12", &remotes).expect("source");
+        assert_eq!(
+            serde_json::to_value(&source).unwrap_or_default(),
+            json!({"type": "image", "alias": "debian/12", "server": "http://127.0.0.1:9",
+                   "protocol": "simplestreams", "mode": "pull"})
+        );
+        let local = remote_image_source("local:busybox", &remotes).expect("local");
+        assert_eq!(local.alias, "busybox");
+        assert!(local.server.is_empty());
+        assert!(remote_image_source("nope:x", &remotes).is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `ctl image list` and `ctl image delete`: the local image store.
+//! `ctl image list` and `ctl image delete`: the local image store (and the dispatch of
+//! every `ctl image` subcommand).
 
 use std::io::Write;
 
@@ -34,6 +35,18 @@ pub enum ImageCommand {
     Import(super::image_transfer::ImportArgs),
     /// Export an image to a file (the stored tarball, streamed)
     Export(super::image_transfer::ExportArgs),
+    /// Show an image's details
+    Info {
+        /// Image alias or fingerprint
+        image: String,
+    },
+    /// Show an image as YAML
+    Show {
+        /// Image alias or fingerprint
+        image: String,
+    },
+    /// Copy an image from a remote image server into the local store
+    Copy(super::image_info::CopyArgs),
     /// Make, delete and list image aliases
     Alias {
         #[command(subcommand)]
@@ -130,6 +143,22 @@ pub async fn run(
             Ok(())
         }
         ImageCommand::Alias { command } => super::image_transfer::alias(client, command, out).await,
+        ImageCommand::Info { image } => {
+            let image = super::image_info::get(client, image).await?;
+            out.write_all(super::image_info::render_info(&image).as_bytes())?;
+            Ok(())
+        }
+        ImageCommand::Show { image } => {
+            let image = super::image_info::get(client, image).await?;
+            let text = serde_yaml_ng::to_string(&image).map_err(Error::Yaml)?;
+            out.write_all(text.as_bytes())?;
+            Ok(())
+        }
+        ImageCommand::Copy(args) => {
+            let fp = super::image_info::copy(client, args).await?;
+            writeln!(out, "Image copied with fingerprint: {fp}")?;
+            Ok(())
+        }
     }
 }
 

@@ -42,6 +42,9 @@ pub struct ImportArgs {
     /// An image property over those of metadata.yaml (repeatable)
     #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub properties: Vec<(String, String)>,
+    /// Make the image public (served to other daemons as simplestreams)
+    #[arg(long)]
+    pub public: bool,
 }
 
 /// Arguments of `ctl image export`.
@@ -71,6 +74,9 @@ pub struct PublishArgs {
     /// gzip (default), xz, zstd or none
     #[arg(long)]
     pub compression: Option<String>,
+    /// Make the image public (served to other daemons as simplestreams)
+    #[arg(long)]
+    pub public: bool,
 }
 
 /// `ctl image alias` subcommands.
@@ -158,7 +164,7 @@ fn file_name(path: &Path) -> String {
 }
 
 /// The fingerprint in a finished image operation's metadata.
-fn operation_fingerprint(op: &ctl_api::Operation) -> Result<String, crate::Error> {
+pub(super) fn operation_fingerprint(op: &ctl_api::Operation) -> Result<String, crate::Error> {
     op.metadata
         .get("fingerprint")
         .and_then(Value::as_str)
@@ -184,6 +190,9 @@ pub async fn import(client: &Client, args: &ImportArgs) -> Result<String, Error>
         .header("X-Incus-filename", file_name(&args.file));
     if !args.properties.is_empty() {
         builder = builder.header("X-Incus-properties", form(&args.properties));
+    }
+    if args.public {
+        builder = builder.header("X-Incus-public", "true");
     }
     let open = |p: &Path| {
         let p = p.to_path_buf();
@@ -412,6 +421,7 @@ pub async fn publish(client: &Client, args: &PublishArgs) -> Result<String, Erro
         source: Some(ImagesPostSource {
             kind: "instance".into(),
             name: args.name.clone(),
+            ..Default::default()
         }),
         aliases: args
             .aliases
@@ -423,6 +433,7 @@ pub async fn publish(client: &Client, args: &PublishArgs) -> Result<String, Erro
             .collect(),
         properties: args.properties.iter().cloned().collect(),
         compression_algorithm: args.compression.clone().unwrap_or_default(),
+        public: args.public,
         ..Default::default()
     };
     let body = serde_json::to_value(&request).map_err(|source| crate::Error::Decode {

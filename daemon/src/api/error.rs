@@ -59,9 +59,11 @@ impl ApiError {
 
 fn image_status(e: &ImageError) -> StatusCode {
     match e {
-        // An unknown image in a create request is a bad request; on /1.0/images/{fp} the
-        // handler answers 404 itself.
-        ImageError::NotFound { .. } | ImageError::Ambiguous(_) => StatusCode::BAD_REQUEST,
+        // An unknown image or alias is 404 (also in a create request, as the message lists
+        // the known sources).
+        ImageError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ImageError::Ambiguous(_) => StatusCode::BAD_REQUEST,
+        ImageError::Remote(_) => StatusCode::BAD_GATEWAY,
         ImageError::InUse { .. } | ImageError::Exists(_) => StatusCode::CONFLICT,
         ImageError::Invalid(_) => StatusCode::BAD_REQUEST,
         ImageError::Build(_) | ImageError::Io { .. } | ImageError::Db(_) => {
@@ -133,6 +135,11 @@ mod tests {
                     known: vec![],
                 }
                 .into(),
+                404,
+            ),
+            (ImageError::Remote("down".into()).into(), 502),
+            (
+                ImageError::Ambiguous("ab".into()).into(),
                 400,
             ),
             (

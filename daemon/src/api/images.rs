@@ -48,6 +48,36 @@ pub async fn get_one(
     ))
 }
 
+/// `PUT /1.0/images/{fingerprint}`: replace `public` and `properties`.
+pub async fn put(
+    State(state): State<AppState>,
+    Path(fingerprint): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: ctl_api::ImagePut = super::parse_json(&body)?;
+    state
+        .images
+        .update(&fingerprint, req, true)
+        .await
+        .map_err(not_found_404)?;
+    Ok(sync(serde_json::json!({})))
+}
+
+/// `PATCH /1.0/images/{fingerprint}`: change the given fields only.
+pub async fn patch(
+    State(state): State<AppState>,
+    Path(fingerprint): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: ctl_api::ImagePut = super::parse_json(&body)?;
+    state
+        .images
+        .update(&fingerprint, req, false)
+        .await
+        .map_err(not_found_404)?;
+    Ok(sync(serde_json::json!({})))
+}
+
 /// `DELETE /1.0/images/{fingerprint}`: refused with 409 while an instance uses it.
 pub async fn delete(
     State(state): State<AppState>,

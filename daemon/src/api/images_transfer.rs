@@ -21,6 +21,8 @@ use tokio::io::AsyncReadExt;
 
 use super::{ApiError, AppState, accepted, parse_json, sync};
 use crate::images::ImageError;
+use crate::images::progress::Progress;
+use crate::images::remote::CopyOptions;
 use crate::images::tarball::Compression;
 use crate::images::transfer::{Export, ImportOptions, Upload, form_pairs};
 
@@ -64,6 +66,7 @@ fn import_options(headers: &HeaderMap) -> ImportOptions {
             .unwrap_or_default()
             .to_string(),
         public: matches!(incus_header(headers, "public"), Some("true" | "1")),
+        cached: false,
     }
 }
 
@@ -77,6 +80,20 @@ fn image_task<F>(
 where
     F: Future<Output = Result<String, ImageError>> + Send + 'static,
 {
+    image_task_with(state, description, resources, |_| work)
+}
+
+/// Like [`image_task`], for work that reports progress into its operation.
+fn image_task_with<W, F>(
+    state: &AppState,
+    description: &str,
+    resources: BTreeMap<String, Vec<String>>,
+    work: W,
+) -> Response
+where
+    W: FnOnce(Progress) -> F,
+    F: Future<Output = Result<String, ImageError>> + Send + 'static,
+{
     let (handle, op) = state.ops.create(
         OperationClass::Task,
         description,
@@ -85,6 +102,7 @@ where
         None,
     );
     let desc = description.to_string();
+    let work = work(Progress::for_op(handle.clone()));
     tokio::spawn(async move {
         match work.await {
             Ok(fingerprint) => {
@@ -99,6 +117,47 @@ where
         }
     });
     accepted(&op)
+}
+
+/// Copy an image from a simplestreams server (`source.type` `image`): resolved before
+/// answering (an unknown alias is a 404 listing the server's aliases), downloaded in the
+/// operation.
+async fn copy(state: AppState, req: ImagesPost) -> Result<Response, ApiError> {
+    let source = req.source.unwrap_or_default();
+    if !source.mode.is_empty() && source.mode != "pull" {
+        return Err(ApiError::BadRequest(format!(
+            "source mode \"{}\" is not supported (only \"pull\")",
+            source.mode
+        )));
+    }
+    if source.server.is_empty() {
+        return Err(ApiError::BadRequest("source.server is required".into()));
+    }
+    let name = if source.alias.is_empty() {
+        &source.fingerprint
+    } else {
+        &source.alias
+    };
+    if name.is_empty() {
+        return Err(ApiError::BadRequest(
+            "source.alias or source.fingerprint is required".into(),
+        ));
+    }
+    let remote = state
+        .images
+        .resolve_remote(&source.server, &source.protocol, name)
+        .await?;
+    let options = CopyOptions {
+        aliases: req.aliases.iter().map(|a| a.name.clone()).collect(),
+        public: req.public,
+    };
+    let store = state.images.clone();
+    Ok(image_task_with(
+        &state,
+        "Downloading image",
+        BTreeMap::new(),
+        move |progress| async move { store.pull(&remote, &progress, Some(&options)).await },
+    ))
 }
 
 /// `POST /1.0/images`: a JSON body publishes (`source.type` `instance`); a multipart body
@@ -221,9 +280,10 @@ where
 
 /// Publish a stopped instance as an image.
 async fn publish(state: AppState, req: ImagesPost) -> Result<Response, ApiError> {
-    let source = req.source.unwrap_or_default();
+    let source = req.source.clone().unwrap_or_default();
     match source.kind.as_str() {
         "instance" | "container" => {}
+        "image" => return copy(state, req).await,
         "" => {
             return Err(ApiError::BadRequest(
                 "a source is required: {\"source\": {\"type\": \"instance\", \"name\": ...}}"
@@ -232,7 +292,7 @@ async fn publish(state: AppState, req: ImagesPost) -> Result<Response, ApiError>
         }
         other => {
             return Err(ApiError::BadRequest(format!(
-                "image source type \"{other}\" is not supported (only \"instance\")"
+                "image source type \"{other}\" is not supported (only \"instance\" and \"image\")"
             )));
         }
     }
@@ -254,13 +314,20 @@ async fn publish(state: AppState, req: ImagesPost) -> Result<Response, ApiError>
     let held = state.instances.hold_stopped(&source.name).await?;
     let store = state.images.clone();
     let properties = req.properties;
+    let public = req.public;
     Ok(image_task(
         &state,
         "Publishing instance",
         super::instance_resources(&held.name),
         async move {
             let made = store
-                .publish(held.source.clone(), properties, aliases, compression)
+                .publish(
+                    held.source.clone(),
+                    properties,
+                    aliases,
+                    compression,
+                    public,
+                )
                 .await;
             drop(held);
             made
@@ -269,7 +336,9 @@ async fn publish(state: AppState, req: ImagesPost) -> Result<Response, ApiError>
 }
 
 /// A file's bytes as a stream of chunks.
-fn file_chunks(file: tokio::fs::File) -> impl Stream<Item = std::io::Result<Vec<u8>>> + Send {
+pub(super) fn file_chunks(
+    file: tokio::fs::File,
+) -> impl Stream<Item = std::io::Result<Vec<u8>>> + Send {
     futures_util::stream::try_unfold(file, |mut file| async move {
         let mut chunk = vec![0u8; READ_CHUNK];
         let n = file.read(&mut chunk).await?;
@@ -281,7 +350,7 @@ fn file_chunks(file: tokio::fs::File) -> impl Stream<Item = std::io::Result<Vec<
     })
 }
 
-async fn open(path: &PathBuf) -> Result<tokio::fs::File, ApiError> {
+pub(super) async fn open(path: &PathBuf) -> Result<tokio::fs::File, ApiError> {
     tokio::fs::File::open(path).await.map_err(|source| {
         ApiError::Image(ImageError::Io {
             path: path.clone(),
@@ -290,7 +359,12 @@ async fn open(path: &PathBuf) -> Result<tokio::fs::File, ApiError> {
     })
 }
 
-fn download(body: Body, content_type: &str, len: Option<u64>, name: Option<&str>) -> Response {
+pub(super) fn download(
+    body: Body,
+    content_type: &str,
+    len: Option<u64>,
+    name: Option<&str>,
+) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(content_type) {

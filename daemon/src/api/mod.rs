@@ -13,6 +13,7 @@ pub mod instances;
 pub mod metrics;
 pub mod operations;
 pub mod server_info;
+pub mod simplestreams;
 #[cfg(test)]
 mod tests;
 
@@ -113,12 +114,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/1.0/images/{fingerprint}",
-            get(images::get_one).delete(images::delete),
+            get(images::get_one)
+                .put(images::put)
+                .patch(images::patch)
+                .delete(images::delete),
         )
         .route(
             "/1.0/images/{fingerprint}/export",
             get(images_transfer::export),
         )
+        .route("/streams/v1/index.json", get(simplestreams::index))
+        .route("/streams/v1/images.json", get(simplestreams::catalog))
+        .route("/images/{fingerprint}/{file}", get(simplestreams::file))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -187,6 +194,18 @@ pub fn apply_filter<T: Serialize>(items: Vec<T>, filter: Option<&filter::Filter>
             .filter(|i| f.matches(&serde_json::to_value(i).unwrap_or_default()))
             .collect(),
     }
+}
+
+/// The read-only router served on `--http-address`: the simplestreams tree of public
+/// images, nothing else.
+pub fn public_router(state: AppState) -> Router {
+    Router::new()
+        .route("/streams/v1/index.json", get(simplestreams::index))
+        .route("/streams/v1/images.json", get(simplestreams::catalog))
+        .route("/images/{fingerprint}/{file}", get(simplestreams::file))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
 }
 
 /// Run `work` as a background task operation and answer 202 at once.

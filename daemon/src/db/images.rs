@@ -19,6 +19,8 @@ pub struct ImageRow {
     pub public: bool,
     pub cached: bool,
     pub properties: BTreeMap<String, String>,
+    /// Where a pulled image came from (JSON), or empty.
+    pub source: String,
     /// `(name, description)` of each alias.
     pub aliases: Vec<(String, String)>,
 }
@@ -138,7 +140,7 @@ pub async fn aliases(pool: &Pool) -> Result<Vec<(String, String, String)>, DbErr
 macro_rules! columns {
     () => {
         "fingerprint, filename, size, architecture, created_at, uploaded_at, last_used_at, \
-         public, cached, properties"
+         public, cached, properties, source"
     };
 }
 
@@ -168,6 +170,7 @@ async fn from_row(pool: &Pool, r: &sqlx::sqlite::SqliteRow) -> Result<ImageRow, 
             column: "properties",
             source,
         })?,
+        source: r.try_get("source")?,
         aliases,
     })
 }
@@ -198,6 +201,40 @@ pub async fn find_prefix(pool: &Pool, prefix: &str) -> Result<Vec<ImageRow>, DbE
 pub async fn set_uploaded_at(pool: &Pool, fingerprint: &str, at: &str) -> Result<(), DbError> {
     sqlx::query("UPDATE images SET uploaded_at = ? WHERE fingerprint = ?")
         .bind(at)
+        .bind(fingerprint)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Change what an image's owner may edit: public, properties.
+pub async fn update(
+    pool: &Pool,
+    fingerprint: &str,
+    public: bool,
+    properties: &BTreeMap<String, String>,
+) -> Result<bool, DbError> {
+    let props = serde_json::to_string(properties).unwrap_or_else(|_| "{}".into());
+    let r = sqlx::query("UPDATE images SET public = ?, properties = ? WHERE fingerprint = ?")
+        .bind(public)
+        .bind(props)
+        .bind(fingerprint)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Mark an image cached (stored on the way to an instance) or explicit, and record where
+/// it came from (`source`, JSON or empty).
+pub async fn set_origin(
+    pool: &Pool,
+    fingerprint: &str,
+    cached: bool,
+    source: &str,
+) -> Result<(), DbError> {
+    sqlx::query("UPDATE images SET cached = ?, source = ? WHERE fingerprint = ?")
+        .bind(cached)
+        .bind(source)
         .bind(fingerprint)
         .execute(pool)
         .await?;

@@ -7,7 +7,11 @@
 //! [`transfer`].
 
 pub mod busybox;
+pub mod fetch;
 pub mod progress;
+pub mod remote;
+pub mod simplestreams;
+pub mod squashfs;
 pub mod tarball;
 pub mod transfer;
 pub mod unpack;
@@ -41,6 +45,9 @@ pub enum ImageError {
     },
     #[error("building image: {0}")]
     Build(String),
+    /// The image server failed or cannot be reached.
+    #[error("image server: {0}")]
+    Remote(String),
     /// An image file or request that cannot be used (bad tarball, unsafe entry, wrong
     /// fingerprint, unsupported format).
     #[error("invalid image: {0}")]
@@ -65,6 +72,8 @@ pub enum ImageRef {
     Stored(String),
     /// A built-in source that will be built on first use.
     Builtin(&'static str),
+    /// An image on a simplestreams server, downloaded on first use.
+    Remote(Box<remote::RemoteImage>),
 }
 
 /// The image store.
@@ -109,6 +118,17 @@ impl ImageStore {
 
     /// Check an instance source before anything is created.
     pub async fn resolve(&self, source: &InstanceSource) -> Result<ImageRef, ImageError> {
+        if !source.server.is_empty() {
+            let name = if source.alias.is_empty() {
+                &source.fingerprint
+            } else {
+                &source.alias
+            };
+            return self
+                .resolve_remote(&source.server, &source.protocol, name)
+                .await
+                .map(|r| ImageRef::Remote(Box::new(r)));
+        }
         if !source.fingerprint.is_empty() {
             return self
                 .by_fingerprint(&source.fingerprint)
@@ -157,6 +177,7 @@ impl ImageStore {
     ) -> Result<String, ImageError> {
         match image {
             ImageRef::Stored(fp) => Ok(fp.clone()),
+            ImageRef::Remote(r) => self.pull(r, progress, None).await,
             ImageRef::Builtin(name) => {
                 let _guard = self.build_lock.lock().await;
                 if let Some((fp, _)) = db::images::resolve_alias(&self.db, name).await? {
@@ -301,6 +322,30 @@ impl ImageStore {
             .collect())
     }
 
+    /// Change an image's public flag and properties (`PUT` replaces, `PATCH` merges).
+    pub async fn update(
+        &self,
+        fingerprint: &str,
+        put: ctl_api::ImagePut,
+        replace: bool,
+    ) -> Result<(), ImageError> {
+        let row = self.by_fingerprint(fingerprint).await?;
+        let public = put.public.unwrap_or(!replace && row.public);
+        let properties = match put.properties {
+            Some(p) if replace => p,
+            Some(p) => {
+                let mut merged = row.properties.clone();
+                merged.extend(p);
+                merged
+            }
+            None if replace => BTreeMap::new(),
+            None => row.properties.clone(),
+        };
+        db::images::update(&self.db, &row.fingerprint, public, &properties).await?;
+        self.events.image("image-updated", &row.fingerprint);
+        Ok(())
+    }
+
     /// Record that an image was used.
     pub async fn touch(&self, fingerprint: &str) -> Result<(), ImageError> {
         Ok(db::images::touch(&self.db, fingerprint, &now()).await?)
@@ -375,5 +420,6 @@ fn to_api(r: ImageRow) -> Image {
             .collect(),
         kind: "container".into(),
         profiles: vec!["default".into()],
+        update_source: serde_json::from_str(&r.source).ok(),
     }
 }

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use super::squashfs;
 use super::tarball::{
     Compression, ImageMetadata, Tree, normalize_architecture, write_image_file, write_unified,
 };
@@ -73,6 +74,8 @@ pub struct ImportOptions {
     pub aliases: Vec<String>,
     pub filename: String,
     pub public: bool,
+    /// Stored on the way to an instance (pulled or built), not imported explicitly.
+    pub cached: bool,
 }
 
 /// What an export sends.
@@ -115,6 +118,7 @@ struct Ready {
     size: i64,
     filename: String,
     public: bool,
+    cached: bool,
     aliases: Vec<String>,
 }
 
@@ -321,6 +325,7 @@ impl ImageStore {
                 size,
                 filename: options.filename,
                 public: options.public,
+                cached: options.cached,
                 aliases: options.aliases,
             },
         )
@@ -336,6 +341,7 @@ impl ImageStore {
         properties: BTreeMap<String, String>,
         aliases: Vec<String>,
         compression: Compression,
+        public: bool,
     ) -> Result<String, ImageError> {
         let work = self.work_dir("publish").await?;
         let dir = work.path().to_path_buf();
@@ -363,7 +369,8 @@ impl ImageStore {
                 metadata,
                 size,
                 filename: String::new(),
-                public: false,
+                public,
+                cached: false,
                 aliases,
             },
         )
@@ -414,7 +421,7 @@ impl ImageStore {
                 created_at: &created,
                 properties: &properties,
                 public: image.public,
-                cached: false,
+                cached: image.cached,
             },
         )
         .await;
@@ -567,6 +574,17 @@ impl ImageStore {
 }
 
 impl Upload {
+    /// An upload of files already in `work` (downloaded), whose combined sha256 the
+    /// caller has verified to be `fingerprint`.
+    pub fn from_files(work: WorkDir, files: Vec<PathBuf>, fingerprint: String) -> Upload {
+        Upload {
+            work,
+            files,
+            fingerprint,
+            hasher: Sha256::new(),
+        }
+    }
+
     /// Receive the next file of the upload from `body`, hashing it on the way.
     pub async fn receive<S, B, E>(&mut self, body: S) -> Result<u64, ImageError>
     where
@@ -632,13 +650,21 @@ fn unpack_upload(dir: &Path, files: &[PathBuf]) -> Result<(ImageMetadata, i64), 
         }
         [meta, root] => {
             let (cm, m) = unpack_file(meta, Layout::Metadata, None)?;
-            let (cr, r) = unpack_file(root, Layout::Rootfs, Some(&rootfs))?;
             let metadata = m
                 .metadata
                 .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the image".into()))?;
+            let size = if squashfs::is_squashfs(root) {
+                let size = squashfs::unpack(root, &rootfs)?;
+                let to = dir.join("rootfs.squashfs");
+                std::fs::rename(root, &to).map_err(io_at(&to))?;
+                size
+            } else {
+                let (cr, r) = unpack_file(root, Layout::Rootfs, Some(&rootfs))?;
+                keep(root, "rootfs", cr)?;
+                r.size
+            };
             keep(meta, "metadata", cm)?;
-            keep(root, "rootfs", cr)?;
-            Ok((metadata, r.size))
+            Ok((metadata, size))
         }
         _ => Err(ImageError::Invalid(
             "an image is one unified tarball, or a metadata and a rootfs tarball".into(),

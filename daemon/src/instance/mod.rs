@@ -217,10 +217,11 @@ impl Instances {
                 "an image is required (source.alias or source.fingerprint)".into(),
             ));
         }
-        if !req.source.server.is_empty() {
-            return Err(InstanceError::Invalid(
-                "pulling images from a remote server is not supported yet".into(),
-            ));
+        if !req.source.mode.is_empty() && req.source.mode != "pull" {
+            return Err(InstanceError::Invalid(format!(
+                "source mode \"{}\" is not supported (only \"pull\")",
+                req.source.mode
+            )));
         }
         check_devices_and_profiles(Some(&req.devices), req.profiles.as_deref())?;
         if req.ephemeral {
