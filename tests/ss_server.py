@@ -2,7 +2,7 @@
 """A static HTTP server for the simplestreams tests, on loopback only.
 
 Serves ROOT with `Range: bytes=N-` support, logs every GET (path and Range) to LOG, and
-can misbehave on purpose: `--cut PATH=BYTES` closes the connection after BYTES bytes of
+can serve HTTPS (`--tls CERT KEY`) and misbehave on purpose: `--cut PATH=BYTES` closes the connection after BYTES bytes of
 the first GET of PATH (to test resuming). Prints its port on stdout once listening.
 """
 import argparse
@@ -15,6 +15,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("root")
 parser.add_argument("log")
 parser.add_argument("--cut", action="append", default=[])
+parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
 args = parser.parse_args()
 
 cuts = {}
@@ -71,5 +72,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if args.tls:
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(args.tls[0], args.tls[1])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()

@@ -63,8 +63,9 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub cgroup_parent: String,
     child: Option<Child>,
-    /// Extra `ctld` arguments, kept across restarts.
+    /// Extra `ctld` arguments and environment, kept across restarts.
     extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
 }
 
 /// The result of one `ctl` run.
@@ -93,6 +94,11 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra `ctld` arguments.
     pub fn start_with(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra `ctld` arguments and environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("ctl-test-")
             .tempdir()
@@ -102,6 +108,10 @@ impl Daemon {
             cgroup_parent: unique("ctl-test"),
             child: None,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -131,6 +141,7 @@ impl Daemon {
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .env("CTL_LOG", "debug,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(log)

@@ -219,9 +219,22 @@ struct StaticServer {
 
 impl StaticServer {
     fn start(root: &Path, log: &Path, cuts: &[String]) -> StaticServer {
+        StaticServer::start_tls(root, log, cuts, None)
+    }
+
+    /// With `tls` (cert, key): HTTPS, and the URL names `localhost`.
+    fn start_tls(
+        root: &Path,
+        log: &Path,
+        cuts: &[String],
+        tls: Option<(&Path, &Path)>,
+    ) -> StaticServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ss_server.py");
         let mut cmd = Command::new("python3");
         cmd.arg(script).arg(root).arg(log);
+        if let Some((cert, key)) = tls {
+            cmd.arg("--tls").arg(cert).arg(key);
+        }
         for c in cuts {
             cmd.arg("--cut").arg(c);
         }
@@ -234,7 +247,10 @@ impl StaticServer {
         if let Some(out) = child.stdout.take() {
             let _ = BufReader::new(out).read_line(&mut port);
         }
-        let url = format!("http://127.0.0.1:{}", port.trim());
+        let url = match tls {
+            Some(_) => format!("https://localhost:{}", port.trim()),
+            None => format!("http://127.0.0.1:{}", port.trim()),
+        };
         StaticServer {
             child,
             url,
@@ -372,4 +388,120 @@ fn downloads_resume_and_bad_files_are_refused() {
         !b.path().join("downloads").join(&fp).exists(),
         "the download dir is removed once imported"
     );
+}
+
+#[test]
+fn https_servers_are_verified_against_the_trusted_cas() {
+    if !require_root("https_servers_are_verified_against_the_trusted_cas") {
+        return;
+    }
+    let a = Daemon::start();
+    let fp = busybox_fingerprint(&a);
+    let tree = tempfile::tempdir().unwrap_or_else(|e| panic!("tmp: {e}"));
+    let root = tree.path().join("www");
+    std::fs::create_dir_all(root.join("streams/v1")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let image_dir = a.path().join("images").join(&fp);
+    let stored = std::fs::read_dir(&image_dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", image_dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("image."))
+        })
+        .unwrap_or_else(|| panic!("no stored image file in {}", image_dir.display()));
+    std::fs::copy(&stored, root.join("image.tar")).unwrap_or_else(|e| panic!("copy: {e}"));
+    let size = std::fs::metadata(&stored)
+        .map(|m| m.len())
+        .unwrap_or_default();
+    let catalog = serde_json::json!({"content_id": "images", "datatype": "image-downloads",
+        "format": "products:1.0",
+        "products": {"busybox:tls:amd64:default": product("tls/busybox", "image.tar", &fp, size)}});
+    let index = serde_json::json!({"format": "index:1.0", "index": {"images": {
+        "datatype": "image-downloads", "path": "streams/v1/images.json",
+        "format": "products:1.0", "products": ["busybox:tls:amd64:default"]}}});
+    std::fs::write(root.join("streams/v1/images.json"), catalog.to_string())
+        .unwrap_or_else(|e| panic!("w: {e}"));
+    std::fs::write(root.join("streams/v1/index.json"), index.to_string())
+        .unwrap_or_else(|e| panic!("w: {e}"));
+    // A test CA, and a certificate for localhost it signs; only the second daemon trusts it.
+    let ca_key = tree.path().join("ca.key");
+    let ca = tree.path().join("ca.pem");
+    let cert = tree.path().join("cert.pem");
+    let key = tree.path().join("key.pem");
+    let csr = tree.path().join("cert.csr");
+    let ext = tree.path().join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap_or_else(|e| panic!("w: {e}"));
+    let openssl = |args: &[&str]| {
+        run(Command::new("openssl")
+            .current_dir(tree.path())
+            .args(args)
+            .stderr(Stdio::null()));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=ctl test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "cert.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    assert!(ca_key.is_file() && csr.is_file());
+    let server = StaticServer::start_tls(&root, &tree.path().join("log"), &[], Some((&cert, &key)));
+
+    // Not trusted: refused with a TLS error, nothing stored.
+    let untrusting = Daemon::start();
+    untrusting.ok(&["remote", "add", "tls", &server.url]);
+    let r = untrusting.ctl(&["launch", "tls:tls/busybox", "x1"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("TLS"), "{}", r.stderr);
+    assert!(untrusting.instances().is_empty());
+
+    let cert_file = ca.to_string_lossy().into_owned();
+    let b = Daemon::start_with_env(&[], &[("SSL_CERT_FILE", &cert_file)]);
+    b.ok(&["remote", "add", "tls", &server.url]);
+    b.ok(&["launch", "tls:tls/busybox", "t1"]);
+    assert_eq!(b.ok(&["exec", "t1", "--", "echo", "tls"]).trim(), "tls");
+    let (code, _) = b.http("GET", &format!("/1.0/images/{fp}"), None);
+    assert_eq!(code, 200);
 }

@@ -138,10 +138,7 @@ mod tests {
                 404,
             ),
             (ImageError::Remote("down".into()).into(), 502),
-            (
-                ImageError::Ambiguous("ab".into()).into(),
-                400,
-            ),
+            (ImageError::Ambiguous("ab".into()).into(), 400),
             (
                 ImageError::InUse {
                     fingerprint: "f".into(),

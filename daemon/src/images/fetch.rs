@@ -1,4 +1,4 @@
-//! Fetching from image servers over HTTP: small JSON documents, and image files streamed
+//! Fetching from image servers over HTTP or HTTPS (rustls, the host's CA store): small JSON documents, and image files streamed
 //! to disk while hashed, resumed with `Range` after an interruption, and verified.
 //!
 //! A download goes to `<dest>.part` and becomes `<dest>` only once its size and sha256
@@ -7,6 +7,7 @@
 //! ranges, and restarted from zero when it does not.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
@@ -28,8 +29,6 @@ const MAX_REDIRECTS: u32 = 5;
 pub enum FetchError {
     #[error("bad URL \"{0}\"")]
     BadUrl(String),
-    #[error("{url}: only http:// image servers are supported by this build")]
-    Unsupported { url: String },
     #[error("{url}: {msg}")]
     Transport { url: String, msg: String },
     #[error("{url}: server answered {status}")]
@@ -83,7 +82,7 @@ async fn get(url: &str, range_from: u64) -> Result<Answer, FetchError> {
         let uri: Uri = url.parse().map_err(|_| FetchError::BadUrl(url.clone()))?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some("https") => return Err(FetchError::Unsupported { url }),
+            Some("https") => {}
             _ => return Err(FetchError::BadUrl(url)),
         }
         let host = uri
@@ -92,7 +91,8 @@ async fn get(url: &str, range_from: u64) -> Result<Answer, FetchError> {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = uri.port_u16().unwrap_or(80);
+        let tls = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let stream = tokio::time::timeout(
             CONNECT_TIMEOUT,
             tokio::net::TcpStream::connect((host.as_str(), port)),
@@ -100,12 +100,6 @@ async fn get(url: &str, range_from: u64) -> Result<Answer, FetchError> {
         .await
         .map_err(|_| transport(&url, "connection timed out"))?
         .map_err(|e| transport(&url, e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| transport(&url, e))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let authority = uri
             .authority()
             .map(|a| a.as_str().to_string())
@@ -122,10 +116,20 @@ async fn get(url: &str, range_from: u64) -> Result<Answer, FetchError> {
         let req = req
             .body(Empty::<Bytes>::new())
             .map_err(|e| transport(&url, e))?;
-        let resp = tokio::time::timeout(READ_TIMEOUT, sender.send_request(req))
+        let resp = if tls {
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|_| FetchError::BadUrl(url.clone()))?;
+            let stream = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio_rustls::TlsConnector::from(tls_config(&url)?).connect(name, stream),
+            )
             .await
-            .map_err(|_| transport(&url, "no answer"))?
-            .map_err(|e| transport(&url, e))?;
+            .map_err(|_| transport(&url, "TLS handshake timed out"))?
+            .map_err(|e| transport(&url, format!("TLS: {e}")))?;
+            send(stream, req, &url).await?
+        } else {
+            send(stream, req, &url).await?
+        };
         if resp.status().is_redirection()
             && let Some(loc) = resp.headers().get(header::LOCATION)
         {
@@ -148,6 +152,51 @@ async fn get(url: &str, range_from: u64) -> Result<Answer, FetchError> {
         });
     }
     Err(transport(&url, "too many redirects"))
+}
+
+/// Send one request on a fresh HTTP/1.1 connection over `io`.
+async fn send<I>(
+    io: I,
+    req: Request<Empty<Bytes>>,
+    url: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, FetchError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| transport(url, e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    tokio::time::timeout(READ_TIMEOUT, sender.send_request(req))
+        .await
+        .map_err(|_| transport(url, "no answer"))?
+        .map_err(|e| transport(url, e))
+}
+
+/// The TLS client configuration: the host's trusted CAs (`/etc/ssl/certs`, or
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR`), built once.
+fn tls_config(url: &str) -> Result<Arc<rustls::ClientConfig>, FetchError> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err("no trusted CA certificates found (install ca-certificates)".into());
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|msg| transport(url, msg))
 }
 
 /// The next chunk of a body, or `None` at its end.
@@ -256,7 +305,7 @@ pub async fn download(
                 let _ = tokio::fs::remove_file(&part).await;
                 return Err(e);
             }
-            Err(e @ (FetchError::BadUrl(_) | FetchError::Unsupported { .. })) => return Err(e),
+            Err(e @ FetchError::BadUrl(_)) => return Err(e),
             Err(FetchError::Status { status, .. }) if status == 416 => {
                 // Our range is past the end of the server's file: restart from zero, and
                 // keep the earlier error (a short file) as the one to report.
