@@ -31,6 +31,10 @@ struct Args {
     /// address (e.g. `127.0.0.1:8443`), so other daemons can pull from this one.
     #[arg(long, env = "CTL_HTTP_ADDRESS")]
     http_address: Option<String>,
+    /// Days after which a cached image (pulled or built for an instance) that no instance
+    /// uses and nobody used is deleted; 0 keeps them
+    #[arg(long, env = "CTL_IMAGE_CACHE_EXPIRY_DAYS", default_value_t = 10)]
+    image_cache_expiry_days: u64,
 }
 
 fn main() {
@@ -78,13 +82,19 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    rt.block_on(serve(paths, events, args.http_address))
+    rt.block_on(serve(
+        paths,
+        events,
+        args.http_address,
+        args.image_cache_expiry_days,
+    ))
 }
 
 async fn serve(
     paths: Paths,
     events: ctld::events::Events,
     http_address: Option<String>,
+    image_cache_expiry_days: u64,
 ) -> anyhow::Result<()> {
     let worker = HostWorker::new(
         paths.exe.clone(),
@@ -99,6 +109,19 @@ async fn serve(
     let state = ctld::server::build_state(paths, Arc::new(worker), events).await?;
     let listener = bind(&socket).await?;
     tracing::info!(socket = %socket.display(), "listening");
+    if image_cache_expiry_days > 0 {
+        let images = state.images.clone();
+        let max_age = std::time::Duration::from_secs(image_cache_expiry_days * 24 * 3600);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                if let Err(e) = images.prune_cached(max_age).await {
+                    tracing::warn!(error = %e, "pruning cached images");
+                }
+            }
+        });
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let public = match http_address {
         Some(addr) => {

@@ -363,6 +363,39 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Delete cached images (pulled or built on the way to an instance, never imported or
+    /// copied explicitly) that no instance uses and nobody used for `max_age`, as Incus'
+    /// `images.remote_cache_expiry` does; returns the fingerprints deleted.
+    pub async fn prune_cached(
+        &self,
+        max_age: std::time::Duration,
+    ) -> Result<Vec<String>, ImageError> {
+        let cutoff = time::OffsetDateTime::now_utc() - max_age;
+        let mut deleted = Vec::new();
+        for row in db::images::list(&self.db).await? {
+            let last = if row.last_used_at.is_empty() {
+                &row.uploaded_at
+            } else {
+                &row.last_used_at
+            };
+            let old =
+                time::OffsetDateTime::parse(last, &time::format_description::well_known::Rfc3339)
+                    .is_ok_and(|t| t < cutoff);
+            if !row.cached || !old {
+                continue;
+            }
+            match self.delete(&row.fingerprint).await {
+                Ok(()) => {
+                    tracing::info!(fingerprint = %row.fingerprint, "expired cached image removed");
+                    deleted.push(row.fingerprint);
+                }
+                Err(ImageError::InUse { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Delete an image that no instance uses: its row, aliases and files.
     pub async fn delete(&self, fingerprint: &str) -> Result<(), ImageError> {
         let row = self.by_fingerprint(fingerprint).await?;
@@ -421,5 +454,65 @@ fn to_api(r: ImageRow) -> Image {
         kind: "container".into(),
         profiles: vec!["default".into()],
         update_source: serde_json::from_str(&r.source).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (ImageStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = db::open_memory().await.expect("db");
+        let paths = Arc::new(Paths::new(dir.path()));
+        (ImageStore::new(pool, paths), dir)
+    }
+
+    async fn add(s: &ImageStore, fp: &str, cached: bool, last_used: &str) {
+        db::images::insert(
+            &s.db,
+            &db::NewImage {
+                fingerprint: fp,
+                filename: "",
+                size: 1,
+                architecture: "x86_64",
+                created_at: "2026-01-01T00:00:00Z",
+                properties: &BTreeMap::new(),
+                public: false,
+                cached,
+            },
+        )
+        .await
+        .expect("insert");
+        if !last_used.is_empty() {
+            db::images::touch(&s.db, fp, last_used)
+                .await
+                .expect("touch");
+        }
+        std::fs::create_dir_all(s.paths.image(fp).join("rootfs")).expect("dir");
+    }
+
+    #[tokio::test]
+    async fn only_old_unused_cached_images_expire() {
+        let (s, _dir) = store().await;
+        let recent = now();
+        add(&s, &"a".repeat(64), true, "2026-01-02T00:00:00Z").await; // old, cached
+        add(&s, &"b".repeat(64), false, "2026-01-02T00:00:00Z").await; // old, explicit
+        add(&s, &"c".repeat(64), true, &recent).await; // cached, used now
+        add(&s, &"d".repeat(64), true, "").await; // cached, never used since 2026-01-01
+        let gone = s
+            .prune_cached(std::time::Duration::from_secs(24 * 3600))
+            .await
+            .expect("prune");
+        assert_eq!(gone, vec!["a".repeat(64), "d".repeat(64)]);
+        let left: Vec<String> = s
+            .list()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|i| i.fingerprint)
+            .collect();
+        assert_eq!(left, vec!["b".repeat(64), "c".repeat(64)]);
+        assert!(!s.paths.image(&"a".repeat(64)).exists());
     }
 }
