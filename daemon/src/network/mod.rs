@@ -7,5 +7,6 @@
 //!   network namespace.
 
 pub mod dnsmasq;
+pub mod nft;
 #[cfg(test)]
 mod testnet;
