@@ -8,5 +8,6 @@
 
 pub mod dnsmasq;
 pub mod nft;
+pub mod proxy;
 #[cfg(test)]
 mod testnet;
