@@ -39,6 +39,17 @@ impl NetNs {
         NetNs::open(Path::new(&format!("/proc/{pid}/ns/net")))
     }
 
+    /// The network namespace of the process `pid` that started at `starttime` (see
+    /// [`super::proc::starttime`]): checked after opening, so a reused PID is an error
+    /// rather than someone else's namespace. Use this for a container's init.
+    pub fn of_process(pid: i32, starttime: u64) -> io::Result<NetNs> {
+        let ns = NetNs::of_pid(pid)?;
+        if !super::proc::is_alive(pid, starttime) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(ns)
+    }
+
     /// The network namespace file at `path` (`/proc/<pid>/ns/net`, `/run/netns/<name>`).
     pub fn open(path: &Path) -> io::Result<NetNs> {
         let file = File::open(path)?;
@@ -170,6 +181,15 @@ mod tests {
             // setns needs CAP_SYS_ADMIN, even into one's own namespace.
             assert!(stream.is_err());
         }
+    }
+
+    #[test]
+    fn of_process_checks_the_start_time() {
+        let me = std::process::id() as i32;
+        let start = crate::worker::proc::starttime(me).expect("own start time");
+        assert!(NetNs::of_process(me, start).is_ok());
+        let err = NetNs::of_process(me, start + 1).expect_err("wrong start time");
+        assert_eq!(err.raw_os_error(), Some(libc::ESRCH));
     }
 
     #[test]
