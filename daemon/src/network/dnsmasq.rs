@@ -765,11 +765,15 @@ impl DnsmasqHandle {
     /// The files are rewritten atomically, then dnsmasq gets SIGHUP; a dnsmasq being
     /// restarted reads the new files when it starts.
     pub async fn update_hosts(&self, hosts: &[StaticHost]) -> Result<(), DnsmasqError> {
-        write_hosts(&self.cfg, hosts)?;
-        let (ack, done) = oneshot::channel();
         let gone = || DnsmasqError::SupervisorGone {
             network: self.cfg.network.clone(),
         };
+        // A stopped network keeps no files.
+        if self.tx.is_closed() {
+            return Err(gone());
+        }
+        write_hosts(&self.cfg, hosts)?;
+        let (ack, done) = oneshot::channel();
         self.tx
             .send(Request::Reload(ack))
             .await
@@ -783,8 +787,10 @@ impl DnsmasqHandle {
     }
 
     /// Stop dnsmasq (SIGTERM, SIGKILL after 5 s), wait for it, and remove its PID, lease
-    /// and host files. Call when the network is deleted or brought down.
-    pub async fn stop(self) -> Result<(), DnsmasqError> {
+    /// and host files. Call when the network is deleted or brought down. Takes `&self` so a
+    /// shared handle can be stopped; afterwards every request fails with
+    /// [`DnsmasqError::SupervisorGone`].
+    pub async fn stop(&self) -> Result<(), DnsmasqError> {
         let (ack, done) = oneshot::channel();
         let gone = || DnsmasqError::SupervisorGone {
             network: self.cfg.network.clone(),
@@ -826,6 +832,8 @@ impl Supervisor {
                     terminate(&mut running).await;
                     self.pid.store(0, Ordering::Relaxed);
                     tracing::info!(network = %network, "dnsmasq stopped");
+                    // Closed before the answer, so no request is taken after a stop.
+                    self.rx.close();
                     let _ = ack.send(remove_files(&self.cfg.dir));
                     return;
                 }
@@ -847,6 +855,7 @@ impl Supervisor {
                     loop {
                         match self.pause(backoff).await {
                             Pause::Stop(ack) => {
+                                self.rx.close();
                                 let _ = ack.send(remove_files(&self.cfg.dir));
                                 return;
                             }

@@ -548,6 +548,10 @@ async fn supervisor_keeps_trying_and_still_answers_while_restarts_fail() {
             .contains("c1")
     );
     handle.stop().await.expect("stop while restarting");
+    assert!(matches!(
+        handle.update_hosts(&[]).await,
+        Err(DnsmasqError::SupervisorGone { .. })
+    ));
     assert!(dnsmasqs_for(dir.path()).is_empty());
     assert_eq!(std::fs::read_dir(dir.path()).expect("read dir").count(), 0);
 }
