@@ -14,6 +14,7 @@ pub mod exec;
 #[cfg(test)]
 pub mod fake;
 pub mod files;
+pub mod netns;
 pub mod proc;
 pub mod spawn;
 pub mod spec;
@@ -110,6 +111,35 @@ pub trait Worker: Send + Sync + 'static {
 pub fn seal_inherited_fds() {
     if let Err(e) = sys::cloexec_from(3) {
         tracing::warn!(error = %e, "could not mark inherited descriptors close-on-exec");
+    }
+}
+
+/// Send `signal` to process `pid` only if its argument vector satisfies `is_ours` (for
+/// helpers such as dnsmasq left running by an earlier daemon, found through a PID file).
+/// The process is pinned with a pidfd before its command line is read, so a PID reused in
+/// between is never signalled. `Ok(false)` if there is no such process or it is not ours.
+pub fn signal_if(
+    pid: i32,
+    signal: i32,
+    is_ours: impl FnOnce(&[String]) -> bool,
+) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    if pid <= 0 {
+        return Ok(false);
+    }
+    let fd = match sys::pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match proc::cmdline(pid) {
+        Some(args) if is_ours(&args) => {}
+        _ => return Ok(false),
+    }
+    match sys::pidfd_send_signal(fd.as_raw_fd(), signal) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

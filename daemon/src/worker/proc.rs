@@ -27,6 +27,25 @@ pub fn exists(pid: i32) -> bool {
     live_stat(pid).is_some()
 }
 
+/// The argument vector of `pid` (`/proc/<pid>/cmdline`), or `None` if it does not exist or
+/// has none (a zombie or a kernel thread).
+pub fn cmdline(pid: i32) -> Option<Vec<String>> {
+    if pid <= 0 {
+        return None;
+    }
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args = parse_cmdline(&raw);
+    (!args.is_empty()).then_some(args)
+}
+
+/// Split a NUL-separated `/proc/<pid>/cmdline`.
+pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
+    raw.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
 fn live_stat(pid: i32) -> Option<String> {
     if pid <= 0 {
         return None;
@@ -48,6 +67,18 @@ mod tests {
         let line = "1234 (we ird) name)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200 18446744073709551615";
         assert_eq!(parse_starttime(line), Some(98765));
         assert_eq!(parse_starttime("garbage"), None);
+    }
+
+    #[test]
+    fn splits_cmdline() {
+        assert_eq!(
+            parse_cmdline(b"dnsmasq\0--pid-file=/x\0"),
+            ["dnsmasq", "--pid-file=/x"]
+        );
+        assert!(parse_cmdline(b"").is_empty());
+        let me = cmdline(std::process::id() as i32).expect("own cmdline");
+        assert!(!me.is_empty());
+        assert_eq!(cmdline(0), None);
     }
 
     #[test]
