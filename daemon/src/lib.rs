@@ -5,6 +5,7 @@
 //! - [`images`]: the image store and the built-in image builders.
 //! - [`operations`]: the in-memory registry of asynchronous operations.
 //! - [`events`]: the event bus behind `/1.0/events` (operation, lifecycle, logging).
+//! - [`network`]: managed networks (bridges), NIC address management, profiles' NICs.
 //! - [`db`]: all SQL.
 //! - [`worker`]: all host-kernel code.
 //! - [`paths`]: every filesystem location the daemon uses.
@@ -14,6 +15,7 @@ pub mod db;
 pub mod events;
 pub mod images;
 pub mod instance;
+pub mod network;
 pub mod operations;
 pub mod paths;
 pub mod server;

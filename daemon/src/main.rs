@@ -27,6 +27,18 @@ struct Args {
     /// Busybox binary for the built-in `busybox` image.
     #[arg(long, env = "CTL_BUSYBOX", default_value = "/bin/busybox")]
     busybox: PathBuf,
+    /// Create the default network (a bridge with NAT) on the first start and give the
+    /// default profile an eth0 on it.
+    #[arg(long, env = "CTL_DEFAULT_NETWORK", default_value_t = true, action = clap::ArgAction::Set)]
+    default_network: bool,
+    /// Name of the default network (tests use unique names).
+    #[arg(
+        long,
+        env = "CTL_DEFAULT_NETWORK_NAME",
+        default_value = "ctlbr0",
+        hide = true
+    )]
+    default_network_name: String,
 }
 
 fn main() {
@@ -69,15 +81,22 @@ fn run() -> anyhow::Result<()> {
     paths.cgroup_parent = args.cgroup_parent;
     paths.cgroup_root = args.cgroup_root;
     paths.busybox = args.busybox;
+    let options = ctld::server::Options {
+        default_network: args.default_network.then_some(args.default_network_name),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    rt.block_on(serve(paths, events))
+    rt.block_on(serve(paths, events, options))
 }
 
-async fn serve(paths: Paths, events: ctld::events::Events) -> anyhow::Result<()> {
+async fn serve(
+    paths: Paths,
+    events: ctld::events::Events,
+    options: ctld::server::Options,
+) -> anyhow::Result<()> {
     let worker = HostWorker::new(
         paths.exe.clone(),
         paths.cgroup_root.clone(),
@@ -88,7 +107,7 @@ async fn serve(paths: Paths, events: ctld::events::Events) -> anyhow::Result<()>
     worker.empty_trash();
     tracing::info!(cgroups = worker::Worker::cgroup_version(&worker).as_str(), dir = %paths.dir.display(), "starting");
     let socket = paths.socket();
-    let state = ctld::server::build_state(paths, Arc::new(worker), events).await?;
+    let state = ctld::server::build_state(paths, Arc::new(worker), events, &options).await?;
     let listener = bind(&socket).await?;
     tracing::info!(socket = %socket.display(), "listening");
     ctld::server::serve(listener, state, shutdown_signal()).await?;

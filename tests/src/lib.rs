@@ -63,6 +63,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub cgroup_parent: String,
     child: Option<Child>,
+    /// Extra `ctld` arguments (e.g. a default network of a unique name).
+    args: Vec<String>,
 }
 
 /// The result of one `ctl` run.
@@ -84,8 +86,14 @@ impl From<Output> for Run {
 }
 
 impl Daemon {
-    /// Start a daemon on a fresh temp dir with a unique cgroup parent.
+    /// Start a daemon on a fresh temp dir with a unique cgroup parent and no default
+    /// network (tests run daemons in parallel: they must never share a bridge).
     pub fn start() -> Daemon {
+        Daemon::start_with(&["--default-network=false"])
+    }
+
+    /// Start a daemon with these extra `ctld` arguments (kept for restarts).
+    pub fn start_with(args: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("ctl-test-")
             .tempdir()
@@ -94,6 +102,7 @@ impl Daemon {
             dir,
             cgroup_parent: unique("ctl-test"),
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.spawn();
         d
@@ -122,6 +131,7 @@ impl Daemon {
             .arg(self.path())
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            .args(&self.args)
             .env("CTL_LOG", "debug,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(log)
@@ -413,7 +423,31 @@ impl Drop for Daemon {
         for name in self.instances() {
             let _ = self.ctl(&["delete", "--force", &name]);
         }
+        // Networks are host bridges: none may outlive the test. Profiles may point at
+        // them, so their devices go first.
+        let (_, v) = self.http("GET", "/1.0/networks", None);
+        let networks: Vec<String> = v["metadata"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str()?.rsplit('/').next().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !networks.is_empty() {
+            let _ = self.http("PATCH", "/1.0/profiles/default", Some(r#"{"devices":{}}"#));
+            let _ = self.http("PUT", "/1.0/profiles/default", Some(r#"{"devices":{}}"#));
+        }
+        for n in &networks {
+            let _ = self.http("DELETE", &format!("/1.0/networks/{n}"), None);
+        }
         self.kill(15);
+        // Whatever is still there (a daemon that failed): remove the bridges directly.
+        for n in &networks {
+            if Path::new("/sys/class/net").join(n).exists() {
+                let _ = Command::new("ip").args(["link", "del", n]).status();
+            }
+        }
         // Whatever survived (a test that failed half-way): kill by cgroup, then remove.
         for p in cgroup_parents(&self.cgroup_parent) {
             kill_cgroup_tree(&p);

@@ -59,6 +59,7 @@ async fn harness() -> Harness {
     let instances =
         Instances::new(pool, worker.clone(), paths, images.clone()).with_events(events.clone());
     let state = AppState {
+        networks: instances.networks().clone(),
         instances,
         images,
         ops: Operations::with_events(events.clone()),
