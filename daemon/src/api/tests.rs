@@ -22,6 +22,7 @@ use crate::worker::fake::FakeWorker;
 
 mod files;
 mod images_transfer;
+mod networks;
 
 struct Harness {
     app: axum::Router,
