@@ -80,6 +80,11 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::file::FileCommand,
     },
+    /// Manage networks (bridges with addresses for the instances)
+    Network {
+        #[command(subcommand)]
+        command: cmd::network::NetworkCommand,
+    },
     /// Print the daemon's events (lifecycle, operations, log) as they happen
     Monitor(cmd::monitor::MonitorArgs),
     /// Show the client and server versions
@@ -169,6 +174,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
             cmd::file::run(&client, command, stdin_is_terminal, out).await?;
         }
         Command::Monitor(args) => cmd::monitor::run(&client, args, out).await?,
+        Command::Network { command } => cmd::network::run(&client, command, out).await?,
         Command::Version => cmd::version::run(&client, out).await?,
     }
     out.flush()?;
