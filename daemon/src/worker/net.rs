@@ -597,6 +597,43 @@ mod tests {
     }
 
     #[test]
+    fn resolver_files_are_filled_in_once_and_never_overwritten()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let etc = tmp.path().join("etc");
+        std::fs::create_dir(&etc)?;
+        std::fs::write(etc.join("hosts"), "127.0.0.1 localhost")?;
+        let root = super::super::files::RootDir::open(tmp.path())?;
+        let spec = ResolverSpec {
+            hostname: "c1".into(),
+            nameserver: Some("10.0.3.1".parse()?),
+            search: "ctl".into(),
+        };
+        write_resolver(&root, &spec)?;
+        write_resolver(&root, &spec)?;
+        assert_eq!(
+            std::fs::read_to_string(etc.join("resolv.conf"))?,
+            "nameserver 10.0.3.1\nsearch ctl\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(etc.join("hosts"))?,
+            "127.0.0.1 localhost\n127.0.1.1\tc1\n"
+        );
+        // An image's own resolver config stays as it is, a symlink too.
+        std::fs::write(etc.join("resolv.conf"), "nameserver 192.0.2.53\n")?;
+        write_resolver(&root, &spec)?;
+        assert_eq!(
+            std::fs::read_to_string(etc.join("resolv.conf"))?,
+            "nameserver 192.0.2.53\n"
+        );
+        std::fs::remove_file(etc.join("resolv.conf"))?;
+        std::os::unix::fs::symlink("../run/resolv.conf", etc.join("resolv.conf"))?;
+        write_resolver(&root, &spec)?;
+        assert!(!tmp.path().join("run").exists());
+        Ok(())
+    }
+
+    #[test]
     fn bridge_check_refuses_paths() {
         assert!(!is_bridge("../../etc"));
         assert!(!is_bridge(""));
