@@ -356,7 +356,10 @@ fn bad_input_changes_nothing_on_the_host() {
     assert_eq!(status, 409, "{v}");
 
     assert_eq!(ours(&net), before, "ports of the bridge changed");
-    assert!(!interfaces().contains(&other), "a refused network left a bridge");
+    assert!(
+        !interfaces().contains(&other),
+        "a refused network left a bridge"
+    );
     assert_eq!(
         d.http("GET", &format!("/1.0/networks/{net}/leases"), None)
             .1,
