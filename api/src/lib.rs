@@ -7,6 +7,7 @@
 pub mod event;
 pub mod image;
 pub mod instance;
+pub mod network;
 pub mod operation;
 pub mod response;
 pub mod server;
@@ -20,6 +21,10 @@ pub use image::{
 pub use instance::{
     Instance, InstanceExecPost, InstanceFull, InstancePut, InstanceSource, InstanceState,
     InstanceStateCpu, InstanceStateMemory, InstanceStatePut, InstancesPost, StateAction,
+};
+pub use network::{
+    InstanceStateNetwork, Network, NetworkLease, NetworkPut, NetworkState, NetworkStateAddress,
+    NetworkStateCounters, NetworksPost, Profile, ProfilePut,
 };
 pub use operation::{Operation, OperationClass};
 pub use response::{Response, ResponseType};

@@ -85,6 +85,11 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::remote::RemoteCommand,
     },
+    /// Manage networks (bridges with addresses for the instances)
+    Network {
+        #[command(subcommand)]
+        command: cmd::network::NetworkCommand,
+    },
     /// Print the daemon's events (lifecycle, operations, log) as they happen
     Monitor(cmd::monitor::MonitorArgs),
     /// Show the client and server versions
@@ -175,6 +180,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
         }
         Command::Monitor(args) => cmd::monitor::run(&client, args, out).await?,
         Command::Remote { command } => cmd::remote::run(command, out)?,
+        Command::Network { command } => cmd::network::run(&client, command, out).await?,
         Command::Version => cmd::version::run(&client, out).await?,
     }
     out.flush()?;

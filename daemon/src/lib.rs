@@ -5,7 +5,8 @@
 //! - [`images`]: the image store and the built-in image builders.
 //! - [`operations`]: the in-memory registry of asynchronous operations.
 //! - [`events`]: the event bus behind `/1.0/events` (operation, lifecycle, logging).
-//! - [`network`]: managed networks: DHCP/DNS, NAT and forwarding, proxy devices.
+//! - [`network`]: managed networks (bridges, NIC address management, profiles' NICs),
+//!   DHCP/DNS (dnsmasq), NAT and forwarding (nftables), proxy devices.
 //! - [`db`]: all SQL.
 //! - [`worker`]: all host-kernel code.
 //! - [`paths`]: every filesystem location the daemon uses.

@@ -35,6 +35,18 @@ struct Args {
     /// uses and nobody used is deleted; 0 keeps them
     #[arg(long, env = "CTL_IMAGE_CACHE_EXPIRY_DAYS", default_value_t = 10)]
     image_cache_expiry_days: u64,
+    /// Create the default network (a bridge with NAT) on the first start and give the
+    /// default profile an eth0 on it.
+    #[arg(long, env = "CTL_DEFAULT_NETWORK", default_value_t = true, action = clap::ArgAction::Set)]
+    default_network: bool,
+    /// Name of the default network (tests use unique names).
+    #[arg(
+        long,
+        env = "CTL_DEFAULT_NETWORK_NAME",
+        default_value = "ctlbr0",
+        hide = true
+    )]
+    default_network_name: String,
 }
 
 fn main() {
@@ -77,6 +89,9 @@ fn run() -> anyhow::Result<()> {
     paths.cgroup_parent = args.cgroup_parent;
     paths.cgroup_root = args.cgroup_root;
     paths.busybox = args.busybox;
+    let options = ctld::server::Options {
+        default_network: args.default_network.then_some(args.default_network_name),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -85,6 +100,7 @@ fn run() -> anyhow::Result<()> {
     rt.block_on(serve(
         paths,
         events,
+        options,
         args.http_address,
         args.image_cache_expiry_days,
     ))
@@ -93,6 +109,7 @@ fn run() -> anyhow::Result<()> {
 async fn serve(
     paths: Paths,
     events: ctld::events::Events,
+    options: ctld::server::Options,
     http_address: Option<String>,
     image_cache_expiry_days: u64,
 ) -> anyhow::Result<()> {
@@ -106,7 +123,7 @@ async fn serve(
     worker.empty_trash();
     tracing::info!(cgroups = worker::Worker::cgroup_version(&worker).as_str(), dir = %paths.dir.display(), "starting");
     let socket = paths.socket();
-    let state = ctld::server::build_state(paths, Arc::new(worker), events).await?;
+    let state = ctld::server::build_state(paths, Arc::new(worker), events, &options).await?;
     let listener = bind(&socket).await?;
     tracing::info!(socket = %socket.display(), "listening");
     if image_cache_expiry_days > 0 {

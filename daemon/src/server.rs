@@ -23,6 +23,8 @@ pub enum StartError {
     Db(#[from] db::DbError),
     #[error(transparent)]
     Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -31,12 +33,29 @@ pub enum StartError {
     },
 }
 
-/// Open the state, reconcile running containers, and build the handlers' state; operations,
-/// instances and images publish on `events`.
+/// Daemon-wide options of a start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Create this network and put it on the default profile on the first start (none: no
+    /// default network).
+    pub default_network: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            default_network: Some("ctlbr0".into()),
+        }
+    }
+}
+
+/// Open the state, reconcile networks and running containers, and build the handlers'
+/// state; operations, instances and images publish on `events`.
 pub async fn build_state(
     paths: Paths,
     worker: Arc<dyn Worker>,
     events: Events,
+    options: &Options,
 ) -> Result<AppState, StartError> {
     for d in [
         paths.dir.clone(),
@@ -56,8 +75,16 @@ pub async fn build_state(
     let images = ImageStore::new(pool.clone(), paths.clone()).with_events(events.clone());
     let version = worker.cgroup_version();
     let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
+    let networks = instances.networks().clone();
+    networks.reconcile().await?;
+    if let Some(name) = &options.default_network
+        && let Err(e) = networks.ensure_default(name).await
+    {
+        tracing::error!(network = %name, error = %e, "could not create the default network");
+    }
     instances.reconcile().await?;
     Ok(AppState {
+        networks,
         instances,
         images,
         ops: Operations::with_events(events.clone()),

@@ -87,18 +87,25 @@ impl From<Output> for Run {
 }
 
 impl Daemon {
-    /// Start a daemon on a fresh temp dir with a unique cgroup parent.
+    /// Start a daemon on a fresh temp dir with a unique cgroup parent and no default
+    /// network (tests run daemons in parallel: they must never share a bridge).
     pub fn start() -> Daemon {
         Daemon::start_with(&[])
     }
 
-    /// Like [`Daemon::start`], with extra `ctld` arguments.
+    /// Like [`Daemon::start`], with extra `ctld` arguments (kept for restarts). Unless they
+    /// say otherwise (`--default-network…`), the daemon makes no default network, so
+    /// parallel tests never fight over one bridge name.
     pub fn start_with(args: &[&str]) -> Daemon {
         Daemon::start_with_env(args, &[])
     }
 
-    /// Like [`Daemon::start`], with extra `ctld` arguments and environment variables.
+    /// Like [`Daemon::start_with`], with environment variables for `ctld`.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if !args.iter().any(|a| a.starts_with("--default-network")) {
+            args.insert(0, "--default-network=false".into());
+        }
         let dir = tempfile::Builder::new()
             .prefix("ctl-test-")
             .tempdir()
@@ -107,7 +114,7 @@ impl Daemon {
             dir,
             cgroup_parent: unique("ctl-test"),
             child: None,
-            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            extra_args: args,
             extra_env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -435,7 +442,31 @@ impl Drop for Daemon {
         for name in self.instances() {
             let _ = self.ctl(&["delete", "--force", &name]);
         }
+        // Networks are host bridges: none may outlive the test. Profiles may point at
+        // them, so their devices go first.
+        let (_, v) = self.http("GET", "/1.0/networks", None);
+        let networks: Vec<String> = v["metadata"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str()?.rsplit('/').next().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !networks.is_empty() {
+            let _ = self.http("PATCH", "/1.0/profiles/default", Some(r#"{"devices":{}}"#));
+            let _ = self.http("PUT", "/1.0/profiles/default", Some(r#"{"devices":{}}"#));
+        }
+        for n in &networks {
+            let _ = self.http("DELETE", &format!("/1.0/networks/{n}"), None);
+        }
         self.kill(15);
+        // Whatever is still there (a daemon that failed): remove the bridges directly.
+        for n in &networks {
+            if Path::new("/sys/class/net").join(n).exists() {
+                let _ = Command::new("ip").args(["link", "del", n]).status();
+            }
+        }
         // Whatever survived (a test that failed half-way): kill by cgroup, then remove.
         for p in cgroup_parents(&self.cgroup_parent) {
             kill_cgroup_tree(&p);

@@ -33,6 +33,11 @@ pub enum ConfigCommand {
     Unset(UnsetArgs),
     /// Edit the configuration as YAML: read from stdin, or in $VISUAL/$EDITOR on a terminal
     Edit(EditArgs),
+    /// Manage the instance's devices (NICs)
+    Device {
+        #[command(subcommand)]
+        command: super::device::DeviceCommand,
+    },
 }
 
 /// Arguments of `ctl config show`.
@@ -305,6 +310,7 @@ pub async fn run(
             let body = patch_body(unset_values(&args.keys)?);
             client.patch_instance(&args.name, &body).await?;
         }
+        ConfigCommand::Device { command } => super::device::run(client, command, out).await?,
         ConfigCommand::Edit(args) => {
             if stdin_is_terminal {
                 edit::interactive(client, &args.name).await?;

@@ -11,7 +11,7 @@ use crate::Client;
 use crate::output::{self, Format};
 
 /// Columns of the table and CSV output.
-pub const HEADER: [&str; 5] = ["NAME", "STATE", "IPV4", "IMAGE", "PID"];
+pub const HEADER: [&str; 6] = ["NAME", "STATE", "IPV4", "IPV6", "IMAGE", "PID"];
 
 /// Arguments of `ctl list`.
 #[derive(Debug, Clone, Args)]
@@ -23,6 +23,15 @@ pub struct ListArgs {
 
 /// The IPv4 addresses of an instance, one `10.0.0.2 (eth0)` line per address, `lo` left out.
 pub fn ipv4_addresses(instance: &InstanceFull) -> Vec<String> {
+    addresses(instance, "inet")
+}
+
+/// The global IPv6 addresses of an instance, one `fd42::2 (eth0)` line per address.
+pub fn ipv6_addresses(instance: &InstanceFull) -> Vec<String> {
+    addresses(instance, "inet6")
+}
+
+fn addresses(instance: &InstanceFull, family: &str) -> Vec<String> {
     let Some(network) = instance.state.as_ref().and_then(|s| s.network.as_ref()) else {
         return Vec::new();
     };
@@ -33,7 +42,10 @@ pub fn ipv4_addresses(instance: &InstanceFull) -> Vec<String> {
         }
         let addresses = details.get("addresses").and_then(Value::as_array);
         for address in addresses.into_iter().flatten() {
-            if address.get("family").and_then(Value::as_str) != Some("inet") {
+            if address.get("family").and_then(Value::as_str) != Some(family) {
+                continue;
+            }
+            if family == "inet6" && address.get("scope").and_then(Value::as_str) != Some("global") {
                 continue;
             }
             if let Some(ip) = address.get("address").and_then(Value::as_str) {
@@ -81,6 +93,7 @@ pub fn rows(instances: &[InstanceFull]) -> Vec<Vec<String>> {
                 full.instance.name.clone(),
                 full.instance.status.to_uppercase(),
                 ipv4_addresses(full).join("\n"),
+                ipv6_addresses(full).join("\n"),
                 image_label(full),
                 pid,
             ]
@@ -166,6 +179,7 @@ mod tests {
                     "db".to_string(),
                     "STOPPED".into(),
                     String::new(),
+                    String::new(),
                     "fedcba987654".into(),
                     String::new()
                 ],
@@ -173,6 +187,7 @@ mod tests {
                     "web".to_string(),
                     "RUNNING".into(),
                     "10.0.0.2 (eth0)\n10.0.0.3 (eth0)".into(),
+                    "fd42::2 (eth0)".into(),
                     "Debian bookworm".into(),
                     "4242".into()
                 ],
@@ -186,9 +201,9 @@ mod tests {
         assert_eq!(
             csv.as_deref(),
             Some(
-                "NAME,STATE,IPV4,IMAGE,PID\n\
-                 db,STOPPED,,fedcba987654,\n\
-                 web,RUNNING,\"10.0.0.2 (eth0)\n10.0.0.3 (eth0)\",Debian bookworm,4242\n"
+                "NAME,STATE,IPV4,IPV6,IMAGE,PID\n\
+                 db,STOPPED,,,fedcba987654,\n\
+                 web,RUNNING,\"10.0.0.2 (eth0)\n10.0.0.3 (eth0)\",fd42::2 (eth0),Debian bookworm,4242\n"
             )
         );
     }
@@ -198,14 +213,14 @@ mod tests {
         let instances: Vec<InstanceFull> = serde_json::from_value(golden()).unwrap_or_default();
         let table = output::render_table(&HEADER, &rows(&instances), Some(120));
         let expected = "\
-+------+---------+-----------------+-----------------+------+
-| NAME | STATE   | IPV4            | IMAGE           | PID  |
-+------+---------+-----------------+-----------------+------+
-| db   | STOPPED |                 | fedcba987654    |      |
-+------+---------+-----------------+-----------------+------+
-| web  | RUNNING | 10.0.0.2 (eth0) | Debian bookworm | 4242 |
-|      |         | 10.0.0.3 (eth0) |                 |      |
-+------+---------+-----------------+-----------------+------+
++------+---------+-----------------+----------------+-----------------+------+
+| NAME | STATE   | IPV4            | IPV6           | IMAGE           | PID  |
++------+---------+-----------------+----------------+-----------------+------+
+| db   | STOPPED |                 |                | fedcba987654    |      |
++------+---------+-----------------+----------------+-----------------+------+
+| web  | RUNNING | 10.0.0.2 (eth0) | fd42::2 (eth0) | Debian bookworm | 4242 |
+|      |         | 10.0.0.3 (eth0) |                |                 |      |
++------+---------+-----------------+----------------+-----------------+------+
 ";
         assert_eq!(table, expected);
     }

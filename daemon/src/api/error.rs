@@ -6,6 +6,7 @@ use ctl_api::Response as Envelope;
 
 use crate::images::ImageError;
 use crate::instance::InstanceError;
+use crate::network::NetworkError;
 use crate::operations::OpError;
 use crate::worker::files::FileError;
 
@@ -16,6 +17,8 @@ pub enum ApiError {
     Instance(#[from] InstanceError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
     #[error(transparent)]
     Operation(#[from] OpError),
     #[error("{0}")]
@@ -36,8 +39,9 @@ impl ApiError {
         use InstanceError as I;
         match self {
             ApiError::Instance(e) => match e {
-                I::NotFound(_) => StatusCode::NOT_FOUND,
+                I::NotFound(_) | I::ProfileNotFound(_) => StatusCode::NOT_FOUND,
                 I::AlreadyExists(_) => StatusCode::CONFLICT,
+                I::Network(e) => network_status(e),
                 I::Name(_) | I::Config(_) | I::Invalid(_) | I::BadState(_) => {
                     StatusCode::BAD_REQUEST
                 }
@@ -46,6 +50,7 @@ impl ApiError {
                 I::Db(_) | I::Worker(_) | I::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Image(e) => image_status(e),
+            ApiError::Network(e) => network_status(e),
             ApiError::Operation(OpError::NotFound) => StatusCode::NOT_FOUND,
             ApiError::Operation(OpError::NotCancellable) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -67,6 +72,19 @@ fn image_status(e: &ImageError) -> StatusCode {
         ImageError::InUse { .. } | ImageError::Exists(_) => StatusCode::CONFLICT,
         ImageError::Invalid(_) => StatusCode::BAD_REQUEST,
         ImageError::Build(_) | ImageError::Io { .. } | ImageError::Db(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+fn network_status(e: &NetworkError) -> StatusCode {
+    match e {
+        NetworkError::NotFound(_) => StatusCode::NOT_FOUND,
+        NetworkError::AlreadyExists(_) | NetworkError::InUse { .. } => StatusCode::CONFLICT,
+        NetworkError::Config(_) | NetworkError::Ipam(_) | NetworkError::Invalid(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        NetworkError::Db(_) | NetworkError::Worker(_) | NetworkError::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     }
@@ -148,6 +166,22 @@ mod tests {
                 409,
             ),
             (OpError::NotFound.into(), 404),
+            (NetworkError::NotFound("n".into()).into(), 404),
+            (NetworkError::AlreadyExists("n".into()).into(), 409),
+            (
+                NetworkError::InUse {
+                    name: "n".into(),
+                    users: vec!["/1.0/instances/c1".into()],
+                }
+                .into(),
+                409,
+            ),
+            (NetworkError::Invalid("overlap".into()).into(), 400),
+            (
+                InstanceError::Network(NetworkError::Invalid("unknown network".into())).into(),
+                400,
+            ),
+            (InstanceError::ProfileNotFound("p".into()).into(), 404),
             (ApiError::Forbidden("secret".into()), 403),
             (InstanceError::Internal("x".into()).into(), 500),
             (

@@ -11,6 +11,7 @@ pub mod images;
 pub mod images_transfer;
 pub mod instances;
 pub mod metrics;
+pub mod networks;
 pub mod operations;
 pub mod server_info;
 pub mod simplestreams;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub info: server_info::StaticInfo,
     /// The event bus behind `/1.0/events`.
     pub events: crate::events::Events,
+    /// Managed networks.
+    pub networks: crate::network::Networks,
 }
 
 /// The full API router.
@@ -90,6 +93,23 @@ pub fn router(state: AppState) -> Router {
             get(console::get_log)
                 .post(console::attach)
                 .delete(console::clear_log),
+        )
+        .route("/1.0/networks", get(networks::list).post(networks::create))
+        .route(
+            "/1.0/networks/{name}",
+            get(networks::get_one)
+                .put(networks::put)
+                .patch(networks::patch)
+                .delete(networks::delete),
+        )
+        .route("/1.0/networks/{name}/leases", get(networks::leases))
+        .route("/1.0/networks/{name}/state", get(networks::get_state))
+        .route("/1.0/profiles", get(networks::list_profiles))
+        .route(
+            "/1.0/profiles/{name}",
+            get(networks::get_profile)
+                .put(networks::put_profile)
+                .patch(networks::patch_profile),
         )
         .route("/1.0/events", get(events::get_events))
         .route("/1.0/metrics", get(metrics::get_metrics))

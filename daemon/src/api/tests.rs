@@ -22,6 +22,7 @@ use crate::worker::fake::FakeWorker;
 
 mod files;
 mod images_transfer;
+mod networks;
 
 struct Harness {
     app: axum::Router,
@@ -59,6 +60,7 @@ async fn harness() -> Harness {
     let instances =
         Instances::new(pool, worker.clone(), paths, images.clone()).with_events(events.clone());
     let state = AppState {
+        networks: instances.networks().clone(),
         instances,
         images,
         ops: Operations::with_events(events.clone()),

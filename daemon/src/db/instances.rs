@@ -22,6 +22,8 @@ pub struct InstanceRow {
     pub image_fingerprint: String,
     pub config: Config,
     pub devices: Devices,
+    /// The profiles applied, in order (later ones win).
+    pub profiles: Vec<String>,
     pub created_at: String,
     pub last_used_at: String,
     pub init_pid: i32,
@@ -39,6 +41,7 @@ pub struct NewInstance<'a> {
     pub image_fingerprint: &'a str,
     pub config: &'a Config,
     pub devices: &'a Devices,
+    pub profiles: &'a [String],
     pub created_at: &'a str,
 }
 
@@ -46,13 +49,14 @@ pub struct NewInstance<'a> {
 macro_rules! columns {
     () => {
         "id, name, description, architecture, ephemeral, image_fingerprint, config, devices, \
-         created_at, last_used_at, init_pid, init_starttime, monitor_pid"
+         profiles, created_at, last_used_at, init_pid, init_starttime, monitor_pid"
     };
 }
 
 fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<InstanceRow, DbError> {
     let config: String = r.try_get("config")?;
     let devices: String = r.try_get("devices")?;
+    let profiles: String = r.try_get("profiles")?;
     Ok(InstanceRow {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
@@ -66,6 +70,10 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<InstanceRow, DbError> {
         })?,
         devices: serde_json::from_str(&devices).map_err(|source| DbError::Json {
             column: "devices",
+            source,
+        })?,
+        profiles: serde_json::from_str(&profiles).map_err(|source| DbError::Json {
+            column: "profiles",
             source,
         })?,
         created_at: r.try_get("created_at")?,
@@ -84,7 +92,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 pub async fn insert(pool: &Pool, new: &NewInstance<'_>) -> Result<InstanceRow, DbError> {
     let res = sqlx::query(
         "INSERT INTO instances (name, description, architecture, ephemeral, image_fingerprint, \
-         config, devices, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         config, devices, profiles, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(new.name)
     .bind(new.description)
@@ -93,6 +101,7 @@ pub async fn insert(pool: &Pool, new: &NewInstance<'_>) -> Result<InstanceRow, D
     .bind(new.image_fingerprint)
     .bind(to_json(new.config))
     .bind(to_json(new.devices))
+    .bind(to_json(&new.profiles))
     .bind(new.created_at)
     .execute(pool)
     .await;
@@ -164,26 +173,40 @@ pub async fn set_running(
     Ok(())
 }
 
-/// Replace config, devices, description and ephemeral flag.
-pub async fn update(
-    pool: &Pool,
-    name: &str,
-    description: &str,
-    ephemeral: bool,
-    config: &Config,
-    devices: &Devices,
-) -> Result<(), DbError> {
+/// What an update of an instance replaces.
+#[derive(Debug, Clone)]
+pub struct InstanceUpdate<'a> {
+    pub description: &'a str,
+    pub ephemeral: bool,
+    pub config: &'a Config,
+    pub devices: &'a Devices,
+    pub profiles: &'a [String],
+}
+
+/// Replace config, devices, profiles, description and ephemeral flag.
+pub async fn update(pool: &Pool, name: &str, u: &InstanceUpdate<'_>) -> Result<(), DbError> {
     sqlx::query(
-        "UPDATE instances SET description = ?, ephemeral = ?, config = ?, devices = ? \
-         WHERE name = ?",
+        "UPDATE instances SET description = ?, ephemeral = ?, config = ?, devices = ?, \
+         profiles = ? WHERE name = ?",
     )
-    .bind(description)
-    .bind(ephemeral)
-    .bind(to_json(config))
-    .bind(to_json(devices))
+    .bind(u.description)
+    .bind(u.ephemeral)
+    .bind(to_json(u.config))
+    .bind(to_json(u.devices))
+    .bind(to_json(&u.profiles))
     .bind(name)
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+/// Replace only the config (daemon-owned `volatile.*` keys written at start).
+pub async fn set_config(pool: &Pool, name: &str, config: &Config) -> Result<(), DbError> {
+    sqlx::query("UPDATE instances SET config = ? WHERE name = ?")
+        .bind(to_json(config))
+        .bind(name)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -239,6 +262,7 @@ mod tests {
             image_fingerprint: "abc",
             config: cfg,
             devices: dev,
+            profiles: &[],
             created_at: "2026-01-01T00:00:00Z",
         }
     }
@@ -268,12 +292,24 @@ mod tests {
         );
         assert_eq!(got.map(|r| r.last_used_at), Some("now".to_string()));
         cfg.clear();
-        update(&pool, "c1", "desc", true, &cfg, &dev).await?;
+        let profiles = vec!["default".to_string()];
+        update(
+            &pool,
+            "c1",
+            &InstanceUpdate {
+                description: "desc",
+                ephemeral: true,
+                config: &cfg,
+                devices: &dev,
+                profiles: &profiles,
+            },
+        )
+        .await?;
         let got = get(&pool, "c1").await?;
         assert_eq!(got.as_ref().map(|r| r.config.len()), Some(0));
         assert_eq!(
-            got.map(|r| (r.description, r.ephemeral)),
-            Some(("desc".into(), true))
+            got.map(|r| (r.description, r.ephemeral, r.profiles)),
+            Some(("desc".into(), true, profiles))
         );
         assert_eq!(using_image(&pool, "abc").await?, vec!["c1".to_string()]);
         assert!(delete(&pool, "c1").await?);

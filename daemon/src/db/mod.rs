@@ -3,6 +3,8 @@
 
 pub mod images;
 pub mod instances;
+pub mod networks;
+pub mod profiles;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -11,7 +13,9 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use images::{ImageRow, NewImage};
-pub use instances::{InstanceRow, NewInstance};
+pub use instances::{InstanceRow, InstanceUpdate, NewInstance};
+pub use networks::{LeaseRow, NetworkRow};
+pub use profiles::ProfileRow;
 
 /// The database handle.
 pub type Pool = sqlx::SqlitePool;

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod files;
 pub mod name;
+pub mod profiles;
 pub mod publish;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,6 +23,7 @@ use tokio::sync::Mutex;
 use crate::db::{self, DbError, InstanceRow, Pool};
 use crate::images::progress::Progress;
 use crate::images::{ImageError, ImageRef, ImageStore};
+use crate::network::{self, NetworkError, Networks, ResolvedNic};
 use crate::paths::{Paths, overlay_dirs};
 use crate::worker::spec::{default_caps_drop, default_mounts, default_namespaces};
 use crate::worker::{ExecSpec, InitProcess, SpawnSpec, Worker, WorkerError};
@@ -41,6 +43,8 @@ pub enum InstanceError {
     NotFound(String),
     #[error("instance \"{0}\" already exists")]
     AlreadyExists(String),
+    #[error("profile \"{0}\" not found")]
+    ProfileNotFound(String),
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]
@@ -51,6 +55,8 @@ pub enum InstanceError {
     BadState(String),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -110,6 +116,8 @@ pub struct Instances {
     creating: Arc<StdMutex<HashSet<String>>>,
     /// Where successful steps are announced as lifecycle events.
     events: crate::events::Events,
+    /// Managed networks: NIC validation, leases, the veth plan of a start.
+    networks: Networks,
 }
 
 impl Instances {
@@ -124,6 +132,7 @@ impl Instances {
             cpus: worker.online_cpus(),
         };
         Instances {
+            networks: Networks::new(db.clone(), worker.clone()),
             db,
             worker,
             paths,
@@ -139,6 +148,11 @@ impl Instances {
     pub fn with_events(mut self, events: crate::events::Events) -> Self {
         self.events = events;
         self
+    }
+
+    /// The networks service.
+    pub fn networks(&self) -> &Networks {
+        &self.networks
     }
 
     /// The worker (for server info).
@@ -223,7 +237,6 @@ impl Instances {
                 req.source.mode
             )));
         }
-        check_devices_and_profiles(Some(&req.devices), req.profiles.as_deref())?;
         if req.ephemeral {
             return Err(InstanceError::Invalid(
                 "ephemeral instances are not supported yet".into(),
@@ -235,6 +248,12 @@ impl Instances {
             req.name = self.free_random_name().await?;
         }
         name::validate(&req.name)?;
+        let profiles = req
+            .profiles
+            .clone()
+            .unwrap_or_else(|| vec!["default".to_string()]);
+        self.check_devices(&req.name, &profiles, &req.devices)
+            .await?;
         self.reserve(&req.name).await?;
         Ok(CreatePlan {
             name: req.name.clone(),
@@ -308,6 +327,15 @@ impl Instances {
             cfg.insert(format!("image.{k}"), v.clone());
         }
         cfg.insert("volatile.base_image".into(), fingerprint.clone());
+        let profiles = plan
+            .request
+            .profiles
+            .clone()
+            .unwrap_or_else(|| vec!["default".to_string()]);
+        let nics = self
+            .check_devices(&plan.name, &profiles, &plan.request.devices)
+            .await?;
+        assign_volatile_nics(&mut cfg, &nics);
         let dir = self.paths.container(&plan.name);
         if dir.exists() {
             // Left over from a crash before the row was written: nobody owns it.
@@ -330,7 +358,8 @@ impl Instances {
                 ephemeral: plan.request.ephemeral,
                 image_fingerprint: &fingerprint,
                 config: &cfg,
-                devices: &BTreeMap::new(),
+                devices: &plan.request.devices,
+                profiles: &profiles,
                 created_at: &t,
             },
         )
@@ -343,6 +372,14 @@ impl Instances {
                 DbError::Conflict(_) => InstanceError::AlreadyExists(plan.name.clone()),
                 e => e.into(),
             });
+        }
+        // Addresses are reserved now, so a taken static address fails the create.
+        if let Err(e) = self.networks.sync_leases(&plan.name, &nics, &cfg).await {
+            let _ = db::instances::delete(&self.db, &plan.name).await;
+            let _ = self
+                .blocking_worker(move |w| w.remove_container_dir(&dir))
+                .await;
+            return Err(e.into());
         }
         let _ = self.images.touch(&fingerprint).await;
         tracing::info!(instance = %plan.name, image = %fingerprint, "created");
@@ -390,6 +427,26 @@ impl Instances {
         self.ensure_stopped(&row, "is already running")?;
         let limits = config::limits(&row.config, &self.host, name)?;
         let spec = self.spawn_spec(&row)?;
+        // Networking first: a bad NIC refuses the start before anything exists.
+        let nics = self
+            .check_devices(name, &row.profiles, &row.devices)
+            .await?;
+        let mut cfg = row.config.clone();
+        assign_volatile_nics(&mut cfg, &nics);
+        for r in &nics {
+            let key = network::host_name_key(&r.nic.device);
+            let host = r
+                .nic
+                .host_name
+                .clone()
+                .unwrap_or_else(network::random_host_name);
+            cfg.insert(key, host);
+        }
+        if cfg != row.config {
+            db::instances::set_config(&self.db, name, &cfg).await?;
+        }
+        self.networks.sync_leases(name, &nics, &cfg).await?;
+        let net_plan = self.networks.plan_start(name, &nics, &cfg).await?;
         // A container that stopped on its own: its monitor may still be removing the
         // cgroup; let it finish before a new one is made.
         if row.monitor_pid > 0 {
@@ -416,6 +473,24 @@ impl Instances {
                 return Err(e);
             }
         };
+        if !net_plan.nics.is_empty() {
+            let (nics, resolver) = (net_plan.nics, net_plan.resolver);
+            let wired = self
+                .blocking_worker(move |w| {
+                    w.setup_nics(&init, &nics)?;
+                    match resolver {
+                        Some(r) => w.write_resolver(&init, &r),
+                        None => Ok(()),
+                    }
+                })
+                .await;
+            if let Err(e) = wired {
+                // The veths live in the init's netns: killing it removes them.
+                tracing::warn!(instance = %name, error = %e, "network setup failed, stopping");
+                self.abort_start(name, &init).await;
+                return Err(e);
+            }
+        }
         let t = now_rfc3339();
         if let Err(e) = db::instances::set_running(
             &self.db,
@@ -427,13 +502,42 @@ impl Instances {
         )
         .await
         {
-            let _ = self.worker.signal(&init, libc::SIGKILL);
-            let n = name.to_string();
-            let _ = self.blocking_worker(move |w| w.remove_cgroup(&n)).await;
+            self.abort_start(name, &init).await;
             return Err(e.into());
         }
         tracing::info!(instance = %name, pid = init.pid, "started");
         Ok(())
+    }
+
+    /// Undo a start after the init runs: kill it (its netns, and the veths in it, go with
+    /// it) and remove the cgroup.
+    async fn abort_start(&self, name: &str, init: &InitProcess) {
+        let _ = self.worker.signal(init, libc::SIGKILL);
+        self.wait_exit(init, KILL_WAIT).await;
+        let monitor = init.monitor_pid;
+        let _ = self
+            .blocking_worker(move |w| Ok(w.wait_pid_gone(monitor, Duration::from_secs(2))))
+            .await;
+        let n = name.to_string();
+        let _ = self.blocking_worker(move |w| w.remove_cgroup(&n)).await;
+    }
+
+    /// Check an instance's profiles and devices: profiles exist, devices are known types
+    /// with valid keys, NICs point at existing networks or bridges, static addresses fit.
+    /// Returns the NICs of the expanded devices.
+    async fn check_devices(
+        &self,
+        name: &str,
+        profiles: &[String],
+        devices: &ctl_api::instance::DeviceMap,
+    ) -> Result<Vec<ResolvedNic>, InstanceError> {
+        let all = db::profiles::list(&self.db).await?;
+        if let Some(p) = profiles.iter().find(|p| !all.iter().any(|a| &a.name == *p)) {
+            return Err(InstanceError::Invalid(format!("profile \"{p}\" not found")));
+        }
+        network::config::devices(devices).map_err(NetworkError::from)?;
+        let expanded = network::expand(&all, profiles, devices);
+        Ok(self.networks.resolve_nics(name, &expanded).await?)
     }
 
     fn spawn_spec(&self, row: &InstanceRow) -> Result<SpawnSpec, InstanceError> {
@@ -660,7 +764,11 @@ impl Instances {
             w.remove_container_dir(&dir)
         })
         .await?;
+        let networks = self.networks.instance_networks(name).await?;
         db::instances::delete(&self.db, name).await?;
+        for n in networks {
+            self.networks.leases_changed(&n);
+        }
         tracing::info!(instance = %name, "deleted");
         self.events
             .instance("instance-deleted", name, BTreeMap::new());
@@ -677,7 +785,8 @@ impl Instances {
     /// One instance.
     pub async fn get(&self, name: &str) -> Result<Instance, InstanceError> {
         let row = self.row(name).await?;
-        Ok(self.to_api(&row, self.status(&row)))
+        let profiles = db::profiles::list(&self.db).await?;
+        Ok(self.to_api(&row, self.status(&row), &profiles))
     }
 
     /// Every instance with (`with_state`) or without its state.
@@ -686,20 +795,21 @@ impl Instances {
         with_state: bool,
     ) -> Result<Vec<(Instance, Option<InstanceState>)>, InstanceError> {
         let rows = Arc::new(db::instances::list(&self.db).await?);
+        let profiles = Arc::new(db::profiles::list(&self.db).await?);
         // Reading /proc and the cgroup files is blocking I/O of a few microseconds per
         // file: do it off the async threads, split over the CPUs.
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let chunk = rows.len().div_ceil(workers).max(64);
         let mut tasks = Vec::new();
         for start in (0..rows.len()).step_by(chunk) {
-            let (me, rows) = (self.clone(), rows.clone());
+            let (me, rows, profiles) = (self.clone(), rows.clone(), profiles.clone());
             tasks.push(tokio::task::spawn_blocking(move || {
                 rows[start..(start + chunk).min(rows.len())]
                     .iter()
                     .map(|r| {
                         let status = me.status(r);
-                        let state = with_state.then(|| me.state_with(r, status, false));
-                        (me.to_api(r, status), state)
+                        let state = with_state.then(|| me.state_with(r, status, false, &profiles));
+                        (me.to_api(r, status, &profiles), state)
                     })
                     .collect::<Vec<_>>()
             }));
@@ -717,14 +827,21 @@ impl Instances {
     /// The runtime state of one instance, with the disk usage of its writable layer.
     pub async fn state(&self, name: &str) -> Result<InstanceState, InstanceError> {
         let row = self.row(name).await?;
+        let profiles = db::profiles::list(&self.db).await?;
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.state_with(&row, me.status(&row), true))
+        tokio::task::spawn_blocking(move || me.state_with(&row, me.status(&row), true, &profiles))
             .await
             .map_err(|e| InstanceError::Internal(e.to_string()))
     }
 
     /// State from `/proc` and the cgroup; `disk` walks the upper dir (not done for lists).
-    fn state_with(&self, row: &InstanceRow, status: StatusCode, disk: bool) -> InstanceState {
+    fn state_with(
+        &self,
+        row: &InstanceRow,
+        status: StatusCode,
+        disk: bool,
+        profiles: &[db::ProfileRow],
+    ) -> InstanceState {
         let running = status != StatusCode::Stopped;
         let usage = if running {
             self.worker.usage(&row.name)
@@ -752,7 +869,7 @@ impl Instances {
             } else {
                 BTreeMap::new()
             },
-            network: running.then(|| self.network_state(row.init_pid)),
+            network: running.then(|| self.network_state(row, profiles)),
         }
     }
 
@@ -784,41 +901,51 @@ impl Instances {
         .map_err(|e| InstanceError::Internal(e.to_string()))
     }
 
-    /// Interfaces of the container's network namespace, Incus-shaped.
-    fn network_state(&self, pid: i32) -> BTreeMap<String, serde_json::Value> {
+    /// Interfaces of the container's network namespace, Incus-shaped (one netlink dump).
+    fn network_state(
+        &self,
+        row: &InstanceRow,
+        profiles: &[db::ProfileRow],
+    ) -> BTreeMap<String, serde_json::Value> {
+        let expanded = network::expand(profiles, &row.profiles, &row.devices);
+        // Interface name inside → the device it belongs to.
+        let device_of = |iface: &str| {
+            expanded
+                .iter()
+                .filter(|(_, d)| d.get("type").map(String::as_str) == Some("nic"))
+                .find(|(dev, d)| d.get("name").map_or(dev.as_str(), String::as_str) == iface)
+                .map(|(dev, _)| dev.clone())
+        };
         self.worker
-            .net_counters(pid)
+            .interfaces(Some(row.init_pid), None)
             .into_iter()
-            .map(|c| {
-                let lo = c.name == "lo";
-                let addresses = if lo {
-                    serde_json::json!([
-                        {"family": "inet", "address": "127.0.0.1", "netmask": "8", "scope": "local"},
-                        {"family": "inet6", "address": "::1", "netmask": "128", "scope": "local"}
-                    ])
-                } else {
-                    serde_json::json!([])
+            .map(|i| {
+                let host_name = device_of(&i.name)
+                    .and_then(|d| row.config.get(&network::host_name_key(&d)).cloned())
+                    .unwrap_or_default();
+                let v = ctl_api::InstanceStateNetwork {
+                    addresses: network::state_addresses(&i),
+                    counters: network::counters(&i),
+                    hwaddr: i.hwaddr.clone(),
+                    host_name,
+                    mtu: i.mtu,
+                    state: if i.up { "up" } else { "down" }.into(),
+                    kind: if i.loopback { "loopback" } else { "broadcast" }.into(),
                 };
-                let v = serde_json::json!({
-                    "addresses": addresses,
-                    "counters": {
-                        "bytes_received": c.rx_bytes,
-                        "bytes_sent": c.tx_bytes,
-                        "packets_received": c.rx_packets,
-                        "packets_sent": c.tx_packets,
-                    },
-                    "hwaddr": "",
-                    "host_name": "",
-                    "mtu": 0,
-                    "state": "up",
-                    "type": if lo { "loopback" } else { "broadcast" },
-                });
-                (c.name, v)
+                (
+                    i.name,
+                    serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+                )
             })
             .collect()
     }
 
-    fn to_api(&self, row: &InstanceRow, status: StatusCode) -> Instance {
+    fn to_api(
+        &self,
+        row: &InstanceRow,
+        status: StatusCode,
+        profiles: &[db::ProfileRow],
+    ) -> Instance {
         Instance {
             name: row.name.clone(),
             description: row.description.clone(),
@@ -835,11 +962,11 @@ impl Instances {
             architecture: row.architecture.clone(),
             ephemeral: row.ephemeral,
             stateful: false,
-            profiles: vec!["default".into()],
+            profiles: row.profiles.clone(),
             config: row.config.clone(),
             devices: row.devices.clone(),
             expanded_config: row.config.clone(),
-            expanded_devices: row.devices.clone(),
+            expanded_devices: network::expand(profiles, &row.profiles, &row.devices),
             project: "default".into(),
         }
     }
@@ -874,8 +1001,45 @@ impl Instances {
         // An empty value unsets a key (as `PATCH {"config": {"k": ""}}` does in Incus).
         cfg.retain(|_, v| !v.is_empty());
         config::validate(&cfg, &row.config, &self.host)?;
-        check_devices_and_profiles(put.devices.as_ref(), put.profiles.as_deref())?;
+        let devices = match (&put.devices, patch) {
+            (Some(d), false) => d.clone(),
+            (Some(d), true) => {
+                let mut merged = row.devices.clone();
+                merged.extend(d.iter().map(|(k, v)| (k.clone(), v.clone())));
+                // An empty device entry removes it (as an empty config value unsets a key).
+                merged.retain(|_, v| !v.is_empty());
+                merged
+            }
+            (None, _) => row.devices.clone(),
+        };
+        let profiles = put.profiles.clone().unwrap_or_else(|| row.profiles.clone());
+        let nics = self.check_devices(name, &profiles, &devices).await?;
         let running = self.running_init(&row).is_some();
+        if running && (devices != row.devices || profiles != row.profiles) {
+            let all = db::profiles::list(&self.db).await?;
+            let before = network::expand(&all, &row.profiles, &row.devices);
+            let after = network::expand(&all, &profiles, &devices);
+            if before != after {
+                return Err(InstanceError::Invalid(format!(
+                    "devices of \"{name}\" cannot change while it is running (no hot-plug \
+                     yet): stop it, or restart it to apply"
+                )));
+            }
+        }
+        // Volatile keys of devices that are gone go with them; new NICs get their MAC.
+        cfg.retain(|k, _| {
+            let Some(rest) = k.strip_prefix("volatile.") else {
+                return true;
+            };
+            let Some((dev, key)) = rest.split_once('.') else {
+                return true;
+            };
+            !(key == "hwaddr" || key == "host_name") || nics.iter().any(|n| n.nic.device == dev)
+        });
+        assign_volatile_nics(&mut cfg, &nics);
+        if !running {
+            self.networks.sync_leases(name, &nics, &cfg).await?;
+        }
         if running
             && let Some(key) = config::START_ONLY_KEYS
                 .iter()
@@ -894,10 +1058,13 @@ impl Instances {
         db::instances::update(
             &self.db,
             name,
-            put.description.as_deref().unwrap_or(&row.description),
-            put.ephemeral.unwrap_or(row.ephemeral),
-            &cfg,
-            &row.devices,
+            &db::InstanceUpdate {
+                description: put.description.as_deref().unwrap_or(&row.description),
+                ephemeral: put.ephemeral.unwrap_or(row.ephemeral),
+                config: &cfg,
+                devices: &devices,
+                profiles: &profiles,
+            },
         )
         .await?;
         self.events
@@ -1107,24 +1274,15 @@ impl Instances {
     }
 }
 
-/// Devices come with networking; the only profile is `default` (no profiles API yet).
-fn check_devices_and_profiles(
-    devices: Option<&ctl_api::instance::DeviceMap>,
-    profiles: Option<&[String]>,
-) -> Result<(), InstanceError> {
-    if let Some((dev, _)) = devices.and_then(|d| d.iter().next()) {
-        return Err(InstanceError::Invalid(format!(
-            "device \"{dev}\": devices are not supported yet"
-        )));
+/// Give every NIC without a `hwaddr` key a stable MAC in `volatile.<dev>.hwaddr` (made
+/// once, kept across restarts).
+fn assign_volatile_nics(cfg: &mut BTreeMap<String, String>, nics: &[ResolvedNic]) {
+    for r in nics {
+        if r.nic.hwaddr.is_none() {
+            cfg.entry(network::hwaddr_key(&r.nic.device))
+                .or_insert_with(|| crate::worker::net::format_mac(&network::random_mac()));
+        }
     }
-    if let Some(p) = profiles
-        .into_iter()
-        .flatten()
-        .find(|p| p.as_str() != "default")
-    {
-        return Err(InstanceError::Invalid(format!("profile \"{p}\" not found")));
-    }
-    Ok(())
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

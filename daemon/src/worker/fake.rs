@@ -22,6 +22,14 @@ pub struct FakeWorker {
     pub fail_spawn: AtomicBool,
     /// The directory `open_root` opens for every instance (none: it fails).
     pub files_root: Mutex<Option<PathBuf>>,
+    /// Bridges that "exist" (made by `ensure_bridge`, or put here by a test).
+    pub bridges: Mutex<HashSet<String>>,
+    /// Make the next `setup_nics` fail.
+    pub fail_nics: AtomicBool,
+    /// Subnets `host_ipv4_subnets` reports.
+    pub host_subnets: Mutex<Vec<(std::net::Ipv4Addr, u8)>>,
+    /// NICs set up per init PID.
+    pub nics: Mutex<std::collections::HashMap<i32, Vec<super::NicSpec>>>,
 }
 
 impl FakeWorker {
@@ -170,6 +178,119 @@ impl Worker for FakeWorker {
 
     fn exec_command(&self, spec: &ExecSpec) -> super::ExecCommand {
         ("/bin/echo".into(), spec.argv.clone(), vec![])
+    }
+
+    fn ensure_bridge(&self, spec: &super::BridgeSpec) -> Result<(), WorkerError> {
+        self.record(format!(
+            "ensure_bridge {} {:?} {:?}",
+            spec.name, spec.ipv4, spec.mtu
+        ));
+        if let Ok(mut b) = self.bridges.lock() {
+            b.insert(spec.name.clone());
+        }
+        Ok(())
+    }
+
+    fn delete_bridge(&self, name: &str) -> Result<(), WorkerError> {
+        self.record(format!("delete_bridge {name}"));
+        if let Ok(mut b) = self.bridges.lock() {
+            b.remove(name);
+        }
+        Ok(())
+    }
+
+    fn bridge_exists(&self, name: &str) -> bool {
+        self.bridges
+            .lock()
+            .map(|b| b.contains(name))
+            .unwrap_or(false)
+    }
+
+    fn host_ipv4_subnets(&self) -> Result<Vec<(std::net::Ipv4Addr, u8)>, WorkerError> {
+        Ok(self
+            .host_subnets
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default())
+    }
+
+    fn setup_nics(&self, init: &InitProcess, nics: &[super::NicSpec]) -> Result<(), WorkerError> {
+        let desc: Vec<String> = nics
+            .iter()
+            .map(|n| {
+                format!(
+                    "{}@{}:{}",
+                    n.name,
+                    n.bridge,
+                    n.ipv4.map(|(a, p)| format!("{a}/{p}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        self.record(format!("setup_nics {} {}", init.pid, desc.join(",")));
+        if self.fail_nics.swap(false, Ordering::SeqCst) {
+            return Err(WorkerError::Net(super::net::NetError::NoSuchLink(
+                "fake".into(),
+            )));
+        }
+        if let Ok(mut n) = self.nics.lock() {
+            n.insert(init.pid, nics.to_vec());
+        }
+        Ok(())
+    }
+
+    fn write_resolver(
+        &self,
+        init: &InitProcess,
+        spec: &super::ResolverSpec,
+    ) -> Result<(), WorkerError> {
+        self.record(format!(
+            "write_resolver {} {:?} {}",
+            init.pid, spec.nameserver, spec.search
+        ));
+        Ok(())
+    }
+
+    fn interfaces(&self, pid: Option<i32>, only: Option<&str>) -> Vec<super::Interface> {
+        let nics = match pid {
+            Some(pid) => self
+                .nics
+                .lock()
+                .ok()
+                .and_then(|n| n.get(&pid).cloned())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut out: Vec<super::Interface> = nics
+            .into_iter()
+            .map(|n| super::Interface {
+                name: n.name.clone(),
+                mtu: n.mtu.unwrap_or(1500),
+                hwaddr: super::net::format_mac(&n.hwaddr),
+                up: true,
+                addresses: n
+                    .ipv4
+                    .map(|(a, p)| super::net::InterfaceAddress {
+                        address: a.into(),
+                        prefix: p,
+                        scope: "global",
+                    })
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        if pid.is_none()
+            && let Some(name) = only
+            && self.bridge_exists(name)
+        {
+            out.push(super::Interface {
+                name: name.to_string(),
+                mtu: 1500,
+                up: true,
+                ..Default::default()
+            });
+        }
+        out
     }
 
     fn open_root(&self, init: &InitProcess) -> Result<super::files::RootDir, WorkerError> {

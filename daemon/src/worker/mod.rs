@@ -14,6 +14,7 @@ pub mod exec;
 #[cfg(test)]
 pub mod fake;
 pub mod files;
+pub mod net;
 pub mod netns;
 pub mod proc;
 pub mod spawn;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 pub use cgroup::{CgroupLimits, CgroupStats, CgroupUsage, CgroupVersion, CpuAllowance};
 pub use exec::ExecSpec;
+pub use net::{BridgeSpec, Interface, NicSpec, ResolverSpec};
 pub use spawn::InitProcess;
 pub use spec::SpawnSpec;
 
@@ -44,6 +46,8 @@ pub enum WorkerError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Net(#[from] net::NetError),
     #[error("signal {pid}: {source}")]
     Signal {
         pid: i32,
@@ -104,6 +108,24 @@ pub trait Worker: Send + Sync + 'static {
     /// The root directory of the running container whose init is `init`, for the file API
     /// (see [`files`]). Fails if `init` is gone.
     fn open_root(&self, init: &InitProcess) -> Result<files::RootDir, WorkerError>;
+
+    // ----- networking (see [`net`]) -----
+
+    /// Create bridge `spec.name` or adopt the existing one: up, MTU, exactly its addresses.
+    fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<(), WorkerError>;
+    /// Delete a bridge (nothing to do when it does not exist).
+    fn delete_bridge(&self, name: &str) -> Result<(), WorkerError>;
+    /// Whether `name` is a bridge on the host.
+    fn bridge_exists(&self, name: &str) -> bool;
+    /// The IPv4 subnets of the host's routes and addresses (default routes left out).
+    fn host_ipv4_subnets(&self) -> Result<Vec<(std::net::Ipv4Addr, u8)>, WorkerError>;
+    /// Create a running container's NICs (veth peers made inside its netns) and configure
+    /// addresses and routes inside. On failure the caller kills the init.
+    fn setup_nics(&self, init: &InitProcess, nics: &[NicSpec]) -> Result<(), WorkerError>;
+    /// Write `/etc/resolv.conf` and `/etc/hosts` entries a running container lacks.
+    fn write_resolver(&self, init: &InitProcess, spec: &ResolverSpec) -> Result<(), WorkerError>;
+    /// The interfaces of the netns `pid` lives in (`None`: the host's), or only `only`.
+    fn interfaces(&self, pid: Option<i32>, only: Option<&str>) -> Vec<Interface>;
 }
 
 /// Make descriptors the daemon inherited close-on-exec, so no child (monitor, container,
@@ -371,6 +393,47 @@ impl Worker for HostWorker {
         files::RootDir::of_process(init.pid, init.starttime).map_err(|source| WorkerError::Io {
             path: PathBuf::from(format!("/proc/{}/root", init.pid)),
             source,
+        })
+    }
+
+    fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<(), WorkerError> {
+        Ok(net::ensure_bridge(spec)?)
+    }
+
+    fn delete_bridge(&self, name: &str) -> Result<(), WorkerError> {
+        Ok(net::delete_bridge(name)?)
+    }
+
+    fn bridge_exists(&self, name: &str) -> bool {
+        net::is_bridge(name)
+    }
+
+    fn host_ipv4_subnets(&self) -> Result<Vec<(std::net::Ipv4Addr, u8)>, WorkerError> {
+        Ok(net::host_ipv4_subnets()?)
+    }
+
+    fn setup_nics(&self, init: &InitProcess, nics: &[NicSpec]) -> Result<(), WorkerError> {
+        if nics.is_empty() {
+            return Ok(());
+        }
+        if !proc::is_alive(init.pid, init.starttime) {
+            return Err(WorkerError::Spawn(spawn::SpawnError::Container(format!(
+                "init {} exited before its network was set up",
+                init.pid
+            ))));
+        }
+        Ok(net::setup_nics(init.pid, nics)?)
+    }
+
+    fn write_resolver(&self, init: &InitProcess, spec: &ResolverSpec) -> Result<(), WorkerError> {
+        let root = self.open_root(init)?;
+        Ok(net::write_resolver(&root, spec)?)
+    }
+
+    fn interfaces(&self, pid: Option<i32>, only: Option<&str>) -> Vec<Interface> {
+        net::interfaces(pid, only).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, ?pid, "listing interfaces failed");
+            Vec::new()
         })
     }
 

@@ -1,0 +1,413 @@
+//! Networking end to end, as root: managed bridges made by the real ctld over netlink,
+//! veth pairs into real containers, traffic between the host and containers and between
+//! containers (only on bridges these tests made, between namespaces they made), leases,
+//! static addresses, refusals that leave the host unchanged, and nothing left behind.
+//!
+//! Every network has a unique name (`ctn<pid><n>`, ≤ 15 characters); the daemon handle
+//! deletes instances and networks when it drops, also on failure, and a guard here removes
+//! any bridge of ours that is still there.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use ctl_tests::{Daemon, require_root, wait_until};
+
+macro_rules! root_or_skip {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// A bridge name unique to this process and call (at most 15 characters).
+fn net_name() -> String {
+    format!(
+        "ctn{}{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes the bridges a test named when it ends, whatever happened (the daemon deletes
+/// them first when it can).
+struct Bridges(Vec<String>);
+
+impl Drop for Bridges {
+    fn drop(&mut self) {
+        for b in &self.0 {
+            if Path::new("/sys/class/net").join(b).exists() {
+                let _ = Command::new("ip").args(["link", "del", b]).status();
+            }
+        }
+    }
+}
+
+fn interfaces() -> BTreeSet<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Create a network through ctl; returns its gateway address (without prefix).
+fn create_network(d: &Daemon, name: &str, config: &[&str]) -> String {
+    let mut args = vec!["network", "create", name];
+    args.extend_from_slice(config);
+    d.ok(&args);
+    let (_, v) = d.http("GET", &format!("/1.0/networks/{name}"), None);
+    let cidr = v["metadata"]["config"]["ipv4.address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(cidr.contains('/'), "{v}");
+    cidr.split('/').next().unwrap_or_default().to_string()
+}
+
+/// `ctl init` + a NIC on `network` (+ extra keys) + start.
+fn launch_on(d: &Daemon, name: &str, network: &str, extra: &[&str]) {
+    d.ok(&["init", "busybox", name]);
+    let net = format!("network={network}");
+    let mut args = vec!["config", "device", "add", name, "eth0", "nic", net.as_str()];
+    args.extend_from_slice(extra);
+    d.ok(&args);
+    d.ok(&["start", name]);
+}
+
+/// The IPv4 address of `iface` in the instance's state.
+fn address_of(d: &Daemon, name: &str, iface: &str) -> String {
+    let st = d.state(name);
+    st["network"][iface]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["family"] == "inet")
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn host_name_of(d: &Daemon, name: &str) -> String {
+    d.state(name)["network"]["eth0"]["host_name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// One HTTP GET from the host; the whole answer.
+fn http_get(addr: &str, port: u16, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &format!("{addr}:{port}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
+        Duration::from_secs(3),
+    ) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn host_and_containers_talk_over_a_managed_bridge() {
+    root_or_skip!("host_and_containers_talk_over_a_managed_bridge");
+    let d = Daemon::start();
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    let gw = create_network(&d, &net, &[]);
+    assert!(
+        Path::new("/sys/class/net")
+            .join(&net)
+            .join("bridge")
+            .is_dir()
+    );
+    launch_on(&d, "web", &net, &[]);
+    launch_on(&d, "cli", &net, &[]);
+    let web = address_of(&d, "web", "eth0");
+    let cli = address_of(&d, "cli", "eth0");
+    assert!(
+        !web.is_empty() && !cli.is_empty() && web != cli,
+        "{web} {cli}"
+    );
+
+    // Inside: eth0 with the lease, a default route via the gateway, resolv.conf and hosts.
+    let route = d.ok(&["exec", "web", "--", "ip", "route"]);
+    assert!(
+        route.contains(&format!("default via {gw} dev eth0")),
+        "{route}"
+    );
+    let resolv = d.ok(&["exec", "web", "--", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains(&format!("nameserver {gw}")) && resolv.contains("search ctl"),
+        "{resolv}"
+    );
+    let hosts = d.ok(&["exec", "web", "--", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("web"), "{hosts}");
+
+    // ICMP: container → gateway, host → container, container → container.
+    d.ok(&["exec", "web", "--", "ping", "-c", "1", "-W", "2", &gw]);
+    let host_ping = Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "2", &web])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(host_ping, "host cannot ping {web}");
+    d.ok(&["exec", "cli", "--", "ping", "-c", "1", "-W", "2", &web]);
+
+    // TCP: busybox httpd in `web`, fetched from the host and from `cli`.
+    d.ok(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /srv && echo hello-from-web > /srv/index.html && httpd -p 8080 -h /srv",
+    ]);
+    let mut got = String::new();
+    let up = wait_until(Duration::from_secs(5), || {
+        got = http_get(&web, 8080, "/index.html");
+        got.contains("hello-from-web")
+    });
+    assert!(up, "host → container TCP failed: {got:?}");
+    let url = format!("http://{web}:8080/index.html");
+    let body = d.ok(&["exec", "cli", "--", "wget", "-q", "-O", "-", &url]);
+    assert_eq!(body.trim(), "hello-from-web");
+
+    // Leases and state through ctl.
+    let leases = d.ok(&["network", "list-leases", &net, "--format", "csv"]);
+    assert!(leases.contains(&web) && leases.contains(&cli), "{leases}");
+    let list = d.ok(&["list", "--format", "csv"]);
+    assert!(list.contains(&format!("{web} (eth0)")), "{list}");
+    let info = d.ok(&["info", "web"]);
+    assert!(info.contains(&web), "{info}");
+    let (_, st) = d.http("GET", &format!("/1.0/networks/{net}/state"), None);
+    assert_eq!(st["metadata"]["state"], "up", "{st}");
+    assert!(
+        st["metadata"]["counters"]["packets_received"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{st}"
+    );
+
+    // Stop: the veth goes with the netns. Delete + network delete: nothing left.
+    let veth = host_name_of(&d, "web");
+    assert!(veth.starts_with("veth"), "{veth}");
+    assert!(Path::new("/sys/class/net").join(&veth).exists());
+    d.ok(&["stop", "--force", "web"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || !Path::new("/sys/class/net")
+            .join(&veth)
+            .exists()),
+        "veth {veth} left after stop"
+    );
+    let r = d.ctl(&["network", "delete", &net]);
+    assert_ne!(r.code, 0, "a network in use must not go");
+    assert!(r.stderr.contains("in use"), "{r:?}");
+    let veth2 = host_name_of(&d, "cli");
+    d.ok(&["delete", "--force", "web", "cli"]);
+    d.ok(&["network", "delete", &net]);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let now = interfaces();
+            !now.contains(&net) && !now.contains(&veth2)
+        }),
+        "bridge or veth left: {:?}",
+        interfaces()
+    );
+}
+
+#[test]
+fn static_addresses_stick_and_twenty_containers_get_distinct_ones() {
+    root_or_skip!("static_addresses_stick_and_twenty_containers_get_distinct_ones");
+    let d = Daemon::start();
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    let gw = create_network(&d, &net, &[]);
+    let prefix = gw
+        .rsplit_once('.')
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_default();
+    let fixed = format!("{prefix}.77");
+    let key = format!("ipv4.address={fixed}");
+    launch_on(&d, "fixed", &net, &[key.as_str()]);
+    assert_eq!(address_of(&d, "fixed", "eth0"), fixed);
+    let mac = d.ok(&["config", "get", "fixed", "volatile.eth0.hwaddr"]);
+    d.ok(&["restart", "--force", "fixed"]);
+    assert_eq!(
+        address_of(&d, "fixed", "eth0"),
+        fixed,
+        "static address after restart"
+    );
+    let inside = d.ok(&["exec", "fixed", "--", "ip", "addr", "show", "eth0"]);
+    assert!(
+        inside.contains(&format!("{fixed}/24")) && inside.contains(mac.trim()),
+        "{inside}"
+    );
+    assert_eq!(
+        d.ok(&["config", "get", "fixed", "volatile.eth0.hwaddr"]),
+        mac
+    );
+
+    let mut seen = BTreeSet::from([fixed.clone()]);
+    for i in 0..20 {
+        let name = format!("m{i}");
+        launch_on(&d, &name, &net, &[]);
+        let a = address_of(&d, &name, "eth0");
+        assert!(a.starts_with(&format!("{prefix}.")), "{name}: {a}");
+        assert!(seen.insert(a.clone()), "{name} got {a} twice");
+    }
+    let (_, v) = d.http("GET", &format!("/1.0/networks/{net}/leases"), None);
+    let leased: BTreeSet<String> = v["metadata"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["address"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(leased, seen, "leases list every address");
+    // A dynamic address also survives a restart.
+    let before = address_of(&d, "m3", "eth0");
+    d.ok(&["restart", "--force", "m3"]);
+    assert_eq!(address_of(&d, "m3", "eth0"), before);
+    // The last container reaches the first.
+    d.ok(&["exec", "m19", "--", "ping", "-c", "1", "-W", "2", &fixed]);
+}
+
+#[test]
+fn bad_input_changes_nothing_on_the_host() {
+    root_or_skip!("bad_input_changes_nothing_on_the_host");
+    let d = Daemon::start();
+    let net = net_name();
+    let other = net_name();
+    let _guard = Bridges(vec![net.clone(), other.clone()]);
+    let gw = create_network(&d, &net, &[]);
+    let prefix = gw
+        .rsplit_once('.')
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_default();
+    launch_on(&d, "c1", &net, &[&format!("ipv4.address={prefix}.9")]);
+    // Other tests run in parallel: look only at what this test's names and bridge hold.
+    let ours = |net: &str| -> BTreeSet<String> {
+        std::fs::read_dir(Path::new("/sys/class/net").join(net).join("brif"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = ours(&net);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let leases_before = d
+        .http("GET", &format!("/1.0/networks/{net}/leases"), None)
+        .1;
+
+    // Overlapping subnet.
+    let overlap = format!("ipv4.address={prefix}.200/24");
+    let r = d.ctl(&["network", "create", &other, &overlap]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("overlaps"), "{r:?}");
+    // Static address outside the subnet, taken, the gateway; unknown network and parent.
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![format!("network={net}"), "ipv4.address=192.0.2.5".into()],
+            "not inside",
+        ),
+        (
+            vec![format!("network={net}"), format!("ipv4.address={prefix}.9")],
+            "in use",
+        ),
+        (
+            vec![format!("network={net}"), format!("ipv4.address={gw}")],
+            "reserved",
+        ),
+        (vec!["network=nosuchnet".into()], "not found"),
+        (
+            vec!["nictype=bridged".into(), "parent=nosuchbr0".into()],
+            "not found",
+        ),
+    ];
+    d.ok(&["init", "busybox", "c2"]);
+    for (keys, why) in cases {
+        let mut args = vec!["config", "device", "add", "c2", "eth0", "nic"];
+        args.extend(keys.iter().map(String::as_str));
+        let r = d.ctl(&args);
+        assert_ne!(r.code, 0, "{keys:?} accepted");
+        assert!(r.stderr.contains(why), "{keys:?}: {r:?}");
+    }
+    let body = r#"{"name":"c3","source":{"type":"image","alias":"busybox"},"devices":{"x":{"type":"gpu"}}}"#;
+    let (status, v) = d.http("POST", "/1.0/instances", Some(body));
+    assert_eq!(status, 400, "{v}");
+    // Deleting a network in use: 409.
+    let (status, v) = d.http("DELETE", &format!("/1.0/networks/{net}"), None);
+    assert_eq!(status, 409, "{v}");
+
+    assert_eq!(ours(&net), before, "ports of the bridge changed");
+    assert!(
+        !interfaces().contains(&other),
+        "a refused network left a bridge"
+    );
+    assert_eq!(
+        d.http("GET", &format!("/1.0/networks/{net}/leases"), None)
+            .1,
+        leases_before
+    );
+    assert_eq!(d.instances(), ["c1", "c2"]);
+    let (_, v) = d.http("GET", "/1.0/instances/c2", None);
+    assert_eq!(v["metadata"]["devices"], serde_json::json!({}));
+    let (status, _) = d.http("GET", &format!("/1.0/networks/{other}"), None);
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn default_network_is_made_once_and_adopted_after_a_restart() {
+    root_or_skip!("default_network_is_made_once_and_adopted_after_a_restart");
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    let mut d = Daemon::start_with(&["--default-network-name", &net]);
+    let (_, p) = d.http("GET", "/1.0/profiles/default", None);
+    assert_eq!(
+        p["metadata"]["devices"]["eth0"]["network"],
+        net.as_str(),
+        "{p}"
+    );
+    assert!(
+        Path::new("/sys/class/net")
+            .join(&net)
+            .join("bridge")
+            .is_dir()
+    );
+    let (_, v) = d.http("GET", &format!("/1.0/networks/{net}"), None);
+    let gw = v["metadata"]["config"]["ipv4.address"]
+        .as_str()
+        .and_then(|c| c.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(gw.starts_with("10."), "{v}");
+    // A plain launch gets eth0 from the profile.
+    d.ok(&["launch", "busybox", "c1"]);
+    let addr = address_of(&d, "c1", "eth0");
+    assert!(!addr.is_empty(), "{}", d.state("c1"));
+    d.ok(&["exec", "c1", "--", "ping", "-c", "1", "-W", "2", &gw]);
+    // The daemon restarts: the bridge is adopted (same addresses), the container keeps
+    // talking, a restart of it keeps its address, no second network appears.
+    d.restart();
+    let (_, v) = d.http("GET", "/1.0/networks", None);
+    assert_eq!(v["metadata"].as_array().map(Vec::len), Some(1), "{v}");
+    d.ok(&["exec", "c1", "--", "ping", "-c", "1", "-W", "2", &gw]);
+    d.ok(&["restart", "--force", "c1"]);
+    assert_eq!(address_of(&d, "c1", "eth0"), addr);
+}
