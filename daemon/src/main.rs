@@ -27,6 +27,12 @@ struct Args {
     /// Busybox binary for the built-in `busybox` image.
     #[arg(long, env = "CTL_BUSYBOX", default_value = "/bin/busybox")]
     busybox: PathBuf,
+    /// Debian mirror for `debian/<suite>` images (default: the host's apt sources).
+    #[arg(long, env = "CTL_DEBIAN_MIRROR")]
+    debian_mirror: Option<String>,
+    /// Where debootstrap results are cached between builds (default: `<dir>/cache`).
+    #[arg(long, env = "CTL_BUILD_CACHE")]
+    build_cache: Option<PathBuf>,
 }
 
 fn main() {
@@ -69,6 +75,13 @@ fn run() -> anyhow::Result<()> {
     paths.cgroup_parent = args.cgroup_parent;
     paths.cgroup_root = args.cgroup_root;
     paths.busybox = args.busybox;
+    if let Some(cache) = args.build_cache {
+        paths.build_cache = cache;
+    }
+    if let Some(mirror) = args.debian_mirror {
+        ctld::images::debian::check_mirror(&mirror).context("--debian-mirror")?;
+        paths.debian_mirror = Some(mirror);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
