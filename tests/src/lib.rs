@@ -63,6 +63,16 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub cgroup_parent: String,
     child: Option<Child>,
+    /// Extra ctld arguments.
+    args: Vec<String>,
+}
+
+/// The machine-wide debootstrap cache every test daemon shares (`CTL_TEST_BUILD_CACHE`,
+/// default `/var/cache/ctl-tests/build`): repeated runs on one day skip debootstrap.
+pub fn build_cache() -> PathBuf {
+    std::env::var_os("CTL_TEST_BUILD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/ctl-tests/build"))
 }
 
 /// The result of one `ctl` run.
@@ -86,6 +96,16 @@ impl From<Output> for Run {
 impl Daemon {
     /// Start a daemon on a fresh temp dir with a unique cgroup parent.
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Start a daemon with extra ctld arguments (`--build-cache` replaces the shared one).
+    pub fn start_with(args: &[&str]) -> Daemon {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if !args.iter().any(|a| a == "--build-cache") {
+            args.push("--build-cache".into());
+            args.push(build_cache().display().to_string());
+        }
         let dir = tempfile::Builder::new()
             .prefix("ctl-test-")
             .tempdir()
@@ -94,6 +114,7 @@ impl Daemon {
             dir,
             cgroup_parent: unique("ctl-test"),
             child: None,
+            args,
         };
         d.spawn();
         d
@@ -122,6 +143,7 @@ impl Daemon {
             .arg(self.path())
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            .args(&self.args)
             .env("CTL_LOG", "debug,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(log)

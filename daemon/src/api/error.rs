@@ -59,9 +59,10 @@ impl ApiError {
 
 fn image_status(e: &ImageError) -> StatusCode {
     match e {
-        // An unknown image in a create request is a bad request; on /1.0/images/{fp} the
-        // handler answers 404 itself.
-        ImageError::NotFound { .. } | ImageError::Ambiguous(_) => StatusCode::BAD_REQUEST,
+        // An unknown image or alias is 404 (its message lists the known sources), also in a
+        // create request, as in Incus.
+        ImageError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ImageError::Ambiguous(_) => StatusCode::BAD_REQUEST,
         ImageError::InUse { .. } | ImageError::Exists(_) => StatusCode::CONFLICT,
         ImageError::Invalid(_) => StatusCode::BAD_REQUEST,
         ImageError::Build(_) | ImageError::Io { .. } | ImageError::Db(_) => {
@@ -133,7 +134,7 @@ mod tests {
                     known: vec![],
                 }
                 .into(),
-                400,
+                404,
             ),
             (
                 ImageError::InUse {
