@@ -260,13 +260,13 @@ q() { printf '%q' "$1"; }
 QCTL=$(q "$CTL")
 QERR=$(q "$ERRLOG")
 
-# bench NAME COMMAND [hyperfine options...]
+# bench NAME COMMAND [hyperfine options...]   (BENCH_N=N bench ... for another run count)
 bench() {
     local name=$1 cmd=$2
     shift 2
     echo
     echo "=== $name"
-    if ! hyperfine --runs "$RUNS" --warmup "$WARMUP" --export-json "$OUT/$name.json" \
+    if ! hyperfine --runs "${BENCH_N:-$RUNS}" --warmup "$WARMUP" --export-json "$OUT/$name.json" \
         --command-name "$name" "$@" "$cmd"; then
         echo "ANOMALY: hyperfine failed for $name: $cmd" >&2
         if [ -s "$ERRLOG" ]; then
@@ -331,8 +331,7 @@ if [ -z "${BENCH_SKIP_DEBIAN:-}" ]; then
     run_ctl launch debian/bookworm warm-deb
     DEBIAN_BUILD_S=$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(date +%s.%N)")
     run_ctl delete -f warm-deb
-    bench ctl_launch_debian ". $(q "$WORK/debian.sh")" \
-        --runs "$DEBIAN_RUNS" \
+    BENCH_N=$DEBIAN_RUNS bench ctl_launch_debian ". $(q "$WORK/debian.sh")" \
         --prepare "bash $(q "$HOOK") debian-next" \
         --cleanup "bash $(q "$HOOK") debian-cleanup"
 fi
