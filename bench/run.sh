@@ -8,10 +8,17 @@
 #   BENCH_WARMUP=N     untimed warm-up runs per measurement (default 2)
 #   BENCH_LIST_N=N     instance count of the large `list` measurement (default 100)
 #   BENCH_SKIP_LXC=1   do not measure LXC even when it is installed
+#   BENCH_SKIP_DEBIAN=1  do not measure the debian/bookworm launch
+#   BENCH_DEBIAN_RUNS=N  timed runs of the debian/bookworm launch (default 10)
+#   BENCH_BUILD_CACHE=DIR  ctld --build-cache (default /var/cache/ctl-tests/build, shared
+#                      with the tests: a debootstrap of today is reused)
 #   TMPDIR             where the temporary state directory goes (default /tmp)
 set -euo pipefail
 
 RUNS=${BENCH_RUNS:-25}
+DEBIAN_RUNS=${BENCH_DEBIAN_RUNS:-10}
+BUILD_CACHE=${BENCH_BUILD_CACHE:-/var/cache/ctl-tests/build}
+DEBIAN_BUILD_S=
 WARMUP=${BENCH_WARMUP:-2}
 LIST_N=${BENCH_LIST_N:-100}
 
@@ -23,7 +30,7 @@ die() {
 if [ "$(id -u)" -ne 0 ]; then
     die "must run as root (it starts ctld, creates containers, cgroups and mounts); try: sudo bash bench/run.sh"
 fi
-for v in RUNS WARMUP LIST_N; do
+for v in RUNS WARMUP LIST_N DEBIAN_RUNS; do
     case ${!v} in '' | *[!0-9]*) die "BENCH_$v must be a number, got '${!v}'" ;; esac
 done
 [ "$RUNS" -ge 2 ] || die "BENCH_RUNS must be at least 2"
@@ -164,7 +171,8 @@ export CTL_DIR=$STATE_DIR
 echo "--- starting $CTLD --dir $STATE_DIR --cgroup-parent $CG"
 # setsid: its own session, so a ^C to this script does not also stop the daemon before the
 # trap has deleted the containers through it. (setsid does not fork here: $! is ctld.)
-NO_COLOR=1 setsid "$CTLD" --dir "$STATE_DIR" --cgroup-parent "$CG" </dev/null >"$WORK/ctld.log" 2>&1 &
+NO_COLOR=1 setsid "$CTLD" --dir "$STATE_DIR" --cgroup-parent "$CG" --build-cache "$BUILD_CACHE" \
+    </dev/null >"$WORK/ctld.log" 2>&1 &
 CTLD_PID=$!
 for _ in $(seq 100); do
     [ -S "$STATE_DIR/unix.socket" ] && break
@@ -227,6 +235,15 @@ launch-cleanup)
     # shellcheck disable=SC2046
     "$ctl" delete --force $(all launch bl) >/dev/null
     ;;
+debian-next)
+    n=$(bump debian)
+    printf '%q launch debian/bookworm dl%d >/dev/null 2>>%q && exec %q exec dl%d -- true 2>>%q\n' \
+        "$ctl" "$n" "$w/ctl-errors.log" "$ctl" "$n" "$w/ctl-errors.log" >"$w/debian.sh"
+    ;;
+debian-cleanup)
+    # shellcheck disable=SC2046
+    "$ctl" delete --force $(all debian dl) >/dev/null
+    ;;
 delete-next)
     n=$(bump delete)
     "$ctl" init busybox "dl$n" >/dev/null
@@ -243,13 +260,13 @@ q() { printf '%q' "$1"; }
 QCTL=$(q "$CTL")
 QERR=$(q "$ERRLOG")
 
-# bench NAME COMMAND [hyperfine options...]
+# bench NAME COMMAND [hyperfine options...]   (BENCH_N=N bench ... for another run count)
 bench() {
     local name=$1 cmd=$2
     shift 2
     echo
     echo "=== $name"
-    if ! hyperfine --runs "$RUNS" --warmup "$WARMUP" --export-json "$OUT/$name.json" \
+    if ! hyperfine --runs "${BENCH_N:-$RUNS}" --warmup "$WARMUP" --export-json "$OUT/$name.json" \
         --command-name "$name" "$@" "$cmd"; then
         echo "ANOMALY: hyperfine failed for $name: $cmd" >&2
         if [ -s "$ERRLOG" ]; then
@@ -305,6 +322,19 @@ QL=$(q "$LXC_NAME")
 bench ctl_launch ". $(q "$WORK/launch.sh")" \
     --prepare "bash $(q "$HOOK") launch-next" \
     --cleanup "bash $(q "$HOOK") launch-cleanup"
+
+# (a2) launch of the cached debian/bookworm image until `exec` works (LXD: ~5.5 s here).
+# The image is built once first (debootstrap, or the build cache: BENCH_BUILD_CACHE).
+if [ -z "${BENCH_SKIP_DEBIAN:-}" ]; then
+    echo "--- building debian/bookworm (ctl launch debian/bookworm warm-deb)"
+    t0=$(date +%s.%N)
+    run_ctl launch debian/bookworm warm-deb
+    DEBIAN_BUILD_S=$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(date +%s.%N)")
+    run_ctl delete -f warm-deb
+    BENCH_N=$DEBIAN_RUNS bench ctl_launch_debian ". $(q "$WORK/debian.sh")" \
+        --prepare "bash $(q "$HOOK") debian-next" \
+        --cleanup "bash $(q "$HOOK") debian-cleanup"
+fi
 
 # One instance, c1 (and the LXC container), for stop / start / exec / list. Each
 # measurement leaves the instance in the state the next one's prepare hook expects.
@@ -368,7 +398,7 @@ RSS_N=$(rss_mib)
 run_ctl delete --force "${names[@]}"
 
 # --- summary --------------------------------------------------------------------------------
-export OUT LIST_N RUNS WARMUP LXC_NOTE RSS_IDLE RSS_N STAMP
+export OUT LIST_N RUNS WARMUP LXC_NOTE RSS_IDLE RSS_N STAMP DEBIAN_BUILD_S
 export COMMIT KERNEL CGFS DIRFS HFV
 COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 KERNEL=$(uname -r)
@@ -398,6 +428,7 @@ def cell(r, spread=False):
 
 rows = [
     ("launch busybox (create + start, cached image)", "ctl_launch", None, "≤ 20"),
+    ("launch debian/bookworm (cached image) until exec works", "ctl_launch_debian", None, "LXD ~5500"),
     ("start a stopped instance", "ctl_start", "lxc_start", ""),
     ("exec -- true (lxc-attach -- true)", "ctl_exec", "lxc_attach", "≤ 10"),
     ("exec -- true via LXD's `lxc` client against ctld", "lxd_exec", None, ""),
@@ -421,6 +452,10 @@ for label, c, l, target in rows:
     print(f"| {label} | {cell(med(c), True)} | {cell(med(l)) if l else '–'} | {target} |")
 print()
 print(f"ctld RSS: {e['RSS_IDLE']} MiB idle after the warm-up, {e['RSS_N']} MiB with {n} running instances.")
+if e.get("DEBIAN_BUILD_S"):
+    print()
+    print(f"debian/bookworm image made in {float(e['DEBIAN_BUILD_S']):.1f} s before the launches "
+          "(debootstrap, or today's build cache).")
 print()
 print(e["LXC_NOTE"] or "")
 PY

@@ -47,6 +47,12 @@ struct Args {
         hide = true
     )]
     default_network_name: String,
+    /// Debian mirror for `debian/<suite>` images (default: the host's apt sources).
+    #[arg(long, env = "CTL_DEBIAN_MIRROR")]
+    debian_mirror: Option<String>,
+    /// Where debootstrap results are cached between builds (default: `<dir>/cache`).
+    #[arg(long, env = "CTL_BUILD_CACHE")]
+    build_cache: Option<PathBuf>,
 }
 
 fn main() {
@@ -89,6 +95,13 @@ fn run() -> anyhow::Result<()> {
     paths.cgroup_parent = args.cgroup_parent;
     paths.cgroup_root = args.cgroup_root;
     paths.busybox = args.busybox;
+    if let Some(cache) = args.build_cache {
+        paths.build_cache = cache;
+    }
+    if let Some(mirror) = args.debian_mirror {
+        ctld::images::debian::check_mirror(&mirror).context("--debian-mirror")?;
+        paths.debian_mirror = Some(mirror);
+    }
     let options = ctld::server::Options {
         default_network: args.default_network.then_some(args.default_network_name),
     };

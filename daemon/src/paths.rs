@@ -18,13 +18,23 @@ pub struct Paths {
     pub busybox: PathBuf,
     /// The ctld binary re-executed for `forkstart`/`forkexec`.
     pub exe: PathBuf,
+    /// The host's apt configuration (`/etc/apt`), read for the Debian mirror.
+    pub apt_dir: PathBuf,
+    /// Where finished debootstrap runs are kept between builds (default `$CTL_DIR/cache`).
+    pub build_cache: PathBuf,
+    /// The Debian mirror to build from, instead of the one the host's apt sources name.
+    pub debian_mirror: Option<String>,
 }
 
 impl Paths {
     /// Defaults for a state directory.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let dir: PathBuf = dir.into();
         Paths {
-            dir: dir.into(),
+            build_cache: dir.join("cache"),
+            apt_dir: PathBuf::from("/etc/apt"),
+            debian_mirror: None,
+            dir,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cgroup_parent: "ctl".into(),
             host_dev: PathBuf::from("/dev"),

@@ -68,7 +68,19 @@ pub async fn build_state(
             .await
             .map_err(|source| StartError::Io { path: d, source })?;
     }
-    let _ = tokio::fs::remove_dir_all(paths.tmp()).await;
+    // A build killed with ctld may have left mounts (debootstrap's proc, sys) in there.
+    let left = {
+        let tmp = paths.tmp();
+        tokio::task::spawn_blocking(move || crate::worker::mounts::unmount_under(&tmp))
+            .await
+            .unwrap_or_default()
+    };
+    for (mount, error) in &left {
+        tracing::error!(mount = %mount.display(), error, "cannot detach a leftover mount; keeping the scratch dir");
+    }
+    if left.is_empty() {
+        let _ = tokio::fs::remove_dir_all(paths.tmp()).await;
+    }
     let _ = tokio::fs::create_dir_all(paths.tmp()).await;
     let pool = db::open(&paths.db()).await?;
     let paths = Arc::new(paths);

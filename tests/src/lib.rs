@@ -68,6 +68,14 @@ pub struct Daemon {
     extra_env: Vec<(String, String)>,
 }
 
+/// The machine-wide debootstrap cache every test daemon shares (`CTL_TEST_BUILD_CACHE`,
+/// default `/var/cache/ctl-tests/build`): repeated runs on one day skip debootstrap.
+pub fn build_cache() -> PathBuf {
+    std::env::var_os("CTL_TEST_BUILD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/ctl-tests/build"))
+}
+
 /// The result of one `ctl` run.
 #[derive(Debug)]
 pub struct Run {
@@ -105,6 +113,10 @@ impl Daemon {
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if !args.iter().any(|a| a.starts_with("--default-network")) {
             args.insert(0, "--default-network=false".into());
+        }
+        if !args.iter().any(|a| a == "--build-cache") {
+            args.push("--build-cache".into());
+            args.push(build_cache().display().to_string());
         }
         let dir = tempfile::Builder::new()
             .prefix("ctl-test-")

@@ -701,7 +701,7 @@ fn api_shape_follows_incus() {
         (code, v["metadata"]["target"].as_str()),
         (200, Some(fp.as_str()))
     );
-    let (code, v) = d.http("GET", "/1.0/images/aliases/debian%2Fbookworm", None);
+    let (code, v) = d.http("GET", "/1.0/images/aliases/debian%2Fnosuch", None);
     assert_eq!(code, 404);
     let msg = v["error"].as_str().unwrap_or_default();
     assert!(

@@ -1,18 +1,22 @@
 //! The image store: images by sha256 fingerprint, unpacked once under
 //! `images/<fingerprint>/rootfs` and shared read-only by every container as its overlay
-//! lower layer; aliases; and the built-in sources (`busybox`) built on first use.
+//! lower layer; aliases; and the sources built on first use: `busybox` from the host's
+//! binary, `debian/<suite>` with debootstrap ([`debian`]). Image templates ([`templates`])
+//! are rendered into a new instance's upper layer.
 //!
 //! Images travel as Incus-format tarballs ([`tarball`]: the format and the fingerprint rule),
 //! are unpacked safely ([`unpack`]), and are imported, exported and published through
 //! [`transfer`].
 
 pub mod busybox;
+pub mod debian;
 pub mod fetch;
 pub mod progress;
 pub mod remote;
 pub mod simplestreams;
 pub mod squashfs;
 pub mod tarball;
+pub mod templates;
 pub mod transfer;
 pub mod unpack;
 
@@ -74,6 +78,8 @@ pub enum ImageRef {
     Builtin(&'static str),
     /// An image on a simplestreams server, downloaded on first use.
     Remote(Box<remote::RemoteImage>),
+    /// A Debian suite built with debootstrap on first use (`debian/bookworm`).
+    Debian(debian::Suite),
 }
 
 /// The image store.
@@ -82,6 +88,8 @@ pub struct ImageStore {
     db: Pool,
     paths: Arc<Paths>,
     build_lock: Arc<Mutex<()>>,
+    /// Held while a Debian image is built (minutes), so imports need not wait for it.
+    debian_lock: Arc<Mutex<()>>,
     /// Where `image-deleted` is announced.
     events: crate::events::Events,
 }
@@ -106,6 +114,7 @@ impl ImageStore {
             db,
             paths,
             build_lock: Arc::new(Mutex::new(())),
+            debian_lock: Arc::new(Mutex::new(())),
             events: crate::events::Events::default(),
         }
     }
@@ -142,6 +151,9 @@ impl ImageStore {
         if let Some(b) = BUILTIN.iter().find(|b| **b == alias) {
             return Ok(ImageRef::Builtin(b));
         }
+        if let Some(suite) = debian::suite_for_alias(alias) {
+            return Ok(ImageRef::Debian(suite));
+        }
         // A bare fingerprint given as alias (as `lxc launch <fp>` does).
         if alias.len() >= 12
             && alias.bytes().all(|b| b.is_ascii_hexdigit())
@@ -157,9 +169,13 @@ impl ImageStore {
             .await
             .map(|a| a.into_iter().map(|(n, _, _)| n).collect())
             .unwrap_or_default();
-        for b in BUILTIN {
-            if !known.iter().any(|k| k == b) {
-                known.push((*b).to_string());
+        for b in BUILTIN
+            .iter()
+            .map(|b| (*b).to_string())
+            .chain(debian::known_aliases())
+        {
+            if !known.contains(&b) {
+                known.push(b);
             }
         }
         known.sort();
@@ -186,6 +202,7 @@ impl ImageStore {
                 progress.report("building busybox image", None);
                 self.build_busybox(name).await
             }
+            ImageRef::Debian(suite) => self.ensure_debian(*suite, progress).await,
         }
     }
 
@@ -288,14 +305,19 @@ impl ImageStore {
         Ok(self.by_fingerprint(fingerprint).await?.properties)
     }
 
-    /// One alias. A built-in source (`busybox`) is built on first lookup, so clients that
-    /// resolve an alias before creating (LXD's `lxc launch`) find it.
+    /// One alias. A built-in source (`busybox`, `debian/<suite>`) is built on first lookup,
+    /// so clients that resolve an alias before creating (LXD's `lxc launch`) find it.
     pub async fn alias(&self, name: &str) -> Result<ImageAliasesEntry, ImageError> {
         if let Some(b) = BUILTIN.iter().find(|b| **b == name)
             && db::images::resolve_alias(&self.db, name).await?.is_none()
         {
             self.ensure(&ImageRef::Builtin(b), &Progress::none())
                 .await?;
+        }
+        if let Some(suite) = debian::suite_for_alias(name)
+            && db::images::resolve_alias(&self.db, name).await?.is_none()
+        {
+            self.ensure_debian(suite, &Progress::none()).await?;
         }
         match db::images::resolve_alias(&self.db, name).await? {
             Some((target, description)) => Ok(ImageAliasesEntry {

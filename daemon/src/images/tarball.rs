@@ -239,8 +239,8 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// `metadata.yaml`: what an image is. Other keys (`templates`, `expiry_date`...) are read and
-/// ignored.
+/// `metadata.yaml`: what an image is, and its templates (see [`super::templates`]). Other
+/// keys (`expiry_date`...) are read and ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageMetadata {
     #[serde(default)]
@@ -250,6 +250,9 @@ pub struct ImageMetadata {
     pub creation_date: i64,
     #[serde(default, deserialize_with = "string_map")]
     pub properties: BTreeMap<String, String>,
+    /// Files rendered into a new instance (`/etc/hostname` → `hostname.tpl`...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub templates: BTreeMap<String, super::templates::TemplateEntry>,
 }
 
 /// Property values as text, whatever YAML scalar they were written as.
@@ -326,6 +329,8 @@ pub struct Layer {
 #[derive(Debug, Clone)]
 pub struct Tree {
     layers: Vec<Layer>,
+    /// A directory whose files are written as `templates/<name>` after the rootfs.
+    templates: Option<PathBuf>,
 }
 
 impl Tree {
@@ -336,6 +341,7 @@ impl Tree {
                 dir: dir.into(),
                 overlay_upper: false,
             }],
+            templates: None,
         }
     }
 
@@ -352,7 +358,14 @@ impl Tree {
                     overlay_upper: false,
                 },
             ],
+            templates: None,
         }
+    }
+
+    /// Also write the regular files of `dir` as the image's `templates/`.
+    pub fn with_templates(mut self, dir: impl Into<PathBuf>) -> Tree {
+        self.templates = Some(dir.into());
+        self
     }
 }
 
@@ -651,12 +664,56 @@ pub fn write_unified<W: Write>(
         size: 0,
     };
     w.dir(Path::new("rootfs"), &parts)?;
+    if let Some(dir) = &tree.templates {
+        write_templates(&mut w.builder, dir, clamp)?;
+    }
     let size = w.size;
     let out = w
         .builder
         .into_inner()
         .map_err(|e| ImageError::Build(format!("finishing the tarball: {e}")))?;
     Ok((out, size))
+}
+
+/// Write the regular files of `dir` as `templates/<name>`, in byte order of their names,
+/// root-owned, mode 0644, mtime `clamp`.
+fn write_templates<W: Write>(
+    builder: &mut tar::Builder<W>,
+    dir: &Path,
+    clamp: u64,
+) -> Result<(), ImageError> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io_at(dir))? {
+        let e = e.map_err(io_at(dir))?;
+        if e.file_type().map_err(io_at(dir))?.is_file() {
+            names.push(e.file_name());
+        }
+    }
+    names.sort();
+    let header = |kind, mode, size| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(clamp);
+        h.set_size(size);
+        h
+    };
+    let tar_err = |e: io::Error| ImageError::Build(format!("writing templates: {e}"));
+    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+    builder
+        .append_data(&mut h, "templates/", io::empty())
+        .map_err(tar_err)?;
+    for name in names {
+        let path = dir.join(&name);
+        let data = std::fs::read(&path).map_err(io_at(&path))?;
+        let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        builder
+            .append_data(&mut h, Path::new("templates").join(&name), data.as_slice())
+            .map_err(tar_err)?;
+    }
+    Ok(())
 }
 
 /// A tarball written to disk.
@@ -716,6 +773,7 @@ mod tests {
             architecture: "x86_64".into(),
             creation_date: 1_700_000_000,
             properties,
+            ..ImageMetadata::default()
         }
     }
 

@@ -349,6 +349,7 @@ impl ImageStore {
             architecture: normalize_architecture(&source.architecture).to_string(),
             creation_date: time::OffsetDateTime::now_utc().unix_timestamp(),
             properties: source.properties.clone(),
+            ..ImageMetadata::default()
         };
         metadata.properties.extend(properties);
         let meta = metadata.clone();
@@ -519,6 +520,7 @@ impl ImageStore {
                     architecture: row.architecture.clone(),
                     creation_date: unix_seconds(&row.created_at),
                     properties,
+                    ..ImageMetadata::default()
                 };
                 let rootfs = dir.join("rootfs");
                 let chunks = stream_from(fp.clone(), move |w| {
@@ -645,6 +647,7 @@ fn unpack_upload(dir: &Path, files: &[PathBuf]) -> Result<(ImageMetadata, i64), 
             let metadata = unpacked
                 .metadata
                 .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the image".into()))?;
+            super::templates::store(dir, &metadata.templates, &unpacked.templates)?;
             keep(file, "image", c)?;
             Ok((metadata, unpacked.size))
         }
@@ -653,6 +656,7 @@ fn unpack_upload(dir: &Path, files: &[PathBuf]) -> Result<(ImageMetadata, i64), 
             let metadata = m
                 .metadata
                 .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the image".into()))?;
+            super::templates::store(dir, &metadata.templates, &m.templates)?;
             let size = if squashfs::is_squashfs(root) {
                 let size = squashfs::unpack(root, &rootfs)?;
                 let to = dir.join("rootfs.squashfs");
@@ -703,6 +707,7 @@ pub fn build_busybox(
         architecture: host_architecture().to_string(),
         creation_date,
         properties,
+        ..ImageMetadata::default()
     };
     let tree = Tree::dir(work.join("rootfs"));
     built.fingerprint = write_image_file(work, &metadata, &tree, Compression::DEFAULT)?.fingerprint;

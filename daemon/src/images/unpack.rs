@@ -39,6 +39,7 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, mkfifoat, s
 
 use super::ImageError;
 use super::tarball::{Compression, ImageMetadata, MAX_METADATA};
+use super::templates::{MAX_TEMPLATE, MAX_TEMPLATES};
 
 /// What a tarball holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub struct Unpacked {
     pub size: i64,
     /// Entries not unpacked (device nodes...), as archive paths.
     pub skipped: Vec<String>,
+    /// The files under `templates/` (name, content), read into memory (small, bounded).
+    pub templates: Vec<(String, Vec<u8>)>,
 }
 
 fn invalid(msg: impl Into<String>) -> ImageError {
@@ -157,6 +160,13 @@ pub fn unpack<R: Read>(
                     out.metadata = Some(read_metadata(&mut entry)?);
                     continue;
                 }
+                (Layout::Unified | Layout::Metadata, [first, name]) if *first == "templates" => {
+                    if entry.header().entry_type() == tar::EntryType::Regular {
+                        out.templates
+                            .push(read_template(&raw, name, &mut entry, &out)?);
+                    }
+                    continue;
+                }
                 (Layout::Unified, [first, rest @ ..]) if *first == "rootfs" => rest,
                 (Layout::Rootfs, all) => all,
                 _ => continue,
@@ -193,6 +203,30 @@ pub fn unpack<R: Read>(
         return Err(invalid("no metadata.yaml in the image"));
     }
     Ok(out)
+}
+
+fn read_template<R: Read>(
+    raw: &[u8],
+    name: &OsStr,
+    entry: &mut tar::Entry<'_, R>,
+    so_far: &Unpacked,
+) -> Result<(String, Vec<u8>), ImageError> {
+    if so_far.templates.len() >= MAX_TEMPLATES {
+        return Err(invalid(format!("more than {MAX_TEMPLATES} templates")));
+    }
+    let name = name
+        .to_str()
+        .filter(|n| super::templates::plain_file_name(n))
+        .ok_or_else(|| refused(raw, "a template name must be a plain file name"))?;
+    let mut data = Vec::new();
+    entry
+        .take(MAX_TEMPLATE + 1)
+        .read_to_end(&mut data)
+        .map_err(corrupt)?;
+    if data.len() as u64 > MAX_TEMPLATE {
+        return Err(refused(raw, "a template is larger than 1 MiB"));
+    }
+    Ok((name.to_string(), data))
 }
 
 fn read_metadata<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<ImageMetadata, ImageError> {
@@ -683,6 +717,11 @@ mod tests {
         assert_eq!(md.mtime(), 1_600_000_000, "directory times are set last");
         assert_eq!(md.permissions().mode() & 0o7777, 0o755);
         assert!(!rootfs.join("templates").exists());
+        assert_eq!(
+            r.templates,
+            [("hostname.tpl".to_string(), b"{{ name }}".to_vec())],
+            "templates are read, not unpacked into the rootfs"
+        );
         Ok(())
     }
 
@@ -862,6 +901,53 @@ mod tests {
     }
 
     #[test]
+    fn templates_round_trip_through_a_written_tarball() -> TestResult {
+        let src = tempfile::tempdir()?;
+        fs::create_dir_all(src.path().join("rootfs/etc"))?;
+        fs::create_dir_all(src.path().join("templates"))?;
+        fs::write(
+            src.path().join("templates/hostname.tpl"),
+            "{{ container.name }}\n",
+        )?;
+        let mut meta = ImageMetadata {
+            architecture: "x86_64".into(),
+            creation_date: 1_700_000_000,
+            ..ImageMetadata::default()
+        };
+        meta.templates.insert(
+            "/etc/hostname".into(),
+            super::super::templates::TemplateEntry {
+                when: vec!["create".into(), "copy".into()],
+                template: "hostname.tpl".into(),
+                ..Default::default()
+            },
+        );
+        let tree =
+            Tree::dir(src.path().join("rootfs")).with_templates(src.path().join("templates"));
+        let (bytes, _) = write_unified(Vec::new(), &meta, &tree)?;
+        let (again, _) = write_unified(Vec::new(), &meta, &tree)?;
+        assert_eq!(bytes, again, "deterministic");
+        let (tmp, r) = try_unpack(&bytes);
+        let r = r?;
+        assert_eq!(r.metadata.map(|m| m.templates), Some(meta.templates));
+        assert_eq!(
+            r.templates,
+            [(
+                "hostname.tpl".to_string(),
+                b"{{ container.name }}\n".to_vec()
+            )]
+        );
+        assert!(!tmp.path().join("image/rootfs/templates").exists());
+        // Only direct children of templates/ are templates.
+        let (_, r) = try_unpack(&tarball(&[META, ("templates/a/b.tpl", File_, "x")]));
+        assert!(
+            r.is_ok(),
+            "nested entries are not templates and are ignored"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn round_trips_a_written_tree() -> TestResult {
         let src = tempfile::tempdir()?;
         fs::create_dir_all(src.path().join("etc/empty"))?;
@@ -878,6 +964,7 @@ mod tests {
             architecture: "x86_64".into(),
             creation_date: 1_700_000_000,
             properties: Default::default(),
+            ..ImageMetadata::default()
         };
         let (bytes, _) = write_unified(Vec::new(), &meta, &Tree::dir(src.path()))?;
         let (tmp, r) = try_unpack(&bytes);

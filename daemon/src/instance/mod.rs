@@ -348,6 +348,35 @@ impl Instances {
             self.blocking_worker(move |w| w.prepare_container_dir(&dir))
                 .await?;
         }
+        // The image's `create` templates (`/etc/hostname`...) go into the upper layer.
+        let templated = {
+            let image_dir = self.paths.image(&fingerprint);
+            let (upper, _, _) = overlay_dirs(&dir);
+            let name = plan.name.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::images::templates::apply(&image_dir, &upper, &name, "create", &props)
+            })
+            .await
+            .map_err(|e| InstanceError::Internal(e.to_string()))
+        };
+        match templated {
+            Ok(Ok(written)) if !written.is_empty() => {
+                tracing::debug!(instance = %plan.name, files = ?written, "templates applied");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                let _ = self
+                    .blocking_worker(move |w| w.remove_container_dir(&dir))
+                    .await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                let _ = self
+                    .blocking_worker(move |w| w.remove_container_dir(&dir))
+                    .await;
+                return Err(e);
+            }
+        }
         let t = now_rfc3339();
         let inserted = db::instances::insert(
             &self.db,

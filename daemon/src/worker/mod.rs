@@ -14,6 +14,7 @@ pub mod exec;
 #[cfg(test)]
 pub mod fake;
 pub mod files;
+pub mod mounts;
 pub mod net;
 pub mod netns;
 pub mod proc;

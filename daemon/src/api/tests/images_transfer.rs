@@ -56,6 +56,7 @@ fn image_tarball() -> Vec<u8> {
         architecture: "x86_64".into(),
         creation_date: 1_700_000_000,
         properties: [("os".to_string(), "Tiny".to_string())].into(),
+        ..ImageMetadata::default()
     };
     let mut enc = Compression::Gzip
         .encoder(Vec::new())
@@ -248,6 +249,7 @@ async fn a_large_upload_streams_through() {
         architecture: "x86_64".into(),
         creation_date: 1_700_000_000,
         properties: Default::default(),
+        ..ImageMetadata::default()
     };
     let (tarball, _) =
         write_unified(Vec::new(), &meta, &Tree::dir(tree.path())).unwrap_or_else(|e| panic!("{e}"));
