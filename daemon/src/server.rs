@@ -83,11 +83,13 @@ pub async fn build_state(
     }
     let _ = tokio::fs::create_dir_all(paths.tmp()).await;
     let pool = db::open(&paths.db()).await?;
+    let networks_dir = paths.dir.join("networks");
     let paths = Arc::new(paths);
     let images = ImageStore::new(pool.clone(), paths.clone()).with_events(events.clone());
     let version = worker.cgroup_version();
     let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     let networks = instances.networks().clone();
+    networks.enable_host_services(networks_dir);
     networks.reconcile().await?;
     if let Some(name) = &options.default_network
         && let Err(e) = networks.ensure_default(name).await

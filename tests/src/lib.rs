@@ -473,10 +473,25 @@ impl Drop for Daemon {
             let _ = self.http("DELETE", &format!("/1.0/networks/{n}"), None);
         }
         self.kill(15);
-        // Whatever is still there (a daemon that failed): remove the bridges directly.
+        // Whatever is still there (a daemon that failed): remove the bridges, nftables
+        // tables and dnsmasq processes directly (dnsmasq only by its pid file's PID, and only
+        // if that process is a dnsmasq).
         for n in &networks {
             if Path::new("/sys/class/net").join(n).exists() {
                 let _ = Command::new("ip").args(["link", "del", n]).status();
+            }
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", &format!("ctl_{n}")])
+                .stderr(Stdio::null())
+                .status();
+            let pid_file = self.path().join("networks").join(n).join("dnsmasq.pid");
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "dnsmasq")
+            {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
             }
         }
         // Whatever survived (a test that failed half-way): kill by cgroup, then remove.

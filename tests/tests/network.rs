@@ -411,3 +411,112 @@ fn default_network_is_made_once_and_adopted_after_a_restart() {
     d.ok(&["restart", "--force", "c1"]);
     assert_eq!(address_of(&d, "c1", "eth0"), addr);
 }
+
+/// The PID of network `name`'s dnsmasq, if one runs (read from its pid file, checked
+/// against `/proc/<pid>/comm`).
+fn dnsmasq_pid(d: &Daemon, name: &str) -> Option<i32> {
+    let pid_file = d.path().join("networks").join(name).join("dnsmasq.pid");
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|c| c.trim() == "dnsmasq")
+        .then_some(pid)
+}
+
+/// `nft -j list table inet ctl_<name>`, or `None` when the table does not exist.
+fn nft_table(name: &str) -> Option<String> {
+    let out = Command::new("nft")
+        .args(["-j", "list", "table", "inet", &format!("ctl_{name}")])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn dns_dhcp_and_nat_come_with_a_network_and_go_with_it() {
+    root_or_skip!("dns_dhcp_and_nat_come_with_a_network_and_go_with_it");
+    let d = Daemon::start();
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    let gw = create_network(&d, &net, &["dns.domain=lab"]);
+    // NAT and forwarding: ctld's table for this network, with a masquerade rule.
+    let table = nft_table(&net).unwrap_or_else(|| panic!("no nftables table for {net}"));
+    assert!(table.contains("masquerade"), "{table}");
+    let first = dnsmasq_pid(&d, &net).unwrap_or_else(|| panic!("no dnsmasq for {net}"));
+
+    launch_on(&d, "c1", &net, &[]);
+    launch_on(&d, "c2", &net, &[]);
+    let a1 = address_of(&d, "c1", "eth0");
+    let a2 = address_of(&d, "c2", "eth0");
+    assert!(!a1.is_empty() && !a2.is_empty() && a1 != a2);
+
+    // DNS: the other container by <name>.<domain> and by its bare name (search domain).
+    let ok_lookup = |from: &str, name: &str, want: &str| {
+        wait_until(Duration::from_secs(10), || {
+            let r = d.ctl(&["exec", from, "--", "nslookup", name, &gw]);
+            r.code == 0 && r.stdout.contains(want)
+        })
+    };
+    assert!(
+        ok_lookup("c1", "c2.lab", &a2),
+        "c2.lab does not resolve to {a2}"
+    );
+    assert!(ok_lookup("c1", "c2", &a2), "c2 does not resolve to {a2}");
+
+    // DHCP: a client in c1 gets exactly its reserved address.
+    d.ok(&["exec", "c1", "--", "ip", "addr", "flush", "dev", "eth0"]);
+    let r = d.ctl(&[
+        "exec",
+        "c1",
+        "--",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "5",
+        "-s",
+        "/bin/true",
+    ]);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        said.contains(&format!("lease of {a1} obtained")),
+        "udhcpc in c1 did not get {a1}: {said}"
+    );
+
+    // Supervised: a killed dnsmasq comes back.
+    let _ = Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status();
+    assert!(
+        wait_until(Duration::from_secs(10), || dnsmasq_pid(&d, &net)
+            .is_some_and(|p| p != first)),
+        "dnsmasq was not restarted"
+    );
+    // (c1's address was flushed for the DHCP client: ask from c2.)
+    assert!(ok_lookup("c2", "c1.lab", &a1), "no DNS after the restart");
+
+    // Gone with the network: no table, no dnsmasq, no files.
+    let last = dnsmasq_pid(&d, &net);
+    d.ok(&["delete", "--force", "c1", "c2"]);
+    d.ok(&["network", "delete", &net]);
+    assert!(nft_table(&net).is_none(), "the nftables table is left");
+    assert!(
+        last.is_none_or(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()
+            || std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() != "dnsmasq")),
+        "dnsmasq is left"
+    );
+    assert!(
+        !d.path().join("networks").join(&net).exists(),
+        "network files are left"
+    );
+    assert!(!interfaces().contains(&net));
+}

@@ -84,9 +84,10 @@ fn network_status(e: &NetworkError) -> StatusCode {
         NetworkError::Config(_) | NetworkError::Ipam(_) | NetworkError::Invalid(_) => {
             StatusCode::BAD_REQUEST
         }
-        NetworkError::Db(_) | NetworkError::Worker(_) | NetworkError::Internal(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        NetworkError::Db(_)
+        | NetworkError::Worker(_)
+        | NetworkError::Internal(_)
+        | NetworkError::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -796,7 +796,7 @@ impl Instances {
         let networks = self.networks.instance_networks(name).await?;
         db::instances::delete(&self.db, name).await?;
         for n in networks {
-            self.networks.leases_changed(&n);
+            self.networks.leases_changed(&n).await;
         }
         tracing::info!(instance = %name, "deleted");
         self.events

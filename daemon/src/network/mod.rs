@@ -7,9 +7,10 @@
 //! lease per (network, instance, device) in the database: picked once (or set statically
 //! by `ipv4.address`), kept across restarts, released when the instance goes.
 //!
-//! Hook points for the DHCP/DNS (dnsmasq) and NAT (nftables) parts live here:
-//! [`Networks::network_up`], [`Networks::network_down`] and [`Networks::leases_changed`];
-//! [`Networks::dns_hosts`] gives the `(hwaddr, ipv4, name)` entries a DNS server needs.
+//! When a network comes up (created, changed, adopted at start-up) it gets its nftables
+//! table and a supervised dnsmasq serving its static leases and `<instance>.<domain>`
+//! names; when leases change dnsmasq's host files are rewritten and reloaded; when it is
+//! deleted both go. Router tests run without these host services.
 //!
 //! Invariant: validation happens before anything on the host changes; a failed create
 //! removes the bridge it made.
@@ -42,9 +43,10 @@ pub mod proxy;
 #[cfg(test)]
 mod testnet;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use ctl_api::{
     Network, NetworkLease, NetworkPut, NetworkState, NetworkStateAddress, NetworkStateCounters,
@@ -54,7 +56,9 @@ use ctl_api::{
 use crate::db::{self, DbError, LeaseRow, NetworkRow, Pool};
 use crate::worker::{BridgeSpec, Interface, NicSpec, ResolverSpec, Worker, WorkerError};
 use config::{AddressChoice, BridgeConfig, ConfigError, NicDevice};
+use dnsmasq::{Dnsmasq, DnsmasqConfig, DnsmasqHandle, StaticHost};
 use ipam::{IpamError, Ipv4Cidr, Ipv6Cidr};
+use nft::NetRules;
 
 /// Device map as stored.
 pub type Devices = BTreeMap<String, BTreeMap<String, String>>;
@@ -80,6 +84,17 @@ pub enum NetworkError {
     Worker(#[from] WorkerError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A host service of a network (dnsmasq, nftables) failed.
+    #[error("{0}")]
+    Host(String),
+}
+
+/// The nameservers of a resolv.conf text (dnsmasq's upstream servers).
+fn host_nameservers(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|v| v.trim().split('%').next()?.parse().ok())
+        .collect()
 }
 
 /// A NIC device whose target has been looked up.
@@ -173,6 +188,19 @@ pub fn host_name_key(device: &str) -> String {
     format!("volatile.{device}.host_name")
 }
 
+/// What a managed network runs on the host besides its bridge: a supervised dnsmasq and
+/// an nftables table. Only a real daemon has them ([`Networks::enable_host_services`]);
+/// router tests over the fake worker run without.
+struct HostServices {
+    /// `$CTL_DIR/networks`: one directory per network for dnsmasq's files.
+    dir: PathBuf,
+    /// `/proc/sys/net`, for the forwarding switches.
+    proc_sys_net: PathBuf,
+    /// Upstream DNS servers for names outside the networks' domains.
+    upstream: Vec<IpAddr>,
+    dnsmasq: tokio::sync::Mutex<HashMap<String, DnsmasqHandle>>,
+}
+
 /// The networks service. Cheap to clone.
 #[derive(Clone)]
 pub struct Networks {
@@ -180,6 +208,7 @@ pub struct Networks {
     worker: Arc<dyn Worker>,
     /// Serializes network changes and lease allocation.
     lock: Arc<tokio::sync::Mutex<()>>,
+    services: Arc<OnceLock<HostServices>>,
 }
 
 impl Networks {
@@ -189,7 +218,22 @@ impl Networks {
             db,
             worker,
             lock: Arc::default(),
+            services: Arc::default(),
         }
+    }
+
+    /// Run DHCP/DNS (dnsmasq, files under `dir`) and NAT/forwarding (nftables) for the
+    /// managed networks from now on. Called once by the daemon before [`Networks::reconcile`].
+    pub fn enable_host_services(&self, dir: PathBuf) {
+        let upstream = std::fs::read_to_string("/etc/resolv.conf")
+            .map(|t| host_nameservers(&t))
+            .unwrap_or_default();
+        let _ = self.services.set(HostServices {
+            dir,
+            proc_sys_net: PathBuf::from("/proc/sys/net"),
+            upstream,
+            dnsmasq: tokio::sync::Mutex::default(),
+        });
     }
 
     async fn blocking<T: Send + 'static>(
@@ -210,27 +254,124 @@ impl Networks {
         managed(row)
     }
 
-    // ----- hooks for DHCP/DNS and NAT -----
+    // ----- DHCP/DNS and NAT -----
 
-    /// The bridge of network `name` is up with `config` (created, adopted at start-up, or
-    /// reconfigured).
-    fn network_up(&self, name: &str, config: &BTreeMap<String, String>) {
-        // dnsmasq hook: (re)start the network's dnsmasq with `dns_hosts`.
-        // nft hook: install NAT/forward rules for `ipv4.nat` and the subnet.
-        tracing::debug!(network = %name, ?config, "network up");
+    /// The bridge of network `m` is up (created, adopted at start-up, or reconfigured):
+    /// install its nftables table and (re)start its dnsmasq with the current hosts.
+    async fn network_up(&self, m: &Managed) -> Result<(), NetworkError> {
+        let Some(s) = self.services.get() else {
+            return Ok(());
+        };
+        let name = m.row.name.clone();
+        let rules = NetRules {
+            network: name.clone(),
+            bridge: name.clone(),
+            ipv4: m.ipv4().map(|c| (c.addr, c.prefix)),
+            ipv4_nat: m.cfg.nat && m.ipv4().is_some(),
+            ipv6: m.ipv6().map(|c| (c.addr, c.prefix)),
+            ipv6_nat: false,
+        };
+        let proc_sys_net = s.proc_sys_net.clone();
+        tokio::task::spawn_blocking(move || {
+            nft::enable_forwarding(&proc_sys_net, rules.ipv4.is_some(), rules.ipv6.is_some())?;
+            nft::apply_network(&rules)
+        })
+        .await
+        .map_err(|e| NetworkError::Internal(e.to_string()))?
+        .map_err(|e| NetworkError::Host(format!("nftables for network \"{name}\": {e}")))?;
+        let mut running = s.dnsmasq.lock().await;
+        if let Some(old) = running.remove(&name)
+            && let Err(e) = old.stop().await
+        {
+            tracing::warn!(network = %name, error = %e, "stopping the old dnsmasq");
+        }
+        if m.ipv4().is_none() && m.ipv6().is_none() {
+            return Ok(());
+        }
+        let mut cfg = DnsmasqConfig::new(&name, &name, s.dir.join(&name));
+        cfg.ipv4 = m.ipv4().map(|c| (c.addr, c.prefix));
+        cfg.ipv6 = m.ipv6().map(|c| (c.addr, c.prefix));
+        cfg.dhcp = m.cfg.dhcp;
+        cfg.domain = m.cfg.domain.clone();
+        cfg.upstream = s.upstream.clone();
+        let hosts = self.static_hosts(m).await?;
+        let handle = Dnsmasq::start(cfg, &hosts)
+            .await
+            .map_err(|e| NetworkError::Host(format!("dnsmasq for network \"{name}\": {e}")))?;
+        running.insert(name, handle);
+        Ok(())
     }
 
-    /// Network `name` is about to be deleted.
-    fn network_down(&self, name: &str) {
-        // dnsmasq hook: stop the network's dnsmasq, remove its lease file.
-        // nft hook: remove the network's rules.
-        tracing::debug!(network = %name, "network down");
+    /// Network `name` is going away: stop its dnsmasq (removing its files) and remove its
+    /// nftables table. Best effort: every step is tried, failures are logged.
+    async fn network_down(&self, name: &str) {
+        let Some(s) = self.services.get() else {
+            return;
+        };
+        if let Some(h) = s.dnsmasq.lock().await.remove(name)
+            && let Err(e) = h.stop().await
+        {
+            tracing::warn!(network = %name, error = %e, "stopping dnsmasq");
+        }
+        let n = name.to_string();
+        match tokio::task::spawn_blocking(move || nft::remove_network(&n)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(network = %name, error = %e, "removing the nftables table")
+            }
+            Err(e) => tracing::warn!(network = %name, error = %e, "removing the nftables table"),
+        }
+        let _ = tokio::fs::remove_dir_all(s.dir.join(name)).await;
     }
 
-    /// The set of `(hwaddr, ipv4, instance)` of network `name` changed.
-    pub fn leases_changed(&self, name: &str) {
-        // dnsmasq hook: rewrite the static hosts of `name` (`dns_hosts`) and reload.
-        tracing::debug!(network = %name, "leases changed");
+    /// The `(hwaddr, ipv4, instance)` set of network `name` changed: give dnsmasq the new
+    /// static leases and names.
+    pub async fn leases_changed(&self, name: &str) {
+        let Some(s) = self.services.get() else {
+            return;
+        };
+        let running = s.dnsmasq.lock().await;
+        let Some(h) = running.get(name) else {
+            return;
+        };
+        let hosts = match self.managed(name).await {
+            Ok(m) => self.static_hosts(&m).await,
+            Err(e) => Err(e),
+        };
+        let result = match hosts {
+            Ok(hosts) => h.update_hosts(&hosts).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(network = %name, error = %e, "updating dnsmasq's hosts");
+        }
+    }
+
+    /// dnsmasq's view of the instances on network `m`: static lease and DNS names.
+    async fn static_hosts(&self, m: &Managed) -> Result<Vec<StaticHost>, NetworkError> {
+        Ok(self
+            .dns_hosts(&m.row.name)
+            .await?
+            .into_iter()
+            .map(|h| StaticHost {
+                ipv6: m
+                    .ipv6()
+                    .zip(ipam::parse_mac(&h.hwaddr))
+                    .map(|(net, mac)| net.eui64(mac)),
+                ipv4: Some(h.ipv4),
+                hwaddr: h.hwaddr,
+                name: h.name,
+            })
+            .collect())
+    }
+
+    /// Addresses dnsmasq handed out dynamically on network `name` (DHCP clients whose MAC
+    /// has no reservation).
+    fn dynamic_leases(&self, name: &str) -> Vec<dnsmasq::Lease> {
+        self.services
+            .get()
+            .and_then(|s| dnsmasq::read_leases(&s.dir.join(name)).ok())
+            .unwrap_or_default()
     }
 
     /// The DHCP/DNS host entries of network `name`.
@@ -354,6 +495,19 @@ impl Networks {
             if let Some(v6) = v6 {
                 out.push(lease(v6.to_string(), "dynamic"));
             }
+        }
+        for d in self.dynamic_leases(name) {
+            if out.iter().any(|l| l.address == d.address.to_string()) {
+                continue;
+            }
+            out.push(NetworkLease {
+                hostname: d.hostname.unwrap_or_default(),
+                address: d.address.to_string(),
+                hwaddr: d.hwaddr,
+                kind: "dynamic".into(),
+                location: "none".into(),
+                project: "default".into(),
+            });
         }
         Ok(out)
     }
@@ -552,8 +706,16 @@ impl Networks {
             }
             return Err(e);
         }
+        if let Err(e) = self.network_up(&m).await {
+            self.network_down(&row.name).await;
+            let n = row.name.clone();
+            if let Err(undo) = self.blocking(move |w| w.delete_bridge(&n)).await {
+                tracing::warn!(network = %row.name, error = %undo, "could not remove the bridge again");
+            }
+            db::networks::delete(&self.db, &row.name).await?;
+            return Err(e);
+        }
         tracing::info!(network = %row.name, ipv4 = ?m.ipv4().map(|c| c.to_string()), "network created");
-        self.network_up(&row.name, &row.config);
         Ok(())
     }
 
@@ -601,9 +763,15 @@ impl Networks {
         }
         let spec = new.bridge_spec();
         self.blocking(move |w| w.ensure_bridge(&spec)).await?;
+        if let Err(e) = self.network_up(&new).await {
+            // Put the old services back; the change is refused.
+            if let Err(undo) = self.network_up(&old).await {
+                tracing::warn!(network = %name, error = %undo, "could not restore the network's services");
+            }
+            return Err(e);
+        }
         db::networks::update(&self.db, name, &new.row.description, &new.row.config).await?;
         tracing::info!(network = %name, "network updated");
-        self.network_up(name, &new.row.config);
         Ok(())
     }
 
@@ -618,7 +786,7 @@ impl Networks {
                 users,
             });
         }
-        self.network_down(name);
+        self.network_down(name).await;
         let n = name.to_string();
         self.blocking(move |w| w.delete_bridge(&n)).await?;
         db::networks::delete(&self.db, name).await?;
@@ -641,7 +809,9 @@ impl Networks {
             match self.blocking(move |w| w.ensure_bridge(&spec)).await {
                 Ok(()) => {
                     tracing::info!(network = %name, "bridge ready");
-                    self.network_up(&name, &m.row.config);
+                    if let Err(e) = self.network_up(&m).await {
+                        tracing::warn!(network = %name, error = %e, "could not start the network's services");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(network = %name, error = %e, "could not set up the bridge")
@@ -843,7 +1013,7 @@ impl Networks {
             }
         }
         for n in changed {
-            self.leases_changed(&n);
+            self.leases_changed(&n).await;
         }
         Ok(())
     }
@@ -915,7 +1085,7 @@ impl Networks {
                     if !self.worker.bridge_exists(n) {
                         let b = m.bridge_spec();
                         self.blocking(move |w| w.ensure_bridge(&b)).await?;
-                        self.network_up(n, &m.row.config);
+                        self.network_up(&m).await?;
                     }
                     if let Some(subnet) = m.ipv4() {
                         let lease = leases
