@@ -84,6 +84,7 @@ async fn stop_all(name: &str, devices: BTreeMap<String, (ProxySpec, ProxyHandle)
 /// Start every proxy of `specs` into `netns`; on the first failure stop the ones started
 /// and name the device that failed.
 async fn start_all(
+    name: &str,
     netns: &NetNs,
     specs: &BTreeMap<String, ProxySpec>,
 ) -> Result<BTreeMap<String, (ProxySpec, ProxyHandle)>, InstanceError> {
@@ -105,7 +106,7 @@ async fn start_all(
                 started.insert(device.clone(), (spec.clone(), h));
             }
             Err(e) => {
-                stop_all("", started).await;
+                stop_all(name, started).await;
                 return Err(e);
             }
         }
@@ -157,7 +158,7 @@ impl Instances {
             return Ok(());
         }
         let netns = self.open_netns(init).await?;
-        let devices = start_all(&netns, specs).await?;
+        let devices = start_all(name, &netns, specs).await?;
         self.install(name, init, devices).await;
         tracing::info!(instance = %name, devices = specs.len(), "proxy devices started");
         Ok(())
@@ -237,7 +238,7 @@ impl Instances {
         let result = match to_start.is_empty() {
             true => Ok(BTreeMap::new()),
             false => match self.open_netns(init).await {
-                Ok(ns) => start_all(&ns, &to_start).await,
+                Ok(ns) => start_all(name, &ns, &to_start).await,
                 Err(e) => Err(e),
             },
         };
@@ -255,7 +256,7 @@ impl Instances {
                         Ok(ns) => {
                             for (d, spec) in stopped {
                                 let one = BTreeMap::from([(d.clone(), spec)]);
-                                match start_all(&ns, &one).await {
+                                match start_all(name, &ns, &one).await {
                                     Ok(h) => current.extend(h),
                                     Err(err) => tracing::warn!(instance = %name, device = %d,
                                         error = %err, "could not restore a proxy device"),
