@@ -13,7 +13,8 @@ use crate::Client;
 /// `ctl config device` subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum DeviceCommand {
-    /// Add a device: NAME DEVICE TYPE [KEY=VALUE...] (e.g. eth1 nic network=ctlbr0)
+    /// Add a device: NAME DEVICE TYPE [KEY=VALUE...] (e.g. eth1 nic network=ctlbr0, or web
+    /// proxy listen=tcp:0.0.0.0:8080 connect=tcp:127.0.0.1:80)
     Add(AddArgs),
     /// List the instance's own devices
     #[command(visible_alias = "ls")]
@@ -41,7 +42,7 @@ pub struct AddArgs {
     pub name: String,
     /// Device name
     pub device: String,
-    /// Device type (`nic`)
+    /// Device type (`nic`, `proxy`)
     #[arg(value_name = "TYPE")]
     pub kind: String,
     /// KEY=VALUE pairs

@@ -42,7 +42,9 @@ impl ApiError {
                 I::NotFound(_) | I::ProfileNotFound(_) => StatusCode::NOT_FOUND,
                 I::AlreadyExists(_) => StatusCode::CONFLICT,
                 I::Network(e) => network_status(e),
-                I::Name(_) | I::Config(_) | I::Invalid(_) | I::BadState(_) => {
+                // A proxy that cannot listen (port in use, address not on the host) is the
+                // request's problem, as in Incus.
+                I::Name(_) | I::Config(_) | I::Invalid(_) | I::BadState(_) | I::Proxy { .. } => {
                     StatusCode::BAD_REQUEST
                 }
                 I::Image(e) => image_status(e),

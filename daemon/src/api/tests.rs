@@ -23,6 +23,7 @@ use crate::worker::fake::FakeWorker;
 mod files;
 mod images_transfer;
 mod networks;
+mod proxies;
 
 struct Harness {
     app: axum::Router,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod files;
 pub mod name;
 pub mod profiles;
+mod proxies;
 pub mod publish;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -57,6 +58,13 @@ pub enum InstanceError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// A `proxy` device could not start (its port is in use, its address not on the host).
+    #[error("device \"{device}\": {source}")]
+    Proxy {
+        device: String,
+        #[source]
+        source: network::proxy::ProxyError,
+    },
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -81,6 +89,13 @@ pub struct CreatePlan {
     pub name: String,
     pub image: ImageRef,
     pub request: InstancesPost,
+}
+
+/// An instance's expanded devices, checked: its NICs and its `proxy` devices.
+#[derive(Debug, Clone, Default)]
+struct CheckedDevices {
+    nics: Vec<ResolvedNic>,
+    proxies: BTreeMap<String, network::proxy::ProxySpec>,
 }
 
 /// What `/1.0/metrics` reports for one running instance.
@@ -118,6 +133,8 @@ pub struct Instances {
     events: crate::events::Events,
     /// Managed networks: NIC validation, leases, the veth plan of a start.
     networks: Networks,
+    /// The running `proxy` devices of running instances.
+    proxies: proxies::ProxyTable,
 }
 
 impl Instances {
@@ -141,6 +158,7 @@ impl Instances {
             locks: Arc::default(),
             creating: Arc::default(),
             events: crate::events::Events::default(),
+            proxies: proxies::ProxyTable::default(),
         }
     }
 
@@ -334,7 +352,8 @@ impl Instances {
             .unwrap_or_else(|| vec!["default".to_string()]);
         let nics = self
             .check_devices(&plan.name, &profiles, &plan.request.devices)
-            .await?;
+            .await?
+            .nics;
         assign_volatile_nics(&mut cfg, &nics);
         let dir = self.paths.container(&plan.name);
         if dir.exists() {
@@ -457,9 +476,11 @@ impl Instances {
         let limits = config::limits(&row.config, &self.host, name)?;
         let spec = self.spawn_spec(&row)?;
         // Networking first: a bad NIC refuses the start before anything exists.
-        let nics = self
+        let CheckedDevices { nics, proxies } = self
             .check_devices(name, &row.profiles, &row.devices)
             .await?;
+        // Proxies left by a run that ended on its own (before its watcher noticed).
+        self.stop_proxies(name).await;
         let mut cfg = row.config.clone();
         assign_volatile_nics(&mut cfg, &nics);
         for r in &nics {
@@ -520,6 +541,12 @@ impl Instances {
                 return Err(e);
             }
         }
+        // Port forwards last: they reach into the netns the NICs were just set up in.
+        if let Err(e) = self.start_proxies(name, &init, &proxies).await {
+            tracing::warn!(instance = %name, error = %e, "proxy devices failed, stopping");
+            self.abort_start(name, &init).await;
+            return Err(e);
+        }
         let t = now_rfc3339();
         if let Err(e) = db::instances::set_running(
             &self.db,
@@ -531,6 +558,7 @@ impl Instances {
         )
         .await
         {
+            self.stop_proxies(name).await;
             self.abort_start(name, &init).await;
             return Err(e.into());
         }
@@ -552,21 +580,25 @@ impl Instances {
     }
 
     /// Check an instance's profiles and devices: profiles exist, devices are known types
-    /// with valid keys, NICs point at existing networks or bridges, static addresses fit.
-    /// Returns the NICs of the expanded devices.
+    /// with valid keys, NICs point at existing networks or bridges, static addresses fit,
+    /// proxy devices parse. Returns the NICs and proxies of the expanded devices.
     async fn check_devices(
         &self,
         name: &str,
         profiles: &[String],
         devices: &ctl_api::instance::DeviceMap,
-    ) -> Result<Vec<ResolvedNic>, InstanceError> {
+    ) -> Result<CheckedDevices, InstanceError> {
         let all = db::profiles::list(&self.db).await?;
         if let Some(p) = profiles.iter().find(|p| !all.iter().any(|a| &a.name == *p)) {
             return Err(InstanceError::Invalid(format!("profile \"{p}\" not found")));
         }
         network::config::devices(devices).map_err(NetworkError::from)?;
         let expanded = network::expand(&all, profiles, devices);
-        Ok(self.networks.resolve_nics(name, &expanded).await?)
+        // A profile's devices were checked when it was saved; a proxy of one is checked
+        // again here, as what a start would use.
+        let proxies = network::config::proxy_devices(&expanded).map_err(NetworkError::from)?;
+        let nics = self.networks.resolve_nics(name, &expanded).await?;
+        Ok(CheckedDevices { nics, proxies })
     }
 
     fn spawn_spec(&self, row: &InstanceRow) -> Result<SpawnSpec, InstanceError> {
@@ -642,6 +674,8 @@ impl Instances {
     ) -> Result<(), InstanceError> {
         let row = self.row(name).await?;
         let init = self.ensure_running(&row)?;
+        // Forwards end first: nothing new reaches a container that is shutting down.
+        self.stop_proxies(name).await;
         // A frozen init cannot act on signals.
         if self.worker.is_frozen(name) {
             let _ = self.worker.set_frozen(name, false);
@@ -694,6 +728,7 @@ impl Instances {
     }
 
     async fn cleanup_stopped(&self, name: &str) -> Result<(), InstanceError> {
+        self.stop_proxies(name).await;
         let n = name.to_string();
         self.blocking_worker(move |w| w.remove_cgroup(&n)).await?;
         db::instances::set_running(&self.db, name, 0, 0, 0, None).await?;
@@ -786,6 +821,9 @@ impl Instances {
         let _g = lock.lock().await;
         let row = self.row(name).await?;
         self.ensure_stopped(&row, "is running: stop it first (or delete with --force)")?;
+        // An init that exited on its own may still have its forwards (until the watcher
+        // notices).
+        self.stop_proxies(name).await;
         let n = name.to_string();
         let dir = self.paths.container(name);
         self.blocking_worker(move |w| {
@@ -1042,18 +1080,24 @@ impl Instances {
             (None, _) => row.devices.clone(),
         };
         let profiles = put.profiles.clone().unwrap_or_else(|| row.profiles.clone());
-        let nics = self.check_devices(name, &profiles, &devices).await?;
-        let running = self.running_init(&row).is_some();
+        let CheckedDevices { nics, proxies } =
+            self.check_devices(name, &profiles, &devices).await?;
+        let init = self.running_init(&row);
+        let running = init.is_some();
+        // Proxy devices change live; any other device needs a restart.
+        let mut proxies_changed = false;
         if running && (devices != row.devices || profiles != row.profiles) {
             let all = db::profiles::list(&self.db).await?;
-            let before = network::expand(&all, &row.profiles, &row.devices);
-            let after = network::expand(&all, &profiles, &devices);
+            let (before, before_proxies) =
+                split_proxies(network::expand(&all, &row.profiles, &row.devices));
+            let (after, after_proxies) = split_proxies(network::expand(&all, &profiles, &devices));
             if before != after {
                 return Err(InstanceError::Invalid(format!(
-                    "devices of \"{name}\" cannot change while it is running (no hot-plug \
-                     yet): stop it, or restart it to apply"
+                    "devices of \"{name}\" other than proxy devices cannot change while it \
+                     is running (no hot-plug yet): stop it, or restart it to apply"
                 )));
             }
+            proxies_changed = before_proxies != after_proxies;
         }
         // Volatile keys of devices that are gone go with them; new NICs get their MAC.
         cfg.retain(|k, _| {
@@ -1079,23 +1123,46 @@ impl Instances {
             )));
         }
         let new_limits = config::limits(&cfg, &self.host, name)?;
-        if running && new_limits != config::limits(&row.config, &self.host, name)? {
-            let n = name.to_string();
-            self.blocking_worker(move |w| w.apply_limits(&n, &new_limits))
-                .await?;
+        let old_limits = config::limits(&row.config, &self.host, name)?;
+        // Proxies first (a port in use is the likeliest failure); what follows undoes them
+        // when it fails.
+        let live_proxies = match init {
+            Some(init) if proxies_changed => {
+                let previous = self.proxies.specs(name);
+                self.apply_proxies(name, &init, &proxies).await?;
+                Some((init, previous))
+            }
+            _ => None,
+        };
+        let result = async {
+            if running && new_limits != old_limits {
+                let n = name.to_string();
+                self.blocking_worker(move |w| w.apply_limits(&n, &new_limits))
+                    .await?;
+            }
+            db::instances::update(
+                &self.db,
+                name,
+                &db::InstanceUpdate {
+                    description: put.description.as_deref().unwrap_or(&row.description),
+                    ephemeral: put.ephemeral.unwrap_or(row.ephemeral),
+                    config: &cfg,
+                    devices: &devices,
+                    profiles: &profiles,
+                },
+            )
+            .await?;
+            Ok::<(), InstanceError>(())
         }
-        db::instances::update(
-            &self.db,
-            name,
-            &db::InstanceUpdate {
-                description: put.description.as_deref().unwrap_or(&row.description),
-                ephemeral: put.ephemeral.unwrap_or(row.ephemeral),
-                config: &cfg,
-                devices: &devices,
-                profiles: &profiles,
-            },
-        )
-        .await?;
+        .await;
+        if let Err(e) = result {
+            if let Some((init, previous)) = live_proxies
+                && let Err(undo) = self.apply_proxies(name, &init, &previous).await
+            {
+                tracing::warn!(instance = %name, error = %undo, "could not restore proxy devices");
+            }
+            return Err(e);
+        }
         self.events
             .instance("instance-updated", name, BTreeMap::new());
         Ok(())
@@ -1266,9 +1333,11 @@ impl Instances {
     // ----- start-up -----
 
     /// Reconcile the database with the host after a daemon start: instances whose init is
-    /// gone are marked stopped and their leftover cgroups removed; running ones are kept.
+    /// gone are marked stopped and their leftover cgroups removed; running ones are kept
+    /// and their proxy devices started again.
     pub async fn reconcile(&self) -> Result<(), InstanceError> {
         let rows = db::instances::list(&self.db).await?;
+        let profiles = db::profiles::list(&self.db).await?;
         // Directories of creates that died before their row was written belong to nobody.
         if let Ok(rd) = std::fs::read_dir(self.paths.containers()) {
             for e in rd.flatten() {
@@ -1289,6 +1358,17 @@ impl Instances {
             match Self::init_of(&row) {
                 Some(init) if self.worker.is_alive(&init) => {
                     tracing::info!(instance = %row.name, pid = init.pid, "found running");
+                    // Port forwards live in the daemon: start them again. A failure (the
+                    // port taken meanwhile) leaves the instance running without them.
+                    let expanded = network::expand(&profiles, &row.profiles, &row.devices);
+                    let started = match network::config::proxy_devices(&expanded) {
+                        Ok(specs) => self.start_proxies(&row.name, &init, &specs).await,
+                        Err(e) => Err(NetworkError::from(e).into()),
+                    };
+                    if let Err(err) = started {
+                        tracing::warn!(instance = %row.name, error = %err,
+                            "could not restart the proxy devices");
+                    }
                 }
                 Some(_) => {
                     tracing::info!(instance = %row.name, "init gone while ctld was away");
@@ -1301,6 +1381,13 @@ impl Instances {
         }
         Ok(())
     }
+}
+
+/// Split expanded devices into (every device but the proxies, the proxies).
+fn split_proxies(devices: network::Devices) -> (network::Devices, network::Devices) {
+    devices
+        .into_iter()
+        .partition(|(_, d)| d.get("type").map(String::as_str) != Some("proxy"))
 }
 
 /// Give every NIC without a `hwaddr` key a stable MAC in `volatile.<dev>.hwaddr` (made

@@ -1,10 +1,11 @@
-//! Validation of network config and NIC devices, pure: which keys exist, what their values
+//! Validation of network config, NIC and proxy devices, pure: which keys exist, what their values
 //! mean, and the parsed forms the service acts on.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use super::ipam::{Ipv4Cidr, Ipv6Cidr, parse_mac};
+use super::proxy::{ProxySpec, parse_address};
 
 /// Config and device errors (all the client's: 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -311,8 +312,37 @@ pub fn nic_device(
     })
 }
 
-/// Check every device of a map: `nic` devices key by key, any other type refused. Returns
-/// the NICs, sorted by device name.
+/// Check one `proxy` device ([`super::proxy::ProxySpec::parse`]); the error names the
+/// device and, for a bad address, the key (`listen` or `connect`).
+pub fn proxy_device(
+    device: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<ProxySpec, ConfigError> {
+    let err = |reason: String| ConfigError::Device {
+        device: device.to_string(),
+        reason,
+    };
+    for key in ["listen", "connect"] {
+        if let Some(v) = config.get(key) {
+            parse_address(v).map_err(|e| err(format!("{key}: {e}")))?;
+        }
+    }
+    ProxySpec::parse(config).map_err(|e| err(e.to_string()))
+}
+
+/// The `proxy` devices of an (expanded) device map, checked, by device name.
+pub fn proxy_devices(
+    devices: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, ProxySpec>, ConfigError> {
+    devices
+        .iter()
+        .filter(|(_, d)| d.get("type").map(String::as_str) == Some("proxy"))
+        .map(|(name, d)| Ok((name.clone(), proxy_device(name, d)?)))
+        .collect()
+}
+
+/// Check every device of a map: `nic` devices key by key, `proxy` devices by their spec,
+/// any other type refused. Returns the NICs, sorted by device name.
 pub fn devices(
     devices: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> Result<Vec<NicDevice>, ConfigError> {
@@ -320,6 +350,9 @@ pub fn devices(
     for (name, dev) in devices {
         match dev.get("type").map(String::as_str) {
             Some("nic") => nics.push(nic_device(name, dev)?),
+            Some("proxy") => {
+                proxy_device(name, dev)?;
+            }
             Some("none") => {}
             Some(t) => {
                 return Err(ConfigError::Device {
@@ -508,6 +541,91 @@ mod tests {
         assert!(devices(&devs).is_err(), "unknown device type");
         devs.insert("root".to_string(), map(&[("path", "/")]));
         assert!(devices(&devs).is_err(), "no type");
+    }
+
+    #[test]
+    fn proxy_devices_are_checked_and_errors_name_device_and_key() {
+        let ok = proxy_device(
+            "web",
+            &map(&[
+                ("type", "proxy"),
+                ("listen", "tcp:0.0.0.0:8080"),
+                ("connect", "tcp:127.0.0.1:80"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.listen.ports, [8080]);
+        // (config, words the message must contain)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case] = &[
+            (
+                &[
+                    ("listen", "tcp:0.0.0.0:99999"),
+                    ("connect", "tcp:127.0.0.1:80"),
+                ],
+                &["\"web\"", "listen", "99999"],
+            ),
+            (
+                &[
+                    ("listen", "tcp:0.0.0.0:80"),
+                    ("connect", "tcp:localhost:80"),
+                ],
+                &["\"web\"", "connect", "localhost"],
+            ),
+            (&[("listen", "tcp:0.0.0.0:80")], &["\"web\"", "connect"]),
+            (
+                &[
+                    ("listen", "tcp:0.0.0.0:80"),
+                    ("connect", "tcp:127.0.0.1:80"),
+                    ("bind", "instance"),
+                ],
+                &["\"web\"", "bind"],
+            ),
+            (
+                &[
+                    ("listen", "tcp:0.0.0.0:80"),
+                    ("connect", "tcp:127.0.0.1:80"),
+                    ("colour", "red"),
+                ],
+                &["\"web\"", "colour"],
+            ),
+            (
+                &[
+                    ("listen", "udp:0.0.0.0:80"),
+                    ("connect", "tcp:127.0.0.1:80"),
+                ],
+                &["\"web\"", "listen", "connect"],
+            ),
+        ];
+        for (pairs, words) in cases {
+            let mut cfg = map(pairs);
+            cfg.insert("type".into(), "proxy".into());
+            let e = proxy_device("web", &cfg).expect_err("must be refused");
+            let msg = e.to_string();
+            for w in *words {
+                assert!(msg.contains(w), "{pairs:?}: {msg} lacks {w}");
+            }
+            let devs = BTreeMap::from([("web".to_string(), cfg)]);
+            assert!(devices(&devs).is_err(), "{pairs:?}");
+            assert!(proxy_devices(&devs).is_err(), "{pairs:?}");
+        }
+        let devs = BTreeMap::from([
+            (
+                "web".to_string(),
+                map(&[
+                    ("type", "proxy"),
+                    ("listen", "tcp:127.0.0.1:8080"),
+                    ("connect", "tcp:127.0.0.1:80"),
+                ]),
+            ),
+            (
+                "eth0".to_string(),
+                map(&[("type", "nic"), ("network", "a")]),
+            ),
+        ]);
+        assert_eq!(devices(&devs).map(|n| n.len()), Ok(1));
+        let proxies = proxy_devices(&devs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(proxies.keys().collect::<Vec<_>>(), ["web"]);
     }
 
     #[test]

@@ -38,6 +38,13 @@ impl FakeWorker {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
+    /// Make init `pid` exit on its own (not through a signal from the daemon).
+    pub fn exit(&self, pid: i32) {
+        if let Ok(mut a) = self.alive.lock() {
+            a.remove(&pid);
+        }
+    }
+
     fn record(&self, s: String) {
         if let Ok(mut c) = self.calls.lock() {
             c.push(s);
@@ -291,6 +298,24 @@ impl Worker for FakeWorker {
             });
         }
         out
+    }
+
+    /// The test process's own namespace, so `proxy` devices really listen (connections
+    /// into it need root, as `setns` does).
+    fn open_netns(&self, init: &InitProcess) -> Result<super::netns::NetNs, WorkerError> {
+        self.record(format!("open_netns {}", init.pid));
+        if !self.is_alive(init) {
+            return Err(WorkerError::Io {
+                path: format!("/proc/{}/ns/net", init.pid).into(),
+                source: std::io::Error::from_raw_os_error(libc::ESRCH),
+            });
+        }
+        super::netns::NetNs::open(Path::new("/proc/self/ns/net")).map_err(|source| {
+            WorkerError::Io {
+                path: "/proc/self/ns/net".into(),
+                source,
+            }
+        })
     }
 
     fn open_root(&self, init: &InitProcess) -> Result<super::files::RootDir, WorkerError> {

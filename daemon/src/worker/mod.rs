@@ -127,6 +127,9 @@ pub trait Worker: Send + Sync + 'static {
     fn write_resolver(&self, init: &InitProcess, spec: &ResolverSpec) -> Result<(), WorkerError>;
     /// The interfaces of the netns `pid` lives in (`None`: the host's), or only `only`.
     fn interfaces(&self, pid: Option<i32>, only: Option<&str>) -> Vec<Interface>;
+    /// The network namespace of the running container whose init is `init`, held open (for
+    /// `proxy` devices, see [`netns`]). Fails if `init` is gone.
+    fn open_netns(&self, init: &InitProcess) -> Result<netns::NetNs, WorkerError>;
 }
 
 /// Make descriptors the daemon inherited close-on-exec, so no child (monitor, container,
@@ -393,6 +396,13 @@ impl Worker for HostWorker {
     fn open_root(&self, init: &InitProcess) -> Result<files::RootDir, WorkerError> {
         files::RootDir::of_process(init.pid, init.starttime).map_err(|source| WorkerError::Io {
             path: PathBuf::from(format!("/proc/{}/root", init.pid)),
+            source,
+        })
+    }
+
+    fn open_netns(&self, init: &InitProcess) -> Result<netns::NetNs, WorkerError> {
+        netns::NetNs::of_process(init.pid, init.starttime).map_err(|source| WorkerError::Io {
+            path: PathBuf::from(format!("/proc/{}/ns/net", init.pid)),
             source,
         })
     }

@@ -58,6 +58,13 @@ impl NetNs {
         })
     }
 
+    /// A second handle on the same namespace (a duplicated descriptor).
+    pub fn try_clone(&self) -> io::Result<NetNs> {
+        Ok(NetNs {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
     /// Wrap a descriptor that refers to a network namespace (checked when first used).
     pub fn from_fd(fd: OwnedFd) -> NetNs {
         NetNs { fd }
