@@ -270,6 +270,41 @@ impl Drop for StaticServer {
     }
 }
 
+/// The stored image file (`images/<fp>/image.*`) of `d`'s image `fp`.
+fn stored_image_file(d: &Daemon, fp: &str) -> PathBuf {
+    let image_dir = d.path().join("images").join(fp);
+    std::fs::read_dir(&image_dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", image_dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("image."))
+        })
+        .unwrap_or_else(|| panic!("no stored image file in {}", image_dir.display()))
+}
+
+/// Write a simplestreams tree under `root`: `streams/v1/index.json` and an images.json
+/// with `products` (id → product).
+fn write_tree(root: &Path, products: serde_json::Value) {
+    std::fs::create_dir_all(root.join("streams/v1")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let ids: Vec<String> = products
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let catalog = serde_json::json!({
+        "content_id": "images", "datatype": "image-downloads", "format": "products:1.0",
+        "products": products,
+    });
+    let index = serde_json::json!({"format": "index:1.0", "index": {"images": {
+        "datatype": "image-downloads", "path": "streams/v1/images.json",
+        "format": "products:1.0", "products": ids}}});
+    std::fs::write(root.join("streams/v1/images.json"), catalog.to_string())
+        .unwrap_or_else(|e| panic!("w: {e}"));
+    std::fs::write(root.join("streams/v1/index.json"), index.to_string())
+        .unwrap_or_else(|e| panic!("w: {e}"));
+}
+
 /// A product entry for a unified image file.
 fn product(alias: &str, path: &str, sha: &str, size: u64) -> serde_json::Value {
     serde_json::json!({
@@ -291,18 +326,8 @@ fn downloads_resume_and_bad_files_are_refused() {
     let fp = busybox_fingerprint(&a);
     let tree = tempfile::tempdir().unwrap_or_else(|e| panic!("tmp: {e}"));
     let root = tree.path().join("www");
-    std::fs::create_dir_all(root.join("streams/v1")).unwrap_or_else(|e| panic!("mkdir: {e}"));
     std::fs::create_dir_all(root.join("files")).unwrap_or_else(|e| panic!("mkdir: {e}"));
-    let image_dir = a.path().join("images").join(&fp);
-    let stored = std::fs::read_dir(&image_dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", image_dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("image."))
-        })
-        .unwrap_or_else(|| panic!("no stored image file in {}", image_dir.display()));
+    let stored = stored_image_file(&a, &fp);
     let good = root.join("files/good.tar");
     std::fs::copy(&stored, &good).unwrap_or_else(|e| panic!("copy: {e}"));
     let size = std::fs::metadata(&good)
@@ -323,23 +348,16 @@ fn downloads_resume_and_bad_files_are_refused() {
     // Truncated: the server only has half of it.
     std::fs::write(root.join("files/short.tar"), &other[..mid])
         .unwrap_or_else(|e| panic!("w: {e}"));
-    let catalog = serde_json::json!({
-        "content_id": "images", "datatype": "image-downloads", "format": "products:1.0",
-        "products": {
+    write_tree(
+        &root,
+        serde_json::json!({
             "busybox:good:amd64:default": product("good", "files/good.tar", &fp, size),
             "busybox:tampered:amd64:default":
                 product("tampered", "files/tampered.tar", &other_fp, other_size),
             "busybox:short:amd64:default":
                 product("short", "files/short.tar", &other_fp, other_size),
-        }
-    });
-    let index = serde_json::json!({"format": "index:1.0", "index": {"images": {
-        "datatype": "image-downloads", "path": "streams/v1/images.json",
-        "format": "products:1.0", "products": ["busybox:good:amd64:default"]}}});
-    std::fs::write(root.join("streams/v1/images.json"), catalog.to_string())
-        .unwrap_or_else(|e| panic!("w: {e}"));
-    std::fs::write(root.join("streams/v1/index.json"), index.to_string())
-        .unwrap_or_else(|e| panic!("w: {e}"));
+        }),
+    );
     let server = StaticServer::start(
         &root,
         &tree.path().join("requests.log"),
@@ -399,31 +417,18 @@ fn https_servers_are_verified_against_the_trusted_cas() {
     let fp = busybox_fingerprint(&a);
     let tree = tempfile::tempdir().unwrap_or_else(|e| panic!("tmp: {e}"));
     let root = tree.path().join("www");
-    std::fs::create_dir_all(root.join("streams/v1")).unwrap_or_else(|e| panic!("mkdir: {e}"));
-    let image_dir = a.path().join("images").join(&fp);
-    let stored = std::fs::read_dir(&image_dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", image_dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("image."))
-        })
-        .unwrap_or_else(|| panic!("no stored image file in {}", image_dir.display()));
+    let stored = stored_image_file(&a, &fp);
+    std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("mkdir: {e}"));
     std::fs::copy(&stored, root.join("image.tar")).unwrap_or_else(|e| panic!("copy: {e}"));
     let size = std::fs::metadata(&stored)
         .map(|m| m.len())
         .unwrap_or_default();
-    let catalog = serde_json::json!({"content_id": "images", "datatype": "image-downloads",
-        "format": "products:1.0",
-        "products": {"busybox:tls:amd64:default": product("tls/busybox", "image.tar", &fp, size)}});
-    let index = serde_json::json!({"format": "index:1.0", "index": {"images": {
-        "datatype": "image-downloads", "path": "streams/v1/images.json",
-        "format": "products:1.0", "products": ["busybox:tls:amd64:default"]}}});
-    std::fs::write(root.join("streams/v1/images.json"), catalog.to_string())
-        .unwrap_or_else(|e| panic!("w: {e}"));
-    std::fs::write(root.join("streams/v1/index.json"), index.to_string())
-        .unwrap_or_else(|e| panic!("w: {e}"));
+    write_tree(
+        &root,
+        serde_json::json!({
+            "busybox:tls:amd64:default": product("tls/busybox", "image.tar", &fp, size)
+        }),
+    );
     // A test CA, and a certificate for localhost it signs; only the second daemon trusts it.
     let ca_key = tree.path().join("ca.key");
     let ca = tree.path().join("ca.pem");

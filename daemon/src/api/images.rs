@@ -54,13 +54,7 @@ pub async fn put(
     Path(fingerprint): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let req: ctl_api::ImagePut = super::parse_json(&body)?;
-    state
-        .images
-        .update(&fingerprint, req, true)
-        .await
-        .map_err(not_found_404)?;
-    Ok(sync(serde_json::json!({})))
+    update(&state, &fingerprint, &body, true).await
 }
 
 /// `PATCH /1.0/images/{fingerprint}`: change the given fields only.
@@ -69,10 +63,19 @@ pub async fn patch(
     Path(fingerprint): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let req: ctl_api::ImagePut = super::parse_json(&body)?;
+    update(&state, &fingerprint, &body, false).await
+}
+
+async fn update(
+    state: &AppState,
+    fingerprint: &str,
+    body: &[u8],
+    replace: bool,
+) -> Result<Response, ApiError> {
+    let req: ctl_api::ImagePut = super::parse_json(body)?;
     state
         .images
-        .update(&fingerprint, req, false)
+        .update(fingerprint, req, replace)
         .await
         .map_err(not_found_404)?;
     Ok(sync(serde_json::json!({})))
