@@ -69,7 +69,7 @@ pub async fn patch(
 async fn update(
     state: &AppState,
     fingerprint: &str,
-    body: &[u8],
+    body: &axum::body::Bytes,
     replace: bool,
 ) -> Result<Response, ApiError> {
     let req: ctl_api::ImagePut = super::parse_json(body)?;
