@@ -67,8 +67,12 @@ say "using $(cargo --version) from $(command -v cargo)"
 say "installing packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
+# busybox-static (the built-in image), lxcfs (container /proc views), dnsmasq-base and nftables
+# (DHCP/DNS and NAT of managed networks), debootstrap (debian/<suite> images), squashfs-tools
+# (squashfs images from image servers).
 apt-get install -y --no-install-recommends \
-    busybox-static build-essential gcc libc6-dev ca-certificates lxcfs
+    busybox-static build-essential gcc libc6-dev ca-certificates lxcfs \
+    dnsmasq-base nftables debootstrap squashfs-tools
 
 # --- build and install ----------------------------------------------------------------------
 say "cargo build --release --locked"
