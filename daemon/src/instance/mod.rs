@@ -27,7 +27,7 @@ use crate::images::{ImageError, ImageRef, ImageStore};
 use crate::network::{self, NetworkError, Networks, ResolvedNic};
 use crate::paths::{Paths, overlay_dirs};
 use crate::worker::spec::{default_caps_drop, default_mounts, default_namespaces};
-use crate::worker::{ExecSpec, InitProcess, SpawnSpec, Worker, WorkerError};
+use crate::worker::{ExecSpec, InitProcess, Interface, SpawnSpec, Worker, WorkerError};
 
 pub use config::ConfigError;
 pub use name::NameError;
@@ -871,11 +871,31 @@ impl Instances {
         for start in (0..rows.len()).step_by(chunk) {
             let (me, rows, profiles) = (self.clone(), rows.clone(), profiles.clone());
             tasks.push(tokio::task::spawn_blocking(move || {
-                rows[start..(start + chunk).min(rows.len())]
-                    .iter()
-                    .map(|r| {
-                        let status = me.status(r);
-                        let state = with_state.then(|| me.state_with(r, status, false, &profiles));
+                let rows = &rows[start..(start + chunk).min(rows.len())];
+                let statuses: Vec<StatusCode> = rows.iter().map(|r| me.status(r)).collect();
+                // The network namespaces of the running ones, all visited by one thread.
+                let mut ifaces = if with_state {
+                    let pids: Vec<i32> = rows
+                        .iter()
+                        .zip(&statuses)
+                        .filter(|(_, s)| **s != StatusCode::Stopped)
+                        .map(|(r, _)| r.init_pid)
+                        .collect();
+                    me.worker.interfaces_of_many(&pids).into_iter()
+                } else {
+                    Vec::new().into_iter()
+                };
+                rows.iter()
+                    .zip(statuses)
+                    .map(|(r, status)| {
+                        let state = with_state.then(|| {
+                            let own = if status == StatusCode::Stopped {
+                                Vec::new()
+                            } else {
+                                ifaces.next().unwrap_or_default()
+                            };
+                            me.state_with(r, status, false, &profiles, Some(own))
+                        });
                         (me.to_api(r, status, &profiles), state)
                     })
                     .collect::<Vec<_>>()
@@ -896,18 +916,22 @@ impl Instances {
         let row = self.row(name).await?;
         let profiles = db::profiles::list(&self.db).await?;
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.state_with(&row, me.status(&row), true, &profiles))
-            .await
-            .map_err(|e| InstanceError::Internal(e.to_string()))
+        tokio::task::spawn_blocking(move || {
+            me.state_with(&row, me.status(&row), true, &profiles, None)
+        })
+        .await
+        .map_err(|e| InstanceError::Internal(e.to_string()))
     }
 
-    /// State from `/proc` and the cgroup; `disk` walks the upper dir (not done for lists).
+    /// State from `/proc` and the cgroup; `disk` walks the upper dir (not done for lists);
+    /// `ifaces`: the container's interfaces when the caller read them already.
     fn state_with(
         &self,
         row: &InstanceRow,
         status: StatusCode,
         disk: bool,
         profiles: &[db::ProfileRow],
+        ifaces: Option<Vec<Interface>>,
     ) -> InstanceState {
         let running = status != StatusCode::Stopped;
         let usage = if running {
@@ -936,7 +960,11 @@ impl Instances {
             } else {
                 BTreeMap::new()
             },
-            network: running.then(|| self.network_state(row, profiles)),
+            network: running.then(|| {
+                let ifaces =
+                    ifaces.unwrap_or_else(|| self.worker.interfaces(Some(row.init_pid), None));
+                self.network_state(row, profiles, ifaces)
+            }),
         }
     }
 
@@ -973,6 +1001,7 @@ impl Instances {
         &self,
         row: &InstanceRow,
         profiles: &[db::ProfileRow],
+        ifaces: Vec<Interface>,
     ) -> BTreeMap<String, serde_json::Value> {
         let expanded = network::expand(profiles, &row.profiles, &row.devices);
         // Interface name inside → the device it belongs to.
@@ -983,8 +1012,7 @@ impl Instances {
                 .find(|(dev, d)| d.get("name").map_or(dev.as_str(), String::as_str) == iface)
                 .map(|(dev, _)| dev.clone())
         };
-        self.worker
-            .interfaces(Some(row.init_pid), None)
+        ifaces
             .into_iter()
             .map(|i| {
                 let host_name = device_of(&i.name)

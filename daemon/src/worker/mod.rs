@@ -127,6 +127,12 @@ pub trait Worker: Send + Sync + 'static {
     fn write_resolver(&self, init: &InitProcess, spec: &ResolverSpec) -> Result<(), WorkerError>;
     /// The interfaces of the netns `pid` lives in (`None`: the host's), or only `only`.
     fn interfaces(&self, pid: Option<i32>, only: Option<&str>) -> Vec<Interface>;
+    /// The interfaces of the netns of each of `pids`, in order (for listings).
+    fn interfaces_of_many(&self, pids: &[i32]) -> Vec<Vec<Interface>> {
+        pids.iter()
+            .map(|p| self.interfaces(Some(*p), None))
+            .collect()
+    }
     /// The network namespace of the running container whose init is `init`, held open (for
     /// `proxy` devices, see [`netns`]). Fails if `init` is gone.
     fn open_netns(&self, init: &InitProcess) -> Result<netns::NetNs, WorkerError>;
@@ -439,6 +445,10 @@ impl Worker for HostWorker {
     fn write_resolver(&self, init: &InitProcess, spec: &ResolverSpec) -> Result<(), WorkerError> {
         let root = self.open_root(init)?;
         Ok(net::write_resolver(&root, spec)?)
+    }
+
+    fn interfaces_of_many(&self, pids: &[i32]) -> Vec<Vec<Interface>> {
+        net::interfaces_of_many(pids)
     }
 
     fn interfaces(&self, pid: Option<i32>, only: Option<&str>) -> Vec<Interface> {

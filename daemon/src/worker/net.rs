@@ -423,45 +423,97 @@ pub fn setup_nics(pid: i32, nics: &[NicSpec]) -> Result<(), NetError> {
 /// the one named `only`.
 pub fn interfaces(pid: Option<i32>, only: Option<&str>) -> Result<Vec<Interface>, NetError> {
     with_netlink(pid, pid.is_none(), |host, inner| async move {
-        let h = handle(inner.or(host))?;
-        let mut out: Vec<Interface> = Vec::new();
-        let mut links = h.link().get();
-        if let Some(name) = only {
-            links = links.match_name(name.to_string());
-        }
-        let mut links = links.execute();
-        loop {
-            let next = match links.try_next().await {
-                Err(e) if only.is_some() && is_errno(&e, libc::ENODEV) => None,
-                r => r.map_err(nl("list interfaces"))?,
-            };
-            let Some(m) = next else { break };
-            out.push(interface_of(&m));
-        }
-        if out.is_empty() {
-            return Ok(out);
-        }
-        let mut addrs = h.address().get().execute();
-        while let Some(m) = addrs.try_next().await.map_err(nl("list addresses"))? {
-            let Some(iface) = out.iter_mut().find(|i| i.index == m.header.index) else {
-                continue;
-            };
-            if let Some(address) = address_of(&m.attributes) {
-                iface.addresses.push(InterfaceAddress {
-                    address,
-                    prefix: m.header.prefix_len,
-                    scope: match m.header.scope {
-                        AddressScope::Universe => "global",
-                        AddressScope::Link => "link",
-                        AddressScope::Host => "local",
-                        AddressScope::Site => "site",
-                        _ => "unknown",
-                    },
-                });
-            }
-        }
-        Ok(out)
+        dump_interfaces(&handle(inner.or(host))?, only).await
     })
+}
+
+/// The interfaces of many containers (by init PID) at once, for listings: one thread and
+/// one runtime visit each network namespace in turn, instead of a thread per container.
+/// A container that went away meanwhile gets an empty list.
+pub fn interfaces_of_many(pids: &[i32]) -> Vec<Vec<Interface>> {
+    // Opened here: the namespaces of exactly these processes.
+    let namespaces: Vec<Option<File>> = pids
+        .iter()
+        .map(|pid| File::open(format!("/proc/{pid}/ns/net")).ok())
+        .collect();
+    let visit = move || -> Vec<Vec<Interface>> {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+        else {
+            return vec![Vec::new(); namespaces.len()];
+        };
+        rt.block_on(async move {
+            let mut out = Vec::with_capacity(namespaces.len());
+            for ns in namespaces {
+                let found = async {
+                    let ns = ns.ok_or(NetError::Thread)?;
+                    // This thread only: it ends with this call.
+                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                        NetError::Io {
+                            op: "enter a container's netns".into(),
+                            source: e.into(),
+                        }
+                    })?;
+                    let (conn, h, _) = rtnetlink::new_connection()
+                        .map_err(io_op("open a netlink socket in the container"))?;
+                    let conn = tokio::spawn(conn);
+                    let found = dump_interfaces(&h, None).await;
+                    drop(h);
+                    conn.abort();
+                    found
+                }
+                .await;
+                out.push(found.unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "listing a container's interfaces failed");
+                    Vec::new()
+                }));
+            }
+            out
+        })
+    };
+    std::thread::scope(|s| s.spawn(visit).join().unwrap_or_default())
+}
+
+/// Links (or only `only`) with their addresses, through `h`.
+async fn dump_interfaces(h: &Handle, only: Option<&str>) -> Result<Vec<Interface>, NetError> {
+    let mut out: Vec<Interface> = Vec::new();
+    let mut links = h.link().get();
+    if let Some(name) = only {
+        links = links.match_name(name.to_string());
+    }
+    let mut links = links.execute();
+    loop {
+        let next = match links.try_next().await {
+            Err(e) if only.is_some() && is_errno(&e, libc::ENODEV) => None,
+            r => r.map_err(nl("list interfaces"))?,
+        };
+        let Some(m) = next else { break };
+        out.push(interface_of(&m));
+    }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let mut addrs = h.address().get().execute();
+    while let Some(m) = addrs.try_next().await.map_err(nl("list addresses"))? {
+        let Some(iface) = out.iter_mut().find(|i| i.index == m.header.index) else {
+            continue;
+        };
+        if let Some(address) = address_of(&m.attributes) {
+            iface.addresses.push(InterfaceAddress {
+                address,
+                prefix: m.header.prefix_len,
+                scope: match m.header.scope {
+                    AddressScope::Universe => "global",
+                    AddressScope::Link => "link",
+                    AddressScope::Host => "local",
+                    AddressScope::Site => "site",
+                    _ => "unknown",
+                },
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn interface_of(m: &LinkMessage) -> Interface {
