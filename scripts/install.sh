@@ -72,7 +72,7 @@ apt-get update
 # (squashfs images from image servers).
 apt-get install -y --no-install-recommends \
     busybox-static build-essential gcc libc6-dev ca-certificates lxcfs \
-    dnsmasq-base nftables debootstrap squashfs-tools
+    dnsmasq-base nftables debootstrap debian-archive-keyring squashfs-tools
 
 # --- build and install ----------------------------------------------------------------------
 say "cargo build --release --locked"

@@ -2,7 +2,7 @@
 """A static HTTP server for the simplestreams tests, on loopback only.
 
 Serves ROOT with `Range: bytes=N-` support, logs every GET (path and Range) to LOG, and
-can serve HTTPS (`--tls CERT KEY`) and misbehave on purpose: `--cut PATH=BYTES` closes the connection after BYTES bytes of
+can serve HTTPS (`--tls CERT KEY`) redirect (`--redirect PATH=URL`), and misbehave on purpose: `--cut PATH=BYTES` closes the connection after BYTES bytes of
 the first GET of PATH (to test resuming). Prints its port on stdout once listening.
 """
 import argparse
@@ -16,12 +16,14 @@ parser.add_argument("root")
 parser.add_argument("log")
 parser.add_argument("--cut", action="append", default=[])
 parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+parser.add_argument("--redirect", action="append", default=[])
 args = parser.parse_args()
 
 cuts = {}
 for c in args.cut:
     path, n = c.rsplit("=", 1)
     cuts[path] = int(n)
+redirects = dict(r.split("=", 1) for r in args.redirect)
 lock = threading.Lock()
 
 
@@ -37,6 +39,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with open(args.log, "a") as f:
                 f.write(f"GET {self.path} range={rng}\n")
             cut = cuts.pop(self.path, None)
+        if self.path in redirects:
+            self.send_response(302)
+            self.send_header("Location", redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         full = os.path.realpath(os.path.join(args.root, self.path.lstrip("/")))
         if not full.startswith(os.path.realpath(args.root) + "/") or not os.path.isfile(full):
             self.send_response(404)

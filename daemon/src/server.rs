@@ -68,6 +68,18 @@ pub async fn build_state(
             .await
             .map_err(|source| StartError::Io { path: d, source })?;
     }
+    // Image rootfs and container layers may hold setuid files and whatever an image brought:
+    // only root may reach them. The state dir itself is traversable (the socket's group).
+    for (d, mode) in [
+        (paths.dir.clone(), 0o711),
+        (paths.images(), 0o700),
+        (paths.containers(), 0o700),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
+            .await
+            .map_err(|source| StartError::Io { path: d, source })?;
+    }
     // A build killed with ctld may have left mounts (debootstrap's proc, sys) in there.
     let left = {
         let tmp = paths.tmp();

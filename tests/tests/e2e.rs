@@ -922,3 +922,24 @@ fn privileged_container_is_still_fenced() {
     assert_eq!(ids.len(), 2);
     assert_eq!(ids[0], ids[1], "the command is not a session leader");
 }
+
+/// Image rootfs and container layers can hold setuid files an image brought: only root
+/// may reach them; the state dir stays traversable for the socket's group.
+#[test]
+fn state_dirs_are_closed_to_other_users() {
+    if !require_root("state_dirs_are_closed_to_other_users") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start();
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(d.path()), 0o711);
+    assert_eq!(mode(&d.path().join("images")), 0o700);
+    assert_eq!(mode(&d.path().join("containers")), 0o700);
+}

@@ -426,6 +426,22 @@ fn dnsmasq_pid(d: &Daemon, name: &str) -> Option<i32> {
         .then_some(pid)
 }
 
+/// PIDs of dnsmasq processes serving interface `net` (from every `/proc/<pid>/cmdline`).
+fn dnsmasq_serving(net: &str) -> Vec<i32> {
+    let want = format!("--interface={net}");
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == want.as_bytes()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `nft -j list table inet ctl_<name>`, or `None` when the table does not exist.
 fn nft_table(name: &str) -> Option<String> {
     let out = Command::new("nft")
@@ -519,4 +535,52 @@ fn dns_dhcp_and_nat_come_with_a_network_and_go_with_it() {
         "network files are left"
     );
     assert!(!interfaces().contains(&net));
+}
+
+#[test]
+fn an_interface_that_is_not_a_bridge_is_never_taken_over() {
+    root_or_skip!("an_interface_that_is_not_a_bridge_is_never_taken_over");
+    let mut d = Daemon::start();
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    create_network(&d, &net, &[]);
+    // While ctld is down, the name goes to another kind of interface with its own address.
+    d.kill(15);
+    let ip = |args: &[&str]| {
+        let st = Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap_or_else(|e| panic!("ip: {e}"));
+        assert!(st.success(), "ip {args:?}");
+    };
+    ip(&["link", "del", &net]);
+    let peer = format!("{net}p");
+    ip(&["link", "add", &net, "type", "veth", "peer", "name", &peer]);
+    ip(&["addr", "add", "192.0.2.77/32", "dev", &net]);
+    d.restart();
+    let out = Command::new("ip")
+        .args(["-o", "addr", "show", "dev", &net])
+        .output()
+        .unwrap_or_else(|e| panic!("ip: {e}"));
+    let addrs = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(addrs.contains("192.0.2.77/32"), "{addrs}");
+    assert!(
+        !Path::new("/sys/class/net")
+            .join(&net)
+            .join("bridge")
+            .exists(),
+        "the veth was replaced by a bridge"
+    );
+    // The dnsmasq the first daemon left for the network is stopped, none started.
+    assert!(
+        wait_until(Duration::from_secs(5), || dnsmasq_serving(&net).is_empty()),
+        "dnsmasq left for {net}: {:?}",
+        dnsmasq_serving(&net)
+    );
+    // Deleting the network refuses to delete the interface.
+    let r = d.ctl(&["network", "delete", &net]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not a bridge"), "{}", r.stderr);
+    assert!(Path::new("/sys/class/net").join(&net).exists());
+    // (The guard removes the veth pair.)
 }

@@ -142,7 +142,14 @@ fn a_daemon_pulls_unified_and_squashfs_images_from_another() {
         b.ok(&["remote", "list", "--format", "csv"])
             .contains(&format!("a,{url},simplestreams,YES"))
     );
-    b.ok(&["launch", "a:busybox", "c1"]);
+    // Two launches at once share one download.
+    std::thread::scope(|s| {
+        let first = s.spawn(|| b.ctl(&["launch", "a:busybox", "c1"]));
+        let second = b.ctl(&["launch", "a:busybox", "c0"]);
+        let first = first.join().unwrap_or_else(|_| panic!("launch thread"));
+        assert_eq!(first.code, 0, "{first:?}");
+        assert_eq!(second.code, 0, "{second:?}");
+    });
     assert_eq!(
         b.ok(&["exec", "c1", "--", "echo", "pulled"]).trim(),
         "pulled"
@@ -229,9 +236,23 @@ impl StaticServer {
         cuts: &[String],
         tls: Option<(&Path, &Path)>,
     ) -> StaticServer {
+        StaticServer::start_full(root, log, cuts, tls, &[])
+    }
+
+    /// With `redirects` (`PATH=URL`): those paths answer 302 to the URL.
+    fn start_full(
+        root: &Path,
+        log: &Path,
+        cuts: &[String],
+        tls: Option<(&Path, &Path)>,
+        redirects: &[String],
+    ) -> StaticServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ss_server.py");
         let mut cmd = Command::new("python3");
         cmd.arg(script).arg(root).arg(log);
+        for r in redirects {
+            cmd.arg("--redirect").arg(r);
+        }
         if let Some((cert, key)) = tls {
             cmd.arg("--tls").arg(cert).arg(key);
         }
@@ -426,7 +447,9 @@ fn https_servers_are_verified_against_the_trusted_cas() {
     write_tree(
         &root,
         serde_json::json!({
-            "busybox:tls:amd64:default": product("tls/busybox", "image.tar", &fp, size)
+            "busybox:tls:amd64:default": product("tls/busybox", "image.tar", &fp, size),
+            "busybox:redir:amd64:default":
+                product("tls/redirected", "redir.tar", &"e".repeat(64), size),
         }),
     );
     // A test CA, and a certificate for localhost it signs; only the second daemon trusts it.
@@ -492,7 +515,14 @@ fn https_servers_are_verified_against_the_trusted_cas() {
         "cert.pem",
     ]);
     assert!(ca_key.is_file() && csr.is_file());
-    let server = StaticServer::start_tls(&root, &tree.path().join("log"), &[], Some((&cert, &key)));
+    let server = StaticServer::start_full(
+        &root,
+        &tree.path().join("log"),
+        &[],
+        Some((&cert, &key)),
+        // A downgrade to plain http (never contacted: refused before).
+        &["/redir.tar=http://127.0.0.1:9/redir.tar".to_string()],
+    );
 
     // Not trusted: refused with a TLS error, nothing stored.
     let untrusting = Daemon::start();
@@ -505,6 +535,13 @@ fn https_servers_are_verified_against_the_trusted_cas() {
     let cert_file = ca.to_string_lossy().into_owned();
     let b = Daemon::start_with_env(&[], &[("SSL_CERT_FILE", &cert_file)]);
     b.ok(&["remote", "add", "tls", &server.url]);
+    let r = b.ctl(&["launch", "tls:tls/redirected", "t0"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("refusing a redirect from https"),
+        "{}",
+        r.stderr
+    );
     b.ok(&["launch", "tls:tls/busybox", "t1"]);
     assert_eq!(b.ok(&["exec", "t1", "--", "echo", "tls"]).trim(), "tls");
     let (code, _) = b.http("GET", &format!("/1.0/images/{fp}"), None);

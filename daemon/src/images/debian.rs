@@ -240,9 +240,16 @@ pub fn main_archive(sources: &[AptSource]) -> Option<String> {
                 .any(|x| ARCHIVE_SUITES.contains(&x.as_str()))
         })
         .flat_map(|s| s.uris.iter())
-        .find(|u| check_mirror(u).is_ok() && !u.trim_end_matches('/').ends_with("-security"))
+        .filter(|u| check_mirror(u).is_ok() && !u.trim_end_matches('/').ends_with("-security"))
+        // A Debian archive's path ends in `/debian`; a third-party repository with the
+        // same suite names only when nothing else fits (its Release would then fail the
+        // signature check against Debian's keyring anyway).
+        .min_by_key(|u| !u.trim_end_matches('/').ends_with("/debian"))
         .map(|u| u.trim_end_matches('/').to_string())
 }
+
+/// Debian's archive keyring: debootstrap checks the mirror's Release signature with it.
+pub const ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// A mirror must be an http(s), ftp or file URL.
 pub fn check_mirror(url: &str) -> Result<(), ImageError> {
@@ -437,12 +444,21 @@ async fn debootstrap(
     let program = find_debootstrap().ok_or_else(|| {
         ImageError::Build("debootstrap is not installed (apt-get install debootstrap)".into())
     })?;
+    // Never install unverified packages as root: require the signature check.
+    if !Path::new(ARCHIVE_KEYRING).is_file() {
+        return Err(ImageError::Build(format!(
+            "{ARCHIVE_KEYRING} is missing (apt-get install debian-archive-keyring): \
+             the mirror's packages cannot be verified"
+        )));
+    }
     // `--debian-installer` writes its machine-readable progress to fd 3: point it at stdout.
     let mut child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg("exec \"$0\" \"$@\" 3>&1")
         .arg(&program)
         .arg("--debian-installer")
+        .arg("--force-check-gpg")
+        .arg(format!("--keyring={ARCHIVE_KEYRING}"))
         .arg("--variant=minbase")
         .arg(format!("--include={}", PACKAGES.join(",")))
         .arg(format!("--arch={arch}"))
@@ -1085,6 +1101,15 @@ broken
         assert_eq!(main_archive(&s[2..4]), None);
         // Third-party repositories are not Debian's archive.
         assert_eq!(main_archive(&s[4..]), None);
+        // One that uses Debian's suite names loses to a `/debian` archive listed after it.
+        let s = parse_one_line(
+            "deb http://packages.example/php bookworm main\n\
+             deb http://mirror.example/debian bookworm main\n",
+        );
+        assert_eq!(
+            main_archive(&s).as_deref(),
+            Some("http://mirror.example/debian")
+        );
     }
 
     #[test]

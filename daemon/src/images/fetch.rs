@@ -134,6 +134,14 @@ async fn get(url: &str, range_from: u64) -> Result<Answer, FetchError> {
             && let Some(loc) = resp.headers().get(header::LOCATION)
         {
             let loc = loc.to_str().map_err(|_| FetchError::BadUrl(url.clone()))?;
+            // Never from https to plain http: the catalog's checksums are what every
+            // download is verified against.
+            if tls && !loc.starts_with("https://") && loc.contains("://") {
+                return Err(transport(
+                    &url,
+                    format!("refusing a redirect from https to {loc}"),
+                ));
+            }
             url = if loc.contains("://") {
                 loc.to_string()
             } else {

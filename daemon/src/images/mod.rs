@@ -90,6 +90,8 @@ pub struct ImageStore {
     build_lock: Arc<Mutex<()>>,
     /// Held while a Debian image is built (minutes), so imports need not wait for it.
     debian_lock: Arc<Mutex<()>>,
+    /// One lock per fingerprint being pulled: concurrent pulls of one image share a download.
+    pulls: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>>,
     /// Where `image-deleted` is announced.
     events: crate::events::Events,
 }
@@ -115,6 +117,7 @@ impl ImageStore {
             paths,
             build_lock: Arc::new(Mutex::new(())),
             debian_lock: Arc::new(Mutex::new(())),
+            pulls: Arc::default(),
             events: crate::events::Events::default(),
         }
     }

@@ -9,6 +9,7 @@
 //! rename). A wrong checksum or a truncated file leaves no image, no row and no download.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::fetch::{self, Expected, FetchError};
 use super::progress::Progress;
@@ -114,6 +115,29 @@ impl ImageStore {
     /// image becomes an explicit one with those aliases (`ctl image copy`); without, a
     /// new image is a cached one (pulled for an instance).
     pub async fn pull(
+        &self,
+        image: &RemoteImage,
+        progress: &Progress,
+        copy: Option<&CopyOptions>,
+    ) -> Result<String, ImageError> {
+        let sel = &image.selection;
+        // One pull per image at a time: a second waits and then finds it stored.
+        let lock = {
+            let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+            pulls.entry(sel.fingerprint.clone()).or_default().clone()
+        };
+        let result = {
+            let _held = lock.lock().await;
+            self.pull_locked(image, progress, copy).await
+        };
+        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&lock) <= 2 {
+            pulls.remove(&sel.fingerprint);
+        }
+        result
+    }
+
+    async fn pull_locked(
         &self,
         image: &RemoteImage,
         progress: &Progress,

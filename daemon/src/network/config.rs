@@ -63,11 +63,12 @@ pub fn validate_name(name: &str) -> Result<(), ConfigError> {
     }
     if !name
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(err("only letters, digits, '-', '_' and '.' are allowed"));
+        // No '.': the name is also an nftables table's suffix.
+        return Err(err("only letters, digits, '-' and '_' are allowed"));
     }
-    if name.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.') {
+    if name.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
         return Err(err("it must start with a letter or '_'"));
     }
     Ok(())
@@ -409,10 +410,20 @@ mod tests {
 
     #[test]
     fn network_names() {
-        for ok in ["ctlbr0", "n1", "_x", "a.b-c_d", "abcdefghijklmno"] {
+        for ok in ["ctlbr0", "n1", "_x", "ab-c_d", "abcdefghijklmno"] {
             assert_eq!(validate_name(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "0br", "-x", ".x", "a/b", "a b", "abcdefghijklmnop", "é"] {
+        for bad in [
+            "",
+            "0br",
+            "-x",
+            ".x",
+            "a.b",
+            "a/b",
+            "a b",
+            "abcdefghijklmnop",
+            "é",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }

@@ -308,10 +308,20 @@ impl Networks {
         let Some(s) = self.services.get() else {
             return;
         };
-        if let Some(h) = s.dnsmasq.lock().await.remove(name)
-            && let Err(e) = h.stop().await
-        {
-            tracing::warn!(network = %name, error = %e, "stopping dnsmasq");
+        let dir = s.dir.join(name);
+        match s.dnsmasq.lock().await.remove(name) {
+            Some(h) => {
+                if let Err(e) = h.stop().await {
+                    tracing::warn!(network = %name, error = %e, "stopping dnsmasq");
+                }
+            }
+            // None running under this daemon: one a previous daemon left, found by its pid
+            // file, must not outlive the network either.
+            None => {
+                if let Err(e) = dnsmasq::stop_stale(&dir).await {
+                    tracing::warn!(network = %name, error = %e, "stopping a leftover dnsmasq");
+                }
+            }
         }
         let n = name.to_string();
         match tokio::task::spawn_blocking(move || nft::remove_network(&n)).await {
@@ -321,7 +331,7 @@ impl Networks {
             }
             Err(e) => tracing::warn!(network = %name, error = %e, "removing the nftables table"),
         }
-        let _ = tokio::fs::remove_dir_all(s.dir.join(name)).await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
     }
 
     /// The `(hwaddr, ipv4, instance)` set of network `name` changed: give dnsmasq the new
@@ -786,9 +796,11 @@ impl Networks {
                 users,
             });
         }
-        self.network_down(name).await;
+        // The bridge first: a name taken by something that is not our bridge refuses the
+        // delete before the network's services are touched.
         let n = name.to_string();
         self.blocking(move |w| w.delete_bridge(&n)).await?;
+        self.network_down(name).await;
         db::networks::delete(&self.db, name).await?;
         tracing::info!(network = %name, "network deleted");
         Ok(())
@@ -814,7 +826,13 @@ impl Networks {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(network = %name, error = %e, "could not set up the bridge")
+                    tracing::warn!(network = %name, error = %e, "could not set up the bridge");
+                    // No bridge, no services: stop a dnsmasq a previous daemon left for it.
+                    if let Some(s) = self.services.get()
+                        && let Err(e) = dnsmasq::stop_stale(&s.dir.join(&name)).await
+                    {
+                        tracing::warn!(network = %name, error = %e, "stopping a leftover dnsmasq");
+                    }
                 }
             }
         }

@@ -43,6 +43,10 @@ pub enum NetError {
     },
     #[error("interface \"{0}\" not found")]
     NoSuchLink(String),
+    /// A network's name is taken on the host by an interface that is not a bridge: it is
+    /// never adopted, changed or deleted.
+    #[error("interface \"{0}\" exists on the host and is not a bridge: not touching it")]
+    NotABridge(String),
     #[error("the netlink thread panicked")]
     Thread,
 }
@@ -240,6 +244,9 @@ pub fn ensure_bridge(spec: &BridgeSpec) -> Result<(), NetError> {
     with_netlink(None, true, |host, _| async move {
         let h = handle(host)?;
         let index = match link_index(&h, &spec.name).await? {
+            Some(_) if !is_bridge(&spec.name) => {
+                return Err(NetError::NotABridge(spec.name.clone()));
+            }
             Some(i) => i,
             None => {
                 match h
@@ -305,6 +312,9 @@ pub fn delete_bridge(name: &str) -> Result<(), NetError> {
         let Some(index) = link_index(&h, name).await? else {
             return Ok(());
         };
+        if !is_bridge(name) {
+            return Err(NetError::NotABridge(name.to_string()));
+        }
         match h.link().del(index).execute().await {
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
             r => r.map_err(nl(format!("delete bridge {name}"))),
@@ -567,14 +577,25 @@ pub fn write_resolver(root: &super::files::RootDir, spec: &ResolverSpec) -> Resu
             source: io::Error::other(e.to_string()),
         }
     };
-    // The content of a regular file, `Some("")` when missing, `None` for anything else.
+    // The content of a regular file, `Some("")` when missing, `None` for anything else. The
+    // container owns these files: one larger than a resolver file can be (or not text) is
+    // left alone, never read whole.
+    const MAX: u64 = 64 * 1024;
     let current = |path: &InnerPath| -> Result<Option<String>, NetError> {
         match files::read(root, path) {
-            Ok((_, FileContent::File(mut f))) => {
-                let mut text = String::new();
-                f.read_to_string(&mut text)
+            Ok((_, FileContent::File(f))) => {
+                let mut bytes = Vec::new();
+                f.take(MAX + 1)
+                    .read_to_end(&mut bytes)
                     .map_err(io_op(format!("read {}", path.as_str())))?;
-                Ok(Some(text))
+                if bytes.len() as u64 > MAX {
+                    tracing::info!(
+                        path = path.as_str(),
+                        "larger than a resolver file: left alone"
+                    );
+                    return Ok(None);
+                }
+                Ok(String::from_utf8(bytes).ok())
             }
             Ok(_) => Ok(None),
             Err(files::FileError::NotFound { .. }) => Ok(Some(String::new())),
@@ -682,6 +703,11 @@ mod tests {
         std::os::unix::fs::symlink("../run/resolv.conf", etc.join("resolv.conf"))?;
         write_resolver(&root, &spec)?;
         assert!(!tmp.path().join("run").exists());
+        // A huge (sparse) hosts file is left alone, not read into memory.
+        let big = std::fs::File::create(etc.join("hosts"))?;
+        big.set_len(1 << 34)?;
+        write_resolver(&root, &spec)?;
+        assert_eq!(std::fs::metadata(etc.join("hosts"))?.len(), 1 << 34);
         Ok(())
     }
 
