@@ -584,3 +584,35 @@ fn an_interface_that_is_not_a_bridge_is_never_taken_over() {
     assert!(Path::new("/sys/class/net").join(&net).exists());
     // (The guard removes the veth pair.)
 }
+
+#[test]
+fn a_network_a_running_container_still_uses_cannot_be_deleted() {
+    root_or_skip!("a_network_a_running_container_still_uses_cannot_be_deleted");
+    let d = Daemon::start();
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    create_network(&d, &net, &[]);
+    let (code, body) = d.http(
+        "PATCH",
+        "/1.0/profiles/default",
+        Some(&format!(
+            r#"{{"devices": {{"eth0": {{"type": "nic", "network": "{net}", "name": "eth0"}}}}}}"#
+        )),
+    );
+    assert_eq!(code, 200, "{body}");
+    d.ok(&["launch", "busybox", "c1"]);
+    assert!(!address_of(&d, "c1", "eth0").is_empty());
+    // The profile no longer names the network, but c1 runs on it until its next start.
+    let (code, body) = d.http("PUT", "/1.0/profiles/default", Some(r#"{"devices": {}}"#));
+    assert_eq!(code, 200, "{body}");
+    let r = d.ctl(&["network", "delete", &net]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("c1"), "{}", r.stderr);
+    assert!(
+        interfaces().contains(&net),
+        "the bridge went under a running container"
+    );
+    d.ok(&["stop", "--force", "c1"]);
+    d.ok(&["network", "delete", &net]);
+    assert!(!interfaces().contains(&net));
+}

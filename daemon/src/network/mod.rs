@@ -470,12 +470,32 @@ impl Networks {
                     .push(format!("/1.0/profiles/{}", p.name));
             }
         }
-        for row in db::instances::list(&self.db).await? {
+        let rows = db::instances::list(&self.db).await?;
+        for row in &rows {
             let expanded = expand(&profiles, &row.profiles, &row.devices);
             for n in targets(&expanded) {
                 out.entry(n)
                     .or_default()
                     .push(format!("/1.0/instances/{}", row.name));
+            }
+        }
+        // A running instance holding a lease (its NIC was removed from a profile, but it
+        // runs with it until its next start) uses the network too.
+        let running: BTreeSet<&str> = rows
+            .iter()
+            .filter(|r| r.init_pid > 0)
+            .map(|r| r.name.as_str())
+            .collect();
+        for n in &names {
+            for l in db::networks::leases(&self.db, n).await? {
+                if !running.contains(l.instance.as_str()) {
+                    continue;
+                }
+                let url = format!("/1.0/instances/{}", l.instance);
+                let users = out.entry(n.clone()).or_default();
+                if !users.contains(&url) {
+                    users.push(url);
+                }
             }
         }
         Ok(out)
