@@ -78,6 +78,33 @@ fn lookup(expr: &str, ctx: &Context<'_>) -> String {
     }
 }
 
+/// The first construct of `template` [`render`] does not handle (pongo2 tags `{% %}`,
+/// comments `{# #}`, function calls or filters inside `{{ }}`), if any: such a template is
+/// left out rather than written half-rendered.
+pub fn unsupported(template: &str) -> Option<&'static str> {
+    if template.contains("{%") {
+        return Some("{% %} tags");
+    }
+    if template.contains("{#") {
+        return Some("{# #} comments");
+    }
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start + 2..].find("}}") else {
+            return Some("an unclosed {{");
+        };
+        let expr = rest[start + 2..start + 2 + len].trim();
+        if !expr
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'|' | b' '))
+        {
+            return Some("expressions other than plain names");
+        }
+        rest = &rest[start + 2 + len + 2..];
+    }
+    None
+}
+
 /// Render `template`: every `{{ expr }}` replaced by its value.
 pub fn render(template: &str, ctx: &Context<'_>) -> String {
     let mut out = String::with_capacity(template.len());
@@ -220,26 +247,37 @@ pub fn apply(
             .take(MAX_TEMPLATE)
             .read_to_string(&mut text)
             .map_err(io_at(&tpath))?;
+        if let Some(what) = unsupported(&text) {
+            tracing::warn!(template = %entry.template, target, what, "template uses syntax ctl does not render: left out");
+            continue;
+        }
         let ctx = Context {
             name,
             trigger,
             image: image_properties,
             properties: &entry.properties,
         };
-        write_in_upper(upper, &lower, &rel, render(&text, &ctx).as_bytes())?;
-        written.push(rel);
+        if write_in_upper(upper, &lower, &rel, render(&text, &ctx).as_bytes())? {
+            written.push(rel);
+        } else {
+            tracing::warn!(
+                target,
+                "template target is under a symlink or file in the image: left out"
+            );
+        }
     }
     Ok(written)
 }
 
-/// Write `content` at `rel` in `upper`, making missing parents (with the mode the lower
-/// layer's directory has, 0755 otherwise); never follows a symlink in `upper`.
+/// Write `content` at `rel` in `upper`, making missing parents (with the mode and owner the
+/// lower layer's directory has, 0755 root otherwise); never follows a symlink in `upper`.
+/// `false` (nothing written) when a parent is not a directory in the lower layer.
 fn write_in_upper(
     upper: &Path,
     lower: &Path,
     rel: &Path,
     content: &[u8],
-) -> Result<(), ImageError> {
+) -> Result<bool, ImageError> {
     let mut dir = upper.to_path_buf();
     let mut lower_dir = lower.to_path_buf();
     let parents: Vec<_> = rel
@@ -258,10 +296,14 @@ fn write_in_upper(
                 )));
             }
             Err(_) => {
-                let mode = lower_dir
-                    .symlink_metadata()
-                    .ok()
-                    .filter(|m| m.is_dir())
+                let below = lower_dir.symlink_metadata().ok();
+                // A directory here would hide what the image has at this path (a usrmerge
+                // symlink such as /lib -> usr/lib, or a file): leave the template out.
+                if below.as_ref().is_some_and(|m| !m.is_dir()) {
+                    return Ok(false);
+                }
+                let mode = below
+                    .as_ref()
                     .map_or(0o755, |m| m.permissions().mode() & 0o7777);
                 std::fs::DirBuilder::new()
                     .mode(mode)
@@ -269,6 +311,11 @@ fn write_in_upper(
                     .map_err(io_at(&dir))?;
                 std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
                     .map_err(io_at(&dir))?;
+                if let Some(m) = &below {
+                    use std::os::unix::fs::MetadataExt;
+                    std::os::unix::fs::lchown(&dir, Some(m.uid()), Some(m.gid()))
+                        .map_err(io_at(&dir))?;
+                }
             }
         }
     }
@@ -281,7 +328,8 @@ fn write_in_upper(
         .custom_flags(libc::O_NOFOLLOW)
         .open(&file)
         .map_err(io_at(&file))?;
-    f.write_all(content).map_err(io_at(&file))
+    f.write_all(content).map_err(io_at(&file))?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -396,6 +444,52 @@ mod tests {
             "create_only and present below"
         );
         assert!(!upper.join("etc/on-start").exists());
+        // Left out: a template ctl cannot render, and a target under a usrmerge symlink.
+        let image = tmp.path().join("image2");
+        std::fs::create_dir_all(image.join("rootfs/etc"))?;
+        std::fs::create_dir_all(image.join("rootfs/usr/lib"))?;
+        std::os::unix::fs::symlink("usr/lib", image.join("rootfs/lib"))?;
+        entries.insert(
+            "/etc/cloud.cfg".to_string(),
+            entry(&["create"], "cloud.tpl", false),
+        );
+        entries.insert(
+            "/lib/x.conf".to_string(),
+            entry(&["create"], "hostname.tpl", false),
+        );
+        store(
+            &image,
+            &entries,
+            &[
+                (
+                    "hostname.tpl".to_string(),
+                    b"{{ container.name }}\n".to_vec(),
+                ),
+                (
+                    "cloud.tpl".to_string(),
+                    b"{% if config_get(\"user.x\", \"\") %}x{% endif %}\n".to_vec(),
+                ),
+            ],
+        )?;
+        let upper2 = tmp.path().join("upper2");
+        std::fs::create_dir(&upper2)?;
+        let written = apply(&image, &upper2, "web-2", "create", &BTreeMap::new())?;
+        // (etc/keep: create_only, and this image has none below.)
+        assert_eq!(
+            written,
+            [PathBuf::from("etc/hostname"), PathBuf::from("etc/keep")]
+        );
+        assert!(!upper2.join("etc/cloud.cfg").exists());
+        assert!(
+            !upper2.join("lib").exists(),
+            "a dir in upper would hide /lib -> usr/lib"
+        );
+        assert_eq!(
+            unsupported("{{ instance.name }} {{ image.os | lower }}"),
+            None
+        );
+        assert!(unsupported("{{ config_get(\"a\") }}").is_some());
+        assert!(unsupported("{# note #}").is_some());
         // An image without templates writes nothing.
         let plain = tmp.path().join("plain");
         std::fs::create_dir(&plain)?;
