@@ -616,3 +616,43 @@ fn a_network_a_running_container_still_uses_cannot_be_deleted() {
     d.ok(&["network", "delete", &net]);
     assert!(!interfaces().contains(&net));
 }
+
+#[test]
+fn nics_are_plugged_into_and_out_of_a_running_container() {
+    root_or_skip!("nics_are_plugged_into_and_out_of_a_running_container");
+    let d = Daemon::start();
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    let gw = create_network(&d, &net, &[]);
+    d.ok(&["launch", "busybox", "c1"]);
+    let pid = d.init_pid("c1");
+    let net_arg = format!("network={net}");
+    d.ok(&["config", "device", "add", "c1", "eth0", "nic", &net_arg]);
+    // Live: same init, an address, and the gateway answers.
+    assert_eq!(d.init_pid("c1"), pid);
+    let addr = address_of(&d, "c1", "eth0");
+    assert!(!addr.is_empty(), "no address after the hot-plug");
+    assert!(
+        wait_until(Duration::from_secs(5), || d
+            .ctl(&["exec", "c1", "--", "ping", "-c", "1", "-W", "1", &gw])
+            .code
+            == 0),
+        "the gateway does not answer after the hot-plug"
+    );
+    let host_veth = host_name_of(&d, "c1");
+    assert!(interfaces().contains(&host_veth));
+    // Unplugged: the interface, its veth and its lease go; the container keeps running.
+    d.ok(&["config", "device", "remove", "c1", "eth0"]);
+    assert_eq!(d.init_pid("c1"), pid);
+    assert!(
+        d.state("c1")["network"]["eth0"].is_null(),
+        "eth0 is still there"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !interfaces()
+            .contains(&host_veth)),
+        "the host veth is left"
+    );
+    let leases = d.ok(&["network", "list-leases", &net, "--format", "csv"]);
+    assert!(!leases.contains(&addr), "{leases}");
+}

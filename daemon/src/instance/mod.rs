@@ -1112,19 +1112,15 @@ impl Instances {
             self.check_devices(name, &profiles, &devices).await?;
         let init = self.running_init(&row);
         let running = init.is_some();
-        // Proxy devices change live; any other device needs a restart.
+        // Proxy devices and NICs change live (hot-plug).
         let mut proxies_changed = false;
+        let mut nic_change = NicChange::default();
         if running && (devices != row.devices || profiles != row.profiles) {
             let all = db::profiles::list(&self.db).await?;
             let (before, before_proxies) =
                 split_proxies(network::expand(&all, &row.profiles, &row.devices));
             let (after, after_proxies) = split_proxies(network::expand(&all, &profiles, &devices));
-            if before != after {
-                return Err(InstanceError::Invalid(format!(
-                    "devices of \"{name}\" other than proxy devices cannot change while it \
-                     is running (no hot-plug yet): stop it, or restart it to apply"
-                )));
-            }
+            nic_change = NicChange::between(&before, &after);
             proxies_changed = before_proxies != after_proxies;
         }
         // Volatile keys of devices that are gone go with them; new NICs get their MAC.
@@ -1138,6 +1134,17 @@ impl Instances {
             !(key == "hwaddr" || key == "host_name") || nics.iter().any(|n| n.nic.device == dev)
         });
         assign_volatile_nics(&mut cfg, &nics);
+        for r in nics
+            .iter()
+            .filter(|r| nic_change.added.contains(&r.nic.device))
+        {
+            let host = r
+                .nic
+                .host_name
+                .clone()
+                .unwrap_or_else(network::random_host_name);
+            cfg.insert(network::host_name_key(&r.nic.device), host);
+        }
         if !running {
             self.networks.sync_leases(name, &nics, &cfg).await?;
         }
@@ -1163,6 +1170,12 @@ impl Instances {
             _ => None,
         };
         let result = async {
+            if let Some(init) = init
+                && !nic_change.is_empty()
+            {
+                self.hotplug_nics(name, &init, &nics, &cfg, &nic_change)
+                    .await?;
+            }
             if running && new_limits != old_limits {
                 let n = name.to_string();
                 self.blocking_worker(move |w| w.apply_limits(&n, &new_limits))
@@ -1193,6 +1206,47 @@ impl Instances {
         }
         self.events
             .instance("instance-updated", name, BTreeMap::new());
+        Ok(())
+    }
+
+    /// Apply a NIC change to a running instance: interfaces of removed or changed devices
+    /// go (their veths with them), leases follow the new devices, new or changed devices get
+    /// their veth made in the container's netns. A failure removes what was added.
+    async fn hotplug_nics(
+        &self,
+        name: &str,
+        init: &InitProcess,
+        nics: &[ResolvedNic],
+        cfg: &BTreeMap<String, String>,
+        change: &NicChange,
+    ) -> Result<(), InstanceError> {
+        let (i, gone) = (init.clone(), change.removed_interfaces.clone());
+        self.blocking_worker(move |w| w.remove_nics(&i, &gone))
+            .await?;
+        self.networks.sync_leases(name, nics, cfg).await?;
+        let plan = self.networks.plan_start(name, nics, cfg).await?;
+        let added: Vec<String> = nics
+            .iter()
+            .filter(|r| change.added.contains(&r.nic.device))
+            .map(|r| r.nic.name.clone())
+            .collect();
+        let specs: Vec<_> = plan
+            .nics
+            .into_iter()
+            .filter(|s| added.contains(&s.name))
+            .collect();
+        let i = init.clone();
+        let made = self
+            .blocking_worker(move |w| w.setup_nics(&i, &specs))
+            .await;
+        if let Err(e) = made {
+            let i = init.clone();
+            let _ = self
+                .blocking_worker(move |w| w.remove_nics(&i, &added))
+                .await;
+            return Err(e);
+        }
+        tracing::info!(instance = %name, added = ?change.added, removed = ?change.removed_interfaces, "NICs changed live");
         Ok(())
     }
 
@@ -1412,6 +1466,40 @@ impl Instances {
 }
 
 /// Split expanded devices into (every device but the proxies, the proxies).
+/// How the NIC devices of a running instance change in an update.
+#[derive(Debug, Default)]
+struct NicChange {
+    /// Devices new or changed: their veth is made.
+    added: Vec<String>,
+    /// Interface names (inside) of devices removed or changed: removed first.
+    removed_interfaces: Vec<String>,
+}
+
+impl NicChange {
+    /// The change from `before` to `after` (non-proxy devices, i.e. NICs).
+    fn between(before: &network::Devices, after: &network::Devices) -> NicChange {
+        let ifname = |dev: &str, d: &BTreeMap<String, String>| {
+            d.get("name").cloned().unwrap_or_else(|| dev.to_string())
+        };
+        NicChange {
+            added: after
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            removed_interfaces: before
+                .iter()
+                .filter(|(k, v)| after.get(*k) != Some(*v))
+                .map(|(k, v)| ifname(k, v))
+                .collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed_interfaces.is_empty()
+    }
+}
+
 fn split_proxies(devices: network::Devices) -> (network::Devices, network::Devices) {
     devices
         .into_iter()

@@ -245,6 +245,16 @@ impl Worker for FakeWorker {
         Ok(())
     }
 
+    fn remove_nics(&self, init: &InitProcess, names: &[String]) -> Result<(), WorkerError> {
+        self.record(format!("remove_nics {} {}", init.pid, names.join(",")));
+        if let Ok(mut n) = self.nics.lock()
+            && let Some(list) = n.get_mut(&init.pid)
+        {
+            list.retain(|s| !names.contains(&s.name));
+        }
+        Ok(())
+    }
+
     fn write_resolver(
         &self,
         init: &InitProcess,

@@ -123,6 +123,8 @@ pub trait Worker: Send + Sync + 'static {
     /// Create a running container's NICs (veth peers made inside its netns) and configure
     /// addresses and routes inside. On failure the caller kills the init.
     fn setup_nics(&self, init: &InitProcess, nics: &[NicSpec]) -> Result<(), WorkerError>;
+    /// Remove interfaces (by their name inside) from a running container (hot-unplug).
+    fn remove_nics(&self, init: &InitProcess, names: &[String]) -> Result<(), WorkerError>;
     /// Write `/etc/resolv.conf` and `/etc/hosts` entries a running container lacks.
     fn write_resolver(&self, init: &InitProcess, spec: &ResolverSpec) -> Result<(), WorkerError>;
     /// The interfaces of the netns `pid` lives in (`None`: the host's), or only `only`.
@@ -440,6 +442,13 @@ impl Worker for HostWorker {
             ))));
         }
         Ok(net::setup_nics(init.pid, nics)?)
+    }
+
+    fn remove_nics(&self, init: &InitProcess, names: &[String]) -> Result<(), WorkerError> {
+        if names.is_empty() || !proc::is_alive(init.pid, init.starttime) {
+            return Ok(());
+        }
+        Ok(net::remove_nics(init.pid, names)?)
     }
 
     fn write_resolver(&self, init: &InitProcess, spec: &ResolverSpec) -> Result<(), WorkerError> {

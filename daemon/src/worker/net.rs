@@ -429,6 +429,24 @@ pub fn setup_nics(pid: i32, nics: &[NicSpec]) -> Result<(), NetError> {
     })
 }
 
+/// Remove interfaces `names` from the network namespace of `pid` (NIC hot-unplug); the veth
+/// peer on the host goes with each. A name that is not there is fine.
+pub fn remove_nics(pid: i32, names: &[String]) -> Result<(), NetError> {
+    with_netlink(Some(pid), false, |_, inner| async move {
+        let c = handle(inner)?;
+        for name in names {
+            let Some(index) = link_index(&c, name).await? else {
+                continue;
+            };
+            match c.link().del(index).execute().await {
+                Err(e) if is_errno(&e, libc::ENODEV) => {}
+                r => r.map_err(nl(format!("remove {name} from the container")))?,
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The interfaces of the container whose init is `pid` (`None`: the host's), optionally only
 /// the one named `only`.
 pub fn interfaces(pid: Option<i32>, only: Option<&str>) -> Result<Vec<Interface>, NetError> {
