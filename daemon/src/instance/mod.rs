@@ -1220,7 +1220,7 @@ impl Instances {
         cfg: &BTreeMap<String, String>,
         change: &NicChange,
     ) -> Result<(), InstanceError> {
-        let (i, gone) = (init.clone(), change.removed_interfaces.clone());
+        let (i, gone) = (*init, change.removed_interfaces.clone());
         self.blocking_worker(move |w| w.remove_nics(&i, &gone))
             .await?;
         self.networks.sync_leases(name, nics, cfg).await?;
@@ -1235,12 +1235,12 @@ impl Instances {
             .into_iter()
             .filter(|s| added.contains(&s.name))
             .collect();
-        let i = init.clone();
+        let i = *init;
         let made = self
             .blocking_worker(move |w| w.setup_nics(&i, &specs))
             .await;
         if let Err(e) = made {
-            let i = init.clone();
+            let i = *init;
             let _ = self
                 .blocking_worker(move |w| w.remove_nics(&i, &added))
                 .await;
