@@ -89,6 +89,15 @@ pub enum NetworkError {
     Host(String),
 }
 
+/// The user dnsmasq drops to: Debian's `dnsmasq` user when it exists, else `nobody`, else
+/// none (it stays root).
+fn unprivileged_dnsmasq_user() -> Option<&'static str> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    ["dnsmasq", "nobody"]
+        .into_iter()
+        .find(|u| passwd.lines().any(|l| l.split(':').next() == Some(*u)))
+}
+
 /// The nameservers of a resolv.conf text (dnsmasq's upstream servers).
 fn host_nameservers(text: &str) -> Vec<IpAddr> {
     text.lines()
@@ -294,6 +303,10 @@ impl Networks {
         cfg.dhcp = m.cfg.dhcp;
         cfg.domain = m.cfg.domain.clone();
         cfg.upstream = s.upstream.clone();
+        // dnsmasq parses what containers send: let it drop root (as LXD and Incus run it).
+        if let Some(user) = unprivileged_dnsmasq_user() {
+            cfg.user = user.to_string();
+        }
         let hosts = self.static_hosts(m).await?;
         let handle = Dnsmasq::start(cfg, &hosts)
             .await
