@@ -230,11 +230,12 @@ pub async fn using_image(pool: &Pool, fingerprint: &str) -> Result<Vec<String>, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::db::{self, images};
 
-    async fn pool_with_image() -> Result<Pool, DbError> {
+    /// A fresh in-memory database with one image (`abc`) for instances to point at.
+    pub(crate) async fn pool_with_image() -> Result<Pool, DbError> {
         let pool = db::open_memory().await?;
         images::insert(
             &pool,

@@ -230,24 +230,10 @@ pub async fn set_setting(pool: &Pool, key: &str, value: &str) -> Result<(), DbEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{self, images, instances};
+    use crate::db::instances;
 
     async fn pool() -> Result<Pool, DbError> {
-        let pool = db::open_memory().await?;
-        images::insert(
-            &pool,
-            &images::NewImage {
-                fingerprint: "abc",
-                filename: "",
-                size: 1,
-                architecture: "x86_64",
-                created_at: "t",
-                properties: &BTreeMap::new(),
-                public: false,
-                cached: false,
-            },
-        )
-        .await?;
+        let pool = instances::tests::pool_with_image().await?;
         for name in ["c1", "c2"] {
             instances::insert(
                 &pool,
