@@ -24,7 +24,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -461,16 +461,7 @@ impl Root {
                 Self::clear(parent, raw, name)?;
                 symlinkat(OsStr::from_bytes(&target), parent.as_fd(), name)
                     .map_err(|e| io_name(name, e))?;
-                if chown {
-                    fchownat(
-                        parent.as_fd(),
-                        name,
-                        Some(uid),
-                        Some(gid),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| io_name(name, e))?;
-                }
+                chown_entry(chown, parent.as_fd(), name, uid, gid)?;
                 utimensat(
                     parent.as_fd(),
                     name,
@@ -523,16 +514,7 @@ impl Root {
                 Self::clear(parent, raw, name)?;
                 mkfifoat(parent.as_fd(), name, Mode::from_bits_truncate(0o600))
                     .map_err(|e| io_name(name, e))?;
-                if chown {
-                    fchownat(
-                        parent.as_fd(),
-                        name,
-                        Some(uid),
-                        Some(gid),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| io_name(name, e))?;
-                }
+                chown_entry(chown, parent.as_fd(), name, uid, gid)?;
                 fchmodat(
                     parent.as_fd(),
                     name,
@@ -568,6 +550,28 @@ impl Root {
         };
         futimens(fd.as_fd(), &t, &t).map_err(|e| self.io(comps, e))
     }
+}
+
+/// Give `name` in `parent` (never following a symlink) the entry's owner, when unpacking
+/// keeps owners.
+fn chown_entry(
+    chown: bool,
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    uid: Uid,
+    gid: Gid,
+) -> Result<(), ImageError> {
+    if chown {
+        fchownat(
+            parent,
+            name,
+            Some(uid),
+            Some(gid),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_name(name, e))?;
+    }
+    Ok(())
 }
 
 fn io_name(name: &OsStr, e: impl Into<io::Error>) -> ImageError {
