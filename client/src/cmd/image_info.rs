@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 
 use clap::Args;
-use ctl_api::{Image, ImageAlias, ImagesPost, ImagesPostSource};
+use ctl_api::{Image, ImagesPost, ImagesPostSource};
 use hyper::Method;
 
 use super::Error;
@@ -112,14 +112,7 @@ pub async fn copy(client: &Client, args: &CopyArgs) -> Result<String, Error> {
             },
             ..Default::default()
         }),
-        aliases: args
-            .aliases
-            .iter()
-            .map(|a| ImageAlias {
-                name: a.clone(),
-                description: String::new(),
-            })
-            .collect(),
+        aliases: super::image_transfer::alias_list(&args.aliases),
         public: args.public,
         ..Default::default()
     };

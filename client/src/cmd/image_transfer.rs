@@ -415,6 +415,17 @@ pub async fn export(client: &Client, args: &ExportArgs) -> Result<Vec<PathBuf>, 
     Ok(vec![dest])
 }
 
+/// `--alias` arguments as the aliases of an `ImagesPost`.
+pub(super) fn alias_list(names: &[String]) -> Vec<ImageAlias> {
+    names
+        .iter()
+        .map(|a| ImageAlias {
+            name: a.clone(),
+            description: String::new(),
+        })
+        .collect()
+}
+
 /// `ctl publish NAME`: returns the new image's fingerprint.
 pub async fn publish(client: &Client, args: &PublishArgs) -> Result<String, Error> {
     let request = ImagesPost {
@@ -423,14 +434,7 @@ pub async fn publish(client: &Client, args: &PublishArgs) -> Result<String, Erro
             name: args.name.clone(),
             ..Default::default()
         }),
-        aliases: args
-            .aliases
-            .iter()
-            .map(|a| ImageAlias {
-                name: a.clone(),
-                description: String::new(),
-            })
-            .collect(),
+        aliases: alias_list(&args.aliases),
         properties: args.properties.iter().cloned().collect(),
         compression_algorithm: args.compression.clone().unwrap_or_default(),
         public: args.public,
