@@ -41,10 +41,24 @@ const KEYS: &[&str] = &[
     "limits.processes",
     "limits.disk.priority",
     "raw.init",
+    "raw.idmap",
+    "security.privileged",
+    "security.nesting",
+    "security.idmap.isolated",
+    "security.idmap.base",
+    "security.idmap.size",
 ];
 
 /// Keys whose new value only takes effect at the next start.
-pub const START_ONLY_KEYS: &[&str] = &["raw.init"];
+pub const START_ONLY_KEYS: &[&str] = &[
+    "raw.init",
+    "raw.idmap",
+    "security.privileged",
+    "security.nesting",
+    "security.idmap.isolated",
+    "security.idmap.base",
+    "security.idmap.size",
+];
 
 /// Key prefixes that take any suffix: free-form user data and the exec environment, plus
 /// the ones the daemon writes itself.
@@ -77,10 +91,12 @@ pub fn validate(
     }
     limits(config, host, "")?;
     init_command(config)?;
+    super::idmap::from_config(config)?;
+    boolean("security.nesting", config)?;
     Ok(())
 }
 
-fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         value: value.into(),
@@ -168,7 +184,10 @@ fn level(key: &str, config: &BTreeMap<String, String>) -> Result<Option<u32>, Co
         .transpose()
 }
 
-fn boolean(key: &str, config: &BTreeMap<String, String>) -> Result<Option<bool>, ConfigError> {
+pub(crate) fn boolean(
+    key: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<Option<bool>, ConfigError> {
     config
         .get(key)
         .map(|v| match v.as_str() {

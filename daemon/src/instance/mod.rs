@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod files;
+pub mod idmap;
 pub mod name;
 pub mod profiles;
 mod proxies;
@@ -127,6 +128,8 @@ pub struct Instances {
     paths: Arc<Paths>,
     images: ImageStore,
     host: config::Host,
+    /// The host id ranges unprivileged containers are mapped into.
+    host_ids: idmap::HostIds,
     locks: Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>,
     creating: Arc<StdMutex<HashSet<String>>>,
     /// Where successful steps are announced as lifecycle events.
@@ -155,6 +158,7 @@ impl Instances {
             paths,
             images,
             host,
+            host_ids: idmap::HostIds::of_host(),
             locks: Arc::default(),
             creating: Arc::default(),
             events: crate::events::Events::default(),
@@ -492,9 +496,29 @@ impl Instances {
                 .unwrap_or_else(network::random_host_name);
             cfg.insert(key, host);
         }
+        let id_map = self.plan_idmap(name, &mut cfg).await?;
+        let on_disk = idmap::from_json(row.config.get(idmap::VOLATILE_ON_DISK));
+        if on_disk != id_map {
+            // The container's own files follow its map; the image layer is id-mapped at
+            // mount time instead. Idempotent: ids the old map does not know are kept, so a
+            // crash before the new map is recorded only repeats this walk.
+            let upper = spec.upper.clone();
+            let to = id_map.clone();
+            self.blocking_worker(move |w| w.shift_ids(&upper, on_disk.as_ref(), to.as_ref()))
+                .await?;
+            cfg.insert(
+                idmap::VOLATILE_ON_DISK.into(),
+                idmap::to_json(id_map.as_ref()),
+            );
+        }
         if cfg != row.config {
             db::instances::set_config(&self.db, name, &cfg).await?;
         }
+        let mut spec = spec;
+        if id_map.is_some() {
+            spec.namespaces.push(crate::worker::spec::Namespace::User);
+        }
+        spec.id_map = id_map;
         self.networks.sync_leases(name, &nics, &cfg).await?;
         let net_plan = self.networks.plan_start(name, &nics, &cfg).await?;
         // A container that stopped on its own: its monitor may still be removing the
@@ -564,6 +588,57 @@ impl Instances {
         }
         tracing::info!(instance = %name, pid = init.pid, "started");
         Ok(())
+    }
+
+    /// The id map instance `name` starts with (`None`: privileged), choosing (and keeping in
+    /// `cfg`) an isolated container's range and recording the map as
+    /// `volatile.idmap.current`.
+    async fn plan_idmap(
+        &self,
+        name: &str,
+        cfg: &mut BTreeMap<String, String>,
+    ) -> Result<Option<crate::worker::spec::IdMap>, InstanceError> {
+        let c = idmap::from_config(cfg)?;
+        if c.privileged {
+            cfg.insert(idmap::VOLATILE_CURRENT.into(), idmap::to_json(None));
+            return Ok(None);
+        }
+        let taken: Vec<(u32, u32)> = if c.isolated && c.base.is_none() {
+            db::instances::list(&self.db)
+                .await?
+                .iter()
+                .filter(|r| r.name != name)
+                .filter_map(|r| {
+                    let other = idmap::from_config(&r.config).ok()?;
+                    let base = r.config.get(idmap::VOLATILE_BASE)?.parse().ok()?;
+                    (other.isolated && !other.privileged).then_some((base, other.size))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let kept = cfg
+            .get(idmap::VOLATILE_BASE)
+            .and_then(|v| v.parse::<u32>().ok());
+        let ids = self.host_ids;
+        let uid_base = idmap::choose_base(&c, ids.uids, kept, &taken).ok_or_else(|| {
+            InstanceError::Invalid(format!(
+                "no free range of {} host ids left for an isolated container (host range {}+{})",
+                c.size, ids.uids.start, ids.uids.count
+            ))
+        })?;
+        // The gid range sits at the same offset in the host's gid range.
+        let gid_base = if c.base.is_some() {
+            uid_base
+        } else {
+            ids.gids.start + (uid_base - ids.uids.start)
+        };
+        if c.isolated {
+            cfg.insert(idmap::VOLATILE_BASE.into(), uid_base.to_string());
+        }
+        let map = idmap::build(&c, uid_base, gid_base);
+        cfg.insert(idmap::VOLATILE_CURRENT.into(), idmap::to_json(Some(&map)));
+        Ok(Some(map))
     }
 
     /// Undo a start after the init runs: kill it (its netns, and the veths in it, go with

@@ -132,13 +132,20 @@ pub fn forkexec_main(spec_json: &str) -> i32 {
         }
     };
     let control = sys::adopt_fd(CONTROL_FD);
-    match enter(&spec) {
-        Ok(()) => {}
+    // Nothing in the container may ptrace this process or its child before the command is
+    // exec'd, nor open their `/proc/<pid>/exe` (the host's ctld binary) or `fd/` (as runc
+    // does against CVE-2019-5736). `execve` of the command resets it.
+    if let Err(e) = sys::set_non_dumpable() {
+        eprintln!("ctl exec: set non-dumpable: {e}");
+        return EXIT_CANNOT_EXEC;
+    }
+    let in_userns = match enter(&spec) {
+        Ok(u) => u,
         Err(msg) => {
             eprintln!("ctl exec: {msg}");
             return EXIT_CANNOT_EXEC;
         }
-    }
+    };
     // The PTY comes from the container's devpts: we are in its mount namespace now.
     let pty = if spec.interactive {
         match open_pty(spec.width, spec.height) {
@@ -159,7 +166,7 @@ pub fn forkexec_main(spec_json: &str) -> i32 {
         }
         Ok(CloneResult::Child) => {
             let slave = pty.as_ref().map(|(_, path)| path.as_path());
-            sys::exit_now(run_command(&spec, parent, slave))
+            sys::exit_now(run_command(&spec, parent, slave, in_userns))
         }
         Ok(CloneResult::Parent(pid)) => supervise(pid, pty.map(|(master, _)| master), control),
     }
@@ -349,8 +356,17 @@ fn wait_status(pid: i32) -> i32 {
     }
 }
 
-/// Join the cgroup, then every namespace of the init at once.
-fn enter(spec: &ExecSpec) -> Result<(), String> {
+/// Whether process `pid` lives in another user namespace than this process.
+fn other_user_namespace(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: String| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    ino(format!("/proc/{pid}/ns/user")) != ino("/proc/self/ns/user".into())
+}
+
+/// Join the cgroup, then every namespace of the init at once (its user namespace too when
+/// it has its own: the exec follows the running container, whatever its config says now).
+/// Returns whether a user namespace was entered.
+fn enter(spec: &ExecSpec) -> Result<bool, String> {
     let pidfd = sys::pidfd_open(spec.pid).map_err(|e| format!("container init gone: {e}"))?;
     if starttime(spec.pid) != Some(spec.starttime) {
         return Err("container is not running".into());
@@ -359,17 +375,21 @@ fn enter(spec: &ExecSpec) -> Result<(), String> {
     for f in &spec.cgroup_procs {
         fs::write(f, &me).map_err(|e| format!("join cgroup {}: {e}", f.display()))?;
     }
-    let flags = spec.namespaces.iter().fold(CloneFlags::empty(), |acc, n| {
+    let mut flags = spec.namespaces.iter().fold(CloneFlags::empty(), |acc, n| {
         acc | CloneFlags::from_bits_truncate(n.clone_flag())
     });
+    let userns = other_user_namespace(spec.pid);
+    if userns {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
     nix::sched::setns(pidfd.as_fd(), flags).map_err(|e| format!("setns: {e}"))?;
-    Ok(())
+    Ok(userns)
 }
 
 /// In the forked child, inside the container: own session (with the PTY slave as its
 /// controlling terminal and stdio when interactive), capabilities dropped, uid/gid, death
 /// signal, chdir, exec.
-fn run_command(spec: &ExecSpec, parent: i32, slave: Option<&Path>) -> i32 {
+fn run_command(spec: &ExecSpec, parent: i32, slave: Option<&Path>, in_userns: bool) -> i32 {
     // A session of our own: no terminal of ctld's session is reachable from inside.
     let _ = nix::unistd::setsid();
     if let Some(path) = slave {
@@ -399,7 +419,9 @@ fn run_command(spec: &ExecSpec, parent: i32, slave: Option<&Path>) -> i32 {
             return EXIT_CANNOT_EXEC;
         }
     }
-    if spec.gid != 0 || spec.uid != 0 {
+    // In a user namespace this process is still host root, which the container does not
+    // map: it takes the requested ids (root's too) before anything runs.
+    if in_userns || spec.gid != 0 || spec.uid != 0 {
         let gid = nix::unistd::Gid::from_raw(spec.gid);
         if let Err(e) = nix::unistd::setgroups(&[gid])
             .and_then(|()| nix::unistd::setgid(gid))
@@ -448,6 +470,12 @@ fn run_command(spec: &ExecSpec, parent: i32, slave: Option<&Path>) -> i32 {
         eprintln!("ctl exec: argument contains a NUL byte");
         return EXIT_CANNOT_EXEC;
     };
+    // Whatever descriptor ctld or this process still holds closes at exec: the command
+    // starts with its stdio only (CVE-2024-21626).
+    if let Err(e) = sys::cloexec_from(3) {
+        eprintln!("ctl exec: close descriptors: {e}");
+        return EXIT_CANNOT_EXEC;
+    }
     let err = nix::unistd::execve(&program, &argv, &env).err();
     eprintln!(
         "ctl exec: {arg0}: {}",

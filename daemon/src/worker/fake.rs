@@ -71,6 +71,15 @@ impl Worker for FakeWorker {
         Ok(())
     }
 
+    fn shift_ids(
+        &self,
+        _dir: &Path,
+        _from: Option<&crate::worker::spec::IdMap>,
+        _to: Option<&crate::worker::spec::IdMap>,
+    ) -> Result<(), WorkerError> {
+        Ok(())
+    }
+
     fn create_cgroup(
         &self,
         name: &str,

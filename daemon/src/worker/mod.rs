@@ -14,6 +14,7 @@ pub mod exec;
 #[cfg(test)]
 pub mod fake;
 pub mod files;
+pub mod idshift;
 pub mod mounts;
 pub mod net;
 pub mod netns;
@@ -68,6 +69,14 @@ pub trait Worker: Send + Sync + 'static {
     fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError>;
     /// Remove a container's directory (renamed aside first, so the name is free at once).
     fn remove_container_dir(&self, dir: &Path) -> Result<(), WorkerError>;
+    /// Re-own a stopped container's own files under `dir` from id map `from` to `to`
+    /// (`None`: host ids as they are). See [`idshift`].
+    fn shift_ids(
+        &self,
+        dir: &Path,
+        from: Option<&spec::IdMap>,
+        to: Option<&spec::IdMap>,
+    ) -> Result<(), WorkerError>;
     /// Create the container's cgroup with `limits`; returns the `cgroup.procs` files.
     fn create_cgroup(&self, name: &str, limits: &CgroupLimits)
     -> Result<Vec<PathBuf>, WorkerError>;
@@ -240,6 +249,17 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WorkerError + '_ {
 impl Worker for HostWorker {
     fn cgroup_version(&self) -> CgroupVersion {
         self.version
+    }
+
+    fn shift_ids(
+        &self,
+        dir: &Path,
+        from: Option<&spec::IdMap>,
+        to: Option<&spec::IdMap>,
+    ) -> Result<(), WorkerError> {
+        let n = idshift::shift_tree(dir, from, to).map_err(io_err(dir))?;
+        tracing::debug!(dir = %dir.display(), entries = n, "ids shifted");
+        Ok(())
     }
 
     fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {

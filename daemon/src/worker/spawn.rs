@@ -12,7 +12,7 @@
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -173,6 +173,22 @@ fn monitor(spec: &SpawnSpec) -> i32 {
             Err(e) => return fail(format!("console {}: {e}", sock.display())),
         },
     };
+    // The root filesystem reaches the init as a descriptor over this socket: the init may
+    // run as an unprivileged host user that cannot even walk the path to its own rootfs.
+    let (rootfs_tx, rootfs_rx) = match nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    ) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("socketpair: {e}")),
+    };
+    // The init starts in the mount point: a new mount namespace keeps the working
+    // directory, so the init attaches its root on "." without looking the path up.
+    if let Err(e) = nix::unistd::chdir(&spec.rootfs) {
+        return fail(format!("chdir {}: {e}", spec.rootfs.display()));
+    }
     let flags = spec
         .namespaces
         .iter()
@@ -183,8 +199,9 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         Ok(CloneResult::Child) => {
             drop(go_w);
             drop(err_r);
+            drop(rootfs_tx);
             let slave = console.as_ref().map(|(_, path, _)| path.as_path());
-            let msg = match container_child(spec, go_r, &err_w, &log, slave) {
+            let msg = match container_child(spec, go_r, rootfs_rx, &err_w, &log, slave) {
                 Err(m) => m,
                 Ok(never) => match never {},
             };
@@ -193,8 +210,10 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         }
         Ok(CloneResult::Parent(pid)) => pid,
     };
+    let _ = nix::unistd::chdir("/");
     drop(go_r);
     drop(err_w);
+    drop(rootfs_rx);
     drop(log);
     let child = Pid::from_raw(pid);
     let abort = |error: String| {
@@ -207,11 +226,31 @@ fn monitor(spec: &SpawnSpec) -> i32 {
             return abort(format!("join cgroup {}: {e}", f.display()));
         }
     }
-    if let Some(map) = &spec.id_map
-        && let Err(e) = write_id_map(pid, map)
-    {
-        return abort(format!("id map: {e}"));
+    if let Some(map) = &spec.id_map {
+        if let Err(e) = write_id_map(pid, map) {
+            return abort(format!("id map: {e}"));
+        }
+        // The console is opened by the container's root, a host user of its own.
+        if let Some((_, slave, _)) = &console {
+            let (uid, gid) = (map.host_uid(0), map.host_gid(0));
+            if let Err(e) = nix::unistd::chown(
+                slave.as_path(),
+                uid.map(nix::unistd::Uid::from_raw),
+                gid.map(nix::unistd::Gid::from_raw),
+            ) {
+                return abort(format!("console owner: {e}"));
+            }
+        }
     }
+    let root = match overlay_root(spec, pid) {
+        Ok(fd) => fd,
+        Err(e) => return abort(e),
+    };
+    if let Err(e) = send_fd(&rootfs_tx, &root) {
+        return abort(format!("hand over the root filesystem: {e}"));
+    }
+    drop(root);
+    drop(rootfs_tx);
     if let Err(e) = File::from(go_w).write_all(b"1") {
         return abort(format!("start init: {e}"));
     }
@@ -272,9 +311,95 @@ fn write_id_map(pid: i32, map: &super::spec::IdMap) -> io::Result<()> {
             .map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count))
             .collect::<String>()
     };
+    // setgroups(2) stays allowed: the maps are written by host root, and `su`, `login` and
+    // daemons that drop privileges inside need it.
     fs::write(format!("/proc/{pid}/uid_map"), fmt(&map.uids))?;
-    fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
     fs::write(format!("/proc/{pid}/gid_map"), fmt(&map.gids))
+}
+
+/// The container's root filesystem as a detached overlay mount, made here by host root:
+/// the image layer (seen through the container's id map when it has one, so the shared
+/// layer is never chowned) under the container's own upper layer. The init attaches it in
+/// its mount namespace.
+fn overlay_root(spec: &SpawnSpec, pid: i32) -> Result<OwnedFd, String> {
+    let cpath = |p: &Path| {
+        CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("{}: path contains a NUL byte", p.display()))
+    };
+    let lower = cpath(&spec.lower)?;
+    // Held until the overlay exists: the lower layer's path may name this descriptor.
+    let mut _idmapped = None;
+    let lower = match &spec.id_map {
+        None => lower,
+        Some(_) => {
+            let mnt = sys::open_tree_clone(&lower)
+                .map_err(|e| format!("open image layer {}: {e}", spec.lower.display()))?;
+            let userns = File::open(format!("/proc/{pid}/ns/user"))
+                .map_err(|e| format!("user namespace of the init: {e}"))?;
+            sys::mount_set_idmap(mnt.as_fd(), userns.as_fd()).map_err(|e| {
+                format!(
+                    "id-mapped mount of the image layer {}: {e} (the image store's filesystem \
+                     must support id-mapped mounts, or run the container with \
+                     security.privileged=true)",
+                    spec.lower.display()
+                )
+            })?;
+            let path = format!("/proc/self/fd/{}", mnt.as_raw_fd());
+            _idmapped = Some(mnt);
+            CString::new(path).map_err(|e| e.to_string())?
+        }
+    };
+    let fsfd = sys::fsopen(c"overlay").map_err(|e| format!("fsopen overlay: {e}"))?;
+    let set = |key: &std::ffi::CStr, value: &std::ffi::CStr| {
+        sys::fsconfig_string(fsfd.as_fd(), key, value)
+            .map_err(|e| format!("overlay option {}: {e}", key.to_string_lossy()))
+    };
+    // `lowerdir+` takes one layer, unescaped (kernel 6.8+); older kernels get `lowerdir`.
+    if sys::fsconfig_string(fsfd.as_fd(), c"lowerdir+", &lower).is_err() {
+        set(c"lowerdir", &lower)?;
+    }
+    set(c"upperdir", &cpath(&spec.upper)?)?;
+    set(c"workdir", &cpath(&spec.work)?)?;
+    sys::fs_create_and_mount(fsfd.as_fd())
+        .map_err(|e| format!("mount overlay for {}: {e}", spec.rootfs.display()))
+}
+
+/// Send descriptor `fd` over the Unix socket `sock` (one byte of data, the descriptor as
+/// `SCM_RIGHTS`).
+fn send_fd(sock: &OwnedFd, fd: &OwnedFd) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds = [fd.as_raw_fd()];
+    let iov = [io::IoSlice::new(b"r")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}
+
+/// Receive the descriptor [`send_fd`] sent.
+fn recv_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c
+            && let Some(fd) = fds.first()
+        {
+            return sys::adopt_fd(*fd).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData));
+        }
+    }
+    Err(io::Error::from(io::ErrorKind::UnexpectedEof))
 }
 
 fn detach_stdio() {
@@ -289,6 +414,7 @@ fn detach_stdio() {
 fn container_child(
     spec: &SpawnSpec,
     go: OwnedFd,
+    rootfs: OwnedFd,
     err: &OwnedFd,
     log: &File,
     console: Option<&Path>,
@@ -298,6 +424,20 @@ fn container_child(
         Ok(1) => {}
         _ => return Err("monitor went away".into()),
     }
+    if spec.id_map.is_some() {
+        // Until now this process was host root seen from a namespace where root is not
+        // mapped: become the container's root (full capabilities in its user namespace).
+        let root_gid = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(root_gid, root_gid, root_gid)
+            .and_then(|()| {
+                let root = nix::unistd::Uid::from_raw(0);
+                nix::unistd::setresuid(root, root, root)
+            })
+            .and_then(|()| nix::unistd::setgroups(&[]))
+            .map_err(|e| format!("become the container's root: {e}"))?;
+    }
+    let root = recv_fd(&rootfs).map_err(|e| format!("receive the root filesystem: {e}"))?;
+    drop(rootfs);
     if spec.namespaces.contains(&Namespace::Cgroup) {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| format!("unshare cgroup namespace: {e}"))?;
@@ -332,7 +472,7 @@ fn container_child(
         }
     };
     let spec = &spec_mounts;
-    setup_rootfs(spec)?;
+    setup_rootfs(spec, root)?;
     if spec.namespaces.contains(&Namespace::Net) {
         sys::interface_up("lo").map_err(|e| format!("bring up lo: {e}"))?;
     }
@@ -455,29 +595,26 @@ fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
     Ok(p)
 }
 
-/// Mount the overlay root and the standard mounts, then `pivot_root` into it.
-fn setup_rootfs(spec: &SpawnSpec) -> Result<(), String> {
+/// Attach the overlay root (a detached mount made by the monitor) on the working directory,
+/// which is the container's `rootfs` dir, make the standard mounts inside it, then
+/// `pivot_root` into it. Paths are relative to the root: the init may not be allowed to
+/// walk the host path to it.
+fn setup_rootfs(spec: &SpawnSpec, root: OwnedFd) -> Result<(), String> {
     let none: Option<&str> = None;
     nix::mount::mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| format!("make mounts private: {e}"))?;
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        spec.lower.display(),
-        spec.upper.display(),
-        spec.work.display()
-    );
-    nix::mount::mount(
-        Some("overlay"),
-        &spec.rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| format!("mount overlay on {}: {e}", spec.rootfs.display()))?;
+    sys::move_mount_to(root.as_fd(), c".").map_err(|e| {
+        format!(
+            "attach the root filesystem on {}: {e}",
+            spec.rootfs.display()
+        )
+    })?;
+    nix::unistd::fchdir(&root).map_err(|e| format!("enter the root filesystem: {e}"))?;
+    drop(root);
+    let here = Path::new(".");
     for entry in &spec.mounts {
-        apply_mount(&spec.rootfs, entry)?;
+        apply_mount(here, entry)?;
     }
-    nix::unistd::chdir(&spec.rootfs).map_err(|e| format!("chdir rootfs: {e}"))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
@@ -567,6 +704,48 @@ fn apply_mount(root: &Path, entry: &MountEntry) -> Result<(), String> {
                 none,
             )
             .map_err(|e| format!("remount {path} read-only: {e}"))?;
+        }
+        MountEntry::Writable { path } => {
+            let p = inside(root, path)?;
+            if p.symlink_metadata().is_err() {
+                return Ok(());
+            }
+            nix::mount::mount(Some(&p), &p, none, MsFlags::MS_BIND, none)
+                .map_err(|e| format!("bind {path}: {e}"))?;
+            nix::mount::mount(
+                none,
+                &p,
+                none,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                none,
+            )
+            .map_err(|e| format!("remount {path} writable: {e}"))?;
+        }
+        MountEntry::Mask { path } => {
+            let p = inside(root, path)?;
+            let Ok(md) = p.symlink_metadata() else {
+                return Ok(());
+            };
+            if md.is_dir() {
+                nix::mount::mount(
+                    Some("none"),
+                    &p,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    Some("size=4k,mode=555"),
+                )
+                .map_err(|e| format!("mask {path}: {e}"))?;
+            } else {
+                nix::mount::mount(Some("/dev/null"), &p, none, MsFlags::MS_BIND, none)
+                    .map_err(|e| format!("mask {path}: {e}"))?;
+            }
         }
         MountEntry::Symlink { target, link } => {
             let p = inside(root, link)?;

@@ -63,6 +63,56 @@ pub struct IdMap {
     pub gids: Vec<IdRange>,
 }
 
+/// The host id of `inside` under `ranges`, if it is mapped.
+pub fn to_host(ranges: &[IdRange], inside: u32) -> Option<u32> {
+    ranges.iter().find_map(|r| {
+        let off = inside.checked_sub(r.inside)?;
+        (off < r.count).then(|| r.outside + off)
+    })
+}
+
+/// The container id of host id `host` under `ranges`, if it is mapped.
+pub fn to_inside(ranges: &[IdRange], host: u32) -> Option<u32> {
+    ranges.iter().find_map(|r| {
+        let off = host.checked_sub(r.outside)?;
+        (off < r.count).then(|| r.inside + off)
+    })
+}
+
+impl IdMap {
+    /// The host uid of container uid `inside`.
+    pub fn host_uid(&self, inside: u32) -> Option<u32> {
+        to_host(&self.uids, inside)
+    }
+
+    /// The host gid of container gid `inside`.
+    pub fn host_gid(&self, inside: u32) -> Option<u32> {
+        to_host(&self.gids, inside)
+    }
+
+    /// Parse the kernel's `/proc/<pid>/uid_map` (or `gid_map`) text.
+    pub fn parse_proc(text: &str) -> Vec<IdRange> {
+        text.lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace().map(|w| w.parse::<u32>().ok());
+                Some(IdRange {
+                    inside: it.next()??,
+                    outside: it.next()??,
+                    count: it.next()??,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the map is the identity over all ids (the initial user namespace).
+    pub fn is_identity(ranges: &[IdRange]) -> bool {
+        ranges.len() == 1
+            && ranges[0].inside == 0
+            && ranges[0].outside == 0
+            && ranges[0].count == u32::MAX
+    }
+}
+
 /// What to do for one entry of the container's mount table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -89,6 +139,12 @@ pub enum MountEntry {
     /// Bind a path of the rootfs onto itself read-only (e.g. `/proc/sys`); skipped when
     /// the path does not exist.
     ReadOnly { path: String },
+    /// Bind a path of the rootfs onto itself writable again, below a read-only bind (e.g.
+    /// `/proc/sys/net` under a read-only `/proc/sys`); skipped when the path does not exist.
+    Writable { path: String },
+    /// Hide a path of the rootfs: a file gets `/dev/null` bound over it, a directory an
+    /// empty read-only tmpfs; skipped when the path does not exist.
+    Mask { path: String },
 }
 
 /// Mount flags the spec may ask for.
@@ -137,6 +193,26 @@ pub struct SpawnSpec {
     pub console: Option<PathBuf>,
 }
 
+/// `/proc` files hidden from every container (a file gets `/dev/null` over it).
+pub const PROC_MASKED: &[&str] = &[
+    "proc/kcore",
+    "proc/kmsg",
+    "proc/keys",
+    "proc/timer_list",
+    "proc/sched_debug",
+    "proc/latency_stats",
+    "proc/acpi",
+    "proc/scsi",
+];
+
+/// `/sys` directories hidden from every container (an empty read-only tmpfs over them).
+pub const SYS_MASKED: &[&str] = &[
+    "sys/firmware",
+    "sys/kernel/security",
+    "sys/kernel/debug",
+    "sys/kernel/tracing",
+];
+
 /// The mount table every container gets: proc, read-only sys, a tmpfs `/dev` with the
 /// standard device nodes bound from the host, a private devpts, shm and the fd links.
 pub fn default_mounts(host_dev: &std::path::Path) -> Vec<MountEntry> {
@@ -153,13 +229,26 @@ pub fn default_mounts(host_dev: &std::path::Path) -> Vec<MountEntry> {
             flags: vec![Nosuid, Nodev, Noexec],
             data: String::new(),
         },
-        // As LXC's `proc:mixed`: the host's kernel knobs and sysrq are read-only.
+        // As LXC's `proc:mixed`: the host's kernel knobs and sysrq are read-only; the
+        // container's own network knobs stay writable.
         MountEntry::ReadOnly {
             path: "proc/sys".into(),
+        },
+        MountEntry::Writable {
+            path: "proc/sys/net".into(),
         },
         MountEntry::ReadOnly {
             path: "proc/sysrq-trigger".into(),
         },
+    ];
+    // What Incus, LXC and the OCI defaults hide: kernel memory, the kernel log, timers and
+    // keys of the whole host.
+    for path in PROC_MASKED {
+        m.push(MountEntry::Mask {
+            path: (*path).into(),
+        });
+    }
+    m.extend([
         MountEntry::Dir {
             path: "sys".into(),
             mode: 0o555,
@@ -171,18 +260,26 @@ pub fn default_mounts(host_dev: &std::path::Path) -> Vec<MountEntry> {
             flags: vec![Rdonly, Nosuid, Nodev, Noexec],
             data: String::new(),
         },
+    ]);
+    for path in SYS_MASKED {
+        m.push(MountEntry::Mask {
+            path: (*path).into(),
+        });
+    }
+    m.extend([
         MountEntry::Dir {
             path: "dev".into(),
             mode: 0o755,
         },
+        // `nodev`: a node made in /dev cannot be opened; the standard ones are bound in.
         MountEntry::Fs {
             fstype: "tmpfs".into(),
             source: "none".into(),
             target: "dev".into(),
-            flags: vec![Nosuid, Strictatime],
+            flags: vec![Nosuid, Nodev, Strictatime],
             data: "mode=755,size=65536k".into(),
         },
-    ];
+    ]);
     for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
         m.push(MountEntry::Bind {
             source: host_dev.join(dev),

@@ -241,6 +241,165 @@ pub fn pass_fd_as(cmd: &mut tokio::process::Command, fd: OwnedFd, target: RawFd)
     }
 }
 
+/// `open_tree(2)` with `OPEN_TREE_CLONE | AT_RECURSIVE`: a detached copy of the mount tree at
+/// `path`, held by the returned descriptor (nothing is attached anywhere yet).
+pub fn open_tree_clone(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: `path` is a valid NUL-terminated string alive for the call; the other
+    // arguments are integers. On success the result is a new descriptor we own.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ret` is a freshly opened descriptor not owned by anything else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// `mount_setattr(2)` with `MOUNT_ATTR_IDMAP`: make the detached mount `mnt` (from
+/// [`open_tree_clone`]) show its files through the id map of the user namespace `userns`
+/// (recursively). Only valid on a mount that was never attached.
+pub fn mount_set_idmap(
+    mnt: std::os::fd::BorrowedFd<'_>,
+    userns: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    // The kernel's `struct mount_attr` (four u64, `MOUNT_ATTR_SIZE_VER0`).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: the path is an empty NUL-terminated string (with AT_EMPTY_PATH the descriptor
+    // itself is meant); `attr` is a valid `mount_attr` of the size passed, alive for the
+    // call, and only read by the kernel.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fsopen(2)`: a filesystem context for `fstype`, to be configured with [`fsconfig_string`].
+pub fn fsopen(fstype: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    // SAFETY: `fstype` is a valid NUL-terminated string alive for the call.
+    let ret = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ret` is a freshly opened descriptor not owned by anything else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// `fsconfig(2)` with `FSCONFIG_SET_STRING`: set option `key` to `value`.
+pub fn fsconfig_string(
+    fs: std::os::fd::BorrowedFd<'_>,
+    key: &std::ffi::CStr,
+    value: &std::ffi::CStr,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    // SAFETY: both strings are valid and NUL-terminated for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fsconfig(FSCONFIG_CMD_CREATE)` then `fsmount(2)`: create the superblock configured in
+/// `fs` and return a detached mount of it.
+pub fn fs_create_and_mount(fs: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key or value (NULL, 0).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: integer arguments only; on success a new descriptor we own.
+    let ret = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ret` is a freshly opened descriptor not owned by anything else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// `move_mount(2)`: attach the detached mount `mnt` on `target` (relative to the working
+/// directory) in the caller's mount namespace.
+pub fn move_mount_to(mnt: std::os::fd::BorrowedFd<'_>, target: &std::ffi::CStr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    // SAFETY: the source path is empty (the descriptor is meant) and `target` is a valid
+    // NUL-terminated string; both are alive for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Make the calling process non-dumpable (`PR_SET_DUMPABLE 0`): no process without
+/// `CAP_SYS_PTRACE` over the initial user namespace can ptrace it or open its `/proc` files
+/// (`exe`, `fd/`, `mem`). `execve` of a normal binary resets it.
+pub fn set_non_dumpable() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `openat2(2)`: open `path` relative to `dir` with `flags` (`O_*`, `O_CLOEXEC` included by the
 /// caller), `mode` (only with `O_CREAT`, else 0) and `resolve` (`RESOLVE_*`), which restricts
 /// how the kernel walks the path. With `RESOLVE_IN_ROOT` every `..` and absolute symlink is
