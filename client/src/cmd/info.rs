@@ -36,7 +36,15 @@ pub fn render(instance: &Instance, state: &State) -> String {
     };
     let _ = writeln!(text, "Name: {}", instance.name);
     let _ = writeln!(text, "Status: {}", state.status.to_uppercase());
-    let _ = writeln!(text, "Type: container");
+    let _ = writeln!(
+        text,
+        "Type: {}",
+        if super::list::is_privileged(instance) {
+            "container (privileged)"
+        } else {
+            "container"
+        }
+    );
     let _ = writeln!(text, "Architecture: {}", instance.architecture);
     if state.pid > 0 {
         let _ = writeln!(text, "PID: {}", state.pid);

@@ -11,7 +11,7 @@ use crate::Client;
 use crate::output::{self, Format};
 
 /// Columns of the table and CSV output.
-pub const HEADER: [&str; 6] = ["NAME", "STATE", "IPV4", "IPV6", "IMAGE", "PID"];
+pub const HEADER: [&str; 7] = ["NAME", "STATE", "IPV4", "IPV6", "TYPE", "IMAGE", "PID"];
 
 /// Arguments of `ctl list`.
 #[derive(Debug, Clone, Args)]
@@ -75,6 +75,25 @@ pub fn image_label(instance: &InstanceFull) -> String {
         .unwrap_or_default()
 }
 
+/// What the TYPE column shows, as LXD does: `CONTAINER`, or `CONTAINER (PRIVILEGED)` for one
+/// that runs without a user namespace (`security.privileged`).
+pub fn type_label(instance: &InstanceFull) -> String {
+    if is_privileged(&instance.instance) {
+        "CONTAINER (PRIVILEGED)".into()
+    } else {
+        "CONTAINER".into()
+    }
+}
+
+/// Whether `security.privileged` is on (the instance's own key, else its profiles').
+pub fn is_privileged(instance: &ctl_api::Instance) -> bool {
+    instance
+        .config
+        .get("security.privileged")
+        .or_else(|| instance.expanded_config.get("security.privileged"))
+        .is_some_and(|v| matches!(v.as_str(), "true" | "1" | "yes" | "on"))
+}
+
 /// One table row per instance, sorted by name.
 pub fn rows(instances: &[InstanceFull]) -> Vec<Vec<String>> {
     let mut sorted: Vec<&InstanceFull> = instances.iter().collect();
@@ -94,6 +113,7 @@ pub fn rows(instances: &[InstanceFull]) -> Vec<Vec<String>> {
                 full.instance.status.to_uppercase(),
                 ipv4_addresses(full).join("\n"),
                 ipv6_addresses(full).join("\n"),
+                type_label(full),
                 image_label(full),
                 pid,
             ]
@@ -162,7 +182,8 @@ mod tests {
                 "name": "db", "status": "Stopped", "status_code": 102,
                 "created_at": "2026-01-02T03:04:05Z", "type": "container",
                 "architecture": "x86_64",
-                "config": {"volatile.base_image": "fedcba9876543210fedc"},
+                "config": {"volatile.base_image": "fedcba9876543210fedc",
+                           "security.privileged": "true"},
                 "state": null
             }
         ])
@@ -180,6 +201,7 @@ mod tests {
                     "STOPPED".into(),
                     String::new(),
                     String::new(),
+                    "CONTAINER (PRIVILEGED)".into(),
                     "fedcba987654".into(),
                     String::new()
                 ],
@@ -188,6 +210,7 @@ mod tests {
                     "RUNNING".into(),
                     "10.0.0.2 (eth0)\n10.0.0.3 (eth0)".into(),
                     "fd42::2 (eth0)".into(),
+                    "CONTAINER".into(),
                     "Debian bookworm".into(),
                     "4242".into()
                 ],
@@ -201,9 +224,9 @@ mod tests {
         assert_eq!(
             csv.as_deref(),
             Some(
-                "NAME,STATE,IPV4,IPV6,IMAGE,PID\n\
-                 db,STOPPED,,,fedcba987654,\n\
-                 web,RUNNING,\"10.0.0.2 (eth0)\n10.0.0.3 (eth0)\",fd42::2 (eth0),Debian bookworm,4242\n"
+                "NAME,STATE,IPV4,IPV6,TYPE,IMAGE,PID\n\
+                 db,STOPPED,,,CONTAINER (PRIVILEGED),fedcba987654,\n\
+                 web,RUNNING,\"10.0.0.2 (eth0)\n10.0.0.3 (eth0)\",fd42::2 (eth0),CONTAINER,Debian bookworm,4242\n"
             )
         );
     }
@@ -211,16 +234,16 @@ mod tests {
     #[test]
     fn table_from_golden_instances() {
         let instances: Vec<InstanceFull> = serde_json::from_value(golden()).unwrap_or_default();
-        let table = output::render_table(&HEADER, &rows(&instances), Some(120));
+        let table = output::render_table(&HEADER, &rows(&instances), Some(140));
         let expected = "\
-+------+---------+-----------------+----------------+-----------------+------+
-| NAME | STATE   | IPV4            | IPV6           | IMAGE           | PID  |
-+------+---------+-----------------+----------------+-----------------+------+
-| db   | STOPPED |                 |                | fedcba987654    |      |
-+------+---------+-----------------+----------------+-----------------+------+
-| web  | RUNNING | 10.0.0.2 (eth0) | fd42::2 (eth0) | Debian bookworm | 4242 |
-|      |         | 10.0.0.3 (eth0) |                |                 |      |
-+------+---------+-----------------+----------------+-----------------+------+
++------+---------+-----------------+----------------+------------------------+-----------------+------+
+| NAME | STATE   | IPV4            | IPV6           | TYPE                   | IMAGE           | PID  |
++------+---------+-----------------+----------------+------------------------+-----------------+------+
+| db   | STOPPED |                 |                | CONTAINER (PRIVILEGED) | fedcba987654    |      |
++------+---------+-----------------+----------------+------------------------+-----------------+------+
+| web  | RUNNING | 10.0.0.2 (eth0) | fd42::2 (eth0) | CONTAINER              | Debian bookworm | 4242 |
+|      |         | 10.0.0.3 (eth0) |                |                        |                 |      |
++------+---------+-----------------+----------------+------------------------+-----------------+------+
 ";
         assert_eq!(table, expected);
     }

@@ -331,6 +331,9 @@ pub struct Tree {
     layers: Vec<Layer>,
     /// A directory whose files are written as `templates/<name>` after the rootfs.
     templates: Option<PathBuf>,
+    /// The id map the upper layer's owners are in (an unprivileged container's files):
+    /// written back as the container's own ids, so an image never carries host ids.
+    upper_ids: Option<crate::worker::spec::IdMap>,
 }
 
 impl Tree {
@@ -342,6 +345,7 @@ impl Tree {
                 overlay_upper: false,
             }],
             templates: None,
+            upper_ids: None,
         }
     }
 
@@ -359,7 +363,14 @@ impl Tree {
                 },
             ],
             templates: None,
+            upper_ids: None,
         }
+    }
+
+    /// The upper layer's owners are host ids under `map` (`None`: written as they are).
+    pub fn with_upper_ids(mut self, map: Option<crate::worker::spec::IdMap>) -> Tree {
+        self.upper_ids = map;
+        self
     }
 
     /// Also write the regular files of `dir` as the image's `templates/`.
@@ -543,15 +554,29 @@ struct TreeWriter<'t, W: Write> {
 }
 
 impl<W: Write> TreeWriter<'_, W> {
-    fn header(&self, kind: tar::EntryType, md: &Metadata) -> tar::Header {
+    fn header(&self, kind: tar::EntryType, md: &Metadata, path: &Path) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(md.mode() & 0o7777);
-        h.set_uid(u64::from(md.uid()));
-        h.set_gid(u64::from(md.gid()));
+        let (uid, gid) = self.owner(md, path);
+        h.set_uid(u64::from(uid));
+        h.set_gid(u64::from(gid));
         h.set_mtime(clamp_mtime(md.mtime(), self.clamp));
         h.set_size(0);
         h
+    }
+
+    /// The owner written for `path`: an upper-layer entry's host ids shifted back into the
+    /// container's (the overflow id 65534 for one the map does not hold).
+    fn owner(&self, md: &Metadata, path: &Path) -> (u32, u32) {
+        use crate::worker::spec::to_inside;
+        match (&self.tree.upper_ids, self.tree.layers.first()) {
+            (Some(m), Some(top)) if top.overlay_upper && path.starts_with(&top.dir) => (
+                to_inside(&m.uids, md.uid()).unwrap_or(65534),
+                to_inside(&m.gids, md.gid()).unwrap_or(65534),
+            ),
+            _ => (md.uid(), md.gid()),
+        }
     }
 
     fn tar_err(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
@@ -564,7 +589,7 @@ impl<W: Write> TreeWriter<'_, W> {
             return Ok(());
         };
         let md = fs::symlink_metadata(top).map_err(io_at(top))?;
-        let mut h = self.header(tar::EntryType::Directory, &md);
+        let mut h = self.header(tar::EntryType::Directory, &md, top);
         self.builder
             .append_data(&mut h, archive, io::empty())
             .map_err(Self::tar_err(top))?;
@@ -585,14 +610,14 @@ impl<W: Write> TreeWriter<'_, W> {
         let ft = md.file_type();
         if ft.is_symlink() {
             let target = fs::read_link(path).map_err(io_at(path))?;
-            let mut h = self.header(tar::EntryType::Symlink, &md);
+            let mut h = self.header(tar::EntryType::Symlink, &md, path);
             return self
                 .builder
                 .append_link(&mut h, archive, &target)
                 .map_err(Self::tar_err(path));
         }
         if ft.is_fifo() {
-            let mut h = self.header(tar::EntryType::Fifo, &md);
+            let mut h = self.header(tar::EntryType::Fifo, &md, path);
             return self
                 .builder
                 .append_data(&mut h, archive, io::empty())
@@ -606,7 +631,7 @@ impl<W: Write> TreeWriter<'_, W> {
             let key = (md.dev(), md.ino());
             if let Some(first) = self.links.get(&key) {
                 let first = first.clone();
-                let mut h = self.header(tar::EntryType::Link, &md);
+                let mut h = self.header(tar::EntryType::Link, &md, path);
                 return self
                     .builder
                     .append_link(&mut h, archive, &first)
@@ -619,7 +644,7 @@ impl<W: Write> TreeWriter<'_, W> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(io_at(path))?;
-        let mut h = self.header(tar::EntryType::Regular, &md);
+        let mut h = self.header(tar::EntryType::Regular, &md, path);
         h.set_size(md.len());
         let data = Exact {
             inner: file.take(md.len()),

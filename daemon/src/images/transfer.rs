@@ -106,6 +106,8 @@ pub struct PublishSource {
     pub upper: PathBuf,
     /// Its image's rootfs (the overlay lower layer).
     pub lower: PathBuf,
+    /// The id map the upper layer's owners are in (`None`: host ids as they are).
+    pub upper_ids: Option<crate::worker::spec::IdMap>,
     pub architecture: String,
     /// The instance's image properties (its `image.*` keys).
     pub properties: BTreeMap<String, String>,
@@ -354,7 +356,7 @@ impl ImageStore {
         metadata.properties.extend(properties);
         let meta = metadata.clone();
         let (fingerprint, size) = tokio::task::spawn_blocking(move || {
-            let tree = Tree::overlay(&source.upper, &source.lower);
+            let tree = Tree::overlay(&source.upper, &source.lower).with_upper_ids(source.upper_ids);
             let written = write_image_file(&dir, &meta, &tree, compression)?;
             // The stored rootfs is the tarball unpacked, so export and rootfs agree.
             let (_, unpacked) =

@@ -36,6 +36,7 @@ impl Instances {
             source: PublishSource {
                 upper,
                 lower: self.images.rootfs(&row.image_fingerprint),
+                upper_ids: super::idmap::from_json(row.config.get(super::idmap::VOLATILE_ON_DISK)),
                 architecture: row.architecture.clone(),
                 properties,
             },

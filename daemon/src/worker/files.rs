@@ -12,7 +12,9 @@
 //! are set on descriptors, never through a path string. A container that swaps a directory
 //! for a symlink in the middle of a request can only redirect the request inside itself.
 //!
-//! Ids are written as they are: containers are privileged (no id map) for now.
+//! Owners are in the container's ids: read from `/proc/<init>/{uid,gid}_map` when the root is
+//! opened, host ids are shown as the container sees them and requested ids are mapped to host
+//! ids (a new entry belongs to the container's root unless the request names an owner).
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fmt::Display;
@@ -32,6 +34,8 @@ use super::{proc, sys};
 
 /// How every path is walked: inside the root, no magic links.
 const RESOLVE: u64 = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+/// The id a user namespace shows for an unmapped one (`/proc/sys/kernel/overflowuid`).
+const OVERFLOW_ID: u32 = 65534;
 /// `openat2` answers `EAGAIN` when a `..` raced with a rename; it is safe to retry.
 const RETRIES: usize = 16;
 /// The longest symlink target accepted (`PATH_MAX` with its NUL).
@@ -184,6 +188,8 @@ impl InnerPath {
 #[derive(Debug)]
 pub struct RootDir {
     fd: OwnedFd,
+    /// The container's id map (`None`: host ids as they are, a privileged container).
+    ids: Option<super::spec::IdMap>,
 }
 
 impl RootDir {
@@ -195,19 +201,63 @@ impl RootDir {
             Mode::empty(),
         )
         .map_err(errno_io)?;
-        Ok(RootDir { fd })
+        Ok(RootDir { fd, ids: None })
     }
 
     /// The root directory of process `pid`, checked against `starttime`: a root opened after
     /// the PID was reused by another process (whose root may be the host's) is refused.
     pub fn of_process(pid: i32, starttime: u64) -> io::Result<RootDir> {
-        let root = RootDir::open(&PathBuf::from(format!("/proc/{pid}/root")))?;
+        let mut root = RootDir::open(&PathBuf::from(format!("/proc/{pid}/root")))?;
+        let uids = std::fs::read_to_string(format!("/proc/{pid}/uid_map"))?;
+        let gids = std::fs::read_to_string(format!("/proc/{pid}/gid_map"))?;
         // Alive with the recorded start time now means it was that process all along, so
-        // the descriptor is its root.
+        // the descriptor is its root and the maps are its own.
         if !proc::is_alive(pid, starttime) {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
+        let (uids, gids) = (
+            super::spec::IdMap::parse_proc(&uids),
+            super::spec::IdMap::parse_proc(&gids),
+        );
+        if !super::spec::IdMap::is_identity(&uids) {
+            root.ids = Some(super::spec::IdMap { uids, gids });
+        }
         Ok(root)
+    }
+
+    /// An owner as the container sees it (the overflow id 65534 for a host id it does not
+    /// map).
+    fn inside_ids(&self, uid: u32, gid: u32) -> (u32, u32) {
+        match &self.ids {
+            None => (uid, gid),
+            Some(m) => (
+                super::spec::to_inside(&m.uids, uid).unwrap_or(OVERFLOW_ID),
+                super::spec::to_inside(&m.gids, gid).unwrap_or(OVERFLOW_ID),
+            ),
+        }
+    }
+
+    /// `perms` with the owner given in container ids turned into host ids; a new entry
+    /// belongs to the container's root unless the request says otherwise.
+    fn host_perms(&self, path: &InnerPath, perms: Perms, created: bool) -> Result<Perms, FileError> {
+        let Some(m) = &self.ids else {
+            return Ok(perms);
+        };
+        let default = created.then_some(0);
+        let map = |id: Option<u32>, ranges: &[super::spec::IdRange], what: &str| {
+            id.or(default)
+                .map(|id| {
+                    super::spec::to_host(ranges, id).ok_or_else(|| {
+                        path.refused(&format!("{what} {id} is not mapped in the instance"))
+                    })
+                })
+                .transpose()
+        };
+        Ok(Perms {
+            uid: map(perms.uid, &m.uids, "uid")?,
+            gid: map(perms.gid, &m.gids, "gid")?,
+            mode: perms.mode,
+        })
     }
 
     /// `openat2` of `rel` (relative to the root) with `flags`, retried on `EAGAIN`.
@@ -300,7 +350,8 @@ pub fn read(root: &RootDir, path: &InnerPath) -> Result<(FileInfo, FileContent),
         None => parent,
     };
     let st = nix::sys::stat::fstat(&entry).map_err(|e| path.errno(e))?;
-    let info = info_of(path, &st)?;
+    let mut info = info_of(path, &st)?;
+    (info.uid, info.gid) = root.inside_ids(info.uid, info.gid);
     let content = match info.kind {
         FileKind::Symlink => {
             let target = nix::fcntl::readlinkat(&entry, "").map_err(|e| path.errno(e))?;
@@ -451,7 +502,7 @@ pub fn open_for_write(
     } else {
         opts.existing
     };
-    perms.apply(path, &fd)?;
+    root.host_perms(path, perms, created)?.apply(path, &fd)?;
     Ok(std::fs::File::from(fd))
 }
 
@@ -515,7 +566,7 @@ pub fn make_dir(root: &RootDir, path: &InnerPath, opts: &WriteOptions) -> Result
                 Some(libc::ENOTDIR) => path.refused("exists and is not a directory"),
                 _ => path.err(e),
             })?;
-        opts.existing.apply(path, &dir)
+        root.host_perms(path, opts.existing, false)?.apply(path, &dir)
     };
     let Some(name) = &path.name else {
         return existing(root);
@@ -533,8 +584,7 @@ pub fn make_dir(root: &RootDir, path: &InnerPath, opts: &WriteOptions) -> Result
         Mode::empty(),
     )
     .map_err(|e| path.errno(e))?;
-    opts.create
-        .with_default_mode(DEFAULT_DIR_MODE)
+    root.host_perms(path, opts.create.with_default_mode(DEFAULT_DIR_MODE), true)?
         .apply(path, &dir)
 }
 
@@ -571,6 +621,7 @@ pub fn make_symlink(
         }
         Err(e) => return Err(path.errno(e)),
     }
+    let perms = root.host_perms(path, *perms, true)?;
     if perms.uid.is_some() || perms.gid.is_some() {
         nix::unistd::fchownat(
             &parent,
