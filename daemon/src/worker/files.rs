@@ -239,7 +239,12 @@ impl RootDir {
 
     /// `perms` with the owner given in container ids turned into host ids; a new entry
     /// belongs to the container's root unless the request says otherwise.
-    fn host_perms(&self, path: &InnerPath, perms: Perms, created: bool) -> Result<Perms, FileError> {
+    fn host_perms(
+        &self,
+        path: &InnerPath,
+        perms: Perms,
+        created: bool,
+    ) -> Result<Perms, FileError> {
         let Some(m) = &self.ids else {
             return Ok(perms);
         };
@@ -566,7 +571,8 @@ pub fn make_dir(root: &RootDir, path: &InnerPath, opts: &WriteOptions) -> Result
                 Some(libc::ENOTDIR) => path.refused("exists and is not a directory"),
                 _ => path.err(e),
             })?;
-        root.host_perms(path, opts.existing, false)?.apply(path, &dir)
+        root.host_perms(path, opts.existing, false)?
+            .apply(path, &dir)
     };
     let Some(name) = &path.name else {
         return existing(root);
