@@ -18,6 +18,7 @@ pub mod mounts;
 pub mod net;
 pub mod netns;
 pub mod proc;
+pub mod seccomp;
 pub mod spawn;
 pub mod spec;
 mod sys;
