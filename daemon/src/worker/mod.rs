@@ -8,6 +8,7 @@
 //! and no fork from a tokio thread: children are started by re-executing ctld into the
 //! hidden `forkstart`/`forkexec` entries.
 
+pub mod caps;
 pub mod cgroup;
 pub mod console;
 pub mod exec;
