@@ -69,9 +69,10 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update
 # busybox-static (the built-in image), lxcfs (container /proc views), dnsmasq-base and nftables
 # (DHCP/DNS and NAT of managed networks), debootstrap (debian/<suite> images), squashfs-tools
-# (squashfs images from image servers).
+# (squashfs images from image servers), libseccomp-dev (ctld links libseccomp for the
+# containers' syscall filters; it pulls in the libseccomp2 runtime library).
 apt-get install -y --no-install-recommends \
-    busybox-static build-essential gcc libc6-dev ca-certificates lxcfs \
+    busybox-static build-essential gcc libc6-dev libseccomp-dev ca-certificates lxcfs \
     dnsmasq-base nftables debootstrap debian-archive-keyring squashfs-tools
 
 # --- build and install ----------------------------------------------------------------------

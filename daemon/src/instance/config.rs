@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::worker::seccomp::{self, SeccompError, SyscallPolicy};
 use crate::worker::usage::{format_cpu_list, parse_cpu_list};
-use crate::worker::{CgroupLimits, CpuAllowance};
+use crate::worker::{CgroupLimits, CpuAllowance, caps};
 
 /// What the host offers, for validating and translating limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,11 @@ const KEYS: &[&str] = &[
     "security.idmap.isolated",
     "security.idmap.base",
     "security.idmap.size",
+    "security.capabilities.drop",
+    "security.syscalls.allow",
+    "security.syscalls.deny",
+    "security.syscalls.deny_compat",
+    "security.syscalls.deny_default",
 ];
 
 /// Keys whose new value only takes effect at the next start.
@@ -93,6 +99,8 @@ pub fn validate(
     init_command(config)?;
     super::idmap::from_config(config)?;
     boolean("security.nesting", config)?;
+    capabilities_drop(config)?;
+    syscall_policy(config, false)?;
     Ok(())
 }
 
@@ -333,6 +341,118 @@ pub fn init_command(config: &BTreeMap<String, String>) -> Result<Option<Vec<Stri
     }
 }
 
+const CAPS_DROP: &str = "security.capabilities.drop";
+const SYSCALLS_ALLOW: &str = "security.syscalls.allow";
+const SYSCALLS_DENY: &str = "security.syscalls.deny";
+const SYSCALLS_DENY_COMPAT: &str = "security.syscalls.deny_compat";
+const SYSCALLS_DENY_DEFAULT: &str = "security.syscalls.deny_default";
+
+/// The capabilities a container's processes lose: LXC's defaults ([`caps::DEFAULT_DROP`])
+/// plus the names in `security.capabilities.drop` (`sys_admin`, `CAP_NET_RAW`...; comma or
+/// space separated), sorted, each once.
+pub fn capabilities_drop(config: &BTreeMap<String, String>) -> Result<Vec<u32>, ConfigError> {
+    let mut drop = caps::DEFAULT_DROP.to_vec();
+    if let Some(v) = config.get(CAPS_DROP) {
+        for name in v
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|n| !n.is_empty())
+        {
+            let cap = caps::cap_number(name)
+                .ok_or_else(|| invalid(CAPS_DROP, v, format!("unknown capability \"{name}\"")))?;
+            drop.push(cap);
+        }
+    }
+    drop.sort_unstable();
+    drop.dedup();
+    Ok(drop)
+}
+
+/// System call names from `key` (one per line or comma-separated), each once, every one
+/// known to libseccomp on this architecture. Unset or empty: none.
+fn syscall_names(key: &str, config: &BTreeMap<String, String>) -> Result<Vec<String>, ConfigError> {
+    let Some(v) = config.get(key) else {
+        return Ok(Vec::new());
+    };
+    let mut names: Vec<String> = Vec::new();
+    for entry in v
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        if entry.contains(char::is_whitespace) {
+            return Err(invalid(
+                key,
+                v,
+                format!(
+                    "\"{entry}\" is not a system call name (names only, one per line or \
+                     comma-separated; no actions or arguments)"
+                ),
+            ));
+        }
+        if !names.iter().any(|n| n == entry) {
+            names.push(entry.to_string());
+        }
+    }
+    seccomp::validate_names(&names).map_err(|e| invalid(key, v, e.to_string()))?;
+    Ok(names)
+}
+
+/// The seccomp policy of a container from the `security.syscalls.*` keys, as in Incus:
+/// `deny_default` (default true: the default denylist, larger when `privileged`),
+/// `deny_compat` (default false), `deny` (more names to deny), or `allow` (an allowlist,
+/// which excludes the other three; `deny_default` then defaults to false).
+pub fn syscall_policy(
+    config: &BTreeMap<String, String>,
+    privileged: bool,
+) -> Result<SyscallPolicy, ConfigError> {
+    let deny_default = boolean(SYSCALLS_DENY_DEFAULT, config)?;
+    let deny_compat = boolean(SYSCALLS_DENY_COMPAT, config)?.unwrap_or(false);
+    let deny = syscall_names(SYSCALLS_DENY, config)?;
+    let allow = syscall_names(SYSCALLS_ALLOW, config)?;
+    let allowlist = !allow.is_empty();
+    if allowlist {
+        let value = |key: &str| config.get(key).map_or("", String::as_str);
+        let conflict = if deny_default == Some(true) {
+            Some(SYSCALLS_DENY_DEFAULT)
+        } else if deny_compat {
+            Some(SYSCALLS_DENY_COMPAT)
+        } else if !deny.is_empty() {
+            Some(SYSCALLS_DENY)
+        } else {
+            None
+        };
+        if let Some(key) = conflict {
+            return Err(invalid(
+                key,
+                value(key),
+                format!(
+                    "cannot be combined with {SYSCALLS_ALLOW}: an allowlist is the whole policy"
+                ),
+            ));
+        }
+    }
+    let policy = SyscallPolicy {
+        privileged,
+        deny_default: deny_default.unwrap_or(!allowlist),
+        deny_compat,
+        deny,
+        allow,
+    };
+    policy.validate().map_err(|e: SeccompError| {
+        let key = if allowlist {
+            SYSCALLS_ALLOW
+        } else {
+            SYSCALLS_DENY
+        };
+        invalid(
+            key,
+            config.get(key).map_or("", String::as_str),
+            e.to_string(),
+        )
+    })?;
+    Ok(policy)
+}
+
 /// The host's total memory in bytes, from `/proc/meminfo` content.
 pub fn parse_meminfo_total(meminfo: &str) -> Option<u64> {
     meminfo
@@ -551,6 +671,126 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    #[test]
+    fn capabilities_to_drop() {
+        let defaults = caps::DEFAULT_DROP
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(
+            capabilities_drop(&cfg(&[])),
+            Ok(defaults.iter().copied().collect::<Vec<_>>())
+        );
+        let got = capabilities_drop(&cfg(&[(
+            "security.capabilities.drop",
+            "sys_admin, CAP_NET_RAW  cap_sys_time,,mknod",
+        )]));
+        let mut want: Vec<u32> = defaults.iter().copied().chain([21, 13, 27]).collect();
+        want.sort_unstable();
+        assert_eq!(got, Ok(want));
+        let e = validate(
+            &cfg(&[("security.capabilities.drop", "sys_admin,sys_admn")]),
+            &cfg(&[]),
+            &host(),
+        );
+        assert!(
+            matches!(&e, Err(ConfigError::Invalid { key, reason, .. })
+                if key == "security.capabilities.drop" && reason.contains("sys_admn")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn syscall_policies() {
+        let names = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Unset: Incus' defaults.
+        assert_eq!(
+            syscall_policy(&cfg(&[]), true),
+            Ok(SyscallPolicy {
+                privileged: true,
+                deny_default: true,
+                deny_compat: false,
+                deny: Vec::new(),
+                allow: Vec::new(),
+            })
+        );
+        let p = syscall_policy(
+            &cfg(&[
+                ("security.syscalls.deny_default", "false"),
+                ("security.syscalls.deny_compat", "true"),
+                ("security.syscalls.deny", "mknod\nmknodat, mknod\n\n"),
+            ]),
+            false,
+        );
+        assert_eq!(
+            p,
+            Ok(SyscallPolicy {
+                privileged: false,
+                deny_default: false,
+                deny_compat: true,
+                deny: names(&["mknod", "mknodat"]),
+                allow: Vec::new(),
+            })
+        );
+        // An allowlist: deny_default off unless set, and then a conflict.
+        let allow = ("security.syscalls.allow", "execve\nread\nwrite");
+        let p = syscall_policy(&cfg(&[allow]), false).map(|p| (p.deny_default, p.allow));
+        assert_eq!(p, Ok((false, names(&["execve", "read", "write"]))));
+        let p = syscall_policy(
+            &cfg(&[allow, ("security.syscalls.deny_default", "false")]),
+            false,
+        );
+        assert!(p.is_ok(), "{p:?}");
+        for (k, v) in [
+            ("security.syscalls.deny_default", "true"),
+            ("security.syscalls.deny_compat", "true"),
+            ("security.syscalls.deny", "mknod"),
+        ] {
+            let e = syscall_policy(&cfg(&[allow, (k, v)]), false);
+            assert!(
+                matches!(&e, Err(ConfigError::Invalid { key, reason, .. })
+                    if key == k && reason.contains("security.syscalls.allow")),
+                "{k}: {e:?}"
+            );
+        }
+        // Bad values name their key (and the bad name), through validate too.
+        for (k, v, needle) in [
+            (
+                "security.syscalls.deny",
+                "mknod,no_such_call",
+                "no_such_call",
+            ),
+            (
+                "security.syscalls.deny",
+                "kexec_load errno 1",
+                "kexec_load errno 1",
+            ),
+            ("security.syscalls.allow", "read\nwrite", "execve"),
+            ("security.syscalls.allow", "execve\nbogus", "bogus"),
+            ("security.syscalls.deny_compat", "maybe", "true or false"),
+            ("security.syscalls.deny_default", "2", "true or false"),
+        ] {
+            let e = validate(&cfg(&[(k, v)]), &cfg(&[]), &host());
+            assert!(
+                matches!(&e, Err(ConfigError::Invalid { key, reason, .. })
+                    if key == k && reason.contains(needle)),
+                "{k}={v}: {e:?}"
+            );
+        }
+        assert!(
+            validate(
+                &cfg(&[
+                    ("security.syscalls.deny", "mknod"),
+                    ("security.syscalls.deny_compat", "true"),
+                    ("security.capabilities.drop", "net_raw"),
+                ]),
+                &cfg(&[]),
+                &host()
+            )
+            .is_ok()
+        );
     }
 
     #[test]

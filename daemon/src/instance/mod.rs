@@ -27,7 +27,7 @@ use crate::images::progress::Progress;
 use crate::images::{ImageError, ImageRef, ImageStore};
 use crate::network::{self, NetworkError, Networks, ResolvedNic};
 use crate::paths::{Paths, overlay_dirs};
-use crate::worker::spec::{default_caps_drop, default_mounts, default_namespaces};
+use crate::worker::spec::{default_mounts, default_namespaces};
 use crate::worker::{ExecSpec, InitProcess, Interface, SpawnSpec, Worker, WorkerError};
 
 pub use config::ConfigError;
@@ -518,6 +518,7 @@ impl Instances {
         if id_map.is_some() {
             spec.namespaces.push(crate::worker::spec::Namespace::User);
         }
+        spec.syscalls.privileged = id_map.is_none();
         spec.id_map = id_map;
         self.networks.sync_leases(name, &nics, &cfg).await?;
         let net_plan = self.networks.plan_start(name, &nics, &cfg).await?;
@@ -698,7 +699,9 @@ impl Instances {
                 m.extend(self.worker.cgroup_mounts());
                 m
             },
-            caps_drop: default_caps_drop(),
+            caps_drop: config::capabilities_drop(&row.config)?,
+            // Completed by the start once it knows whether the container is privileged.
+            syscalls: config::syscall_policy(&row.config, false)?,
             init,
             env: vec![
                 ("PATH".into(), DEFAULT_PATH.into()),
@@ -1370,7 +1373,12 @@ impl Instances {
             starttime: init.starttime,
             namespaces: default_namespaces(),
             cgroup_procs: self.worker.cgroup_procs(name),
-            caps_drop: default_caps_drop(),
+            caps_drop: config::capabilities_drop(&row.config)?,
+            // As the init got it: privileged iff it runs without an id map.
+            syscalls: config::syscall_policy(
+                &row.config,
+                idmap::from_json(row.config.get(idmap::VOLATILE_CURRENT)).is_none(),
+            )?,
             argv: req.command.clone(),
             env: env.into_iter().collect(),
             cwd,

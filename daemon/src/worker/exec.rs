@@ -32,8 +32,10 @@ pub struct ExecSpec {
     pub starttime: u64,
     pub namespaces: Vec<Namespace>,
     pub cgroup_procs: Vec<PathBuf>,
-    /// Capabilities dropped from the bounding set, as for the container's init.
+    /// Capabilities dropped, as for the container's init.
     pub caps_drop: Vec<u32>,
+    /// The seccomp filter, as for the container's init.
+    pub syscalls: super::seccomp::SyscallPolicy,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: String,
@@ -413,11 +415,15 @@ fn run_command(spec: &ExecSpec, parent: i32, slave: Option<&Path>, in_userns: bo
         drop(ctl);
     }
     sys::reset_signals_for_exec();
-    for cap in &spec.caps_drop {
-        if let Err(e) = sys::capbset_drop(*cap) {
-            eprintln!("ctl exec: drop capability {cap}: {e}");
-            return EXIT_CANNOT_EXEC;
-        }
+    // The filter first (loading it without no_new_privs needs CAP_SYS_ADMIN), then the
+    // capabilities, then the ids (dropping them needs CAP_SETPCAP).
+    if let Err(e) = super::seccomp::load(&spec.syscalls) {
+        eprintln!("ctl exec: seccomp: {e}");
+        return EXIT_CANNOT_EXEC;
+    }
+    if let Err(e) = super::caps::apply(&spec.caps_drop) {
+        eprintln!("ctl exec: capabilities: {e}");
+        return EXIT_CANNOT_EXEC;
     }
     // In a user namespace this process is still host root, which the container does not
     // map: it takes the requested ids (root's too) before anything runs.

@@ -8,6 +8,7 @@
 //! and no fork from a tokio thread: children are started by re-executing ctld into the
 //! hidden `forkstart`/`forkexec` entries.
 
+pub mod caps;
 pub mod cgroup;
 pub mod console;
 pub mod exec;
@@ -19,6 +20,7 @@ pub mod mounts;
 pub mod net;
 pub mod netns;
 pub mod proc;
+pub mod seccomp;
 pub mod spawn;
 pub mod spec;
 mod sys;

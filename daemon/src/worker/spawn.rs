@@ -476,9 +476,10 @@ fn container_child(
     if spec.namespaces.contains(&Namespace::Net) {
         sys::interface_up("lo").map_err(|e| format!("bring up lo: {e}"))?;
     }
-    for cap in &spec.caps_drop {
-        sys::capbset_drop(*cap).map_err(|e| format!("drop capability {cap}: {e}"))?;
-    }
+    // The filter first (loading it without no_new_privs needs CAP_SYS_ADMIN, and setuid
+    // programs inside must keep working), then the capabilities.
+    super::seccomp::load(&spec.syscalls).map_err(|e| format!("seccomp: {e}"))?;
+    super::caps::apply(&spec.caps_drop).map_err(|e| format!("capabilities: {e}"))?;
     // stdio: the console; without one, nothing to read and output to the log file.
     let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
     match &tty {

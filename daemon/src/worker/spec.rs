@@ -177,8 +177,11 @@ pub struct SpawnSpec {
     pub id_map: Option<IdMap>,
     /// Mounts made inside the rootfs after the overlay, in order.
     pub mounts: Vec<MountEntry>,
-    /// Capability numbers dropped from the bounding set.
+    /// Capability numbers dropped (bounding, permitted, effective; inheritable and ambient
+    /// are cleared).
     pub caps_drop: Vec<u32>,
+    /// The seccomp filter of the init and everything it starts.
+    pub syscalls: super::seccomp::SyscallPolicy,
     /// Init argv; empty means the built-in minimal init (reaps zombies, exits on SIGTERM).
     pub init: Vec<String>,
     /// Init environment.
@@ -436,21 +439,10 @@ pub fn default_namespaces() -> Vec<Namespace> {
     ]
 }
 
-/// Capabilities dropped from a privileged container, as LXC does by default: loading
-/// kernel modules, raw I/O, setting the clock, and MAC administration.
+/// Capabilities dropped from every container, as LXC does by default: loading kernel
+/// modules, raw I/O, setting the clock, and MAC administration.
 pub fn default_caps_drop() -> Vec<u32> {
-    const CAP_SYS_MODULE: u32 = 16;
-    const CAP_SYS_RAWIO: u32 = 17;
-    const CAP_SYS_TIME: u32 = 25;
-    const CAP_MAC_OVERRIDE: u32 = 32;
-    const CAP_MAC_ADMIN: u32 = 33;
-    vec![
-        CAP_SYS_MODULE,
-        CAP_SYS_RAWIO,
-        CAP_SYS_TIME,
-        CAP_MAC_OVERRIDE,
-        CAP_MAC_ADMIN,
-    ]
+    super::caps::DEFAULT_DROP.to_vec()
 }
 
 #[cfg(test)]
@@ -537,6 +529,7 @@ mod tests {
             }),
             mounts: default_mounts(std::path::Path::new("/dev")),
             caps_drop: default_caps_drop(),
+            syscalls: super::seccomp::SyscallPolicy::default(),
             init: vec!["/sbin/init".into()],
             env: vec![("container".into(), "ctl".into())],
             cgroup_procs: vec!["/sys/fs/cgroup/pids/ctl/c1/cgroup.procs".into()],

@@ -449,3 +449,28 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `open_by_handle_at(mount_fd, NULL, O_RDONLY)`, for the seccomp tests: after its
+/// permission check the kernel fails the NULL handle with `EFAULT`, so any other error
+/// (`ENOSYS`) means a filter answered first. Never returns a descriptor.
+#[cfg(test)]
+pub fn open_by_handle_at_null(mount_fd: &impl std::os::fd::AsFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a NULL handle pointer is never dereferenced in user space; the kernel checks
+    // user pointers and fails with EFAULT. The descriptor is borrowed for the call. Should
+    // the call succeed anyway, the descriptor it returns is closed at once.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd.as_fd().as_raw_fd(),
+            std::ptr::null_mut::<libc::c_void>(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ret` is a freshly opened descriptor not owned by anything else.
+    drop(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
+    Ok(())
+}
