@@ -756,22 +756,65 @@ fn api_shape_follows_incus() {
 #[test]
 fn image_is_built_once_and_shared() {
     root_or_skip!("image_is_built_once_and_shared");
+    use std::os::unix::fs::MetadataExt;
     let d = Daemon::start();
-    d.ok(&["launch", "busybox", "s1"]);
-    d.ok(&["launch", "busybox", "s2"]);
+    let names: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    for n in &names {
+        d.ok(&["launch", "busybox", n]);
+    }
     let (_, v) = d.http("GET", "/1.0/images", None);
     assert_eq!(v["metadata"].as_array().map(Vec::len), Some(1), "{v}");
     let lower = image_rootfs(&d);
-    for n in ["s1", "s2"] {
+    let busybox = lower.join("bin/busybox");
+    let before = std::fs::read(&busybox).unwrap_or_default();
+    let lower_md = std::fs::metadata(&busybox).unwrap_or_else(|e| panic!("{e}"));
+    for n in &names {
+        // Unprivileged: the init is a non-root host user, container root inside.
+        let pid = d.init_pid(n);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let host_uid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(0);
+        assert!(host_uid >= 100_000, "{n}: init runs as host uid {host_uid}");
+        assert_eq!(d.ok(&["exec", n, "--", "id", "-u"]).trim(), "0");
         let mounts = d.ok(&["exec", n, "--", "cat", "/proc/mounts"]);
         assert!(
-            mounts.contains(&format!("lowerdir={}", lower.display())),
+            mounts.lines().any(|l| l.starts_with("overlay / overlay")),
             "{mounts}"
         );
+        // One copy on disk: the file each container sees is the image layer's inode.
+        let ino = d.ok(&["exec", n, "--", "stat", "-c", "%i %u", "/bin/busybox"]);
+        assert_eq!(ino.trim(), format!("{} 0", lower_md.ino()), "{n}");
+        // What root writes inside lands in the container's upper layer with mapped ids.
+        d.ok(&[
+            "exec",
+            n,
+            "--",
+            "sh",
+            "-c",
+            "echo x > /bin/busybox-note; echo y >> /etc/passwd",
+        ]);
+        let upper = d.path().join("containers").join(n).join("upper");
+        for f in ["bin/busybox-note", "etc/passwd"] {
+            let md = std::fs::metadata(upper.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!((md.uid(), md.gid()), (host_uid, host_uid), "{n}: {f}");
+        }
     }
+    // The shared layer is unchanged: same bytes, still root's, nothing added to it.
+    let after_md = std::fs::metadata(&busybox).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(std::fs::read(&busybox).unwrap_or_default(), before);
+    assert_eq!((after_md.uid(), after_md.ino()), (0, lower_md.ino()));
+    assert!(!lower.join("bin/busybox-note").exists());
+    let passwd = std::fs::read_to_string(lower.join("etc/passwd")).unwrap_or_default();
+    assert!(!passwd.contains("\ny\n"), "{passwd}");
     let listing = d.ok(&["image", "list"]);
     assert!(listing.contains("busybox"), "{listing}");
-    d.ok(&["delete", "-f", "s1", "s2"]);
+    for n in &names {
+        d.ok(&["delete", "-f", n]);
+    }
     d.ok(&["image", "delete", "busybox"]);
     let (_, v) = d.http("GET", "/1.0/images", None);
     assert_eq!(v["metadata"].as_array().map(Vec::len), Some(0));

@@ -705,7 +705,17 @@ fn a_large_upload_streams_through_the_daemon() {
     let on_disk = upper(&d).join("root/big");
     let md = std::fs::metadata(&on_disk).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(md.len(), SIZE as u64);
-    assert_eq!(md.uid(), 0);
+    // Owned by the container's root, a host user of its own (unprivileged container).
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", d.init_pid("c1"))).unwrap_or_default();
+    let root_uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(0);
+    assert!(root_uid > 0, "{status}");
+    assert_eq!(md.uid(), root_uid);
     let mut f = std::fs::File::open(&on_disk).unwrap_or_else(|e| panic!("{e}"));
     std::io::Seek::seek(&mut f, std::io::SeekFrom::End(-(CHUNK as i64)))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -773,7 +783,11 @@ fn device_nodes_planted_inside_are_never_opened_for_writing() {
         return;
     }
     let d = ctl_tests::Daemon::start();
-    d.ok(&["launch", "busybox", "dev"]);
+    // An unprivileged container cannot make device nodes at all: a privileged one can.
+    d.ok(&["launch", "busybox", "udev"]);
+    let r = d.ctl(&["exec", "udev", "--", "mknod", "/root/node", "c", "1", "3"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    d.ok(&["launch", "busybox", "dev", "-c", "security.privileged=true"]);
     d.ok(&["exec", "dev", "--", "mknod", "/root/node", "c", "1", "3"]);
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let local = tmp.path().join("f");

@@ -696,6 +696,9 @@ impl Instances {
             id_map: None,
             mounts: {
                 let mut m = default_mounts(&self.paths.host_dev);
+                if config::boolean("security.nesting", &row.config)?.unwrap_or(false) {
+                    m = crate::worker::spec::for_nesting(m);
+                }
                 m.extend(self.worker.cgroup_mounts());
                 m
             },

@@ -225,6 +225,22 @@ impl RootDir {
         Ok(root)
     }
 
+    /// For the duration of one request that creates entries: this thread's filesystem ids
+    /// become the container root's (see [`super::caps::FsIds`]), so filesystems the
+    /// container mounted itself (its own `/tmp`) accept the new entries. `None` for a
+    /// privileged container.
+    fn as_container_root(&self, path: &InnerPath) -> Result<Option<super::caps::FsIds>, FileError> {
+        let Some(m) = &self.ids else {
+            return Ok(None);
+        };
+        let (Some(uid), Some(gid)) = (m.host_uid(0), m.host_gid(0)) else {
+            return Ok(None);
+        };
+        super::caps::act_as(uid, gid)
+            .map(Some)
+            .map_err(|e| path.err(e))
+    }
+
     /// An owner as the container sees it (the overflow id 65534 for a host id it does not
     /// map).
     fn inside_ids(&self, uid: u32, gid: u32) -> (u32, u32) {
@@ -440,6 +456,7 @@ pub fn open_for_write(
     if path.name.is_none() {
         return Err(path.refused("is a directory"));
     }
+    let _ids = root.as_container_root(path)?;
     // Non-blocking and no controlling tty: a FIFO or a terminal put in our way by the
     // container cannot hang the open.
     let base = OFlag::O_WRONLY
@@ -564,6 +581,7 @@ where
 /// Make directory `path`. One that exists already (also through a symlink) is fine and gets
 /// `opts.existing`; a new one gets `opts.create` (mode 0755 by default).
 pub fn make_dir(root: &RootDir, path: &InnerPath, opts: &WriteOptions) -> Result<(), FileError> {
+    let _ids = root.as_container_root(path)?;
     let existing = |root: &RootDir| -> Result<(), FileError> {
         let dir = root
             .walk(&path.full, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
@@ -608,6 +626,7 @@ pub fn make_symlink(
             "a symlink target must be 1 to {MAX_LINK_TARGET} bytes without NUL"
         )));
     }
+    let _ids = root.as_container_root(path)?;
     let Some(name) = &path.name else {
         return Err(FileError::Exists {
             path: path.shown.clone(),

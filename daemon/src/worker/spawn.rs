@@ -354,6 +354,7 @@ fn overlay_root(spec: &SpawnSpec, pid: i32) -> Result<OwnedFd, String> {
         sys::fsconfig_string(fsfd.as_fd(), key, value)
             .map_err(|e| format!("overlay option {}: {e}", key.to_string_lossy()))
     };
+    set(c"source", c"overlay")?;
     // `lowerdir+` takes one layer, unescaped (kernel 6.8+); older kernels get `lowerdir`.
     if sys::fsconfig_string(fsfd.as_fd(), c"lowerdir+", &lower).is_err() {
         set(c"lowerdir", &lower)?;

@@ -345,6 +345,21 @@ pub fn default_mounts(host_dev: &std::path::Path) -> Vec<MountEntry> {
     m
 }
 
+/// The mount table of a container that may run containers itself (`security.nesting`):
+/// `/proc` and `/sys` without masks and read-only binds, since the kernel refuses a fresh
+/// `/proc` or `/sys` in a nested user namespace while parts of the outer one are covered.
+pub fn for_nesting(mounts: Vec<MountEntry>) -> Vec<MountEntry> {
+    mounts
+        .into_iter()
+        .filter(|m| {
+            !matches!(
+                m,
+                MountEntry::Mask { .. } | MountEntry::ReadOnly { .. } | MountEntry::Writable { .. }
+            )
+        })
+        .collect()
+}
+
 /// The container's view of its cgroups under `/sys/fs/cgroup`, mirroring the host's
 /// layout. Inside the cgroup namespace each hierarchy's root is the container's own cgroup,
 /// so the host's tree is invisible. v1 hierarchies are read-only (a privileged container
