@@ -11,6 +11,7 @@ use crate::api::{self, AppState, exec::ExecRegistry, server_info::StaticInfo};
 use crate::db;
 use crate::events::Events;
 use crate::images::ImageStore;
+use crate::images::unpack::Limits;
 use crate::instance::{InstanceError, Instances};
 use crate::operations::Operations;
 use crate::paths::Paths;
@@ -39,12 +40,15 @@ pub struct Options {
     /// Create this network and put it on the default profile on the first start (none: no
     /// default network).
     pub default_network: Option<String>,
+    /// Size caps of every image unpacked (`--image-max-size-gib`).
+    pub image_limits: Limits,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             default_network: Some("ctlbr0".into()),
+            image_limits: Limits::default(),
         }
     }
 }
@@ -97,7 +101,9 @@ pub async fn build_state(
     let pool = db::open(&paths.db()).await?;
     let networks_dir = paths.dir.join("networks");
     let paths = Arc::new(paths);
-    let images = ImageStore::new(pool.clone(), paths.clone()).with_events(events.clone());
+    let images = ImageStore::new(pool.clone(), paths.clone())
+        .with_events(events.clone())
+        .with_limits(options.image_limits);
     let version = worker.cgroup_version();
     let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     let networks = instances.networks().clone();
