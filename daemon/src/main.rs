@@ -53,6 +53,11 @@ struct Args {
     /// Where debootstrap results are cached between builds (default: `<dir>/cache`).
     #[arg(long, env = "CTL_BUILD_CACHE")]
     build_cache: Option<PathBuf>,
+    /// Largest unpacked size of one image, in GiB: the sum of its files' apparent sizes
+    /// (one file may have at most 16 GiB, or this if smaller). Bigger images are refused.
+    #[arg(long, env = "CTL_IMAGE_MAX_SIZE_GIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    image_max_size_gib: u64,
 }
 
 fn main() {
@@ -104,6 +109,7 @@ fn run() -> anyhow::Result<()> {
     }
     let options = ctld::server::Options {
         default_network: args.default_network.then_some(args.default_network_name),
+        image_limits: ctld::images::unpack::Limits::with_max_total(args.image_max_size_gib << 30),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

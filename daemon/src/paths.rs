@@ -92,6 +92,26 @@ impl Paths {
     pub fn tmp(&self) -> PathBuf {
         self.dir.join("tmp")
     }
+
+    /// Image files pulled from image servers, kept between attempts to resume.
+    pub fn downloads(&self) -> PathBuf {
+        self.dir.join("downloads")
+    }
+
+    /// The directories under `dir` the daemon makes at start-up, with their modes: `dir`
+    /// itself is traversable (the socket's group reaches the socket), everything holding
+    /// image or container content (setuid files, secrets) is root's alone.
+    pub fn state_dirs(&self) -> [(PathBuf, u32); 7] {
+        [
+            (self.dir.clone(), 0o711),
+            (self.containers(), 0o700),
+            (self.images(), 0o700),
+            (self.tmp(), 0o700),
+            (self.trash(), 0o700),
+            (self.downloads(), 0o700),
+            (self.run(), 0o700),
+        ]
+    }
 }
 
 /// The overlay directories of a container directory.

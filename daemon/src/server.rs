@@ -3,6 +3,8 @@
 //! [`serve`] with a temp socket; `main` adds signals.
 
 use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
@@ -11,6 +13,7 @@ use crate::api::{self, AppState, exec::ExecRegistry, server_info::StaticInfo};
 use crate::db;
 use crate::events::Events;
 use crate::images::ImageStore;
+use crate::images::unpack::Limits;
 use crate::instance::{InstanceError, Instances};
 use crate::operations::Operations;
 use crate::paths::Paths;
@@ -39,14 +42,54 @@ pub struct Options {
     /// Create this network and put it on the default profile on the first start (none: no
     /// default network).
     pub default_network: Option<String>,
+    /// Size caps of every image unpacked (`--image-max-size-gib`).
+    pub image_limits: Limits,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             default_network: Some("ctlbr0".into()),
+            image_limits: Limits::default(),
         }
     }
+}
+
+/// Make `dir` (and its missing parents) if needed and give it `mode`, also when it exists
+/// with another mode (made by an older ctld).
+fn make_dir(dir: &Path, mode: u32) -> Result<(), StartError> {
+    let io_at = |source| StartError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(io_at)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io_at)
+}
+
+/// Make the state directories with their modes ([`Paths::state_dirs`]), and make every
+/// existing container directory 0700. The database files are made 0600 by [`db::open`].
+pub fn prepare_dirs(paths: &Paths) -> Result<(), StartError> {
+    for (dir, mode) in paths.state_dirs() {
+        make_dir(&dir, mode)?;
+    }
+    let containers = paths.containers();
+    let entries = std::fs::read_dir(&containers).map_err(|source| StartError::Io {
+        path: containers.clone(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        // Directories only: `file_type` does not follow symlinks.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let dir = entry.path();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|source| StartError::Io { path: dir, source })?;
+        }
+    }
+    Ok(())
 }
 
 /// Open the state, reconcile networks and running containers, and build the handlers'
@@ -57,29 +100,8 @@ pub async fn build_state(
     events: Events,
     options: &Options,
 ) -> Result<AppState, StartError> {
-    for d in [
-        paths.dir.clone(),
-        paths.containers(),
-        paths.images(),
-        paths.tmp(),
-        paths.run(),
-    ] {
-        tokio::fs::create_dir_all(&d)
-            .await
-            .map_err(|source| StartError::Io { path: d, source })?;
-    }
-    // Image rootfs and container layers may hold setuid files and whatever an image brought:
-    // only root may reach them. The state dir itself is traversable (the socket's group).
-    for (d, mode) in [
-        (paths.dir.clone(), 0o711),
-        (paths.images(), 0o700),
-        (paths.containers(), 0o700),
-    ] {
-        use std::os::unix::fs::PermissionsExt;
-        tokio::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
-            .await
-            .map_err(|source| StartError::Io { path: d, source })?;
-    }
+    // A few syscalls at start-up, before anything is served: fine on this thread.
+    prepare_dirs(&paths)?;
     // A build killed with ctld may have left mounts (debootstrap's proc, sys) in there.
     let left = {
         let tmp = paths.tmp();
@@ -92,12 +114,14 @@ pub async fn build_state(
     }
     if left.is_empty() {
         let _ = tokio::fs::remove_dir_all(paths.tmp()).await;
+        make_dir(&paths.tmp(), 0o700)?;
     }
-    let _ = tokio::fs::create_dir_all(paths.tmp()).await;
     let pool = db::open(&paths.db()).await?;
     let networks_dir = paths.dir.join("networks");
     let paths = Arc::new(paths);
-    let images = ImageStore::new(pool.clone(), paths.clone()).with_events(events.clone());
+    let images = ImageStore::new(pool.clone(), paths.clone())
+        .with_events(events.clone())
+        .with_limits(options.image_limits);
     let version = worker.cgroup_version();
     let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     let networks = instances.networks().clone();
@@ -147,4 +171,74 @@ pub async fn serve_public(
     axum::serve(listener, api::public_router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::fake::FakeWorker;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// Start the daemon's state in `paths` as `main` does (the fake worker, no default
+    /// network) and check every mode.
+    async fn start_and_check(paths: &Paths) -> TestResult {
+        let options = Options {
+            default_network: None,
+            ..Options::default()
+        };
+        let state = build_state(
+            paths.clone(),
+            Arc::new(FakeWorker::default()),
+            Events::default(),
+            &options,
+        )
+        .await?;
+        for (dir, want) in paths.state_dirs() {
+            assert_eq!(mode(&dir), want, "{}", dir.display());
+        }
+        let [db, wal, shm] = db::files(&paths.db());
+        for f in [&db, &wal, &shm] {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+        drop(state);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_new_state_dir_is_root_only() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        start_and_check(&Paths::new(tmp.path().join("ctld"))).await
+    }
+
+    #[tokio::test]
+    async fn an_older_state_dir_is_made_root_only() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let paths = Paths::new(tmp.path().join("ctld"));
+        // What an older ctld left: directories 0755, the database and its WAL files 0644.
+        let c1 = paths.container("c1");
+        for d in [&paths.dir, &paths.images(), &paths.tmp(), &paths.run(), &c1] {
+            std::fs::create_dir_all(d)?;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        }
+        std::fs::set_permissions(paths.containers(), std::fs::Permissions::from_mode(0o755))?;
+        let pool = db::open(&paths.db()).await?;
+        for f in db::files(&paths.db()) {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644))?;
+        }
+        start_and_check(&paths).await?;
+        pool.close().await;
+        // Reconcile removed `c1` (no row): an existing container's directory is fixed too.
+        std::fs::create_dir_all(&c1)?;
+        std::fs::set_permissions(&c1, std::fs::Permissions::from_mode(0o755))?;
+        prepare_dirs(&paths)?;
+        assert_eq!(mode(&c1), 0o700, "a container directory");
+        Ok(())
+    }
 }

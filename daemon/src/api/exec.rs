@@ -198,7 +198,13 @@ fn run_without_websockets(
                         if let Some(dir) = p.parent() {
                             let _ = tokio::fs::create_dir_all(dir).await;
                         }
-                        tokio::fs::File::create(&p)
+                        // The guest's output: root's alone, like the console log.
+                        tokio::fs::OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(true)
+                            .mode(0o600)
+                            .open(&p)
                             .await
                             .map(|f| Box::new(f) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>)
                     }

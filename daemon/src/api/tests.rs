@@ -33,6 +33,11 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(crate::images::unpack::Limits::default()).await
+}
+
+/// A harness whose image store holds unpacked images to `limits`.
+async fn harness_with(limits: crate::images::unpack::Limits) -> Harness {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let pool = db::open_memory().await.unwrap_or_else(|e| panic!("{e}"));
     // A stored image with the `busybox` alias, so nothing is built.
@@ -57,7 +62,9 @@ async fn harness() -> Harness {
     let paths = Arc::new(Paths::new(dir.path()));
     let worker = Arc::new(FakeWorker::default());
     let events = Events::default();
-    let images = ImageStore::new(pool.clone(), paths.clone()).with_events(events.clone());
+    let images = ImageStore::new(pool.clone(), paths.clone())
+        .with_events(events.clone())
+        .with_limits(limits);
     let instances =
         Instances::new(pool, worker.clone(), paths, images.clone()).with_events(events.clone());
     let state = AppState {

@@ -1,12 +1,19 @@
 //! All SQL lives here. The rest of the daemon sees typed rows (`InstanceRow`, `ImageRow`)
 //! and functions, never a query string. One short transaction per state change; WAL mode.
+//!
+//! The database holds secrets (instance `environment.*` keys...): the file is created with
+//! mode 0600 before SQLite opens it, and on every open it and its `-wal` and `-shm` files
+//! are given that mode again (SQLite creates those two with the database file's mode).
 
 pub mod images;
 pub mod instances;
 pub mod networks;
 pub mod profiles;
 
-use std::path::Path;
+use std::fs::{OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -35,10 +42,60 @@ pub enum DbError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
-/// Open (creating if needed) the database at `path` and apply migrations.
+/// The mode of the database file and of its `-wal` and `-shm` files: root's alone.
+pub const FILE_MODE: u32 = 0o600;
+
+/// The database at `path` and its `-wal` and `-shm` files.
+pub fn files(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    [path.to_path_buf(), with("-wal"), with("-shm")]
+}
+
+/// Create the database file at `path` with [`FILE_MODE`] if it is missing, and give it and
+/// the `-wal` and `-shm` files that exist that mode (an older ctld left them 0644).
+pub fn restrict_files(path: &Path) -> Result<(), DbError> {
+    let io_at = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| DbError::Io { path, source }
+    };
+    let [db, wal, shm] = files(path);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&db)
+        .map_err(io_at(&db))?;
+    file.set_permissions(Permissions::from_mode(FILE_MODE))
+        .map_err(io_at(&db))?;
+    for p in [wal, shm] {
+        match OpenOptions::new().read(true).open(&p) {
+            Ok(f) => f
+                .set_permissions(Permissions::from_mode(FILE_MODE))
+                .map_err(io_at(&p))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_at(&p)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Open (creating if needed) the database at `path` and apply migrations. The files are
+/// made 0600 first ([`restrict_files`]).
 pub async fn open(path: &Path) -> Result<Pool, DbError> {
+    restrict_files(path)?;
     let opts = SqliteConnectOptions::from_str("sqlite://")?
         .filename(path)
         .create_if_missing(true)
@@ -67,4 +124,42 @@ pub async fn open_memory() -> Result<Pool, DbError> {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[tokio::test]
+    async fn database_files_are_root_only() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("ctld.db");
+        let pool = open(&path).await?;
+        // A write, so the -wal and -shm files surely exist.
+        let mut row = profiles::get(&pool, "default")
+            .await?
+            .ok_or("no default profile")?;
+        row.description = "changed".into();
+        profiles::update(&pool, &row).await?;
+        for f in files(&path) {
+            assert_eq!(mode(&f), 0o600, "{} of a new database", f.display());
+        }
+        // Files an older ctld left readable are fixed at the next open, -wal and -shm too.
+        for f in files(&path) {
+            std::fs::set_permissions(&f, Permissions::from_mode(0o644))?;
+        }
+        let again = open(&path).await?;
+        for f in files(&path) {
+            assert_eq!(mode(&f), 0o600, "{} after a reopen", f.display());
+        }
+        again.close().await;
+        pool.close().await;
+        Ok(())
+    }
 }

@@ -36,7 +36,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use super::progress::Progress;
 use super::tarball::{Compression, ImageMetadata, Tree, write_image_file};
 use super::templates::TemplateEntry;
-use super::unpack::{Layout, unpack};
+use super::unpack::{Layout, Limits, unpack};
 use super::{ImageError, ImageStore, host_architecture};
 use crate::db::{self, DbError};
 use crate::worker::mounts::unmount_under;
@@ -701,7 +701,12 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// Unpack the cached debootstrap tarball `file` into `rootfs` (which must not exist).
-fn unpack_cached(file: &Path, rootfs: &Path, progress: Progress) -> Result<(), ImageError> {
+fn unpack_cached(
+    file: &Path,
+    rootfs: &Path,
+    progress: Progress,
+    limits: &Limits,
+) -> Result<(), ImageError> {
     let compression = Compression::detect_file(file)?;
     let f = std::fs::File::open(file).map_err(io_at(file))?;
     let total = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -714,7 +719,7 @@ fn unpack_cached(file: &Path, rootfs: &Path, progress: Progress) -> Result<(), I
         stage: "unpacking",
     };
     let reader = compression.decoder(counting).map_err(io_at(file))?;
-    unpack(reader, Layout::Unified, Some(rootfs))?;
+    unpack(reader, Layout::Unified, Some(rootfs), limits)?;
     Ok(())
 }
 
@@ -909,8 +914,8 @@ impl ImageStore {
         progress.report("unpacking", Some(0));
         let rootfs = work.join("rootfs");
         {
-            let (c, r, p) = (cache.clone(), rootfs.clone(), progress.clone());
-            tokio::task::spawn_blocking(move || unpack_cached(&c, &r, p))
+            let (c, r, p, l) = (cache.clone(), rootfs.clone(), progress.clone(), self.limits);
+            tokio::task::spawn_blocking(move || unpack_cached(&c, &r, p, &l))
                 .await
                 .map_err(join_err)??;
         }

@@ -94,6 +94,8 @@ pub struct ImageStore {
     pulls: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>>,
     /// Where `image-deleted` is announced.
     events: crate::events::Events,
+    /// Size caps of every unpack (imports, pulls, publish, builds).
+    limits: unpack::Limits,
 }
 
 fn now() -> String {
@@ -119,7 +121,14 @@ impl ImageStore {
             debian_lock: Arc::new(Mutex::new(())),
             pulls: Arc::default(),
             events: crate::events::Events::default(),
+            limits: unpack::Limits::default(),
         }
+    }
+
+    /// Hold every unpacked image to `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: unpack::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Announce lifecycle events (`image-deleted`) on `events`.

@@ -154,7 +154,7 @@ impl ImageStore {
             (None, None) => true,
         };
         if existing.is_none() {
-            let dir = self.paths.dir.join("downloads").join(&sel.fingerprint);
+            let dir = self.paths.downloads().join(&sel.fingerprint);
             tokio::fs::create_dir_all(&dir)
                 .await
                 .map_err(|source| ImageError::Io {

@@ -6,11 +6,18 @@
 //! it made; the destination must not exist. Then the same rules as for tarballs
 //! ([`super::unpack`]) are applied to what it made: no extended attributes (`-no-xattrs`),
 //! no device nodes or sockets, and setuid/setgid only on files owned by root.
+//!
+//! Sizes are held to the same [`Limits`] as tarballs, before anything is written: the
+//! listing `unsquashfs -lln` prints (one line per entry, size in the third column) is summed
+//! first, and the unpacked tree is summed again after. `unsquashfs` writes sparse files
+//! sparsely itself. A name with a newline can only add lines to the listing, so the sum read
+//! from it is never below the real one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::ImageError;
+use super::unpack::Limits;
 
 /// The first bytes of a squashfs image (little-endian `hsqs`).
 pub const MAGIC: &[u8; 4] = b"hsqs";
@@ -34,8 +41,9 @@ pub fn unsquashfs() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Unpack `image` into `dest` (which must not exist); returns the bytes of regular files.
-pub fn unpack(image: &Path, dest: &Path) -> Result<i64, ImageError> {
+/// Unpack `image` into `dest` (which must not exist), refusing one over `limits`; returns
+/// the bytes of regular files (their apparent sizes).
+pub fn unpack(image: &Path, dest: &Path, limits: &Limits) -> Result<i64, ImageError> {
     let bin = unsquashfs().ok_or_else(|| {
         ImageError::Invalid("a squashfs rootfs needs unsquashfs (squashfs-tools)".into())
     })?;
@@ -43,6 +51,7 @@ pub fn unpack(image: &Path, dest: &Path) -> Result<i64, ImageError> {
         return Err(ImageError::Build(format!("{} exists", dest.display())));
     }
     check_version(&bin)?;
+    check_listing(&bin, image, limits)?;
     let out = Command::new(bin)
         .arg("-no-progress")
         .arg("-no-xattrs")
@@ -69,7 +78,56 @@ pub fn unpack(image: &Path, dest: &Path) -> Result<i64, ImageError> {
         let _ = std::fs::remove_dir_all(dest);
         return Err(e);
     }
-    Ok(regular_bytes(dest))
+    let size = regular_bytes(dest);
+    if let Err(e) = limits.check_total(u64::try_from(size).unwrap_or(u64::MAX)) {
+        let _ = std::fs::remove_dir_all(dest);
+        return Err(e);
+    }
+    Ok(size)
+}
+
+/// Hold the regular files `unsquashfs -lln` lists for `image` to `limits`.
+fn check_listing(bin: &Path, image: &Path, limits: &Limits) -> Result<(), ImageError> {
+    let out = Command::new(bin)
+        .arg("-lln")
+        .arg(image)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| ImageError::Io {
+            path: image.to_path_buf(),
+            source,
+        })?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        return Err(ImageError::Invalid(format!(
+            "corrupt squashfs rootfs: {}",
+            msg.lines()
+                .last()
+                .unwrap_or("unsquashfs -lln failed")
+                .trim()
+        )));
+    }
+    let mut total = 0u64;
+    for (name, size) in listed_files(&String::from_utf8_lossy(&out.stdout)) {
+        limits.check(name.as_bytes(), size, total)?;
+        total = total.saturating_add(size);
+    }
+    Ok(())
+}
+
+/// The regular files of an `unsquashfs -lln` listing, as (name, size): lines such as
+/// `-rw-r--r-- 0/0      5368709120 2024-01-01 00:00 squashfs-root/var/big`.
+fn listed_files(listing: &str) -> Vec<(String, u64)> {
+    listing
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_ascii_whitespace().collect();
+            let size = fields.get(2)?.parse::<u64>().ok()?;
+            Some((fields.get(5..).unwrap_or_default().join(" "), size))
+        })
+        .collect()
 }
 
 /// The `unsquashfs` version as (major, minor, patch), from `unsquashfs -version`.
@@ -202,7 +260,7 @@ mod tests {
         assert!(is_squashfs(&img));
         assert!(!is_squashfs(&src.join("etc/hostname")));
         let dest = tmp.path().join("rootfs");
-        let size = unpack(&img, &dest).expect("unpacks");
+        let size = unpack(&img, &dest, &Limits::default()).expect("unpacks");
         assert_eq!(size, if root { 7 } else { 6 });
         assert_eq!(
             std::fs::read(dest.join("etc/hostname")).expect("read"),
@@ -229,7 +287,86 @@ mod tests {
         let bytes = std::fs::read(&img).expect("read");
         std::fs::write(&bad, &bytes[..100]).expect("write");
         let dest2 = tmp.path().join("rootfs2");
-        assert!(matches!(unpack(&bad, &dest2), Err(ImageError::Invalid(_))));
+        assert!(matches!(
+            unpack(&bad, &dest2, &Limits::default()),
+            Err(ImageError::Invalid(_))
+        ));
         assert!(!dest2.exists());
+    }
+
+    #[test]
+    fn listed_files_are_read_from_the_long_listing() {
+        let listing = "drwxr-xr-x 0/0                      97 2026-12-05 03:05 squashfs-root\n\
+-rw-r--r-- 0/0                       3 2026-12-05 03:05 squashfs-root/etc/a\n\
+prw-r--r-- 0/0                       0 2026-12-05 03:05 squashfs-root/fifo\n\
+-rw-r--r-- 0/0              5368709120 2026-12-05 03:05 squashfs-root/big file\n\
+lrwxrwxrwx 0/0                       5 2026-12-05 03:05 squashfs-root/l -> etc/a\n";
+        assert_eq!(
+            listed_files(listing),
+            [
+                ("squashfs-root/etc/a".to_string(), 3),
+                ("squashfs-root/big file".to_string(), 5 << 30)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_squashfs_over_the_limits_is_refused_before_unpacking() {
+        let Some(_) = unsquashfs() else {
+            assert!(
+                std::env::var_os("CTL_REQUIRE_ALL").is_none(),
+                "unsquashfs missing and CTL_REQUIRE_ALL forbids skipping"
+            );
+            eprintln!("SKIP: unsquashfs not installed");
+            return;
+        };
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        // A 1 GiB sparse file: a squashfs of a few KiB.
+        let f = std::fs::File::create(src.join("big")).expect("create");
+        f.set_len(1 << 30).expect("set_len");
+        drop(f);
+        let img = tmp.path().join("rootfs.squashfs");
+        let st = Command::new("mksquashfs")
+            .arg(&src)
+            .arg(&img)
+            .args(["-noappend", "-quiet", "-no-progress"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("mksquashfs runs");
+        assert!(st.success());
+        let dest = tmp.path().join("rootfs");
+        let small = Limits {
+            max_entry: 1 << 20,
+            max_total: 1 << 30,
+        };
+        let err = unpack(&img, &dest, &small).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("over the 1 MiB")),
+            "{err:?}"
+        );
+        assert!(!dest.exists(), "a refused squashfs was unpacked");
+        let total = Limits {
+            max_entry: 1 << 30,
+            max_total: 1 << 20,
+        };
+        let err = unpack(&img, &dest, &total).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("more than 1 MiB")),
+            "{err:?}"
+        );
+        assert!(!dest.exists());
+        // Within the limits, the file stays sparse.
+        let size = unpack(&img, &dest, &Limits::default()).expect("unpacks");
+        assert_eq!(size, 1 << 30);
+        let md = std::fs::metadata(dest.join("big")).expect("big");
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            md.blocks() * 512 < 1 << 20,
+            "{} bytes allocated",
+            md.blocks() * 512
+        );
     }
 }

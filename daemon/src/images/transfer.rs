@@ -23,7 +23,7 @@ use super::squashfs;
 use super::tarball::{
     Compression, ImageMetadata, Tree, normalize_architecture, write_image_file, write_unified,
 };
-use super::unpack::{Layout, unpack_file};
+use super::unpack::{Layout, Limits, unpack_file};
 use super::{ImageError, ImageStore, host_architecture};
 use crate::db::{self, DbError};
 
@@ -315,9 +315,11 @@ impl ImageStore {
             ..
         } = upload;
         let dir = work.path().to_path_buf();
-        let (mut metadata, size) = tokio::task::spawn_blocking(move || unpack_upload(&dir, &files))
-            .await
-            .map_err(join_err)??;
+        let limits = self.limits;
+        let (mut metadata, size) =
+            tokio::task::spawn_blocking(move || unpack_upload(&dir, &files, &limits))
+                .await
+                .map_err(join_err)??;
         metadata.properties.extend(options.properties);
         self.register(
             work,
@@ -355,12 +357,17 @@ impl ImageStore {
         };
         metadata.properties.extend(properties);
         let meta = metadata.clone();
+        let limits = self.limits;
         let (fingerprint, size) = tokio::task::spawn_blocking(move || {
             let tree = Tree::overlay(&source.upper, &source.lower).with_upper_ids(source.upper_ids);
             let written = write_image_file(&dir, &meta, &tree, compression)?;
             // The stored rootfs is the tarball unpacked, so export and rootfs agree.
-            let (_, unpacked) =
-                unpack_file(&written.file, Layout::Unified, Some(&dir.join("rootfs")))?;
+            let (_, unpacked) = unpack_file(
+                &written.file,
+                Layout::Unified,
+                Some(&dir.join("rootfs")),
+                &limits,
+            )?;
             Ok::<_, ImageError>((written.fingerprint, unpacked.size))
         })
         .await
@@ -635,9 +642,13 @@ impl Upload {
     }
 }
 
-/// Unpack the uploaded file(s) in `dir` into `dir/rootfs` and give them their stored names;
-/// returns the metadata and the rootfs size.
-fn unpack_upload(dir: &Path, files: &[PathBuf]) -> Result<(ImageMetadata, i64), ImageError> {
+/// Unpack the uploaded file(s) in `dir` into `dir/rootfs` (held to `limits`) and give them
+/// their stored names; returns the metadata and the rootfs size.
+fn unpack_upload(
+    dir: &Path,
+    files: &[PathBuf],
+    limits: &Limits,
+) -> Result<(ImageMetadata, i64), ImageError> {
     let rootfs = dir.join("rootfs");
     let keep = |from: &Path, stem: &str, c: Compression| {
         let to = dir.join(format!("{stem}.{}", c.extension()));
@@ -645,7 +656,7 @@ fn unpack_upload(dir: &Path, files: &[PathBuf]) -> Result<(ImageMetadata, i64), 
     };
     match files {
         [file] => {
-            let (c, unpacked) = unpack_file(file, Layout::Unified, Some(&rootfs))?;
+            let (c, unpacked) = unpack_file(file, Layout::Unified, Some(&rootfs), limits)?;
             let metadata = unpacked
                 .metadata
                 .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the image".into()))?;
@@ -654,18 +665,18 @@ fn unpack_upload(dir: &Path, files: &[PathBuf]) -> Result<(ImageMetadata, i64), 
             Ok((metadata, unpacked.size))
         }
         [meta, root] => {
-            let (cm, m) = unpack_file(meta, Layout::Metadata, None)?;
+            let (cm, m) = unpack_file(meta, Layout::Metadata, None, limits)?;
             let metadata = m
                 .metadata
                 .ok_or_else(|| ImageError::Invalid("no metadata.yaml in the image".into()))?;
             super::templates::store(dir, &metadata.templates, &m.templates)?;
             let size = if squashfs::is_squashfs(root) {
-                let size = squashfs::unpack(root, &rootfs)?;
+                let size = squashfs::unpack(root, &rootfs, limits)?;
                 let to = dir.join("rootfs.squashfs");
                 std::fs::rename(root, &to).map_err(io_at(&to))?;
                 size
             } else {
-                let (cr, r) = unpack_file(root, Layout::Rootfs, Some(&rootfs))?;
+                let (cr, r) = unpack_file(root, Layout::Rootfs, Some(&rootfs), limits)?;
                 keep(root, "rootfs", cr)?;
                 r.size
             };

@@ -14,7 +14,17 @@
 //! a hard link whose target is absolute, has `..`, lies outside the rootfs, goes through a
 //! symlink or does not exist yet, a non-directory replacing a directory, a truncated or
 //! corrupt archive (also one that ends without its end-of-archive blocks, or whose
-//! compressed stream fails its checksum), and a `metadata.yaml` over 1 MiB.
+//! compressed stream fails its checksum), a `metadata.yaml` over 1 MiB, a PAX sparse file
+//! (`GNU.sparse.*` keys, which the `tar` crate does not decode), and sizes over the
+//! [`Limits`]: a regular file whose declared (apparent) size is over [`Limits::max_entry`],
+//! or one that takes the sum of the image's file sizes over [`Limits::max_total`] (64 GiB
+//! by default, `ctld --image-max-size-gib`). Sizes are checked from the header, before any
+//! byte of the entry is written.
+//!
+//! Files are written sparsely: every all-zero block of [`HOLE_BLOCK`] bytes (aligned in the
+//! file) is skipped and the file's length set at the end, so the holes of a GNU sparse entry
+//! (and runs of zeros in a dense one) take no disk space. A 10 KiB tarball claiming a 64 GiB
+//! sparse file allocates what its data blocks hold, not 64 GiB.
 //!
 //! What is skipped (logged, listed in [`Unpacked::skipped`]): device nodes and anything that
 //! is not a directory, regular file, symlink, hard link or FIFO. Kept: numeric owners, modes
@@ -26,6 +36,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -53,11 +64,101 @@ pub enum Layout {
     Rootfs,
 }
 
+/// The default cap on one regular file's apparent size (holes included): a rootfs has no
+/// business holding a bigger one.
+pub const MAX_ENTRY_SIZE: u64 = 16 << 30;
+
+/// The default cap on one image's unpacked size: the sum of its regular files' apparent
+/// sizes (`ctld --image-max-size-gib` changes it).
+pub const MAX_IMAGE_SIZE: u64 = 64 << 30;
+
+/// Zero blocks of this size (aligned in the file) are left as holes when a file is written.
+pub const HOLE_BLOCK: usize = 4096;
+
+/// The copy buffer of a regular file (a multiple of [`HOLE_BLOCK`]).
+const COPY_BUF: usize = 256 * 1024;
+
+/// Size caps of one unpack, checked against each regular file's declared size before any of
+/// it is written. Hard links, symlinks and directories count as nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest apparent size of one regular file.
+    pub max_entry: u64,
+    /// The largest sum of the regular files' apparent sizes.
+    pub max_total: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entry: MAX_ENTRY_SIZE,
+            max_total: MAX_IMAGE_SIZE,
+        }
+    }
+}
+
+impl Limits {
+    /// The default caps with the image's total set to `max_total` (one file is never
+    /// allowed more than the whole image).
+    pub fn with_max_total(max_total: u64) -> Limits {
+        Limits {
+            max_entry: MAX_ENTRY_SIZE.min(max_total),
+            max_total,
+        }
+    }
+
+    /// Refuse a regular file of `declared` bytes at `path` when `so_far` bytes of files are
+    /// unpacked already.
+    pub fn check(&self, path: &[u8], declared: u64, so_far: u64) -> Result<(), ImageError> {
+        if declared > self.max_entry {
+            return Err(invalid(format!(
+                "\"{}\" is {} bytes, over the {} one file may have",
+                String::from_utf8_lossy(path),
+                declared,
+                bytes(self.max_entry)
+            )));
+        }
+        if so_far.saturating_add(declared) > self.max_total {
+            return Err(invalid(format!(
+                "the image unpacks to more than {} (at \"{}\", {} bytes after {} bytes); \
+                 ctld --image-max-size-gib raises the limit",
+                bytes(self.max_total),
+                String::from_utf8_lossy(path),
+                declared,
+                so_far
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuse an image whose files add up to `total` bytes.
+    pub fn check_total(&self, total: u64) -> Result<(), ImageError> {
+        if total > self.max_total {
+            return Err(invalid(format!(
+                "the image unpacks to {total} bytes, more than {}; \
+                 ctld --image-max-size-gib raises the limit",
+                bytes(self.max_total)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `n` bytes, in GiB or MiB when it is a whole number of them.
+fn bytes(n: u64) -> String {
+    match n {
+        0 => "0 bytes".into(),
+        n if n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n => format!("{n} bytes"),
+    }
+}
+
 /// What unpacking found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Unpacked {
     pub metadata: Option<ImageMetadata>,
-    /// Bytes of regular files written.
+    /// Bytes of regular files written: the sum of their apparent sizes (holes included).
     pub size: i64,
     /// Entries not unpacked (device nodes...), as archive paths.
     pub skipped: Vec<String>,
@@ -116,11 +217,12 @@ fn corrupt(e: io::Error) -> ImageError {
 
 /// Unpack the image file at `file` (compression detected from its first bytes). With
 /// `rootfs`, the rootfs entries are unpacked into that directory, which must not exist;
-/// without, they are only read.
+/// without, they are only read. Files over `limits` are refused.
 pub fn unpack_file(
     file: &Path,
     layout: Layout,
     rootfs: Option<&Path>,
+    limits: &Limits,
 ) -> Result<(Compression, Unpacked), ImageError> {
     let compression = Compression::detect_file(file)?;
     let f = File::open(file).map_err(|source| ImageError::Io {
@@ -130,7 +232,7 @@ pub fn unpack_file(
     let reader = compression
         .decoder(io::BufReader::with_capacity(256 * 1024, f))
         .map_err(corrupt)?;
-    Ok((compression, unpack(reader, layout, rootfs)?))
+    Ok((compression, unpack(reader, layout, rootfs, limits)?))
 }
 
 /// Unpack the (decompressed) tarball `reader`; see [`unpack_file`].
@@ -138,12 +240,15 @@ pub fn unpack<R: Read>(
     reader: R,
     layout: Layout,
     rootfs: Option<&Path>,
+    limits: &Limits,
 ) -> Result<Unpacked, ImageError> {
     let mut root = match rootfs {
         Some(dir) => Some(Root::create(dir)?),
         None => None,
     };
     let mut out = Unpacked::default();
+    // The sum of the apparent sizes of the files written so far.
+    let mut apparent: u64 = 0;
     let mut dir_times: Vec<(Vec<OsString>, i64)> = Vec::new();
     let mut guard = EofGuard {
         inner: reader,
@@ -176,8 +281,17 @@ pub fn unpack<R: Read>(
             };
             let target: Vec<OsString> = target.iter().map(|c| c.to_os_string()).collect();
             let kind = entry.header().entry_type();
+            if is_file(kind) {
+                // For a GNU sparse entry this is the real size, holes included.
+                limits.check(&raw, entry.size(), apparent)?;
+            }
             match root.entry(&raw, &target, &mut entry, layout)? {
-                Done::Written(bytes) => out.size += bytes,
+                Done::Written(bytes) => {
+                    apparent = apparent.saturating_add(bytes);
+                    out.size = out
+                        .size
+                        .saturating_add(i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
                 Done::Dir(mtime) => dir_times.push((target, mtime)),
                 Done::Skipped => {
                     tracing::debug!(entry = %String::from_utf8_lossy(&raw), ?kind, "skipped");
@@ -244,10 +358,18 @@ fn read_metadata<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<ImageMetadata
     ImageMetadata::parse(&text)
 }
 
+/// Whether entries of `kind` are unpacked as regular files.
+fn is_file(kind: tar::EntryType) -> bool {
+    matches!(
+        kind,
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse
+    )
+}
+
 /// What one entry became.
 enum Done {
-    /// A file of that many bytes, a link, a FIFO.
-    Written(i64),
+    /// A file of that many bytes (its apparent size), a link, a FIFO.
+    Written(u64),
     /// A directory, whose mtime is set at the end.
     Dir(i64),
     Skipped,
@@ -261,6 +383,8 @@ struct Root {
     cache: Option<(Vec<OsString>, OwnedFd)>,
     /// Whether owners can be set (the daemon runs as root; unit tests may not).
     chown: bool,
+    /// The copy buffer of regular files, [`COPY_BUF`] bytes.
+    buf: Vec<u8>,
 }
 
 const DIR_OPEN: OFlag = OFlag::O_RDONLY
@@ -290,6 +414,7 @@ impl Root {
             path: dir.to_path_buf(),
             cache: None,
             chown: nix::unistd::geteuid().is_root(),
+            buf: vec![0; COPY_BUF],
         })
     }
 
@@ -420,6 +545,12 @@ impl Root {
                 Ok(Done::Dir(mtime))
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                if is_pax_sparse(entry)? {
+                    return Err(refused(
+                        raw,
+                        "a PAX sparse file (GNU.sparse.* keys), which is not supported",
+                    ));
+                }
                 let parent = self.dir(raw, parent_comps, true)?;
                 Self::clear(parent, raw, name)?;
                 let fd = openat(
@@ -433,9 +564,9 @@ impl Root {
                     Mode::from_bits_truncate(0o600),
                 )
                 .map_err(|e| io_name(name, e))?;
-                let mut file = File::from(fd);
-                let written = io::copy(entry, &mut file).map_err(corrupt)?;
-                if kind != tar::EntryType::GNUSparse && written != entry.size() {
+                let file = File::from(fd);
+                let written = copy_sparse(entry, &file, &mut self.buf, name)?;
+                if written != entry.size() {
                     return Err(invalid(format!(
                         "truncated tarball: \"{}\" has {written} of its {} bytes",
                         String::from_utf8_lossy(raw),
@@ -450,7 +581,7 @@ impl Root {
                 fchmod(file.as_fd(), Mode::from_bits_truncate(mode))
                     .map_err(|e| io_name(name, e))?;
                 futimens(file.as_fd(), &times[0], &times[1]).map_err(|e| io_name(name, e))?;
-                Ok(Done::Written(i64::try_from(written).unwrap_or(i64::MAX)))
+                Ok(Done::Written(written))
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -552,6 +683,79 @@ impl Root {
     }
 }
 
+/// Whether `entry` is a PAX sparse file: its extended header has `GNU.sparse.*` keys (the
+/// data then starts with a map, or the map is in the keys, and the name may be a stand-in).
+fn is_pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<bool, ImageError> {
+    let Some(exts) = entry.pax_extensions().map_err(corrupt)? else {
+        return Ok(false);
+    };
+    for ext in exts {
+        if ext
+            .map_err(corrupt)?
+            .key_bytes()
+            .starts_with(b"GNU.sparse.")
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Fill `buf` from `src` as far as it goes; returns the bytes read (fewer only at the end).
+fn fill(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Copy `src` into the empty `file`, leaving every all-zero [`HOLE_BLOCK`] (aligned in the
+/// file) unwritten, then set the file's length: holes stay holes, whether the tarball
+/// described them (GNU sparse) or spelled them out. Returns the bytes copied, the file's
+/// apparent size.
+fn copy_sparse(
+    src: &mut impl Read,
+    file: &File,
+    buf: &mut [u8],
+    name: &OsStr,
+) -> Result<u64, ImageError> {
+    const ZERO: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
+    let mut pos: u64 = 0;
+    loop {
+        let n = fill(src, buf).map_err(corrupt)?;
+        if n == 0 {
+            break;
+        }
+        let data = &buf[..n];
+        // A run of non-zero blocks not written yet, from this offset in `data`.
+        let mut run: Option<usize> = None;
+        for (i, block) in data.chunks(HOLE_BLOCK).enumerate() {
+            let at = i * HOLE_BLOCK;
+            if block == &ZERO[..block.len()] {
+                if let Some(start) = run.take() {
+                    file.write_all_at(&data[start..at], pos + start as u64)
+                        .map_err(|e| io_name(name, e))?;
+                }
+            } else if run.is_none() {
+                run = Some(at);
+            }
+        }
+        if let Some(start) = run {
+            file.write_all_at(&data[start..], pos + start as u64)
+                .map_err(|e| io_name(name, e))?;
+        }
+        pos += n as u64;
+    }
+    file.set_len(pos).map_err(|e| io_name(name, e))?;
+    Ok(pos)
+}
+
 /// Give `name` in `parent` (never following a symlink) the entry's owner, when unpacking
 /// keeps owners.
 fn chown_entry(
@@ -584,6 +788,137 @@ fn io_name(name: &OsStr, e: impl Into<io::Error>) -> ImageError {
 fn unlinkat_file(parent: &OwnedFd, name: &OsStr) -> Result<(), ImageError> {
     nix::unistd::unlinkat(parent.as_fd(), name, UnlinkatFlags::NoRemoveDir)
         .map_err(|e| io_name(name, e))
+}
+
+/// Hand-made tarballs for tests: GNU sparse entries as GNU tar writes them (`tar -S`), and
+/// a PAX sparse one.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// `metadata.yaml` of a test image.
+    pub(crate) const METADATA: &str =
+        "architecture: x86_64\ncreation_date: 1600000000\nproperties:\n  os: Test\n";
+
+    fn pad(out: &mut Vec<u8>) {
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    fn header(path: &str, kind: tar::EntryType, size: u64, gnu: bool) -> tar::Header {
+        let mut h = if gnu {
+            tar::Header::new_gnu()
+        } else {
+            tar::Header::new_ustar()
+        };
+        h.set_path(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        h.set_entry_type(kind);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
+        h.set_size(size);
+        h.set_cksum();
+        h
+    }
+
+    /// A regular file entry (header and padded data).
+    pub(crate) fn file(path: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = header(path, tar::EntryType::Regular, data.len() as u64, false)
+            .as_bytes()
+            .to_vec();
+        out.extend_from_slice(data);
+        pad(&mut out);
+        out
+    }
+
+    /// A GNU sparse file at `path`, `real` bytes long, holding the data `blocks` (offset,
+    /// bytes; every length a multiple of 512 but the last) with holes everywhere else. Four
+    /// map entries fit in the header; the rest go into extension headers of 21 each. The map
+    /// ends with an empty entry at the real size, as GNU tar writes it.
+    pub(crate) fn gnu_sparse(path: &str, real: u64, blocks: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut map: Vec<(u64, u64)> = blocks.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
+        map.push((real, 0));
+        let stored: u64 = map.iter().map(|(_, l)| l).sum();
+        let mut h = header(path, tar::EntryType::GNUSparse, stored, true);
+        let (head, rest) = map.split_at(map.len().min(4));
+        {
+            let gnu = h
+                .as_gnu_mut()
+                .unwrap_or_else(|| panic!("a GNU header is GNU"));
+            gnu.set_real_size(real);
+            for (slot, (off, len)) in gnu.sparse.iter_mut().zip(head) {
+                slot.set_offset(*off);
+                slot.set_length(*len);
+            }
+            gnu.set_is_extended(!rest.is_empty());
+        }
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        let exts: Vec<&[(u64, u64)]> = rest.chunks(21).collect();
+        for (i, chunk) in exts.iter().enumerate() {
+            let mut ext = tar::GnuExtSparseHeader::new();
+            for (slot, (off, len)) in ext.sparse.iter_mut().zip(chunk.iter()) {
+                slot.set_offset(*off);
+                slot.set_length(*len);
+            }
+            ext.set_is_extended(i + 1 < exts.len());
+            out.extend_from_slice(ext.as_bytes());
+        }
+        for (_, data) in blocks {
+            out.extend_from_slice(data);
+        }
+        pad(&mut out);
+        out
+    }
+
+    /// A PAX sparse file (format 1.0: the map at the start of the data, the real name in
+    /// `GNU.sparse.name`), as `tar --format=posix -S` writes it.
+    pub(crate) fn pax_sparse(path: &str, real: u64) -> Vec<u8> {
+        let records = [
+            ("GNU.sparse.major", "1".to_string()),
+            ("GNU.sparse.minor", "0".to_string()),
+            ("GNU.sparse.name", path.to_string()),
+            ("GNU.sparse.realsize", real.to_string()),
+        ];
+        let mut pax = Vec::new();
+        for (k, v) in records {
+            // "<len> <key>=<value>\n", where len counts itself.
+            let body = format!(" {k}={v}\n");
+            let mut len = body.len() + 1;
+            while len.to_string().len() + body.len() != len {
+                len += 1;
+            }
+            pax.extend_from_slice(format!("{len}{body}").as_bytes());
+        }
+        let mut out = header(
+            "PaxHeaders/big",
+            tar::EntryType::XHeader,
+            pax.len() as u64,
+            false,
+        )
+        .as_bytes()
+        .to_vec();
+        out.extend_from_slice(&pax);
+        pad(&mut out);
+        let mut data = format!("1\n{}\n4096\n", real - 4096).into_bytes();
+        pad(&mut data);
+        data.extend_from_slice(&[b'x'; 4096]);
+        out.extend_from_slice(&file("rootfs/GNUSparseFile.0/big", &data));
+        out
+    }
+
+    /// A unified image tarball: `metadata.yaml`, `rootfs/`, then `entries`, then the end.
+    pub(crate) fn unified(entries: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = file("metadata.yaml", METADATA.as_bytes());
+        out.extend_from_slice(header("rootfs/", tar::EntryType::Directory, 0, false).as_bytes());
+        for e in entries {
+            out.extend_from_slice(e);
+        }
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
 }
 
 #[cfg(test)]
@@ -671,7 +1006,7 @@ mod tests {
         let _ = fs::create_dir_all(tmp.path().join("image"));
         let _ = fs::create_dir_all(tmp.path().join("outside"));
         let rootfs = tmp.path().join("image/rootfs");
-        let r = unpack(bytes, Layout::Unified, Some(&rootfs));
+        let r = unpack(bytes, Layout::Unified, Some(&rootfs), &Limits::default());
         (tmp, r)
     }
 
@@ -876,7 +1211,7 @@ mod tests {
             std::io::Write::write_all(&mut enc, &good)?;
             let packed = enc.finish()?;
             let cut = &packed[..packed.len() - 6];
-            let r = unpack(c.decoder(cut)?, Layout::Unified, None);
+            let r = unpack(c.decoder(cut)?, Layout::Unified, None, &Limits::default());
             assert!(r.is_err(), "{c:?} cut");
             let mut flipped = packed.clone();
             let at = packed.len() / 2;
@@ -884,9 +1219,14 @@ mod tests {
             let r = c
                 .decoder(flipped.as_slice())
                 .map_err(|e| ImageError::Invalid(e.to_string()))
-                .and_then(|d| unpack(d, Layout::Unified, None));
+                .and_then(|d| unpack(d, Layout::Unified, None, &Limits::default()));
             assert!(r.is_err(), "{c:?} flipped");
-            let r = unpack(c.decoder(packed.as_slice())?, Layout::Unified, None)?;
+            let r = unpack(
+                c.decoder(packed.as_slice())?,
+                Layout::Unified,
+                None,
+                &Limits::default(),
+            )?;
             assert!(r.metadata.is_some());
         }
         Ok(())
@@ -979,5 +1319,233 @@ mod tests {
         let (again, _) = write_unified(Vec::new(), &meta, &Tree::dir(&rootfs))?;
         assert!(again == bytes, "unpack → write is not the identity");
         Ok(())
+    }
+
+    /// Apparent and allocated bytes of the file at `path`.
+    fn sizes(path: &Path) -> Result<(u64, u64), std::io::Error> {
+        let md = fs::metadata(path)?;
+        Ok((md.len(), md.blocks() * 512))
+    }
+
+    fn read_at(path: &Path, at: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
+        let mut buf = vec![0; len];
+        File::open(path)?.read_exact_at(&mut buf, at)?;
+        Ok(buf)
+    }
+
+    use super::fixtures::{gnu_sparse, pax_sparse, unified};
+
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_gnu_sparse_file_stays_sparse() -> TestResult {
+        let data = [b'x'; 4096];
+        let bytes = unified(&[gnu_sparse("rootfs/big", GIB, &[(512 * MIB, &data)])]);
+        assert!(bytes.len() < 10_000, "the tarball is {} bytes", bytes.len());
+        let (tmp, r) = try_unpack(&bytes);
+        let r = r?;
+        let big = tmp.path().join("image/rootfs/big");
+        let (apparent, allocated) = sizes(&big)?;
+        eprintln!(
+            "tarball {} bytes; unpacked: apparent {apparent} bytes, allocated {allocated} bytes",
+            bytes.len()
+        );
+        assert_eq!(apparent, GIB);
+        assert!(allocated <= 64 * 1024, "{allocated} bytes allocated");
+        assert_eq!(r.size, GIB as i64, "the image size counts apparent bytes");
+        assert_eq!(read_at(&big, 512 * MIB, 4096)?, data);
+        assert_eq!(read_at(&big, 512 * MIB - 4096, 4096)?, [0; 4096]);
+        assert_eq!(read_at(&big, GIB - 4096, 4096)?, [0; 4096]);
+        Ok(())
+    }
+
+    #[test]
+    fn long_sparse_maps_and_zero_data_blocks_stay_holes() -> TestResult {
+        // 30 blocks: the map spills into two extension headers. Every third block is
+        // zeros stored in the tarball: written as a hole too.
+        let mut blocks: Vec<(u64, Vec<u8>)> = Vec::new();
+        for i in 0..30u64 {
+            let fill = if i % 3 == 0 { 0 } else { b'a' + (i % 26) as u8 };
+            blocks.push((i * 64 * MIB, vec![fill; 8192]));
+        }
+        let refs: Vec<(u64, &[u8])> = blocks.iter().map(|(o, d)| (*o, d.as_slice())).collect();
+        let (tmp, r) = try_unpack(&unified(&[gnu_sparse("rootfs/d/map", 2 * GIB, &refs)]));
+        r?;
+        let path = tmp.path().join("image/rootfs/d/map");
+        let (apparent, allocated) = sizes(&path)?;
+        assert_eq!(apparent, 2 * GIB);
+        // 20 data blocks of 8 KiB; the zero ones are holes.
+        assert!(
+            allocated <= 20 * 8192 + 64 * 1024,
+            "{allocated} bytes allocated"
+        );
+        for (off, data) in &blocks {
+            assert_eq!(&read_at(&path, *off, data.len())?, data, "at {off}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn runs_of_zeros_in_a_dense_file_become_holes() -> TestResult {
+        let mut content = vec![0u8; 4 * MIB as usize];
+        content[..3].copy_from_slice(b"top");
+        content.extend_from_slice(b"end");
+        let (tmp, r) = try_unpack(&unified(&[super::fixtures::file("rootfs/dense", &content)]));
+        r?;
+        let path = tmp.path().join("image/rootfs/dense");
+        let (apparent, allocated) = sizes(&path)?;
+        assert_eq!(apparent, content.len() as u64);
+        assert!(allocated <= 64 * 1024, "{allocated} bytes allocated");
+        assert!(fs::read(&path)? == content);
+        Ok(())
+    }
+
+    /// Unpack `bytes` into a fresh `<tmp>/image/rootfs` with `limits`.
+    fn unpack_limited(
+        bytes: &[u8],
+        limits: Limits,
+    ) -> (tempfile::TempDir, Result<Unpacked, ImageError>) {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let _ = fs::create_dir_all(tmp.path().join("image"));
+        let rootfs = tmp.path().join("image/rootfs");
+        let r = unpack(bytes, Layout::Unified, Some(&rootfs), &limits);
+        (tmp, r)
+    }
+
+    #[test]
+    fn files_over_the_limits_are_refused_before_they_are_written() -> TestResult {
+        let small = Limits {
+            max_entry: MIB,
+            max_total: 2 * MIB,
+        };
+        let x = [b'x'; 512];
+        // One file over the per-file cap (its declared size, the data is 512 bytes).
+        let (tmp, r) = unpack_limited(
+            &unified(&[gnu_sparse("rootfs/big", GIB, &[(0, &x)])]),
+            small,
+        );
+        let err = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            err.contains("\"rootfs/big\" is 1073741824 bytes, over the 1 MiB one file may have"),
+            "{err}"
+        );
+        assert!(!tmp.path().join("image/rootfs/big").exists());
+        // Files within the per-file cap whose sum is over the image's.
+        let (tmp, r) = unpack_limited(
+            &unified(&[
+                gnu_sparse("rootfs/a", MIB, &[(0, &x)]),
+                gnu_sparse("rootfs/b", MIB, &[(0, &x)]),
+                gnu_sparse("rootfs/c", 1, &[(0, b"c")]),
+            ]),
+            small,
+        );
+        let err = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            err.contains("the image unpacks to more than 2 MiB (at \"rootfs/c\""),
+            "{err}"
+        );
+        let rootfs = tmp.path().join("image/rootfs");
+        assert!(rootfs.join("b").exists() && !rootfs.join("c").exists());
+        // Exactly at the caps is fine.
+        let (_, r) = unpack_limited(
+            &unified(&[
+                gnu_sparse("rootfs/a", MIB, &[(0, &x)]),
+                gnu_sparse("rootfs/b", MIB, &[(0, &x)]),
+            ]),
+            small,
+        );
+        assert_eq!(r?.size, 2 * MIB as i64);
+        // Dense files count the same way.
+        let (_, r) = unpack_limited(
+            &unified(&[super::fixtures::file("rootfs/a", &[b'a'; 4096])]),
+            Limits {
+                max_entry: 4095,
+                max_total: GIB,
+            },
+        );
+        assert!(
+            r.err()
+                .is_some_and(|e| e.to_string().contains("4095 bytes"))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_default_limits() {
+        assert_eq!(
+            Limits::default(),
+            Limits {
+                max_entry: 16 * GIB,
+                max_total: 64 * GIB
+            }
+        );
+        assert_eq!(Limits::with_max_total(4 * GIB).max_entry, 4 * GIB);
+        assert_eq!(Limits::with_max_total(100 * GIB).max_entry, 16 * GIB);
+    }
+
+    /// GNU tar's own sparse archives, when `tar` is installed: the GNU format unpacks
+    /// sparsely, the PAX one (`--format=posix`) is refused.
+    #[test]
+    fn sparse_files_from_gnu_tar() -> TestResult {
+        let tar_ok = std::process::Command::new("tar")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"tar (GNU tar)"));
+        if !tar_ok {
+            assert!(
+                std::env::var_os("CTL_REQUIRE_ALL").is_none(),
+                "GNU tar missing and CTL_REQUIRE_ALL forbids skipping"
+            );
+            eprintln!("SKIP: GNU tar not installed");
+            return Ok(());
+        }
+        let src = tempfile::tempdir()?;
+        fs::create_dir(src.path().join("rootfs"))?;
+        fs::write(src.path().join("metadata.yaml"), super::fixtures::METADATA)?;
+        let big = File::create(src.path().join("rootfs/big"))?;
+        big.set_len(GIB)?;
+        big.write_all_at(b"data", 100 * MIB)?;
+        drop(big);
+        for (format, sparse) in [("gnu", true), ("posix", false)] {
+            let out = src.path().join(format!("{format}.tar"));
+            let st = std::process::Command::new("tar")
+                .arg(format!("--format={format}"))
+                .args(["--sparse", "-cf"])
+                .arg(&out)
+                .arg("-C")
+                .arg(src.path())
+                .args(["metadata.yaml", "rootfs"])
+                .status()?;
+            assert!(st.success(), "tar --format={format}");
+            let bytes = fs::read(&out)?;
+            let (tmp, r) = try_unpack(&bytes);
+            if sparse {
+                r?;
+                let (apparent, allocated) = sizes(&tmp.path().join("image/rootfs/big"))?;
+                eprintln!(
+                    "GNU tar -S: tarball {} bytes; apparent {apparent}, allocated {allocated}",
+                    bytes.len()
+                );
+                assert_eq!(apparent, GIB);
+                assert!(allocated <= 64 * 1024, "{allocated} bytes allocated");
+                assert_eq!(
+                    read_at(&tmp.path().join("image/rootfs/big"), 100 * MIB, 4)?,
+                    b"data"
+                );
+            } else {
+                let err = r.err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(err.contains("a PAX sparse file"), "{err}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn pax_sparse_files_are_refused() {
+        let (tmp, r) = try_unpack(&unified(&[pax_sparse("rootfs/big", GIB)]));
+        let err = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("a PAX sparse file"), "{err}");
+        assert!(listing(&tmp.path().join("image/rootfs")).is_empty());
     }
 }

@@ -28,6 +28,7 @@ pub mod usage;
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -67,7 +68,8 @@ pub type ExecCommand = (PathBuf, Vec<String>, Vec<(String, String)>);
 pub trait Worker: Send + Sync + 'static {
     /// The cgroup layout detected at start-up.
     fn cgroup_version(&self) -> CgroupVersion;
-    /// Create a container's directory with its overlay `upper`, `work` and `rootfs` dirs.
+    /// Create a container's directory (mode 0700) with its overlay `upper`, `work` and
+    /// `rootfs` dirs.
     fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError>;
     /// Remove a container's directory (renamed aside first, so the name is free at once).
     fn remove_container_dir(&self, dir: &Path) -> Result<(), WorkerError>;
@@ -265,6 +267,13 @@ impl Worker for HostWorker {
     }
 
     fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {
+        // Root's alone: the layers hold setuid files, the console log the guest's output.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
         for sub in ["upper", "work", "rootfs"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
-use super::{Harness, call, harness, run_op};
+use super::{Harness, call, harness, harness_with, run_op};
 use crate::images::busybox::hex;
 use crate::images::tarball::{Compression, ImageMetadata, Tree, write_unified};
 
@@ -324,6 +324,96 @@ async fn refused_uploads_leave_nothing() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{}", json(&body));
     assert!(tmp_empties(&h).await);
+}
+
+/// Upload `tarball` and wait for its operation; returns the finished operation.
+async fn upload_and_wait(h: &Harness, tarball: Vec<u8>) -> Value {
+    let (status, _, body) = raw(h, "POST", "/1.0/images", &[], tarball).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", json(&body));
+    let op = json(&body)["operation"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    call(&h.app, "GET", &format!("{op}/wait?timeout=30"), "")
+        .await
+        .1
+}
+
+#[tokio::test]
+async fn a_sparse_image_is_stored_sparsely() {
+    use crate::images::unpack::fixtures::{gnu_sparse, unified};
+    use std::os::unix::fs::MetadataExt;
+    let h = harness().await;
+    let tarball = unified(&[gnu_sparse(
+        "rootfs/big",
+        1 << 30,
+        &[(1 << 20, &[b'x'; 4096])],
+    )]);
+    let done = upload_and_wait(&h, tarball).await;
+    assert_eq!(done["metadata"]["status"], "Success", "{done}");
+    let fp = done["metadata"]["metadata"]["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let big = h._dir.path().join("images").join(&fp).join("rootfs/big");
+    let md = std::fs::metadata(&big).unwrap_or_else(|e| panic!("{}: {e}", big.display()));
+    assert_eq!(md.len(), 1 << 30);
+    assert!(
+        md.blocks() * 512 <= 64 * 1024,
+        "{} bytes allocated",
+        md.blocks() * 512
+    );
+    let (_, image) = call(&h.app, "GET", &format!("/1.0/images/{fp}"), "").await;
+    assert_eq!(image["metadata"]["size"], 1 << 30, "{image}");
+}
+
+#[tokio::test]
+async fn an_image_over_the_size_limits_leaves_nothing() {
+    use crate::images::unpack::{
+        Limits,
+        fixtures::{file, gnu_sparse, unified},
+    };
+    let h = harness_with(Limits {
+        max_entry: 1 << 20,
+        max_total: 2 << 20,
+    })
+    .await;
+    let images_dir = h._dir.path().join("images");
+    let stored = || std::fs::read_dir(&images_dir).map_or(0, |rd| rd.count());
+    let before = stored();
+    // One file claiming 1 GiB, after a file that was written.
+    let done = upload_and_wait(
+        &h,
+        unified(&[
+            file("rootfs/etc/hostname", b"box\n"),
+            gnu_sparse("rootfs/big", 1 << 30, &[(0, &[b'x'; 512])]),
+        ]),
+    )
+    .await;
+    assert_eq!(done["metadata"]["status"], "Failure", "{done}");
+    let err = done["metadata"]["err"].as_str().unwrap_or_default();
+    assert!(err.contains("over the 1 MiB one file may have"), "{err}");
+    assert!(tmp_empties(&h).await, "the work directory was left");
+    // Files that each fit but add up to more than the image may have.
+    let done = upload_and_wait(
+        &h,
+        unified(&[
+            gnu_sparse("rootfs/a", 1 << 20, &[(0, &[b'a'; 512])]),
+            gnu_sparse("rootfs/b", 1 << 20, &[(0, &[b'b'; 512])]),
+            file("rootfs/c", b"c"),
+        ]),
+    )
+    .await;
+    assert_eq!(done["metadata"]["status"], "Failure", "{done}");
+    let err = done["metadata"]["err"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("the image unpacks to more than 2 MiB"),
+        "{err}"
+    );
+    assert!(tmp_empties(&h).await, "the work directory was left");
+    assert_eq!(stored(), before, "a refused image was stored");
+    let (_, images) = call(&h.app, "GET", "/1.0/images", "").await;
+    assert_eq!(images["metadata"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]
