@@ -544,7 +544,7 @@ mod tests {
             }),
             mounts: default_mounts(std::path::Path::new("/dev")),
             caps_drop: default_caps_drop(),
-            syscalls: super::seccomp::SyscallPolicy::default(),
+            syscalls: crate::worker::seccomp::SyscallPolicy::default(),
             init: vec!["/sbin/init".into()],
             env: vec![("container".into(), "ctl".into())],
             cgroup_procs: vec!["/sys/fs/cgroup/pids/ctl/c1/cgroup.procs".into()],
