@@ -7,9 +7,13 @@
 //! v1/v2 choice is made from `/sys/fs/cgroup`'s type alone, while we must pick per host and
 //! test both layouts against temp-dir fixtures through one injected root.
 
+pub mod devices;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+pub use devices::V1_DEVICE_ALLOW;
 
 /// Which cgroup layout the host has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,22 +222,6 @@ pub const V1_CONTROLLERS: &[&str] = &[
     "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices", "blkio",
 ];
 
-/// Devices a container may use (v1 `devices` controller; v2 needs a BPF program, not done
-/// yet): the standard character devices, ptys, and `mknod` of anything (creating a node is
-/// harmless when opening it is denied).
-pub const V1_DEVICE_ALLOW: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-];
 /// The v2 controllers enabled for containers (`cpuset` and `io` where the kernel has them).
 pub const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "io"];
 
