@@ -8,38 +8,17 @@
 //! test both layouts against temp-dir fixtures through one injected root.
 
 pub mod devices;
+pub mod layout;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use devices::V1_DEVICE_ALLOW;
-
-/// Which cgroup layout the host has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CgroupVersion {
-    /// Only cgroup v1 controllers under `<root>/<controller>`.
-    V1,
-    /// v1 controllers plus a (mostly empty) cgroup2 at `<root>/unified`; we use the v1 side.
-    Hybrid,
-    /// Pure cgroup v2 at `<root>`.
-    V2,
-}
-
-impl CgroupVersion {
-    /// `v1`, `hybrid` or `v2`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CgroupVersion::V1 => "v1",
-            CgroupVersion::Hybrid => "hybrid",
-            CgroupVersion::V2 => "v2",
-        }
-    }
-
-    fn is_v2(self) -> bool {
-        self == CgroupVersion::V2
-    }
-}
+pub use layout::{
+    CgroupLayout, CgroupVersion, Hierarchy, HostCgroupMount, detect, hierarchies,
+    lxcfs_mount_point, unmounted_hierarchies,
+};
 
 /// Errors from cgroup operations, with the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -61,40 +40,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Detect the layout mounted at `root` (normally `/sys/fs/cgroup`).
-pub fn detect(root: &Path) -> Result<CgroupVersion, CgroupError> {
-    let is_cgroup2 = |p: &Path| {
-        nix::sys::statfs::statfs(p)
-            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-            .unwrap_or(false)
-    };
-    if is_cgroup2(root) || root.join("cgroup.controllers").is_file() {
-        return Ok(CgroupVersion::V2);
-    }
-    if !root.join("memory").is_dir() && !root.join("pids").is_dir() {
-        return Err(CgroupError::NotFound(root.to_path_buf()));
-    }
-    let unified = root.join("unified");
-    if is_cgroup2(&unified) || unified.join("cgroup.procs").is_file() {
-        Ok(CgroupVersion::Hybrid)
-    } else {
-        Ok(CgroupVersion::V1)
-    }
-}
-
-/// One cgroup filesystem mounted on the host, from `/proc/self/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostCgroupMount {
-    /// `cgroup` (v1) or `cgroup2`.
-    pub fstype: String,
-    /// Mount point relative to the cgroup root (`memory`, `unified`, or empty for a pure v2
-    /// root).
-    pub name: String,
-    /// Super-block options that select the hierarchy (`cpu`, `name=systemd`), without
-    /// `rw`/`ro`.
-    pub options: String,
 }
 
 /// The cgroup filesystems mounted under `root` (normally `/sys/fs/cgroup`).
@@ -132,16 +77,6 @@ pub fn parse_cgroup_mounts(mountinfo: &str, root: &Path) -> Vec<HostCgroupMount>
         });
     }
     out
-}
-
-/// Where lxcfs is mounted, if it runs (`fuse.lxcfs` in mountinfo).
-pub fn lxcfs_mount_point(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        (right.split_whitespace().next()? == "fuse.lxcfs")
-            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
-            .flatten()
-    })
 }
 
 /// How CPU time is limited (`limits.cpu.allowance`).
