@@ -491,4 +491,96 @@ mod tests {
             0x0000_0088_ffff_0455
         );
     }
+
+    /// Removes the test's directories, deepest first, on every exit path.
+    struct DirsGuard(Vec<std::path::PathBuf>);
+
+    impl Drop for DirsGuard {
+        fn drop(&mut self) {
+            for d in self.0.iter().rev() {
+                if let Err(e) = super::super::remove_tree(d) {
+                    eprintln!("cleanup: {e}");
+                }
+            }
+        }
+    }
+
+    /// Run `script` in `/bin/sh` after it wrote itself into `procs`; (stdout, stderr).
+    fn sh_in(procs: &Path, script: &str) -> io::Result<(String, String)> {
+        let full = format!("echo $$ > \"$1\" || exit 90\n{script}");
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", &full, "sh"])
+            .arg(procs)
+            .output()?;
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if out.status.code() != Some(0) {
+            return Err(io::Error::other(format!(
+                "sh: {:?}: {}{}",
+                out.status,
+                s(&out.stdout),
+                s(&out.stderr)
+            )));
+        }
+        Ok((s(&out.stdout), s(&out.stderr)))
+    }
+
+    /// The BPF program alone (the v1 devices controller, if any, is left at the host's
+    /// allow-all): on a real cgroup2 tree, a process in a child of the cgroup it is attached
+    /// to opens the allowed nodes but not `/dev/kmsg`, and a program that allows everything
+    /// attached below does not change that.
+    #[test]
+    fn bpf_program_denies_what_the_list_does_not_allow() -> Result<(), Box<dyn std::error::Error>> {
+        if !super::super::root_or_skip("cgroup2 device program") {
+            return Ok(());
+        }
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+        let root = Path::new("/sys/fs/cgroup");
+        let layout = super::super::CgroupLayout::detect(root, &mountinfo)?;
+        let Some(unified) = layout.unified().filter(|_| layout.bpf_devices) else {
+            assert!(
+                std::env::var_os("CTL_REQUIRE_ALL").is_none(),
+                "no cgroup2 tree, and CTL_REQUIRE_ALL forbids skipping"
+            );
+            eprintln!(
+                "cgroup2 device program: skipped, no cgroup2 under {}",
+                root.display()
+            );
+            return Ok(());
+        };
+        let outer = unified
+            .path
+            .join(format!("ctl-bpf-test-{}", std::process::id()));
+        let inner = outer.join("ns");
+        let _guard = DirsGuard(vec![outer.clone(), inner.clone()]);
+        fs::create_dir(&outer)?;
+        fs::create_dir(&inner)?;
+        let procs = inner.join("cgroup.procs");
+        let tmp = tempfile::tempdir()?;
+        let node = tmp.path().join("kmsg");
+        let script = format!(
+            "head -c1 /dev/null && echo null-ok
+head -c1 /dev/zero > /dev/null && echo zero-ok
+mknod {node} c 1 11 && echo mknod-ok
+head -c0 /dev/kmsg && echo kmsg-ok
+exit 0",
+            node = node.display()
+        );
+        // Control: without the program the host lets root open /dev/kmsg.
+        let (before, _) = sh_in(&procs, "head -c0 /dev/kmsg && echo kmsg-ok")?;
+        assert!(before.contains("kmsg-ok"), "{before}");
+        attach(&outer, &default_rules().unwrap_or_default())?;
+        let (stdout, stderr) = sh_in(&procs, &script)?;
+        for ok in ["null-ok", "zero-ok", "mknod-ok"] {
+            assert!(stdout.contains(ok), "{ok}: {stdout}{stderr}");
+        }
+        assert!(!stdout.contains("kmsg-ok"), "{stdout}{stderr}");
+        assert!(stderr.contains("Operation not permitted"), "{stderr}");
+        // What a nested runtime (or a privileged container) attaches below cannot loosen it.
+        let all = DeviceRule::parse("a").map(|r| vec![r]).unwrap_or_default();
+        attach(&inner, &all)?;
+        let (stdout, stderr) = sh_in(&procs, "head -c0 /dev/kmsg && echo kmsg-ok\nexit 0")?;
+        assert!(!stdout.contains("kmsg-ok"), "{stdout}{stderr}");
+        assert!(stderr.contains("Operation not permitted"), "{stderr}");
+        Ok(())
+    }
 }

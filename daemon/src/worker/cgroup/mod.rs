@@ -1,6 +1,15 @@
-//! Cgroups on v1, v2 and hybrid hosts: detection, the pure translation from limits to cgroup
-//! files, and the file operations that create, limit, freeze, measure and remove a
-//! container's cgroup.
+//! A container's cgroup on v1, v2 and hybrid hosts: the pure translation from limits to
+//! cgroup files ([`settings`]), and the file operations that create, limit, delegate,
+//! freeze, measure and remove it. Detection lives in [`layout`], the device policy in
+//! [`devices`].
+//!
+//! Shape: in every hierarchy the host has mounted (v1 controllers, named v1 hierarchies such
+//! as `name=systemd`, the unified tree) a container gets an **outer** cgroup
+//! `<parent>/<name>` that holds its limits and device policy, and an **inner** leaf
+//! `<parent>/<name>/ns` ([`INNER`]) that its processes run in and that becomes the root of
+//! its cgroup namespace. Limits are hierarchical, so nothing the container writes below its
+//! namespace root can lift what the outer cgroup sets; [`Cgroup::delegate`] hands the inner
+//! cgroup (never the outer) to a user-namespaced container's root.
 //!
 //! We write the cgroup files ourselves instead of using cgroups-rs: what we need is a few
 //! dozen lines of file writes, cgroups-rs pulls an older nix and zbus into the daemon, and its
@@ -33,6 +42,18 @@ pub enum CgroupError {
     },
     #[error("cgroup {path} still has processes after killing them")]
     Busy { path: PathBuf },
+    #[error(
+        "no devices controller and no cgroup2 under {0}: refusing a container without a device policy"
+    )]
+    NoDevicePolicy(PathBuf),
+    #[error("device rule {0:?} does not parse")]
+    DeviceRule(String),
+    #[error("cgroup {path}: attaching the device policy program: {source}")]
+    DeviceProgram {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
@@ -42,42 +63,25 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
     }
 }
 
-/// The cgroup filesystems mounted under `root` (normally `/sys/fs/cgroup`).
-pub fn parse_cgroup_mounts(mountinfo: &str, root: &Path) -> Vec<HostCgroupMount> {
-    let mut out = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(point) = left.split_whitespace().nth(4) else {
-            continue;
-        };
-        let mut r = right.split_whitespace();
-        let (Some(fstype), Some(_src), Some(opts)) = (r.next(), r.next(), r.next()) else {
-            continue;
-        };
-        if fstype != "cgroup" && fstype != "cgroup2" {
-            continue;
-        }
-        let Ok(rel) = Path::new(point).strip_prefix(root) else {
-            continue;
-        };
-        if rel.components().count() > 1 {
-            continue;
-        }
-        let options = opts
-            .split(',')
-            .filter(|o| *o != "rw" && *o != "ro")
-            .collect::<Vec<_>>()
-            .join(",");
-        out.push(HostCgroupMount {
-            fstype: fstype.to_string(),
-            name: rel.display().to_string(),
-            options,
-        });
-    }
-    out
-}
+/// The inner cgroup's name, below the outer `<parent>/<name>` in every hierarchy: the
+/// container's processes and cgroup namespace root live there, its limits one level up
+/// (LXC calls the same level `lxc.cgroup.dir.container.inner`).
+pub const INNER: &str = "ns";
+
+/// What a delegatee may write in its cgroup2 namespace root: move processes and threads,
+/// and enable controllers for the sub-cgroups it creates (the kernel's
+/// `/sys/kernel/cgroup/delegate` minus the memory knobs). Every limit file stays root's.
+pub const V2_DELEGATED_FILES: &[&str] =
+    &["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
+
+/// The same for a v1 hierarchy: move processes (`cgroup.procs`, `tasks`), and the two
+/// per-cgroup flags systemd sets on cgroups it manages.
+pub const V1_DELEGATED_FILES: &[&str] = &[
+    "cgroup.procs",
+    "tasks",
+    "cgroup.clone_children",
+    "notify_on_release",
+];
 
 /// How CPU time is limited (`limits.cpu.allowance`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +156,9 @@ fn optional(controller: &'static str, file: &'static str, value: impl ToString) 
     }
 }
 
-/// The v1 controllers a container gets a directory in.
+/// The v1 controllers ctl sets limits or reads usage with (a container gets a cgroup in every
+/// mounted hierarchy, these and any other; see [`layout::hierarchies`]). Also the fallback
+/// list of hierarchies for a cgroup root that mountinfo does not show.
 pub const V1_CONTROLLERS: &[&str] = &[
     "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices", "blkio",
 ];
@@ -290,66 +296,71 @@ fn keyed(text: &str, key: &str) -> i64 {
 /// Clock ticks per second of `cpuacct.stat` (USER_HZ, 100 on Linux).
 const USER_HZ: i64 = 100;
 
-/// A container's cgroup: one directory per controller on v1, one directory on v2.
+/// A container's cgroup: an outer and an inner directory in every hierarchy of the host's
+/// [`CgroupLayout`] (see the module docs).
 #[derive(Debug, Clone)]
-pub struct Cgroup {
-    version: CgroupVersion,
-    root: PathBuf,
-    /// Relative path below each hierarchy root, e.g. `ctl/c1`.
+pub struct Cgroup<'a> {
+    layout: &'a CgroupLayout,
+    /// Relative path of the outer cgroup below each hierarchy's mount, e.g. `ctl/c1`.
     rel: PathBuf,
 }
 
-impl Cgroup {
-    /// The cgroup `parent/name` under `root` for a host of `version`.
-    pub fn new(root: &Path, version: CgroupVersion, parent: &str, name: &str) -> Self {
+impl<'a> Cgroup<'a> {
+    /// The cgroup `parent/name` in every hierarchy of `layout`.
+    pub fn new(layout: &'a CgroupLayout, parent: &str, name: &str) -> Self {
         Cgroup {
-            version,
-            root: root.to_path_buf(),
+            layout,
             rel: Path::new(parent).join(name),
         }
     }
 
-    /// Every directory that makes up this cgroup.
+    /// The outer directories, one per hierarchy: limits, device policy, counters.
     pub fn dirs(&self) -> Vec<PathBuf> {
-        if self.version.is_v2() {
-            vec![self.root.join(&self.rel)]
-        } else {
-            V1_CONTROLLERS
-                .iter()
-                .chain(self.hybrid_unified())
-                .map(|c| self.root.join(c).join(&self.rel))
-                .collect()
-        }
+        self.layout
+            .hierarchies
+            .iter()
+            .map(|h| h.path.join(&self.rel))
+            .collect()
     }
 
-    /// On a hybrid host the container also gets a (controller-less) directory in the
-    /// cgroup2 tree, so its cgroup namespace root there is its own, not the host's.
-    fn hybrid_unified(&self) -> Option<&'static &'static str> {
-        (self.version == CgroupVersion::Hybrid).then_some(&"unified")
+    /// The inner directories, one per hierarchy: where the container's processes run.
+    pub fn inner_dirs(&self) -> Vec<PathBuf> {
+        self.dirs().into_iter().map(|d| d.join(INNER)).collect()
     }
 
+    /// The outer directory that holds `controller`'s files (any name on v2: the one tree).
     fn dir(&self, controller: &str) -> PathBuf {
-        if self.version.is_v2() {
-            self.root.join(&self.rel)
+        let h = if self.layout.version.is_v2() {
+            self.layout.unified()
         } else {
-            self.root.join(controller).join(&self.rel)
+            self.layout.controller(controller)
+        };
+        match h {
+            Some(h) => h.path.join(&self.rel),
+            // Not mounted: a path that fails to read or write, naming what is missing.
+            None => self.layout.root.join(controller).join(&self.rel),
         }
     }
 
-    /// The `cgroup.procs` files a process must be written into to join this cgroup.
+    /// The `cgroup.procs` files a process must be written into to join this cgroup: the
+    /// inner ones (for the init and for every exec).
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs()
+        self.inner_dirs()
             .into_iter()
             .map(|d| d.join("cgroup.procs"))
             .collect()
     }
 
-    /// Create the directories (and, on v2, enable controllers on the way down) and apply
-    /// `limits`. Nothing is left behind on failure.
+    /// Create the outer and inner directories in every hierarchy (on v2 enabling controllers
+    /// on the way down, the outer's included, so the container can limit what it nests),
+    /// set the device policy and apply `limits`. Nothing is left behind on failure.
     pub fn create(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        // v1 `devices.deny a` is refused once a cgroup has children: the policy goes on the
+        // outer cgroups before the inner ones exist (they inherit it).
         let result = self
-            .create_dirs()
+            .create_dirs(false)
             .and_then(|()| self.restrict_devices())
+            .and_then(|()| self.create_dirs(true))
             .and_then(|()| self.apply(limits));
         if result.is_err() {
             let _ = self.remove();
@@ -357,52 +368,80 @@ impl Cgroup {
         result
     }
 
-    /// On v1, deny every device, then allow the standard set.
+    /// The device policy, on the outer cgroup: v1 `devices` deny-all plus the allow list,
+    /// and on a cgroup2 tree (v2, or hybrid's unified, which the kernel checks too) the
+    /// same list as a BPF program. A host with neither is refused.
     fn restrict_devices(&self) -> Result<(), CgroupError> {
-        if self.version.is_v2() {
-            return Ok(());
+        let v1 = self.layout.controller("devices");
+        if let Some(h) = v1 {
+            let dir = h.path.join(&self.rel);
+            let deny = dir.join("devices.deny");
+            fs::write(&deny, "a").map_err(io_err(&deny))?;
+            let allow = dir.join("devices.allow");
+            for rule in V1_DEVICE_ALLOW {
+                fs::write(&allow, rule).map_err(io_err(&allow))?;
+            }
         }
-        let dir = self.dir("devices");
-        let deny = dir.join("devices.deny");
-        fs::write(&deny, "a").map_err(io_err(&deny))?;
-        let allow = dir.join("devices.allow");
-        for rule in V1_DEVICE_ALLOW {
-            fs::write(&allow, rule).map_err(io_err(&allow))?;
+        let unified = self.layout.unified().filter(|_| self.layout.bpf_devices);
+        if let Some(h) = unified {
+            let dir = h.path.join(&self.rel);
+            let rules = devices::default_rules().ok_or_else(|| {
+                CgroupError::DeviceRule(
+                    V1_DEVICE_ALLOW
+                        .iter()
+                        .find(|r| devices::DeviceRule::parse(r).is_none())
+                        .map_or_else(String::new, |r| (*r).to_string()),
+                )
+            })?;
+            devices::attach(&dir, &rules)
+                .map_err(|source| CgroupError::DeviceProgram { path: dir, source })?;
+        } else if v1.is_none() && !self.layout.version.is_v2() {
+            return Err(CgroupError::NoDevicePolicy(self.layout.root.clone()));
         }
         Ok(())
     }
 
-    fn create_dirs(&self) -> Result<(), CgroupError> {
-        if self.version.is_v2() {
-            // Enable what this kernel offers of the controllers we use, on the way down.
-            let offered = read_trim(&self.root.join("cgroup.controllers")).unwrap_or_default();
-            let enable: Vec<String> = V2_CONTROLLERS
-                .iter()
-                .filter(|c| offered.split_whitespace().any(|o| o == **c))
-                .map(|c| format!("+{c}"))
-                .collect();
-            let mut cur = self.root.clone();
-            for comp in self.rel.components() {
-                let ctl = cur.join("cgroup.subtree_control");
-                fs::write(&ctl, enable.join(" ")).map_err(io_err(&ctl))?;
-                cur = cur.join(comp);
-                make_dir(&cur)?;
-            }
+    /// Create the outer directories (`inner` false: every level of `<parent>/<name>`) or
+    /// the inner ones below them, in every hierarchy.
+    fn create_dirs(&self, inner: bool) -> Result<(), CgroupError> {
+        let levels: Vec<&std::ffi::OsStr> = if inner {
+            vec![std::ffi::OsStr::new(INNER)]
         } else {
-            for c in V1_CONTROLLERS.iter().chain(self.hybrid_unified()) {
-                let mut cur = self.root.join(c);
-                for comp in self.rel.components() {
-                    let parent = cur.clone();
-                    cur = cur.join(comp);
-                    make_dir(&cur)?;
-                    if *c == "cpuset" {
-                        // A v1 cpuset starts empty and takes no task until it has CPUs
-                        // and memory nodes: inherit the parent's.
-                        for f in ["cpuset.cpus", "cpuset.mems"] {
-                            if read_trim(&cur.join(f)).unwrap_or_default().is_empty() {
-                                let v = read_trim(&parent.join(f)).unwrap_or_default();
-                                fs::write(cur.join(f), v).map_err(io_err(&cur.join(f)))?;
-                            }
+            self.rel.components().map(|c| c.as_os_str()).collect()
+        };
+        for h in &self.layout.hierarchies {
+            // On v2 the unified tree carries the limits: enable what this kernel offers of
+            // the controllers we use at every level down to the outer cgroup, whose
+            // children (the inner one and what the container nests) can then be limited.
+            let enable = (h.unified && self.layout.version.is_v2()).then(|| {
+                let offered = read_trim(&h.path.join("cgroup.controllers")).unwrap_or_default();
+                V2_CONTROLLERS
+                    .iter()
+                    .filter(|c| offered.split_whitespace().any(|o| o == **c))
+                    .map(|c| format!("+{c}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            let mut cur = if inner {
+                h.path.join(&self.rel)
+            } else {
+                h.path.clone()
+            };
+            for level in &levels {
+                if let Some(enable) = &enable {
+                    let ctl = cur.join("cgroup.subtree_control");
+                    fs::write(&ctl, enable).map_err(io_err(&ctl))?;
+                }
+                let parent = cur.clone();
+                cur = cur.join(level);
+                make_dir(&cur)?;
+                if h.has_controller("cpuset") {
+                    // A v1 cpuset starts empty and takes no task until it has CPUs and
+                    // memory nodes: inherit the parent's.
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        if read_trim(&cur.join(f)).unwrap_or_default().is_empty() {
+                            let v = read_trim(&parent.join(f)).unwrap_or_default();
+                            fs::write(cur.join(f), v).map_err(io_err(&cur.join(f)))?;
                         }
                     }
                 }
@@ -411,9 +450,34 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Hand the inner cgroup to `uid`/`gid` (host ids of a user-namespaced container's
+    /// root), so its init (systemd) can create and manage sub-cgroups: in every hierarchy
+    /// the inner directory and in it [`V2_DELEGATED_FILES`] or [`V1_DELEGATED_FILES`]
+    /// (those the kernel has) change owner. The outer directory and every limit file stay
+    /// root's. Call after [`Cgroup::create`], before the init starts.
+    pub fn delegate(&self, uid: u32, gid: u32) -> Result<(), CgroupError> {
+        use std::os::unix::fs::lchown;
+        for (h, inner) in self.layout.hierarchies.iter().zip(self.inner_dirs()) {
+            lchown(&inner, Some(uid), Some(gid)).map_err(io_err(&inner))?;
+            let files = if h.unified {
+                V2_DELEGATED_FILES
+            } else {
+                V1_DELEGATED_FILES
+            };
+            for f in files {
+                let path = inner.join(f);
+                match lchown(&path, Some(uid), Some(gid)) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    r => r.map_err(io_err(&path))?,
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Write `limits` into the existing cgroup (creation and live updates).
     pub fn apply(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
-        for s in settings(limits, self.version) {
+        for s in settings(limits, self.layout.version) {
             let path = self.dir(s.controller).join(s.file);
             // cgroupfs answers EACCES, not ENOENT, for a file it does not have.
             if s.optional && !path.exists() {
@@ -434,19 +498,23 @@ impl Cgroup {
 
     /// PIDs (host view) of every process in the cgroup, sub-cgroups included.
     pub fn pids(&self) -> Vec<i32> {
-        let dir = if self.version.is_v2() {
-            self.dir("")
+        let h = if self.layout.version.is_v2() {
+            self.layout.unified()
         } else {
-            self.dir("pids")
+            self.layout
+                .controller("pids")
+                .or(self.layout.hierarchies.first())
         };
         let mut out = Vec::new();
-        collect_pids(&dir, &mut out);
+        if let Some(h) = h {
+            collect_pids(&h.path.join(&self.rel), &mut out);
+        }
         out
     }
 
     /// Freeze (`true`) or thaw every process in the cgroup.
     pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
-        let (path, value) = if self.version.is_v2() {
+        let (path, value) = if self.layout.version.is_v2() {
             (
                 self.dir("").join("cgroup.freeze"),
                 if frozen { "1" } else { "0" },
@@ -462,7 +530,7 @@ impl Cgroup {
 
     /// Whether the cgroup is frozen.
     pub fn is_frozen(&self) -> bool {
-        if self.version.is_v2() {
+        if self.layout.version.is_v2() {
             read_trim(&self.dir("").join("cgroup.freeze")).as_deref() == Some("1")
         } else {
             matches!(
@@ -479,7 +547,7 @@ impl Cgroup {
                 .and_then(|s| s.parse::<i64>().ok())
                 .unwrap_or(0)
         };
-        if self.version.is_v2() {
+        if self.layout.version.is_v2() {
             let d = self.dir("");
             let cpu_us = read_trim(&d.join("cpu.stat"))
                 .and_then(|s| {
@@ -517,7 +585,7 @@ impl Cgroup {
             Ok(n) if n < i64::MAX / 2 => n,
             _ => 0,
         };
-        if self.version.is_v2() {
+        if self.layout.version.is_v2() {
             let d = self.dir("");
             let cpu = text(d.join("cpu.stat"));
             CgroupStats {
@@ -538,16 +606,18 @@ impl Cgroup {
         }
     }
 
-    /// Kill whatever is left in the cgroup and remove its directories, children first.
+    /// Kill whatever is left in the cgroup and remove its directories in every hierarchy,
+    /// children first (what the container nested, then the inner, then the outer cgroup).
     /// Best effort over every directory; returns the first failure.
     pub fn remove(&self) -> Result<(), CgroupError> {
         let mut first_err = None;
-        if self.version.is_v2() {
-            // Kills the whole subtree atomically, no PID races (kernel 5.14+).
-            // (Opened without create: on kernels before 5.14 the file does not exist.)
+        if let Some(h) = self.layout.unified() {
+            // Kills the whole subtree atomically, no PID races (kernel 5.14+; hybrid hosts
+            // have every container process in the unified tree too). Opened without
+            // create: on kernels before 5.14 the file does not exist.
             if let Ok(mut f) = fs::OpenOptions::new()
                 .write(true)
-                .open(self.dir("").join("cgroup.kill"))
+                .open(h.path.join(&self.rel).join("cgroup.kill"))
             {
                 use std::io::Write;
                 let _ = f.write_all(b"1");
@@ -639,6 +709,21 @@ fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// For privileged tests: true as root; otherwise prints why the test is skipped, or fails
+/// when `CTL_REQUIRE_ALL` forbids skipping.
+#[cfg(test)]
+fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CTL_REQUIRE_ALL").is_none(),
+        "{test}: needs root, and CTL_REQUIRE_ALL forbids skipping"
+    );
+    eprintln!("{test}: skipped, needs root");
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,36 +733,6 @@ mod tests {
             .filter(|x| x.file == file)
             .map(|x| x.value.as_str())
             .collect()
-    }
-
-    #[test]
-    fn host_cgroup_mounts_from_mountinfo() {
-        let mi = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
-99 1 0:50 / /mnt/other rw - cgroup cgroup rw,pids
-";
-        let m = parse_cgroup_mounts(mi, Path::new("/sys/fs/cgroup"));
-        let names: Vec<(&str, &str, &str)> = m
-            .iter()
-            .map(|x| (x.fstype.as_str(), x.name.as_str(), x.options.as_str()))
-            .collect();
-        assert_eq!(
-            names,
-            vec![
-                ("cgroup", "cpu", "cpu"),
-                ("cgroup", "memory", "memory"),
-                ("cgroup", "systemd", "xattr,name=systemd"),
-                ("cgroup2", "unified", "nsdelegate"),
-            ]
-        );
-        let v2 =
-            "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n";
-        let m = parse_cgroup_mounts(v2, Path::new("/sys/fs/cgroup"));
-        assert_eq!(m.len(), 1);
-        assert_eq!((m[0].name.as_str(), m[0].fstype.as_str()), ("", "cgroup2"));
     }
 
     #[test]
@@ -788,14 +843,30 @@ mod tests {
         assert!(v1.iter().any(|x| x.file == "pids.max" && !x.optional));
     }
 
+    /// Regular files of a fixture tree, removed so `rmdir` works as on a real cgroupfs.
+    fn clear_files(dir: &Path) -> io::Result<()> {
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                clear_files(&e.path())?;
+            } else {
+                fs::remove_file(e.path())?;
+            }
+        }
+        Ok(())
+    }
+
     #[test]
-    fn v2_fixture_create_apply_usage_remove() -> Result<(), Box<dyn std::error::Error>> {
+    fn v2_fixture_outer_limits_inner_procs() -> Result<(), Box<dyn std::error::Error>> {
         let tmp = tempfile::tempdir()?;
         let root = tmp.path();
         fs::write(root.join("cgroup.controllers"), "cpu memory pids")?;
         fs::write(root.join("cgroup.subtree_control"), "")?;
         assert_eq!(detect(root)?, CgroupVersion::V2);
-        let cg = Cgroup::new(root, CgroupVersion::V2, "ctl", "c1");
+        let layout = CgroupLayout::new(root, CgroupVersion::V2, "");
+        // A plain directory is no cgroup2: no BPF program for a fixture.
+        assert!(!layout.bpf_devices);
+        let cg = Cgroup::new(&layout, "ctl", "c1");
         // A plain directory does not create cgroupfs files by itself: pre-create the parent's.
         fs::create_dir(root.join("ctl"))?;
         fs::write(root.join("ctl/cgroup.subtree_control"), "")?;
@@ -804,24 +875,37 @@ mod tests {
             ..Default::default()
         };
         cg.create(&limits)?;
-        let dir = root.join("ctl/c1");
-        assert_eq!(fs::read_to_string(dir.join("memory.max"))?, "1048576");
-        assert_eq!(
-            fs::read_to_string(root.join("ctl/cgroup.subtree_control"))?,
-            "+cpu +memory +pids"
-        );
-        assert_eq!(fs::read_to_string(dir.join("memory.high"))?, "max");
-        fs::write(dir.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n")?;
-        fs::write(dir.join("memory.current"), "4096\n")?;
-        fs::write(dir.join("pids.current"), "3\n")?;
+        let outer = root.join("ctl/c1");
+        let inner = outer.join(INNER);
+        assert_eq!(cg.dirs(), vec![outer.clone()]);
+        assert_eq!(cg.inner_dirs(), vec![inner.clone()]);
+        assert_eq!(cg.procs_files(), vec![inner.join("cgroup.procs")]);
+        // Limits on the outer cgroup only.
+        assert_eq!(fs::read_to_string(outer.join("memory.max"))?, "1048576");
+        assert_eq!(fs::read_to_string(outer.join("memory.high"))?, "max");
+        assert!(!inner.join("memory.max").exists());
+        // Controllers enabled on the way down, the outer's included (for the inner leaf).
+        for d in [root.join("ctl"), outer.clone()] {
+            assert_eq!(
+                fs::read_to_string(d.join("cgroup.subtree_control"))?,
+                "+cpu +memory +pids",
+                "{}",
+                d.display()
+            );
+        }
+        assert!(!inner.join("cgroup.subtree_control").exists());
+        // Counters are hierarchical: read from the outer cgroup.
+        fs::write(outer.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n")?;
+        fs::write(outer.join("memory.current"), "4096\n")?;
+        fs::write(outer.join("pids.current"), "3\n")?;
         let u = cg.usage();
         assert_eq!((u.cpu_ns, u.memory, u.processes), (1_500_000, 4096, 3));
         fs::write(
-            dir.join("cpu.stat"),
+            outer.join("cpu.stat"),
             "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
         )?;
         fs::write(
-            dir.join("memory.events"),
+            outer.join("memory.events"),
             "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n",
         )?;
         let st = cg.stats();
@@ -834,48 +918,344 @@ mod tests {
             ),
             (1_000_000, 500_000, 2, 1 << 20)
         );
+        cg.set_frozen(true)?;
+        assert_eq!(fs::read_to_string(outer.join("cgroup.freeze"))?, "1");
+        assert!(cg.is_frozen());
+        // Processes anywhere below the outer cgroup count (the inner one, what it nests).
+        fs::create_dir(inner.join("init.scope"))?;
+        fs::write(inner.join("init.scope/cgroup.procs"), "")?;
+        assert!(cg.pids().is_empty());
         // On a real cgroupfs rmdir removes the files too; here clear them first.
-        for e in fs::read_dir(&dir)? {
-            fs::remove_file(e?.path())?;
+        clear_files(&outer)?;
+        cg.remove()?;
+        assert!(!cg.exists() && !inner.exists());
+        assert!(root.join("ctl").is_dir());
+        Ok(())
+    }
+
+    /// A hybrid fixture: co-mounted `cpu,cpuacct`, a named `systemd` hierarchy, `net_cls`
+    /// (no controller of ours), and the unified tree.
+    fn hybrid_fixture(root: &Path) -> Result<CgroupLayout, Box<dyn std::error::Error>> {
+        let v1 = [
+            ("cpu,cpuacct", "rw,cpu,cpuacct"),
+            ("cpuset", "rw,cpuset"),
+            ("memory", "rw,memory"),
+            ("pids", "rw,pids"),
+            ("freezer", "rw,freezer"),
+            ("devices", "rw,devices"),
+            ("blkio", "rw,blkio"),
+            ("net_cls", "rw,net_cls"),
+            ("systemd", "rw,xattr,name=systemd"),
+        ];
+        let mut mi = format!("31 23 0:28 / {} rw - tmpfs tmpfs rw\n", root.display());
+        for (i, (dir, opts)) in v1.iter().enumerate() {
+            fs::create_dir(root.join(dir))?;
+            mi += &format!(
+                "{} 31 0:{} / {} rw - cgroup cgroup {opts}\n",
+                40 + i,
+                40 + i,
+                root.join(dir).display()
+            );
+        }
+        fs::create_dir(root.join("unified"))?;
+        fs::write(root.join("unified/cgroup.procs"), "")?;
+        mi += &format!(
+            "60 31 0:60 / {} rw - cgroup2 cgroup2 rw\n",
+            root.join("unified").display()
+        );
+        fs::write(root.join("cpuset/cpuset.cpus"), "0-1")?;
+        fs::write(root.join("cpuset/cpuset.mems"), "0")?;
+        assert_eq!(detect(root)?, CgroupVersion::Hybrid);
+        let layout = CgroupLayout::detect(root, &mi)?;
+        assert_eq!(layout.hierarchies.len(), v1.len() + 1);
+        Ok(layout)
+    }
+
+    #[test]
+    fn v1_fixture_every_hierarchy_outer_and_inner() -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let root = tmp.path();
+        let layout = hybrid_fixture(root)?;
+        let cg = Cgroup::new(&layout, "ctl-x", "c2");
+        cg.create(&CgroupLimits {
+            processes: Some(10),
+            cpu: Some(CpuAllowance::Percent(50)),
+            ..Default::default()
+        })?;
+        let outer = |h: &str| root.join(h).join("ctl-x/c2");
+        // Every hierarchy, named and unknown ones included, has both levels.
+        for h in [
+            "cpu,cpuacct",
+            "cpuset",
+            "memory",
+            "pids",
+            "freezer",
+            "devices",
+            "blkio",
+            "net_cls",
+            "systemd",
+            "unified",
+        ] {
+            assert!(outer(h).join(INNER).is_dir(), "{h}");
+        }
+        assert_eq!(cg.procs_files().len(), layout.hierarchies.len());
+        assert!(
+            cg.procs_files()
+                .iter()
+                .all(|p| p.ends_with("ctl-x/c2/ns/cgroup.procs")),
+            "{:?}",
+            cg.procs_files()
+        );
+        // Limits on the outer cgroups, in the hierarchy that carries each controller.
+        assert_eq!(fs::read_to_string(outer("pids").join("pids.max"))?, "10");
+        assert!(!outer("pids").join(INNER).join("pids.max").exists());
+        assert_eq!(
+            fs::read_to_string(outer("cpu,cpuacct").join("cpu.shares"))?,
+            "512"
+        );
+        assert_eq!(
+            fs::read_to_string(outer("memory").join("memory.limit_in_bytes"))?,
+            "-1"
+        );
+        // Both cpuset levels inherit CPUs and memory nodes, or no task could join.
+        for d in [outer("cpuset"), outer("cpuset").join(INNER)] {
+            assert_eq!(fs::read_to_string(d.join("cpuset.cpus"))?, "0-1");
+            assert_eq!(fs::read_to_string(d.join("cpuset.mems"))?, "0");
+        }
+        // Device policy on the outer devices cgroup (the fixture file keeps the last write).
+        assert_eq!(
+            fs::read_to_string(outer("devices").join("devices.deny"))?,
+            "a"
+        );
+        assert_eq!(
+            fs::read_to_string(outer("devices").join("devices.allow"))?,
+            V1_DEVICE_ALLOW[V1_DEVICE_ALLOW.len() - 1]
+        );
+        assert!(!outer("devices").join(INNER).join("devices.deny").exists());
+        // Counters from the outer cgroups.
+        fs::write(outer("cpu,cpuacct").join("cpuacct.usage"), "777\n")?;
+        fs::write(outer("pids").join("pids.current"), "2\n")?;
+        let u = cg.usage();
+        assert_eq!((u.cpu_ns, u.processes), (777, 2));
+        cg.set_frozen(true)?;
+        assert_eq!(
+            fs::read_to_string(outer("freezer").join("freezer.state"))?,
+            "FROZEN"
+        );
+        for h in &layout.hierarchies {
+            clear_files(&h.path.join("ctl-x/c2"))?;
         }
         cg.remove()?;
+        assert!(!cg.exists());
+        assert!(!root.join("systemd/ctl-x/c2").exists());
+        Ok(())
+    }
+
+    #[test]
+    fn v1_without_devices_controller_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let root = tmp.path();
+        for c in ["memory", "pids"] {
+            fs::create_dir(root.join(c))?;
+        }
+        let layout = CgroupLayout::detect(root, "")?;
+        assert_eq!(layout.version, CgroupVersion::V1);
+        let cg = Cgroup::new(&layout, "ctl", "c3");
+        assert!(matches!(
+            cg.create(&CgroupLimits::default()),
+            Err(CgroupError::NoDevicePolicy(_))
+        ));
         assert!(!cg.exists());
         Ok(())
     }
 
     #[test]
-    fn v1_fixture_dirs_per_controller() -> Result<(), Box<dyn std::error::Error>> {
+    fn delegation_files_by_kind() {
+        assert_eq!(
+            V2_DELEGATED_FILES,
+            ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"]
+        );
+        assert_eq!(
+            V1_DELEGATED_FILES,
+            [
+                "cgroup.procs",
+                "tasks",
+                "cgroup.clone_children",
+                "notify_on_release"
+            ]
+        );
+    }
+
+    #[test]
+    fn fixture_delegate_chowns_only_the_inner_cgroup() -> Result<(), Box<dyn std::error::Error>> {
+        if !root_or_skip("delegate (chown to another uid)") {
+            return Ok(());
+        }
+        use std::os::unix::fs::MetadataExt;
         let tmp = tempfile::tempdir()?;
         let root = tmp.path();
-        for c in V1_CONTROLLERS {
-            fs::create_dir(root.join(c))?;
+        let layout = hybrid_fixture(root)?;
+        let cg = Cgroup::new(&layout, "ctl-x", "c4");
+        cg.create(&CgroupLimits::default())?;
+        // What cgroupfs would show in each directory (all of it, for both kinds).
+        let all = [
+            "cgroup.procs",
+            "cgroup.threads",
+            "cgroup.subtree_control",
+            "tasks",
+            "cgroup.clone_children",
+            "notify_on_release",
+            "pids.max",
+            "memory.max",
+        ];
+        for d in cg.dirs().iter().chain(cg.inner_dirs().iter()) {
+            for f in all {
+                fs::write(d.join(f), "")?;
+            }
         }
-        fs::write(root.join("cpuset/cpuset.cpus"), "0-1")?;
-        fs::write(root.join("cpuset/cpuset.mems"), "0")?;
-        assert_eq!(detect(root)?, CgroupVersion::V1);
-        fs::create_dir(root.join("unified"))?;
-        fs::write(root.join("unified/cgroup.procs"), "")?;
-        assert_eq!(detect(root)?, CgroupVersion::Hybrid);
-        let cg = Cgroup::new(root, CgroupVersion::Hybrid, "ctl-x", "c2");
+        let (uid, gid) = (1_000_000, 1_000_001);
+        cg.delegate(uid, gid)?;
+        let owner = |p: &Path| fs::metadata(p).map(|m| (m.uid(), m.gid()));
+        for (h, (outer, inner)) in layout
+            .hierarchies
+            .iter()
+            .zip(cg.dirs().into_iter().zip(cg.inner_dirs()))
+        {
+            assert_eq!(owner(&outer)?, (0, 0), "{}", outer.display());
+            assert_eq!(owner(&inner)?, (uid, gid), "{}", inner.display());
+            let delegated = if h.unified {
+                V2_DELEGATED_FILES
+            } else {
+                V1_DELEGATED_FILES
+            };
+            for f in all {
+                let want = if delegated.contains(&f) {
+                    (uid, gid)
+                } else {
+                    (0, 0)
+                };
+                assert_eq!(owner(&inner.join(f))?, want, "{}/{f}", inner.display());
+                assert_eq!(owner(&outer.join(f))?, (0, 0), "{}/{f}", outer.display());
+            }
+        }
+        for h in &layout.hierarchies {
+            clear_files(&h.path.join("ctl-x/c4"))?;
+        }
+        cg.remove()?;
+        Ok(())
+    }
+
+    /// Removes a test's cgroup (and its parent) on every exit path, failures included.
+    struct CgroupGuard<'a> {
+        cg: Cgroup<'a>,
+        parent: String,
+    }
+
+    impl Drop for CgroupGuard<'_> {
+        fn drop(&mut self) {
+            if let Err(e) = self.cg.remove() {
+                eprintln!("cleanup: {e}");
+            }
+            for h in &self.cg.layout.hierarchies {
+                let _ = fs::remove_dir(h.path.join(&self.parent));
+            }
+        }
+    }
+
+    /// On this host's real cgroups: a cgroup in every mounted hierarchy, processes in the
+    /// inner one, limits and the device policy on the outer one, which the inner one cannot
+    /// lift; delegation; removal.
+    #[test]
+    fn host_cgroup_every_hierarchy_inner_leaf_devices() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::MetadataExt;
+        if !root_or_skip("host cgroup") {
+            return Ok(());
+        }
+        let root = Path::new("/sys/fs/cgroup");
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+        let layout = CgroupLayout::detect(root, &mountinfo)?;
+        eprintln!(
+            "host cgroups {}: {:?}",
+            layout.version.as_str(),
+            layout
+                .hierarchies
+                .iter()
+                .map(|h| h.options.as_str())
+                .collect::<Vec<_>>()
+        );
+        let parent = format!("ctl-test-{}", std::process::id());
+        let guard = CgroupGuard {
+            cg: Cgroup::new(&layout, &parent, "c"),
+            parent: parent.clone(),
+        };
+        let cg = &guard.cg;
         cg.create(&CgroupLimits {
-            processes: Some(10),
+            processes: Some(50),
             ..Default::default()
         })?;
+        if layout.version != CgroupVersion::V1 {
+            assert!(layout.bpf_devices, "the unified tree is a real cgroup2");
+        }
+        for d in cg.inner_dirs() {
+            assert!(d.join("cgroup.procs").is_file(), "{}", d.display());
+        }
+        // The limit is on the outer cgroup; the inner one shows none of its own.
+        let pids_outer = cg.dir("pids");
         assert_eq!(
-            fs::read_to_string(root.join("pids/ctl-x/c2/pids.max"))?,
-            "10"
+            read_trim(&pids_outer.join("pids.max")).as_deref(),
+            Some("50")
         );
         assert_eq!(
-            fs::read_to_string(root.join("memory/ctl-x/c2/memory.limit_in_bytes"))?,
-            "-1"
+            read_trim(&pids_outer.join(INNER).join("pids.max")).as_deref(),
+            Some("max")
         );
-        // Hybrid: every v1 controller plus the controller-less unified directory.
-        assert_eq!(cg.procs_files().len(), V1_CONTROLLERS.len() + 1);
-        assert!(root.join("unified/ctl-x/c2").is_dir());
+        if let Some(dev) = layout.controller("devices") {
+            // Attack (b): a privileged container that mounts a fresh devices hierarchy sees
+            // its inner cgroup as the root; allowing everything there must fail.
+            let inner = dev.path.join(&parent).join("c").join(INNER);
+            assert!(fs::write(inner.join("devices.allow"), "a").is_err());
+            let list = read_trim(&inner.join("devices.list")).unwrap_or_default();
+            assert!(!list.contains("a *:* rwm"), "{list}");
+            assert!(list.contains("c 1:3 rwm"), "{list}");
+        }
+        cg.delegate(1_000_000, 1_000_000)?;
+        for (outer, inner) in cg.dirs().iter().zip(cg.inner_dirs()) {
+            assert_eq!(fs::metadata(outer)?.uid(), 0);
+            assert_eq!(fs::metadata(&inner)?.uid(), 1_000_000);
+            assert_eq!(fs::metadata(inner.join("cgroup.procs"))?.uid(), 1_000_000);
+        }
         assert_eq!(
-            fs::read_to_string(root.join("devices/ctl-x/c2/devices.deny"))?,
-            "a"
+            fs::metadata(pids_outer.join(INNER).join("pids.max"))?.uid(),
+            0
         );
+        // A process written into the procs files runs in the inner cgroup everywhere and
+        // cannot open a device outside the list.
+        let script = r#"for f in "$@"; do echo $$ > "$f" || exit 90; done
+cat /proc/self/cgroup
+head -c1 /dev/null && echo null-ok
+head -c0 /dev/kmsg && echo kmsg-ok
+exit 0"#;
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", script, "sh"])
+            .args(cg.procs_files())
+            .output()?;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        let suffix = format!("/{parent}/c/{INNER}");
+        let lines: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.contains("::") || l.contains(":/"))
+            .collect();
+        assert_eq!(lines.len(), layout.hierarchies.len(), "{stdout}");
+        assert!(lines.iter().all(|l| l.ends_with(&suffix)), "{stdout}");
+        assert!(stdout.contains("null-ok"), "{stdout}{stderr}");
+        assert!(!stdout.contains("kmsg-ok"), "{stdout}{stderr}");
+        assert!(stderr.contains("Operation not permitted"), "{stderr}");
+        cg.remove()?;
+        assert!(!cg.exists());
         Ok(())
     }
 }
