@@ -530,11 +530,24 @@ impl Instances {
                 .await?;
         }
         let cg_name = name.to_string();
+        // An unprivileged container's root owns its inner cgroup (so systemd inside can make
+        // sub-cgroups); the limits above it stay root's.
+        let delegate_to = spec
+            .id_map
+            .as_ref()
+            .and_then(|m| Some((m.host_uid(0)?, m.host_gid(0)?)));
         let procs = self
             .blocking_worker(move |w| {
                 // A cgroup left by a crash would carry stale settings: start clean.
                 w.remove_cgroup(&cg_name)?;
-                w.create_cgroup(&cg_name, &limits)
+                let procs = w.create_cgroup(&cg_name, &limits)?;
+                if let Some((uid, gid)) = delegate_to
+                    && let Err(e) = w.delegate_cgroup(&cg_name, uid, gid)
+                {
+                    let _ = w.remove_cgroup(&cg_name);
+                    return Err(e);
+                }
+                Ok(procs)
             })
             .await?;
         let mut spec = spec;

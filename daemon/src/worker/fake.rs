@@ -89,6 +89,11 @@ impl Worker for FakeWorker {
         Ok(vec![])
     }
 
+    fn delegate_cgroup(&self, name: &str, uid: u32, gid: u32) -> Result<(), WorkerError> {
+        self.record(format!("delegate_cgroup {name} {uid} {gid}"));
+        Ok(())
+    }
+
     fn apply_limits(&self, name: &str, limits: &CgroupLimits) -> Result<(), WorkerError> {
         self.record(format!("apply_limits {name} {:?}", limits.memory));
         Ok(())

@@ -81,14 +81,21 @@ pub trait Worker: Send + Sync + 'static {
         from: Option<&spec::IdMap>,
         to: Option<&spec::IdMap>,
     ) -> Result<(), WorkerError>;
-    /// Create the container's cgroup with `limits`; returns the `cgroup.procs` files.
+    /// Create the container's cgroup with `limits` and its device policy; returns the
+    /// `cgroup.procs` files of its inner cgroup, which the init is written into (see
+    /// [`cgroup`]: limits on `<parent>/<name>`, processes in `<parent>/<name>/ns`).
     fn create_cgroup(&self, name: &str, limits: &CgroupLimits)
     -> Result<Vec<PathBuf>, WorkerError>;
+    /// Hand the inner cgroup of an existing container cgroup to the host ids `uid`/`gid`
+    /// its root user maps to, so an unprivileged container's init can manage sub-cgroups
+    /// (see [`cgroup::Cgroup::delegate`]). Call after `create_cgroup`, before
+    /// `spawn_init`; privileged containers skip it.
+    fn delegate_cgroup(&self, name: &str, uid: u32, gid: u32) -> Result<(), WorkerError>;
     /// Apply `limits` to an existing cgroup (live update).
     fn apply_limits(&self, name: &str, limits: &CgroupLimits) -> Result<(), WorkerError>;
     /// Kill what is left in the cgroup and remove it. Succeeds if it does not exist.
     fn remove_cgroup(&self, name: &str) -> Result<(), WorkerError>;
-    /// The `cgroup.procs` files of an existing cgroup (to join it).
+    /// The `cgroup.procs` files of an existing cgroup's inner cgroup (to join it).
     fn cgroup_procs(&self, name: &str) -> Vec<PathBuf>;
     /// Freeze or thaw.
     fn set_frozen(&self, name: &str, frozen: bool) -> Result<(), WorkerError>;
@@ -194,14 +201,15 @@ pub fn signal_if(
 #[derive(Debug, Clone)]
 pub struct HostWorker {
     exe: PathBuf,
-    cgroup_root: PathBuf,
     cgroup_parent: String,
-    version: CgroupVersion,
+    layout: cgroup::CgroupLayout,
     trash: PathBuf,
 }
 
 impl HostWorker {
-    /// Detect the cgroup layout under `cgroup_root` and prepare the cgroup parent.
+    /// Detect the cgroup layout under `cgroup_root`: its version, and every hierarchy
+    /// mounted (from `/proc/self/mountinfo`), each of which a container gets a cgroup in.
+    /// Hierarchies that exist but are mounted nowhere (`/proc/self/cgroup`) are logged.
     /// `exe` is the ctld binary to re-execute (normally `/proc/self/exe`).
     pub fn new(
         exe: PathBuf,
@@ -209,18 +217,31 @@ impl HostWorker {
         cgroup_parent: String,
         trash: PathBuf,
     ) -> Result<Self, WorkerError> {
-        let version = cgroup::detect(&cgroup_root)?;
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let layout = cgroup::CgroupLayout::detect(&cgroup_root, &mountinfo)?;
+        let proc_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        for h in cgroup::unmounted_hierarchies(&proc_cgroup, &layout.hierarchies) {
+            tracing::warn!(
+                hierarchy = %h,
+                "cgroup hierarchy mounted nowhere: containers get no cgroup of their own in it"
+            );
+        }
+        if layout.unified().is_some() && !layout.bpf_devices {
+            tracing::warn!(
+                root = %cgroup_root.display(),
+                "unified cgroup tree is no cgroup2 filesystem: no BPF device policy"
+            );
+        }
         Ok(HostWorker {
             exe,
-            cgroup_root,
             cgroup_parent,
-            version,
+            layout,
             trash,
         })
     }
 
-    fn cgroup(&self, name: &str) -> cgroup::Cgroup {
-        cgroup::Cgroup::new(&self.cgroup_root, self.version, &self.cgroup_parent, name)
+    fn cgroup(&self, name: &str) -> cgroup::Cgroup<'_> {
+        cgroup::Cgroup::new(&self.layout, &self.cgroup_parent, name)
     }
 
     /// Remove whatever earlier deletes left in the trash directory.
@@ -252,7 +273,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WorkerError + '_ {
 
 impl Worker for HostWorker {
     fn cgroup_version(&self) -> CgroupVersion {
-        self.version
+        self.layout.version
     }
 
     fn shift_ids(
@@ -301,6 +322,10 @@ impl Worker for HostWorker {
         Ok(cg.procs_files())
     }
 
+    fn delegate_cgroup(&self, name: &str, uid: u32, gid: u32) -> Result<(), WorkerError> {
+        Ok(self.cgroup(name).delegate(uid, gid)?)
+    }
+
     fn apply_limits(&self, name: &str, limits: &CgroupLimits) -> Result<(), WorkerError> {
         Ok(self.cgroup(name).apply(limits)?)
     }
@@ -340,20 +365,16 @@ impl Worker for HostWorker {
     }
 
     fn cgroup_mounts(&self) -> Vec<spec::MountEntry> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        // Only hierarchies the container has its own cgroup in: any other would show the
-        // host's tree.
-        let ours = |m: &cgroup::HostCgroupMount| {
-            m.fstype == "cgroup2"
-                || m.name
-                    .split(',')
-                    .all(|c| cgroup::V1_CONTROLLERS.contains(&c))
-        };
-        let host: Vec<_> = cgroup::parse_cgroup_mounts(&mountinfo, &self.cgroup_root)
-            .into_iter()
-            .filter(ours)
+        // Every hierarchy of the layout, named ones included: the container has its own
+        // cgroup in each, which its cgroup namespace makes the root of what it mounts.
+        let host: Vec<_> = self
+            .layout
+            .hierarchies
+            .iter()
+            .map(cgroup::Hierarchy::view)
             .collect();
         let mut mounts = spec::cgroup_mounts(&host);
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         if let Some(lxcfs) = cgroup::lxcfs_mount_point(&mountinfo) {
             mounts.extend(spec::lxcfs_mounts(&lxcfs));
         }

@@ -290,19 +290,37 @@ fn monitor(spec: &SpawnSpec) -> i32 {
     // The init is gone (and with it every process of its PID namespace): remove the now
     // empty cgroup, so a container that powered itself off leaves nothing behind. ctld
     // waits for this process to exit before it starts the container again.
+    // The init ran in the inner cgroup (with whatever sub-cgroups the container made), the
+    // limits sit on its parent: both go.
     for procs in &spec.cgroup_procs {
-        if let Some(dir) = procs.parent() {
-            for _ in 0..20 {
-                match fs::remove_dir(dir) {
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                    _ => break,
-                }
+        if let Some(inner) = procs.parent() {
+            remove_cgroup_dir(inner);
+            if let Some(outer) = inner.parent() {
+                remove_cgroup_dir(outer);
             }
         }
     }
     0
+}
+
+/// Remove an empty cgroup directory and its sub-cgroups, deepest first; cgroupfs answers
+/// EBUSY for a few ms while the last tasks exit.
+fn remove_cgroup_dir(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_dir(&e.path());
+            }
+        }
+    }
+    for _ in 0..20 {
+        match fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            _ => break,
+        }
+    }
 }
 
 fn write_id_map(pid: i32, map: &super::spec::IdMap) -> io::Result<()> {

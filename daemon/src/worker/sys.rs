@@ -474,3 +474,114 @@ pub fn open_by_handle_at_null(mount_fd: &impl std::os::fd::AsFd) -> io::Result<(
     drop(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
     Ok(())
 }
+
+/// `bpf(BPF_PROG_LOAD)`: load `insns` (each the 8 bytes of a `struct bpf_insn`, in native
+/// order) as a program of `prog_type` declaring `license`, named `name` (at most 15 bytes of
+/// `[A-Za-z0-9_.]`, shown by `bpftool`). No verifier log is asked for. Returns the program's
+/// descriptor.
+pub fn bpf_prog_load(
+    prog_type: u32,
+    insns: &[u64],
+    license: &std::ffi::CStr,
+    name: &str,
+) -> io::Result<OwnedFd> {
+    /// The `BPF_PROG_LOAD` part of `union bpf_attr`, up to `expected_attach_type`; the
+    /// kernel zero-fills what a shorter attr leaves out.
+    #[repr(C)]
+    struct ProgLoadAttr {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+    }
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    let mut prog_name = [0u8; 16];
+    if name.len() >= prog_name.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    prog_name[..name.len()].copy_from_slice(name.as_bytes());
+    let insn_cnt =
+        u32::try_from(insns.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name,
+        prog_ifindex: 0,
+        expected_attach_type: 0,
+    };
+    // SAFETY: `attr` is a fully initialised `bpf_attr` prefix of the size passed, alive for the
+    // call; its two pointers refer to `insns` (`insn_cnt` × 8 readable bytes) and the
+    // NUL-terminated `license`, both borrowed for the call. With no log buffer the kernel only
+    // reads our memory. On success it returns a new descriptor that nothing else owns.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoadAttr,
+            std::mem::size_of::<ProgLoadAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ret` is a freshly opened descriptor not owned by anything else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// `bpf(BPF_PROG_ATTACH)`: attach program `prog` to `target` (a cgroup directory for the
+/// cgroup attach types) as `attach_type` with `flags` (`BPF_F_*`).
+pub fn bpf_prog_attach(
+    target: std::os::fd::BorrowedFd<'_>,
+    prog: std::os::fd::BorrowedFd<'_>,
+    attach_type: u32,
+    flags: u32,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    /// The `BPF_PROG_ATTACH` part of `union bpf_attr`, up to `attach_flags`.
+    #[repr(C)]
+    struct ProgAttachAttr {
+        target_fd: u32,
+        attach_bpf_fd: u32,
+        attach_type: u32,
+        attach_flags: u32,
+    }
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    let fd = |f: std::os::fd::BorrowedFd<'_>| {
+        u32::try_from(f.as_raw_fd()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let attr = ProgAttachAttr {
+        target_fd: fd(target)?,
+        attach_bpf_fd: fd(prog)?,
+        attach_type,
+        attach_flags: flags,
+    };
+    // SAFETY: `attr` is a fully initialised `bpf_attr` prefix of the size passed, holding only
+    // integers (two descriptors borrowed for the call); the kernel only reads it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attr as *const ProgAttachAttr,
+            std::mem::size_of::<ProgAttachAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
