@@ -1619,7 +1619,7 @@ static const struct technique techniques[] = {
     {"userfaultfd", t_userfaultfd, 1},
     {"reboot", t_reboot, 0},
     {"swapon", t_swapon, 1},
-    {"set_clock", t_set_clock, 1},
+    {"set_clock", t_set_clock, 0},
     {"iopl_ioperm", t_iopl_ioperm, 1},
     {"dev_mem", t_dev_mem, 0},
     {"mknod_host_disk", t_mknod_host_disk, 0},
