@@ -1,9 +1,9 @@
 //! Containment: escape attempts from inside containers, against the real `ctld`.
 //!
-//! One C program, `tests/escape/attacks.c` (compiled here with `gcc -static`), holds every
-//! technique. It is pushed into a busybox container and run as the container's root, one
-//! technique per `ctl exec`, each printing one `RESULT <name> BLOCKED|ESCAPED <why>` line; a
-//! missing line is a failure, never a pass. The whole list runs in a default container, then
+//! One C program in `tests/escape/` (`attacks.c` with `kernel.c` and `isolation.c`, compiled
+//! here with `gcc -static`) holds every technique. It is pushed into a busybox container and
+//! run as the container's root, one technique per `ctl exec`, each printing one
+//! `RESULT <name> BLOCKED|ESCAPED <why>` line; a missing line is a failure, never a pass. The whole list runs in a default container, then
 //! in a `security.privileged=true` one (on the same daemon); the suite prints a table and
 //! `escape suite (MODE): N attempted, N blocked`, and asserts [`TECHNIQUES`]: every
 //! technique blocked in the default container, a listed subset (seccomp, cgroups, namespace
@@ -267,14 +267,17 @@ fn parse(technique: &str, run: &Run, timed_out: bool) -> Outcome {
     }
 }
 
-/// Compile `attacks.c` statically into `dir`.
+/// The sources of the attacks program, in `tests/escape/`.
+const ATTACK_SOURCES: &[&str] = &["attacks.c", "kernel.c", "isolation.c"];
+
+/// Compile the attacks into one static program in `dir`.
 fn compile(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("escape/attacks.c");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("escape");
     let exe = dir.join("attacks");
     let out = Command::new("gcc")
         .args(["-static", "-O1", "-Wall", "-o"])
         .arg(&exe)
-        .arg(&src)
+        .args(ATTACK_SOURCES.iter().map(|f| src.join(f)))
         .output()
         .unwrap_or_else(|e| panic!("run gcc (.ci/run installs gcc and libc6-dev): {e}"));
     assert!(
