@@ -181,30 +181,22 @@ impl Outcome {
     }
 }
 
+/// Read a child's pipe to the end on a thread of its own.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
 /// Wait for `child` at most `timeout`, reading its output meanwhile; killed (by its own
 /// handle) when late. Returns the run and whether it timed out.
 fn finish(mut child: Child, timeout: Duration) -> (Run, bool) {
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
     let mut timed_out = false;
     let status = loop {
@@ -291,14 +283,9 @@ fn compile(dir: &Path) -> PathBuf {
 
 /// `attacks --list`: every technique and whether it is a pure probe the host may run.
 fn listed(attacks: &Path) -> Vec<(String, bool)> {
-    let (run, _) = run_timeout(
-        {
-            let mut c = Command::new(attacks);
-            c.arg("--list");
-            c
-        },
-        Duration::from_secs(10),
-    );
+    let mut cmd = Command::new(attacks);
+    cmd.arg("--list");
+    let (run, _) = run_timeout(cmd, Duration::from_secs(10));
     run.stdout
         .lines()
         .filter_map(|l| l.split_once(' '))
@@ -593,13 +580,11 @@ fn attempt(d: &Daemon, name: &str, env: &[String], technique: &str) -> Outcome {
     }
     args.extend(["--", "/attacks", technique]);
     if technique != "exec_host_exe" {
-        let mut cmd = d.ctl_command(&args);
-        cmd.stdin(Stdio::null());
-        let (run, timed_out) = finish(
-            cmd.spawn()
-                .unwrap_or_else(|e| panic!("ctl exec {technique}: {e}")),
-            TECHNIQUE_TIMEOUT,
-        );
+        let child = d
+            .ctl_command(&args)
+            .spawn()
+            .unwrap_or_else(|e| panic!("ctl exec {technique}: {e}"));
+        let (run, timed_out) = finish(child, TECHNIQUE_TIMEOUT);
         return parse(technique, &run, timed_out);
     }
     // The race: the attack watches the container's next PIDs while `ctl exec` children
@@ -857,7 +842,8 @@ fn escape_suite() {
         println!("note: {n}");
     }
 
-    // The host as the suite found it.
+    // The host as the suite found it, once the daemon and its containers are gone.
+    drop(d);
     let after = host_state();
     for (k, v) in &before {
         if after.get(k) != Some(v) {
@@ -890,7 +876,6 @@ fn escape_suite() {
             }
         }
     }
-    drop(d);
     drop(bait);
     assert!(
         problems.is_empty(),
