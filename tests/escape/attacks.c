@@ -295,6 +295,26 @@ const char *mount_cgroup(const char *ctrl, const char *tag, char *target, size_t
     return dir;
 }
 
+/* Whether this process shares the host's namespace of TYPE ("pid", "uts"...): 1 yes, 0 no,
+ * -1 unknown. The test passes the host's namespace inodes as ESC_HOST_NS="pid:N,uts:N,...";
+ * nsfs inode numbers are the same from every namespace. */
+int shares_host_ns(const char *type)
+{
+    char key[32];
+    snprintf(key, sizeof key, "%s:", type);
+    const char *all = env("ESC_HOST_NS"), *p = all;
+    while ((p = strstr(p, key)) && p != all && p[-1] != ',')
+        p++;
+    if (!p)
+        return -1;
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/self/ns/%s", type);
+    if (stat(path, &st) != 0)
+        return -1;
+    return (unsigned long long)st.st_ino == strtoull(p + strlen(key), NULL, 10);
+}
+
 /* EPERM/EACCES: refused by a capability check or an LSM; ENOSYS: no such syscall here
  * (seccomp or the kernel; the host control tells which). */
 int refused(int e)

@@ -82,6 +82,7 @@ void private_mounts(void);
 int read_mounts(struct mnt *out, int max);
 int cgroup_of(const char *ctrl, char *path, size_t pn, char *opts, size_t on);
 const char *mount_cgroup(const char *ctrl, const char *tag, char *target, size_t tn, char *out, size_t on);
+int shares_host_ns(const char *type);
 int refused(int e);
 int open_device(const char *devpath, int type, unsigned maj, unsigned min, int flags, char *out, size_t n);
 

@@ -452,6 +452,8 @@ int t_setns_foreign(void)
                     gethostname(h, sizeof h);
                     if (!strcmp(types[t], "uts") && !strcmp(h, env("ESC_HOST_HOSTNAME")))
                         snprintf(res, sizeof res, "Ejoined %s: the host's hostname", p);
+                    else if (shares_host_ns(types[t]) == 1)
+                        snprintf(res, sizeof res, "Ejoined %s: the host's %s namespace", p, types[t]);
                     else
                         snprintf(res, sizeof res, "Bjoined %s, not the host's; ", p);
                 }
@@ -550,6 +552,8 @@ int t_abstract_socket(void)
 
 int t_sethostname(void)
 {
+    if (shares_host_ns("uts") == 1)
+        return escaped("shares the host's UTS namespace: sethostname would rename the host (not tried)");
     char old[128] = "", name[64];
     gethostname(old, sizeof old);
     const char *token = env("ESC_TOKEN");
@@ -559,7 +563,8 @@ int t_sethostname(void)
         return blocked("sethostname: %s", en(errno));
     sethostname(old, strlen(old));
     /* The host checks its own hostname afterwards and overrides this if it changed. */
-    return blocked("changed the hostname of this UTS namespace only (restored; the host checks its own)");
+    return blocked("changed the hostname of %s UTS namespace only (restored; the host checks its own)",
+                   shares_host_ns("uts") == 0 ? "its own" : "this");
 }
 
 int t_image_layer(void)

@@ -372,6 +372,13 @@ impl Bait {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
         let sys_dev = std::fs::metadata("/sys").map_or(0, |m| m.dev());
+        let host_ns: Vec<String> = ["pid", "uts", "net", "mnt", "ipc", "cgroup", "user"]
+            .iter()
+            .filter_map(|t| {
+                let ino = std::fs::metadata(format!("/proc/self/ns/{t}")).ok()?.ino();
+                Some(format!("{t}:{ino}"))
+            })
+            .collect();
         vec![
             "ESC_IN_CONTAINER=1".into(),
             format!("ESC_TOKEN={}", self.token),
@@ -386,6 +393,7 @@ impl Bait {
                 read_trim("/proc/sys/kernel/hostname").unwrap_or_default()
             ),
             format!("ESC_HOST_SESSION={session}"),
+            format!("ESC_HOST_NS={}", host_ns.join(",")),
             format!("ESC_RACE_MS={RACE_MS}"),
         ]
     }
