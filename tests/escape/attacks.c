@@ -141,9 +141,9 @@ int is_real(int fd, long magic)
 /* Open PATH for writing and close it at once, never writing. */
 int probe_write(const char *path, long magic, char *out, size_t n)
 {
-    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY), e = errno;
     if (fd < 0) {
-        note(out, n, "%s: %s%s", path, en(errno), errno == ENOENT ? " (absent)" : "");
+        note(out, n, "%s: %s%s", path, en(e), e == ENOENT ? " (absent)" : "");
         return 0;
     }
     int real = is_real(fd, magic);

@@ -125,9 +125,9 @@ int t_fresh_proc(void)
 
 int t_proc_kcore(void)
 {
-    int fd = open("/proc/kcore", O_RDONLY | O_CLOEXEC);
+    int fd = open("/proc/kcore", O_RDONLY | O_CLOEXEC), oe = errno;
     if (fd < 0)
-        return blocked("open /proc/kcore: %s%s", en(errno), errno == ENOENT ? " (absent)" : "");
+        return blocked("open /proc/kcore: %s%s", en(oe), oe == ENOENT ? " (absent)" : "");
     char b[4] = {0};
     ssize_t r = read(fd, b, 4);
     int e = errno, real = is_real(fd, PROC_SUPER_MAGIC);
@@ -270,7 +270,8 @@ int t_umount_force(void)
     if (mount("none", dir, "tmpfs", 0, "size=16k") != 0)
         return blocked("mount a tmpfs to force-unmount: %s", en(errno));
     if (umount2(dir, MNT_FORCE) == 0)
-        return escaped("umount2(MNT_FORCE) allowed (on a shared FUSE mount such as lxcfs it aborts the host's connection)");
+        return escaped("umount2(MNT_FORCE) allowed (no capability guards it, only a seccomp filter: on a "
+                       "shared FUSE mount such as lxcfs it aborts the host's connection)");
     int e = errno;
     umount2(dir, MNT_DETACH);
     if (refused(e))
