@@ -248,6 +248,20 @@ impl Daemon {
         run
     }
 
+    /// A `ctl ARGS` command against this daemon, not yet started (stdin null, stdout and
+    /// stderr piped): for a test that runs it in the background or with a deadline.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin_dir().join("ctl"));
+        cmd.args(args)
+            .env("CTL_DIR", self.path())
+            .env("CTL_CONF", self.path().join("client"))
+            .env_remove("CTL_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
     /// Run `ctl`, asserting success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.ctl(args);
