@@ -110,7 +110,11 @@ const TECHNIQUES: &[Technique] = &[
     technique("proc_pid_root", true, true),
     technique("leaked_fd_cwd", true, true),
     technique("setns_foreign", true, true),
-    technique("exec_host_exe", true, true),
+    // A privileged container's root has CAP_SYS_PTRACE over the host's user namespace, so
+    // the exec child being non-dumpable does not hide its /proc/PID/exe (the ctld binary,
+    // which stays unwritable while ctld runs: ETXTBSY). Not root-safe, as docs/SECURITY.md
+    // says; a default container cannot reach it.
+    technique("exec_host_exe", true, false),
     technique("abstract_socket", true, true),
     technique("sethostname", true, true),
     technique("image_layer", true, true),
