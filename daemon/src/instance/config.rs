@@ -55,16 +55,9 @@ const KEYS: &[&str] = &[
     "security.syscalls.deny_default",
 ];
 
-/// Keys whose new value only takes effect at the next start.
-pub const START_ONLY_KEYS: &[&str] = &[
-    "raw.init",
-    "raw.idmap",
-    "security.privileged",
-    "security.nesting",
-    "security.idmap.isolated",
-    "security.idmap.base",
-    "security.idmap.size",
-];
+/// Keys that cannot change while the instance runs. (The `security.*` and `raw.idmap` keys
+/// may: like Incus, they take effect at the next start.)
+pub const START_ONLY_KEYS: &[&str] = &["raw.init"];
 
 /// Key prefixes that take any suffix: free-form user data and the exec environment, plus
 /// the ones the daemon writes itself.
