@@ -550,7 +550,6 @@ impl Instances {
                 Ok(procs)
             })
             .await?;
-        let mut spec = spec;
         spec.cgroup_procs = procs;
         let spawned = self.blocking_worker(move |w| w.spawn_init(&spec)).await;
         let init = match spawned {

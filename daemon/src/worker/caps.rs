@@ -149,6 +149,46 @@ pub fn apply(drop: &[u32]) -> io::Result<()> {
         .map_err(|e| context("set capabilities".into())(e.into()))
 }
 
+/// This thread's filesystem ids switched to `(uid, gid)` with its capabilities kept, until
+/// dropped (then back to root's). For creating files on the host's side of a container's
+/// filesystems: a filesystem mounted inside a user namespace (a container's own `/tmp`)
+/// refuses entries owned by an id it does not map, host root's included (`EOVERFLOW`).
+/// Only on threads that do nothing else meanwhile (a blocking-pool thread, for one request).
+pub struct FsIds {
+    _private: (),
+}
+
+/// Switch this thread's filesystem ids; see [`FsIds`].
+pub fn act_as(uid: u32, gid: u32) -> io::Result<FsIds> {
+    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+    let guard = FsIds { _private: () };
+    // A non-zero fsuid clears the filesystem capabilities from the effective set: take
+    // them back from the permitted set (DAC override, chown, fowner…).
+    raise_effective()?;
+    Ok(guard)
+}
+
+fn raise_effective() -> io::Result<()> {
+    let c = rustix::thread::capabilities(None).map_err(io::Error::from)?;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: c.permitted,
+            ..c
+        },
+    )
+    .map_err(io::Error::from)
+}
+
+impl Drop for FsIds {
+    fn drop(&mut self) {
+        nix::unistd::setfsuid(nix::unistd::Uid::from_raw(0));
+        nix::unistd::setfsgid(nix::unistd::Gid::from_raw(0));
+        let _ = raise_effective();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,45 +304,5 @@ mod tests {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-}
-
-/// This thread's filesystem ids switched to `(uid, gid)` with its capabilities kept, until
-/// dropped (then back to root's). For creating files on the host's side of a container's
-/// filesystems: a filesystem mounted inside a user namespace (a container's own `/tmp`)
-/// refuses entries owned by an id it does not map, host root's included (`EOVERFLOW`).
-/// Only on threads that do nothing else meanwhile (a blocking-pool thread, for one request).
-pub struct FsIds {
-    _private: (),
-}
-
-/// Switch this thread's filesystem ids; see [`FsIds`].
-pub fn act_as(uid: u32, gid: u32) -> io::Result<FsIds> {
-    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
-    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
-    let guard = FsIds { _private: () };
-    // A non-zero fsuid clears the filesystem capabilities from the effective set: take
-    // them back from the permitted set (DAC override, chown, fowner…).
-    raise_effective()?;
-    Ok(guard)
-}
-
-fn raise_effective() -> io::Result<()> {
-    let c = rustix::thread::capabilities(None).map_err(io::Error::from)?;
-    rustix::thread::set_capabilities(
-        None,
-        CapabilitySets {
-            effective: c.permitted,
-            ..c
-        },
-    )
-    .map_err(io::Error::from)
-}
-
-impl Drop for FsIds {
-    fn drop(&mut self) {
-        nix::unistd::setfsuid(nix::unistd::Uid::from_raw(0));
-        nix::unistd::setfsgid(nix::unistd::Gid::from_raw(0));
-        let _ = raise_effective();
     }
 }
