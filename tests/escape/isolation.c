@@ -515,8 +515,15 @@ int t_exec_host_exe(void)
             char path[64];
             snprintf(path, sizeof path, "/proc/%d/exe", p);
             int fd = open(path, O_PATH | O_CLOEXEC);
-            if (fd < 0)
+            if (fd < 0) {
+                /* A process whose exe is refused (non-dumpable until its exec): seen, and
+                 * blocked. A PID that does not exist (yet) is not. */
+                if (errno == EACCES || errno == EPERM) {
+                    seen++;
+                    next = p + 1;
+                }
                 continue;
+            }
             seen++;
             next = p + 1;
             struct stat st;
