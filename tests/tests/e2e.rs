@@ -990,3 +990,49 @@ fn state_dirs_are_closed_to_other_users() {
     assert_eq!(mode(&d.path().join("images")), 0o700);
     assert_eq!(mode(&d.path().join("containers")), 0o700);
 }
+
+#[test]
+fn nesting_lets_a_container_make_namespaces_and_mount_proc() {
+    root_or_skip!("nesting_lets_a_container_make_namespaces_and_mount_proc");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "nest", "-c", "security.nesting=true"]);
+    d.ok(&["launch", "busybox", "plain"]);
+    let nested = [
+        "exec",
+        "nest",
+        "--",
+        "unshare",
+        "-U",
+        "-r",
+        "-m",
+        "-p",
+        "-f",
+        "--mount-proc",
+        "sh",
+        "-c",
+        "echo $$; cat /proc/self/uid_map",
+    ];
+    // A user, mount and PID namespace of its own inside, with a /proc of that PID namespace.
+    let out = d.ok(&nested);
+    let mut lines = out.lines();
+    assert_eq!(lines.next().map(str::trim), Some("1"), "{out}");
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.split_whitespace().eq(["0", "0", "1"])),
+        "{out}"
+    );
+    // Without nesting, the masked /proc cannot be mounted again in a nested namespace.
+    let mut plain = nested;
+    plain[1] = "plain";
+    let r = d.ctl(&plain);
+    assert_ne!(r.code, 0, "{r:?}");
+    // Both are unprivileged all the same.
+    for n in ["nest", "plain"] {
+        let map = d.ok(&["exec", n, "--", "cat", "/proc/self/uid_map"]);
+        assert!(
+            !map.split_whitespace().eq(["0", "0", "4294967295"]),
+            "{map}"
+        );
+    }
+}

@@ -348,8 +348,13 @@ pub fn default_mounts(host_dev: &std::path::Path) -> Vec<MountEntry> {
 /// The mount table of a container that may run containers itself (`security.nesting`):
 /// `/proc` and `/sys` without masks and read-only binds, since the kernel refuses a fresh
 /// `/proc` or `/sys` in a nested user namespace while parts of the outer one are covered.
+///
+/// Files bound over `/proc` (lxcfs) cover it too, so, as LXD does, a second, uncovered
+/// `proc` and `sysfs` are mounted under `/dev/.ctl/`: the kernel accepts a nested mount when
+/// any mount of that filesystem is fully visible.
 pub fn for_nesting(mounts: Vec<MountEntry>) -> Vec<MountEntry> {
-    mounts
+    use MountFlag::*;
+    let mut out: Vec<MountEntry> = mounts
         .into_iter()
         .filter(|m| {
             !matches!(
@@ -357,7 +362,21 @@ pub fn for_nesting(mounts: Vec<MountEntry>) -> Vec<MountEntry> {
                 MountEntry::Mask { .. } | MountEntry::ReadOnly { .. } | MountEntry::Writable { .. }
             )
         })
-        .collect()
+        .collect();
+    for (fstype, dir) in [("proc", "dev/.ctl/proc"), ("sysfs", "dev/.ctl/sys")] {
+        out.push(MountEntry::Dir {
+            path: dir.into(),
+            mode: 0o555,
+        });
+        out.push(MountEntry::Fs {
+            fstype: fstype.into(),
+            source: fstype.into(),
+            target: dir.into(),
+            flags: vec![Nosuid, Nodev, Noexec],
+            data: String::new(),
+        });
+    }
+    out
 }
 
 /// The container's view of its cgroups under `/sys/fs/cgroup`, mirroring the host's
