@@ -151,10 +151,14 @@ async fn lifecycle_calls_the_worker_in_order() {
     let op = run_op(&h.app, "DELETE", "/1.0/instances/c1", "").await;
     assert_eq!(op["status"], "Success", "{op}");
     let calls = h.worker.calls();
+    // Unprivileged: the inner cgroup is handed to the container's root before the spawn.
+    let ids = crate::instance::idmap::HostIds::of_host();
+    let delegate = format!("delegate_cgroup c1 {} {}", ids.uids.start, ids.gids.start);
     let want = [
         "prepare_container_dir c1",
         "remove_cgroup c1",
         "create_cgroup c1 Some(67108864)",
+        delegate.as_str(),
         "spawn_init c1",
         "signal 1000 9",
         "remove_cgroup c1",

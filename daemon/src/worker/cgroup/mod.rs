@@ -483,7 +483,21 @@ impl<'a> Cgroup<'a> {
             if s.optional && !path.exists() {
                 continue;
             }
+            // The limits bind on the outer cgroup; the inner one (the container's view of
+            // its root) shows the same values, so programs that size themselves from their
+            // cgroup (JVMs, Go runtimes) see them. The inner is written before and after
+            // the outer: v1 refuses a parent narrower than its child (cpusets, CFS quotas)
+            // and a child wider than its parent, so one of the two orders always works.
+            // Only the outer write must succeed: it is the one that limits.
+            let inner = self.dir(s.controller).join(INNER).join(s.file);
+            let mirror = inner.parent().is_some_and(Path::is_dir);
+            if mirror {
+                let _ = fs::write(&inner, &s.value);
+            }
             fs::write(&path, &s.value).map_err(io_err(&path))?;
+            if mirror && let Err(e) = fs::write(&inner, &s.value) {
+                tracing::debug!(path = %inner.display(), error = %e, "limit not mirrored");
+            }
         }
         Ok(())
     }
@@ -600,7 +614,12 @@ impl<'a> Cgroup<'a> {
             CgroupStats {
                 cpu_user_ns: keyed(&cpu, "user") * (1_000_000_000 / USER_HZ),
                 cpu_system_ns: keyed(&cpu, "system") * (1_000_000_000 / USER_HZ),
-                oom_kills: keyed(&text(mem.join("memory.oom_control")), "oom_kill"),
+                // v1 counts a kill where the victim lives (the inner cgroup) or where the
+                // limit is, depending on the kernel: the larger of the two.
+                oom_kills: keyed(&text(mem.join("memory.oom_control")), "oom_kill").max(keyed(
+                    &text(mem.join(INNER).join("memory.oom_control")),
+                    "oom_kill",
+                )),
                 memory_limit: limit(text(mem.join("memory.limit_in_bytes"))),
             }
         }
