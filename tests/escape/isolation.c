@@ -668,7 +668,12 @@ static int raise_limit(const char *ctrl, const char *v1_file, const char *v2_fil
         return blocked("write %s to %s: %s", want, v1 ? v1_file : v2_file, en(e));
     if (strcmp(now, old) == 0)
         return blocked("write to %s accepted, but it still reads %s", v1 ? v1_file : v2_file, old);
-    return escaped("raised its own %s from %s to %s through a fresh cgroup mount", v1 ? v1_file : v2_file, old, now);
+    /* The namespace root took the write: that is the container's own view, which ctld
+     * fills with the same values. What binds is the cgroup above it: the host checks that
+     * one and turns this into ESCAPED if it moved. */
+    return blocked("rewrote its view's %s from %s to %s (a copy: the limit that binds lies "
+                   "above the namespace root; the host checks it)",
+                   v1 ? v1_file : v2_file, old, now);
 }
 
 static const char *double_memory(const char *old, char *buf, size_t n)

@@ -433,11 +433,11 @@ fn cgroup_namespace_view_and_nesting() {
         let host_side = if v2() {
             ctl_tests::cgroup_root("")
                 .join(&d.cgroup_parent)
-                .join("view/inner")
+                .join("view/ns/inner")
         } else {
             Path::new("/sys/fs/cgroup/unified")
                 .join(&d.cgroup_parent)
-                .join("view/inner")
+                .join("view/ns/inner")
         };
         assert!(host_side.is_dir(), "{}", host_side.display());
         d.ok(&["stop", "-f", "view"]);

@@ -517,6 +517,10 @@ impl Instances {
         let mut spec = spec;
         if id_map.is_some() {
             spec.namespaces.push(crate::worker::spec::Namespace::User);
+            // Its cgroup hierarchies may be writable: the kernel keeps every file the
+            // container does not own (the limits, release agents) out of its root's reach,
+            // and what it owns (its delegated cgroup) is what systemd inside needs.
+            crate::worker::spec::writable_cgroups(&mut spec.mounts);
         }
         spec.syscalls.privileged = id_map.is_none();
         spec.id_map = id_map;

@@ -433,6 +433,18 @@ pub fn cgroup_mounts(host: &[crate::worker::cgroup::HostCgroupMount]) -> Vec<Mou
     out
 }
 
+/// Make the v1 cgroup hierarchies of a mount table writable (for a user-namespaced
+/// container, whose root owns only its delegated cgroup).
+pub fn writable_cgroups(mounts: &mut [MountEntry]) {
+    for m in mounts {
+        if let MountEntry::Fs { fstype, flags, .. } = m
+            && fstype == "cgroup"
+        {
+            flags.retain(|f| *f != MountFlag::Rdonly);
+        }
+    }
+}
+
 /// Files lxcfs renders per container (from the reader's cgroup): bound over the
 /// container's own `/proc` and `/sys` files so `free`, `top` and `nproc` see its limits.
 pub const LXCFS_FILES: &[&str] = &[
