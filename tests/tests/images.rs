@@ -463,7 +463,27 @@ fn publish_makes_an_image_of_the_overlay_view() {
     assert_eq!(image["metadata"]["properties"]["os"], "BusyBox", "{image}");
     // The fingerprint is the sha256 of the image file export sends.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(sha256(&[&export(&d, "mine", dir.path(), None)]), fp);
+    let exported = export(&d, "mine", dir.path(), None);
+    assert_eq!(sha256(&[&exported]), fp);
+    // The container wrote as its root, a host user of its own; the image says root, never
+    // a host id.
+    let listing = std::process::Command::new("tar")
+        .arg("--numeric-owner")
+        .arg("-tvf")
+        .arg(&exported)
+        .output()
+        .unwrap_or_else(|e| panic!("tar: {e}"));
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let new_entry = listing
+        .lines()
+        .find(|l| l.ends_with("rootfs/root/new"))
+        .unwrap_or_else(|| panic!("rootfs/root/new not in the image:\n{listing}"));
+    assert!(new_entry.contains(" 0/0 "), "{new_entry}");
+    for l in listing.lines() {
+        let owner = l.split_whitespace().nth(1).unwrap_or_default();
+        let ids: Vec<u32> = owner.split('/').filter_map(|i| i.parse().ok()).collect();
+        assert!(ids.iter().all(|i| *i < 65536), "host ids in the image: {l}");
+    }
     // A taken alias is refused before anything is made.
     let r = d.ctl(&["publish", "c1", "--alias", "mine"]);
     assert!(r.stderr.contains("already exists"), "{r:?}");

@@ -703,48 +703,8 @@ fn apply_mount(root: &Path, entry: &MountEntry) -> Result<(), String> {
                 .map_err(|e| format!("remount {target}: {e}"))?;
             }
         }
-        MountEntry::ReadOnly { path } => {
-            let p = inside(root, path)?;
-            if p.symlink_metadata().is_err() {
-                // Not every kernel has every knob (sysrq-trigger needs MAGIC_SYSRQ).
-                return Ok(());
-            }
-            nix::mount::mount(Some(&p), &p, none, MsFlags::MS_BIND, none)
-                .map_err(|e| format!("bind {path}: {e}"))?;
-            nix::mount::mount(
-                none,
-                &p,
-                none,
-                MsFlags::MS_BIND
-                    | MsFlags::MS_REMOUNT
-                    | MsFlags::MS_RDONLY
-                    | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV
-                    | MsFlags::MS_NOEXEC,
-                none,
-            )
-            .map_err(|e| format!("remount {path} read-only: {e}"))?;
-        }
-        MountEntry::Writable { path } => {
-            let p = inside(root, path)?;
-            if p.symlink_metadata().is_err() {
-                return Ok(());
-            }
-            nix::mount::mount(Some(&p), &p, none, MsFlags::MS_BIND, none)
-                .map_err(|e| format!("bind {path}: {e}"))?;
-            nix::mount::mount(
-                none,
-                &p,
-                none,
-                MsFlags::MS_BIND
-                    | MsFlags::MS_REMOUNT
-                    | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV
-                    | MsFlags::MS_NOEXEC,
-                none,
-            )
-            .map_err(|e| format!("remount {path} writable: {e}"))?;
-        }
+        MountEntry::ReadOnly { path } => rebind(root, path, true)?,
+        MountEntry::Writable { path } => rebind(root, path, false)?,
         MountEntry::Mask { path } => {
             let p = inside(root, path)?;
             let Ok(md) = p.symlink_metadata() else {
@@ -776,6 +736,28 @@ fn apply_mount(root: &Path, entry: &MountEntry) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Bind a path of the rootfs onto itself, read-only or writable (nosuid, nodev, noexec
+/// either way); nothing to do when the path does not exist (not every kernel has every
+/// knob: sysrq-trigger needs MAGIC_SYSRQ).
+fn rebind(root: &Path, path: &str, read_only: bool) -> Result<(), String> {
+    let none: Option<&str> = None;
+    let p = inside(root, path)?;
+    if p.symlink_metadata().is_err() {
+        return Ok(());
+    }
+    nix::mount::mount(Some(&p), &p, none, MsFlags::MS_BIND, none)
+        .map_err(|e| format!("bind {path}: {e}"))?;
+    let mut flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(none, &p, none, flags, none).map_err(|e| format!("remount {path}: {e}"))
 }
 
 #[cfg(test)]
