@@ -160,6 +160,26 @@ pub trait Worker: Send + Sync + 'static {
     fn open_netns(&self, init: &InitProcess) -> Result<netns::NetNs, WorkerError>;
 }
 
+/// Run test `test` of this test binary again in a child process with `env` set, and assert
+/// it passed: for tests that change their own process (a seccomp filter, capabilities)
+/// where the test harness is multi-threaded.
+#[cfg(test)]
+pub(crate) fn rerun_test_in_child(test: &str, env: &str) {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let out = std::process::Command::new(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .output()
+        .unwrap_or_else(|e| panic!("run the child: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Make descriptors the daemon inherited close-on-exec, so no child (monitor, container,
 /// exec) ever sees them. Call first thing in the daemon's `main`.
 pub fn seal_inherited_fds() {

@@ -841,18 +841,6 @@ mod tests {
         if !root_or_skip("loaded_filter_denies_in_a_child_process") {
             return;
         }
-        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-        let out = std::process::Command::new(exe)
-            .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, "1")
-            .output()
-            .unwrap_or_else(|e| panic!("run the child: {e}"));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "child failed: {}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::worker::rerun_test_in_child(CHILD_TEST, CHILD_ENV);
     }
 }
