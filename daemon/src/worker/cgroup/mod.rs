@@ -899,10 +899,10 @@ mod tests {
         assert_eq!(cg.dirs(), vec![outer.clone()]);
         assert_eq!(cg.inner_dirs(), vec![inner.clone()]);
         assert_eq!(cg.procs_files(), vec![inner.join("cgroup.procs")]);
-        // Limits on the outer cgroup only.
+        // Limits on the outer cgroup, mirrored on the inner one (the container's view).
         assert_eq!(fs::read_to_string(outer.join("memory.max"))?, "1048576");
         assert_eq!(fs::read_to_string(outer.join("memory.high"))?, "max");
-        assert!(!inner.join("memory.max").exists());
+        assert_eq!(fs::read_to_string(inner.join("memory.max"))?, "1048576");
         // Controllers enabled on the way down, the outer's included (for the inner leaf).
         for d in [root.join("ctl"), outer.clone()] {
             assert_eq!(
@@ -1025,9 +1025,13 @@ mod tests {
             "{:?}",
             cg.procs_files()
         );
-        // Limits on the outer cgroups, in the hierarchy that carries each controller.
+        // Limits on the outer cgroups, in the hierarchy that carries each controller, and
+        // mirrored on the inner ones.
         assert_eq!(fs::read_to_string(outer("pids").join("pids.max"))?, "10");
-        assert!(!outer("pids").join(INNER).join("pids.max").exists());
+        assert_eq!(
+            fs::read_to_string(outer("pids").join(INNER).join("pids.max"))?,
+            "10"
+        );
         assert_eq!(
             fs::read_to_string(outer("cpu,cpuacct").join("cpu.shares"))?,
             "512"
@@ -1218,7 +1222,7 @@ mod tests {
         for d in cg.inner_dirs() {
             assert!(d.join("cgroup.procs").is_file(), "{}", d.display());
         }
-        // The limit is on the outer cgroup; the inner one shows none of its own.
+        // The limit binds on the outer cgroup; the inner one shows the same value.
         let pids_outer = cg.dir("pids");
         assert_eq!(
             read_trim(&pids_outer.join("pids.max")).as_deref(),
@@ -1226,7 +1230,7 @@ mod tests {
         );
         assert_eq!(
             read_trim(&pids_outer.join(INNER).join("pids.max")).as_deref(),
-            Some("max")
+            Some("50")
         );
         if let Some(dev) = layout.controller("devices") {
             // Attack (b): a privileged container that mounts a fresh devices hierarchy sees
