@@ -1036,3 +1036,95 @@ fn nesting_lets_a_container_make_namespaces_and_mount_proc() {
         );
     }
 }
+
+/// The host uid an instance's init runs as.
+fn init_host_uid(d: &Daemon, name: &str) -> u32 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", d.init_pid(name))).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn id_maps_follow_the_security_keys() {
+    root_or_skip!("id_maps_follow_the_security_keys");
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "a"]);
+    d.ok(&["launch", "busybox", "b"]);
+    d.ok(&[
+        "launch",
+        "busybox",
+        "i1",
+        "-c",
+        "security.idmap.isolated=true",
+    ]);
+    d.ok(&[
+        "launch",
+        "busybox",
+        "i2",
+        "-c",
+        "security.idmap.isolated=true",
+    ]);
+    d.ok(&["launch", "busybox", "p", "-c", "security.privileged=true"]);
+    let (a, b, i1, i2) = (
+        init_host_uid(&d, "a"),
+        init_host_uid(&d, "b"),
+        init_host_uid(&d, "i1"),
+        init_host_uid(&d, "i2"),
+    );
+    // Shared range for the default ones, a range of its own for each isolated one.
+    assert!(a >= 100_000 && a == b, "{a} {b}");
+    assert!(i1 != a && i2 != a && i1 != i2, "{a} {i1} {i2}");
+    assert!(
+        i1.abs_diff(i2) >= 65536 && i1.abs_diff(a) >= 65536,
+        "{a} {i1} {i2}"
+    );
+    assert_eq!(init_host_uid(&d, "p"), 0);
+    // The map is recorded, Incus' form, and the isolated base is kept across restarts.
+    let (_, v) = d.http("GET", "/1.0/instances/i1", None);
+    let cur = v["metadata"]["config"]["volatile.idmap.current"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(cur.contains(&format!("\"Hostid\":{i1}")), "{cur}");
+    d.ok(&["restart", "-f", "i1"]);
+    assert_eq!(init_host_uid(&d, "i1"), i1);
+    // raw.idmap maps a host id straight in: a file the host made for uid 4242 is the
+    // container's uid 1000.
+    d.ok(&["stop", "-f", "a"]);
+    d.ok(&["config", "set", "a", "raw.idmap=both 4242 1000"]);
+    d.ok(&["start", "a"]);
+    let map = d.ok(&["exec", "a", "--", "cat", "/proc/self/uid_map"]);
+    assert!(
+        map.lines()
+            .any(|l| l.split_whitespace().eq(["1000", "4242", "1"])),
+        "{map}"
+    );
+    // Bad values are refused before anything changes.
+    for bad in [
+        "raw.idmap=uid 0 0",
+        "security.idmap.size=0",
+        "security.privileged=maybe",
+    ] {
+        let r = d.ctl(&["config", "set", "b", bad]);
+        assert_ne!(r.code, 0, "{bad}: {r:?}");
+    }
+    // Made privileged while running: takes effect at the next start, files follow.
+    d.ok(&["exec", "b", "--", "touch", "/root/mine"]);
+    d.ok(&["config", "set", "b", "security.privileged=true"]);
+    assert_eq!(init_host_uid(&d, "b"), b, "changes only at the next start");
+    d.ok(&["restart", "-f", "b"]);
+    assert_eq!(init_host_uid(&d, "b"), 0);
+    let owner = d.ok(&["exec", "b", "--", "stat", "-c", "%u", "/root/mine"]);
+    assert_eq!(owner.trim(), "0");
+    let list = d.ok(&["list", "--format", "csv"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("b,") && l.contains("CONTAINER (PRIVILEGED)")),
+        "{list}"
+    );
+}
