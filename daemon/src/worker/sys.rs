@@ -15,34 +15,14 @@ pub enum CloneResult {
     Child,
 }
 
-/// Whether this process has exactly one thread (`Threads:` of `/proc/self/status`).
-fn single_threaded() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .map(|n| n.trim() == "1")
-        })
-        .unwrap_or(false)
-}
-
 /// `clone(2)` with `flags | SIGCHLD` and no new stack: fork semantics plus new namespaces.
 ///
-/// Refused (an error, nothing cloned) unless the process is single threaded (the hidden
-/// `forkstart`/`forkexec` entries never start a runtime): the child may then do anything
-/// until it execs.
+/// Only call from a single-threaded process (the hidden `forkstart` entry never starts a
+/// runtime): the child may then do anything until it execs.
 pub fn clone_process(flags: libc::c_int) -> io::Result<CloneResult> {
-    if !single_threaded() {
-        return Err(io::Error::other(
-            "clone refused: the process is multi-threaded (a forked child could inherit a \
-             lock another thread holds)",
-        ));
-    }
     // SAFETY: raw clone without CLONE_VM and with a NULL stack behaves like fork(2): the
     // child gets a copy-on-write copy of the address space and continues on its own copy of
-    // the stack. The process is single threaded (checked above, and it cannot gain a thread
-    // in between: only this thread runs), so no lock can be held by another thread.
+    // the stack. The caller is single threaded, so no lock can be held by another thread.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -60,7 +40,7 @@ pub fn clone_process(flags: libc::c_int) -> io::Result<CloneResult> {
     }
 }
 
-/// `fork(2)`, for the single-threaded hidden entries (refused in a multi-threaded process).
+/// `fork(2)`, for the single-threaded hidden entries.
 pub fn fork_process() -> io::Result<CloneResult> {
     clone_process(0)
 }
@@ -604,22 +584,4 @@ pub fn bpf_prog_attach(
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clone_is_refused_in_a_multi_threaded_process() {
-        // The test harness runs tests on threads; one more makes sure.
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || {
-            let _ = rx.recv();
-        });
-        assert!(!single_threaded());
-        assert!(matches!(fork_process(), Err(e) if e.to_string().contains("multi-threaded")));
-        let _ = tx.send(());
-        let _ = t.join();
-    }
 }
