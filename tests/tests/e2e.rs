@@ -1084,6 +1084,21 @@ fn id_maps_follow_the_security_keys() {
         "{a} {i1} {i2}"
     );
     assert_eq!(init_host_uid(&d, "p"), 0);
+    // Isolated containers launched at the same moment still get distinct ranges.
+    let names = ["j0", "j1", "j2", "j3"];
+    std::thread::scope(|s| {
+        for n in names {
+            let d = &d;
+            s.spawn(move || {
+                d.ok(&["launch", "busybox", n, "-c", "security.idmap.isolated=true"]);
+            });
+        }
+    });
+    let mut bases: Vec<u32> = names.iter().map(|n| init_host_uid(&d, n)).collect();
+    bases.extend([i1, i2]);
+    bases.sort();
+    bases.dedup();
+    assert_eq!(bases.len(), 6, "isolated ranges shared: {bases:?}");
     // The map is recorded, Incus' form, and the isolated base is kept across restarts.
     let (_, v) = d.http("GET", "/1.0/instances/i1", None);
     let cur = v["metadata"]["config"]["volatile.idmap.current"]

@@ -130,6 +130,9 @@ pub struct Instances {
     host: config::Host,
     /// The host id ranges unprivileged containers are mapped into.
     host_ids: idmap::HostIds,
+    /// Held while an isolated container's range is chosen and recorded: the choice reads
+    /// every other container's, so two starts must not choose at once.
+    isolated_ranges: Arc<Mutex<()>>,
     locks: Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>,
     creating: Arc<StdMutex<HashSet<String>>>,
     /// Where successful steps are announced as lifecycle events.
@@ -159,6 +162,7 @@ impl Instances {
             images,
             host,
             host_ids: idmap::HostIds::of_host(),
+            isolated_ranges: Arc::default(),
             locks: Arc::default(),
             creating: Arc::default(),
             events: crate::events::Events::default(),
@@ -496,6 +500,12 @@ impl Instances {
                 .unwrap_or_else(network::random_host_name);
             cfg.insert(key, host);
         }
+        let choosing_range =
+            idmap::from_config(&cfg).is_ok_and(|c| c.isolated && !c.privileged && c.base.is_none());
+        let range_guard = match choosing_range {
+            true => Some(self.isolated_ranges.lock().await),
+            false => None,
+        };
         let id_map = self.plan_idmap(name, &mut cfg).await?;
         let on_disk = idmap::from_json(row.config.get(idmap::VOLATILE_ON_DISK));
         if on_disk != id_map {
@@ -514,6 +524,7 @@ impl Instances {
         if cfg != row.config {
             db::instances::set_config(&self.db, name, &cfg).await?;
         }
+        drop(range_guard);
         let mut spec = spec;
         if id_map.is_some() {
             spec.namespaces.push(crate::worker::spec::Namespace::User);
