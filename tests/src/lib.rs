@@ -373,6 +373,19 @@ impl Daemon {
         self.state(name)["pid"].as_i64().unwrap_or(0) as i32
     }
 
+    /// The host uid the instance's init runs as (`Uid:` of its `/proc/<pid>/status`; 0 when
+    /// unreadable): non-zero for an unprivileged container.
+    pub fn init_host_uid(&self, name: &str) -> u32 {
+        let pid = self.init_pid(name);
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The instance's cgroup directory for a v1 controller (this daemon's parent).
     pub fn cgroup_dir(&self, controller: &str, name: &str) -> PathBuf {
         cgroup_root(controller).join(&self.cgroup_parent).join(name)

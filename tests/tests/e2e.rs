@@ -774,14 +774,7 @@ fn image_is_built_once_and_shared() {
     let lower_md = std::fs::metadata(&busybox).unwrap_or_else(|e| panic!("{e}"));
     for n in &names {
         // Unprivileged: the init is a non-root host user, container root inside.
-        let pid = d.init_pid(n);
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let host_uid: u32 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|u| u.parse().ok())
-            .unwrap_or(0);
+        let host_uid = d.init_host_uid(n);
         assert!(host_uid >= 100_000, "{n}: init runs as host uid {host_uid}");
         assert_eq!(d.ok(&["exec", n, "--", "id", "-u"]).trim(), "0");
         let mounts = d.ok(&["exec", n, "--", "cat", "/proc/mounts"]);
@@ -1037,18 +1030,6 @@ fn nesting_lets_a_container_make_namespaces_and_mount_proc() {
     }
 }
 
-/// The host uid an instance's init runs as.
-fn init_host_uid(d: &Daemon, name: &str) -> u32 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", d.init_pid(name))).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn id_maps_follow_the_security_keys() {
     root_or_skip!("id_maps_follow_the_security_keys");
@@ -1071,10 +1052,10 @@ fn id_maps_follow_the_security_keys() {
     ]);
     d.ok(&["launch", "busybox", "p", "-c", "security.privileged=true"]);
     let (a, b, i1, i2) = (
-        init_host_uid(&d, "a"),
-        init_host_uid(&d, "b"),
-        init_host_uid(&d, "i1"),
-        init_host_uid(&d, "i2"),
+        d.init_host_uid("a"),
+        d.init_host_uid("b"),
+        d.init_host_uid("i1"),
+        d.init_host_uid("i2"),
     );
     // Shared range for the default ones, a range of its own for each isolated one.
     assert!(a >= 100_000 && a == b, "{a} {b}");
@@ -1083,7 +1064,7 @@ fn id_maps_follow_the_security_keys() {
         i1.abs_diff(i2) >= 65536 && i1.abs_diff(a) >= 65536,
         "{a} {i1} {i2}"
     );
-    assert_eq!(init_host_uid(&d, "p"), 0);
+    assert_eq!(d.init_host_uid("p"), 0);
     // Isolated containers launched at the same moment still get distinct ranges.
     let names = ["j0", "j1", "j2", "j3"];
     std::thread::scope(|s| {
@@ -1094,7 +1075,7 @@ fn id_maps_follow_the_security_keys() {
             });
         }
     });
-    let mut bases: Vec<u32> = names.iter().map(|n| init_host_uid(&d, n)).collect();
+    let mut bases: Vec<u32> = names.iter().map(|n| d.init_host_uid(n)).collect();
     bases.extend([i1, i2]);
     bases.sort();
     bases.dedup();
@@ -1107,7 +1088,7 @@ fn id_maps_follow_the_security_keys() {
         .to_string();
     assert!(cur.contains(&format!("\"Hostid\":{i1}")), "{cur}");
     d.ok(&["restart", "-f", "i1"]);
-    assert_eq!(init_host_uid(&d, "i1"), i1);
+    assert_eq!(d.init_host_uid("i1"), i1);
     // raw.idmap maps a host id straight in: a file the host made for uid 4242 is the
     // container's uid 1000.
     d.ok(&["stop", "-f", "a"]);
@@ -1131,9 +1112,9 @@ fn id_maps_follow_the_security_keys() {
     // Made privileged while running: takes effect at the next start, files follow.
     d.ok(&["exec", "b", "--", "touch", "/root/mine"]);
     d.ok(&["config", "set", "b", "security.privileged=true"]);
-    assert_eq!(init_host_uid(&d, "b"), b, "changes only at the next start");
+    assert_eq!(d.init_host_uid("b"), b, "changes only at the next start");
     d.ok(&["restart", "-f", "b"]);
-    assert_eq!(init_host_uid(&d, "b"), 0);
+    assert_eq!(d.init_host_uid("b"), 0);
     let owner = d.ok(&["exec", "b", "--", "stat", "-c", "%u", "/root/mine"]);
     assert_eq!(owner.trim(), "0");
     let list = d.ok(&["list", "--format", "csv"]);

@@ -706,15 +706,8 @@ fn a_large_upload_streams_through_the_daemon() {
     let md = std::fs::metadata(&on_disk).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(md.len(), SIZE as u64);
     // Owned by the container's root, a host user of its own (unprivileged container).
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", d.init_pid("c1"))).unwrap_or_default();
-    let root_uid: u32 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(0);
-    assert!(root_uid > 0, "{status}");
+    let root_uid = d.init_host_uid("c1");
+    assert!(root_uid > 0, "container root is host uid {root_uid}");
     assert_eq!(md.uid(), root_uid);
     let mut f = std::fs::File::open(&on_disk).unwrap_or_else(|e| panic!("{e}"));
     std::io::Seek::seek(&mut f, std::io::SeekFrom::End(-(CHUNK as i64)))

@@ -140,16 +140,6 @@ fn systemd_image() -> PathBuf {
     tarball
 }
 
-fn host_uid(pid: i32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn systemd_boots_and_stops_in_an_unprivileged_container() {
     if !require_root("systemd_boots_and_stops_in_an_unprivileged_container") {
@@ -166,11 +156,8 @@ fn systemd_boots_and_stops_in_an_unprivileged_container() {
     ]);
     d.ok(&["launch", "sysd", "s1"]);
     let pid = d.init_pid("s1");
-    assert!(
-        host_uid(pid) >= 100_000,
-        "init runs as host uid {}",
-        host_uid(pid)
-    );
+    let uid = d.init_host_uid("s1");
+    assert!(uid >= 100_000, "init runs as host uid {uid}");
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     assert_eq!(comm.trim(), "systemd");
     // Boot to the end of its transaction.
