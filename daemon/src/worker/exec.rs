@@ -133,7 +133,10 @@ pub fn forkexec_main(spec_json: &str) -> i32 {
             return EXIT_CANNOT_EXEC;
         }
     };
-    let control = sys::adopt_fd(CONTROL_FD);
+    #[allow(unsafe_code)]
+    // SAFETY: by the protocol with `spawn_exec`, descriptor 3 is the control pipe's read
+    // end, passed to this process alone; nothing else here refers to it.
+    let control = unsafe { sys::adopt_fd(CONTROL_FD) };
     // Nothing in the container may ptrace this process or its child before the command is
     // exec'd, nor open their `/proc/<pid>/exe` (the host's ctld binary) or `fd/` (as runc
     // does against CVE-2019-5736). `execve` of the command resets it.
@@ -161,12 +164,18 @@ pub fn forkexec_main(spec_json: &str) -> i32 {
         None
     };
     let parent = std::process::id() as i32;
-    match sys::fork_process() {
+    #[allow(unsafe_code)]
+    // SAFETY: `forkexec` is a hidden entry that runs before any runtime or thread starts:
+    // the process is single threaded.
+    let forked = unsafe { sys::fork_process() };
+    match forked {
         Err(e) => {
             eprintln!("ctl exec: fork: {e}");
             EXIT_CANNOT_EXEC
         }
         Ok(CloneResult::Child) => {
+            // The control pipe is the supervisor's, not the command's.
+            drop(control);
             let slave = pty.as_ref().map(|(_, path)| path.as_path());
             sys::exit_now(run_command(&spec, parent, slave, in_userns))
         }
@@ -409,10 +418,6 @@ fn run_command(spec: &ExecSpec, parent: i32, slave: Option<&Path>, in_userns: bo
         for fd in 0..3 {
             let _ = sys::dup2(&tty, fd);
         }
-    }
-    if let Some(ctl) = sys::adopt_fd(CONTROL_FD) {
-        // The control pipe is the supervisor's, not the command's.
-        drop(ctl);
     }
     sys::reset_signals_for_exec();
     // The filter first (loading it without no_new_privs needs CAP_SYS_ADMIN), then the

@@ -121,7 +121,11 @@ pub fn forkstart_main() -> i32 {
     }
     // Pin no filesystem of the caller's working directory.
     let _ = nix::unistd::chdir("/");
-    match sys::fork_process() {
+    #[allow(unsafe_code)]
+    // SAFETY: `forkstart` is a hidden entry that runs before any runtime or thread starts:
+    // the process is single threaded.
+    let forked = unsafe { sys::fork_process() };
+    match forked {
         Err(e) => {
             let _ = report(&Report::Err {
                 error: format!("fork monitor: {e}"),
@@ -194,18 +198,24 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         .iter()
         .filter(|n| **n != Namespace::Cgroup)
         .fold(0, |acc, n| acc | n.clone_flag());
-    let pid = match sys::clone_process(flags) {
+    #[allow(unsafe_code)]
+    // SAFETY: the monitor is the single-threaded child of `forkstart` and starts no thread.
+    let cloned = unsafe { sys::clone_process(flags) };
+    let pid = match cloned {
         Err(e) => return fail(format!("clone: {e}")),
         Ok(CloneResult::Child) => {
             drop(go_w);
             drop(err_r);
             drop(rootfs_tx);
             let slave = console.as_ref().map(|(_, path, _)| path.as_path());
-            let msg = match container_child(spec, go_r, rootfs_rx, &err_w, &log, slave) {
+            let mut err_w = Some(err_w);
+            let msg = match container_child(spec, go_r, rootfs_rx, &mut err_w, &log, slave) {
                 Err(m) => m,
                 Ok(never) => match never {},
             };
-            let _ = File::from(err_w).write_all(msg.as_bytes());
+            if let Some(err_w) = err_w {
+                let _ = File::from(err_w).write_all(msg.as_bytes());
+            }
             sys::exit_now(1);
         }
         Ok(CloneResult::Parent(pid)) => pid,
@@ -415,7 +425,11 @@ fn recv_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
         if let ControlMessageOwned::ScmRights(fds) = c
             && let Some(fd) = fds.first()
         {
-            return sys::adopt_fd(*fd).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData));
+            #[allow(unsafe_code)]
+            // SAFETY: the kernel just installed this descriptor for us with SCM_RIGHTS; no
+            // other owner exists.
+            let fd = unsafe { sys::adopt_fd(*fd) };
+            return fd.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData));
         }
     }
     Err(io::Error::from(io::ErrorKind::UnexpectedEof))
@@ -434,7 +448,7 @@ fn container_child(
     spec: &SpawnSpec,
     go: OwnedFd,
     rootfs: OwnedFd,
-    err: &OwnedFd,
+    err: &mut Option<OwnedFd>,
     log: &File,
     console: Option<&Path>,
 ) -> Result<std::convert::Infallible, String> {
@@ -517,11 +531,15 @@ fn container_child(
     drop(null);
     // Keep only stdio and the error pipe (close-on-exec since pipe2). Nothing opened
     // before this point may be dropped after it: its descriptor is gone.
-    let err_fd = err.as_raw_fd() as u32;
-    if err_fd > 3 {
-        sys::close_range(3, err_fd - 1).map_err(|e| format!("close_range: {e}"))?;
+    match err.as_ref().map(|e| e.as_raw_fd() as u32) {
+        Some(err_fd) => {
+            if err_fd > 3 {
+                sys::close_range(3, err_fd - 1).map_err(|e| format!("close_range: {e}"))?;
+            }
+            sys::close_range(err_fd + 1, u32::MAX).map_err(|e| format!("close_range: {e}"))?;
+        }
+        None => sys::close_range(3, u32::MAX).map_err(|e| format!("close_range: {e}"))?,
     }
-    sys::close_range(err_fd + 1, u32::MAX).map_err(|e| format!("close_range: {e}"))?;
 
     if spec.init.is_empty() {
         return minimal_init(err);
@@ -549,7 +567,7 @@ fn container_child(
 
 /// The built-in init for images without one: stays PID 1, reaps zombies, exits on a stop
 /// signal.
-fn minimal_init(err: &OwnedFd) -> Result<std::convert::Infallible, String> {
+fn minimal_init(err: &mut Option<OwnedFd>) -> Result<std::convert::Infallible, String> {
     let mut set = SigSet::empty();
     for s in [
         Signal::SIGCHLD,
@@ -568,7 +586,7 @@ fn minimal_init(err: &OwnedFd) -> Result<std::convert::Infallible, String> {
         .map_err(|e| format!("block signals: {e}"))?;
     let _ = nix::sys::prctl::set_name(c"ctl-init");
     // Closing the error pipe without a message tells the monitor we run.
-    sys::close_fd(err.as_raw_fd());
+    drop(err.take());
     loop {
         match set.wait() {
             Ok(Signal::SIGCHLD) => loop {

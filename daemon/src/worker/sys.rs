@@ -17,12 +17,16 @@ pub enum CloneResult {
 
 /// `clone(2)` with `flags | SIGCHLD` and no new stack: fork semantics plus new namespaces.
 ///
-/// Only call from a single-threaded process (the hidden `forkstart` entry never starts a
-/// runtime): the child may then do anything until it execs.
-pub fn clone_process(flags: libc::c_int) -> io::Result<CloneResult> {
+/// # Safety
+/// The calling process must be single threaded (the hidden `forkstart` and `forkexec`
+/// entries, which never start a runtime). In a multi-threaded process the child would
+/// inherit locks (the allocator's among them) held by threads that do not exist in it, and
+/// could deadlock on its first allocation.
+pub unsafe fn clone_process(flags: libc::c_int) -> io::Result<CloneResult> {
     // SAFETY: raw clone without CLONE_VM and with a NULL stack behaves like fork(2): the
     // child gets a copy-on-write copy of the address space and continues on its own copy of
-    // the stack. The caller is single threaded, so no lock can be held by another thread.
+    // the stack. The caller promises a single-threaded process, so no lock can be held by
+    // another thread.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -41,8 +45,12 @@ pub fn clone_process(flags: libc::c_int) -> io::Result<CloneResult> {
 }
 
 /// `fork(2)`, for the single-threaded hidden entries.
-pub fn fork_process() -> io::Result<CloneResult> {
-    clone_process(0)
+///
+/// # Safety
+/// As [`clone_process`]: the calling process must be single threaded.
+pub unsafe fn fork_process() -> io::Result<CloneResult> {
+    // SAFETY: the caller's promise is the one clone_process needs.
+    unsafe { clone_process(0) }
 }
 
 /// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
@@ -161,14 +169,6 @@ pub fn reset_signals_for_exec() {
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
 }
 
-/// Close a raw descriptor number (after `dup2` placed it at a fixed number).
-pub fn close_fd(fd: RawFd) {
-    // SAFETY: the caller owns `fd` and never uses it after this call.
-    unsafe {
-        libc::close(fd);
-    }
-}
-
 /// `dup2(2)`: make `target` refer to `src` (used to set up stdio before exec).
 pub fn dup2(src: &impl std::os::fd::AsFd, target: RawFd) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -211,11 +211,15 @@ pub fn set_controlling_tty(fd: &impl std::os::fd::AsFd) -> io::Result<()> {
 }
 
 /// Take ownership of descriptor `fd` if it is open (inherited from the parent at a fixed
-/// number, like the exec control pipe on fd 3).
-pub fn adopt_fd(fd: RawFd) -> Option<OwnedFd> {
+/// number, like the exec control pipe on fd 3, or just received with `SCM_RIGHTS`).
+///
+/// # Safety
+/// Nothing else in the process may own `fd` or use it after this call: the returned
+/// `OwnedFd` closes it when dropped.
+pub unsafe fn adopt_fd(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: F_GETFD only queries flags; it fails with EBADF when `fd` is not open.
     let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
-    // SAFETY: the descriptor is open and, by the protocol with our parent, ours alone.
+    // SAFETY: the descriptor is open and, by the caller's promise, ours alone.
     open.then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
