@@ -1,5 +1,5 @@
 //! The `ctld` binary: argument parsing, logging, signals, and the hidden re-exec entries
-//! (`forkstart`, `forkexec`) that must run before any async runtime exists.
+//! (`forkstart`, `forkexec`, `forkprobe`) that must run before any async runtime exists.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -58,6 +58,12 @@ struct Args {
     #[arg(long, env = "CTL_IMAGE_MAX_SIZE_GIB", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     image_max_size_gib: u64,
+    /// How unprivileged containers see the shared image layers in their own ids:
+    /// `idmapped` (id-mapped mounts of the one shared copy), `copy` (one copy per id map,
+    /// owners shifted), or `auto` (probe at start: id-mapped mounts where they work).
+    #[arg(long, env = "CTL_IMAGE_SHIFT", default_value = "auto",
+          value_parser = clap::value_parser!(worker::ImageShift))]
+    image_shift: worker::ImageShift,
 }
 
 fn main() {
@@ -66,6 +72,10 @@ fn main() {
     let _ = argv.next();
     match argv.next().as_deref() {
         Some("forkstart") => std::process::exit(worker::spawn::forkstart_main()),
+        Some("forkprobe") => {
+            let dir = argv.next().unwrap_or_default();
+            std::process::exit(worker::probe::forkprobe_main(&dir))
+        }
         Some("forkexec") => {
             let spec = std::env::var(worker::exec::SPEC_ENV).unwrap_or_default();
             std::process::exit(worker::exec::forkexec_main(&spec))
@@ -122,6 +132,7 @@ fn run() -> anyhow::Result<()> {
         options,
         args.http_address,
         args.image_cache_expiry_days,
+        args.image_shift,
     ))
 }
 
@@ -131,8 +142,9 @@ async fn serve(
     options: ctld::server::Options,
     http_address: Option<String>,
     image_cache_expiry_days: u64,
+    image_shift: worker::ImageShift,
 ) -> anyhow::Result<()> {
-    let worker = HostWorker::new(
+    let mut worker = HostWorker::new(
         paths.exe.clone(),
         paths.cgroup_root.clone(),
         paths.cgroup_parent.clone(),
@@ -140,6 +152,13 @@ async fn serve(
     )
     .context("detect cgroups")?;
     worker.empty_trash();
+    // The image store's filesystem decides; before the first start it may not exist yet.
+    std::fs::create_dir_all(&paths.dir).with_context(|| format!("{}", paths.dir.display()))?;
+    let store = Some(paths.images())
+        .filter(|p| p.is_dir())
+        .unwrap_or(paths.dir.clone());
+    let shift = worker.choose_image_shift(image_shift, &store);
+    tracing::info!(image_shift = ?shift, "image layers for unprivileged containers");
     tracing::info!(cgroups = worker::Worker::cgroup_version(&worker).as_str(), dir = %paths.dir.display(), "starting");
     let socket = paths.socket();
     let state = ctld::server::build_state(paths, Arc::new(worker), events, &options).await?;

@@ -4,9 +4,12 @@
 //! non-root run fail instead of skipping).
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ctl_tests::{Daemon, cgroup_parent_exists, pid_alive, read_num, require_root, wait_until};
+use ctl_tests::{
+    Daemon, bin_dir, cgroup_parent_exists, pid_alive, read_num, require_root, wait_until,
+};
 
 macro_rules! root_or_skip {
     ($name:expr) => {
@@ -825,6 +828,157 @@ fn image_is_built_once_and_shared() {
         .to_string();
     assert_eq!(d.instances(), vec![picked.clone()], "{out}");
     assert_eq!(d.state(&picked)["status"], "Running");
+}
+
+#[test]
+fn the_start_up_probe_finds_where_idmapped_mounts_work() {
+    root_or_skip!("the_start_up_probe_finds_where_idmapped_mounts_work");
+    /// Unmounts the scratch ramfs however the test ends.
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ramfs = tmp.path().join("ramfs");
+    std::fs::create_dir(&ramfs).unwrap_or_else(|e| panic!("{e}"));
+    let mounted = Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&ramfs)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(mounted, "mount a ramfs");
+    let _unmount = Unmount(ramfs.clone());
+    let probe = |dir: &std::path::Path| {
+        Command::new(bin_dir().join("ctld"))
+            .arg("forkprobe")
+            .arg(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // This kernel id-maps the test directory's filesystem (ext4 or tmpfs), even with a
+    // filesystem that cannot be id-mapped mounted below it...
+    let ok = probe(tmp.path());
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // ...and not ramfs, which has no id-mapped mounts.
+    let no = probe(&ramfs);
+    assert_eq!(no.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&no.stderr);
+    assert!(why.contains("id-mapped mount: Invalid argument"), "{why}");
+    // A daemon left to choose picks id-mapped mounts here, and says so.
+    let d = Daemon::start();
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("image layers for unprivileged") && l.contains("Idmapped")),
+        "{log}"
+    );
+}
+
+#[test]
+fn without_idmapped_mounts_containers_share_one_shifted_copy_per_id_map() {
+    root_or_skip!("without_idmapped_mounts_containers_share_one_shifted_copy_per_id_map");
+    use std::os::unix::fs::MetadataExt;
+    // What a kernel or filesystem without id-mapped mounts gets (the probe's fallback).
+    let mut d = Daemon::start_with(&["--image-shift", "copy"]);
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("image layers for unprivileged") && l.contains("Copy")),
+        "{log}"
+    );
+    for n in ["a", "b"] {
+        d.ok(&["launch", "busybox", n]);
+    }
+    d.ok(&[
+        "launch",
+        "busybox",
+        "i",
+        "-c",
+        "security.idmap.isolated=true",
+    ]);
+    d.ok(&["launch", "busybox", "p", "-c", "security.privileged=true"]);
+    let lower = image_rootfs(&d);
+    let layer_md = std::fs::metadata(lower.join("bin/busybox")).unwrap_or_else(|e| panic!("{e}"));
+    let copies = lower.with_file_name("shifted");
+    let list = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    // One copy for the shared range (a and b), one for the isolated range; none for p.
+    assert_eq!(list(&copies).len(), 2, "{:?}", list(&copies));
+    let (a, i) = (d.init_host_uid("a"), d.init_host_uid("i"));
+    assert!(
+        a >= 100_000 && a == d.init_host_uid("b") && i != a,
+        "{a} {i}"
+    );
+    for (n, uid) in [("a", a), ("b", a), ("i", i)] {
+        assert_eq!(d.ok(&["exec", n, "--", "id", "-u"]).trim(), "0");
+        // Inside, the image's files are root's and setuid-free busybox runs.
+        let seen = d.ok(&["exec", n, "--", "stat", "-c", "%u %g %i", "/bin/busybox"]);
+        let copy = list(&copies)
+            .into_iter()
+            .find(|c| std::fs::metadata(c.join("bin/busybox")).is_ok_and(|m| m.uid() == uid))
+            .unwrap_or_else(|| panic!("{n}: no copy owned by {uid}: {:?}", list(&copies)));
+        let copy_md = std::fs::metadata(copy.join("bin/busybox")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            seen.trim(),
+            format!("0 0 {}", copy_md.ino()),
+            "{n} sees its map's copy"
+        );
+        assert_eq!(copy_md.len(), layer_md.len());
+        d.ok(&["exec", n, "--", "sh", "-c", "echo x > /etc/note"]);
+        let md = std::fs::metadata(d.path().join("containers").join(n).join("upper/etc/note"))
+            .unwrap_or_else(|e| panic!("{n}: {e}"));
+        assert_eq!(
+            md.uid(),
+            uid,
+            "{n}: writes land in the upper layer with mapped ids"
+        );
+    }
+    // The privileged one sees the image layer itself; the layer is still root's.
+    let seen = d.ok(&["exec", "p", "--", "stat", "-c", "%u %i", "/bin/busybox"]);
+    assert_eq!(seen.trim(), format!("0 {}", layer_md.ino()));
+    let after = std::fs::metadata(lower.join("bin/busybox")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((after.uid(), after.ino()), (0, layer_md.ino()));
+    // A restart and a new start reuse the copies; a half-made copy left by a crash goes
+    // when the next copy is made.
+    std::fs::create_dir_all(copies.join(".tmp-left-by-a-crash/bin"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    d.restart();
+    d.ok(&["restart", "-f", "a"]);
+    d.ok(&["launch", "busybox", "c"]);
+    assert_eq!(d.ok(&["exec", "c", "--", "id", "-u"]).trim(), "0");
+    let now = list(&copies);
+    assert_eq!(now.len(), 3, "2 copies and the leftover: {now:?}");
+    // The next copy made removes the leftover.
+    d.ok(&[
+        "launch",
+        "busybox",
+        "j",
+        "-c",
+        "security.idmap.isolated=true",
+    ]);
+    let now = list(&copies);
+    assert_eq!(now.len(), 3, "a new map, a new copy: {now:?}");
+    assert!(
+        now.iter().all(|p| !p.to_string_lossy().contains(".tmp-")),
+        "{now:?}"
+    );
+    // Deleting the image takes its copies along.
+    for n in ["a", "b", "c", "i", "j", "p"] {
+        d.ok(&["delete", "-f", n]);
+    }
+    d.ok(&["image", "delete", "busybox"]);
+    assert!(!copies.exists());
 }
 
 #[test]

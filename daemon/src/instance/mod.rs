@@ -534,6 +534,12 @@ impl Instances {
             crate::worker::spec::writable_cgroups(&mut spec.mounts);
         }
         spec.syscalls.privileged = id_map.is_none();
+        let (layer, map) = (spec.lower.clone(), id_map.clone());
+        let lower = self
+            .blocking_worker(move |w| w.lower_layer(&layer, map.as_ref()))
+            .await?;
+        spec.lower = lower.path;
+        spec.idmap_lower = lower.idmap;
         spec.id_map = id_map;
         self.networks.sync_leases(name, &nics, &cfg).await?;
         let net_plan = self.networks.plan_start(name, &nics, &cfg).await?;
@@ -721,6 +727,7 @@ impl Instances {
             rootfs,
             namespaces: default_namespaces(),
             id_map: None,
+            idmap_lower: false,
             mounts: {
                 let mut m = default_mounts(&self.paths.host_dev);
                 if config::boolean("security.nesting", &row.config)?.unwrap_or(false) {

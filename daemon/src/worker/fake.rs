@@ -80,6 +80,17 @@ impl Worker for FakeWorker {
         Ok(())
     }
 
+    fn lower_layer(
+        &self,
+        layer: &std::path::Path,
+        map: Option<&crate::worker::spec::IdMap>,
+    ) -> Result<crate::worker::LowerLayer, WorkerError> {
+        Ok(crate::worker::LowerLayer {
+            path: layer.to_path_buf(),
+            idmap: map.is_some(),
+        })
+    }
+
     fn create_cgroup(
         &self,
         name: &str,

@@ -6,7 +6,7 @@
 //!
 //! Invariant: no `unsafe` outside `sys`, no namespace or mount syscall outside this module,
 //! and no fork from a tokio thread: children are started by re-executing ctld into the
-//! hidden `forkstart`/`forkexec` entries.
+//! hidden `forkstart`/`forkexec`/`forkprobe` entries.
 
 pub mod caps;
 pub mod cgroup;
@@ -19,6 +19,7 @@ pub mod idshift;
 pub mod mounts;
 pub mod net;
 pub mod netns;
+pub mod probe;
 pub mod proc;
 pub mod seccomp;
 pub mod spawn;
@@ -64,6 +65,38 @@ pub enum WorkerError {
 /// A command line to run: program, arguments, extra environment.
 pub type ExecCommand = (PathBuf, Vec<String>, Vec<(String, String)>);
 
+/// How unprivileged containers see the shared image layers in their own ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageShift {
+    /// Id-mapped mounts where the probe at start-up finds them working, else copies.
+    Auto,
+    /// Id-mapped mounts of the one shared layer (kernel 5.12+, and the state directory's
+    /// filesystem must support them).
+    Idmapped,
+    /// One copy of a layer per id map, its owners shifted.
+    Copy,
+}
+
+impl std::str::FromStr for ImageShift {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(ImageShift::Auto),
+            "idmapped" => Ok(ImageShift::Idmapped),
+            "copy" => Ok(ImageShift::Copy),
+            _ => Err(format!("{s:?}: expected auto, idmapped or copy")),
+        }
+    }
+}
+
+/// A container's lower layer (see [`Worker::lower_layer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowerLayer {
+    pub path: PathBuf,
+    /// Whether the monitor id-maps it onto the container's user namespace.
+    pub idmap: bool,
+}
+
 /// Host operations at the granularity the instance lifecycle needs.
 pub trait Worker: Send + Sync + 'static {
     /// The cgroup layout detected at start-up.
@@ -81,6 +114,15 @@ pub trait Worker: Send + Sync + 'static {
         from: Option<&spec::IdMap>,
         to: Option<&spec::IdMap>,
     ) -> Result<(), WorkerError>;
+    /// The lower layer a container with id map `map` mounts for the image layer `layer`:
+    /// the layer itself (id-mapped at mount time when `map` is set), or, where id-mapped
+    /// mounts are unavailable, one copy shifted into `map` shared by every container with
+    /// that map (made on first use; see [`idshift::shifted_copy`]).
+    fn lower_layer(
+        &self,
+        layer: &Path,
+        map: Option<&spec::IdMap>,
+    ) -> Result<LowerLayer, WorkerError>;
     /// Create the container's cgroup with `limits` and its device policy; returns the
     /// `cgroup.procs` files of its inner cgroup, which the init is written into (see
     /// [`cgroup`]: limits on `<parent>/<name>`, processes in `<parent>/<name>/ns`).
@@ -224,6 +266,10 @@ pub struct HostWorker {
     cgroup_parent: String,
     layout: cgroup::CgroupLayout,
     trash: PathBuf,
+    /// `Idmapped` or `Copy`, decided at start-up.
+    image_shift: ImageShift,
+    /// One shifted copy made at a time (two starts with one new map wait for one copy).
+    copying: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl HostWorker {
@@ -257,7 +303,42 @@ impl HostWorker {
             cgroup_parent,
             layout,
             trash,
+            image_shift: ImageShift::Idmapped,
+            copying: Default::default(),
         })
+    }
+
+    /// Decide how image layers reach unprivileged containers. `Auto` runs the
+    /// [`probe`] on `images` (the image store, where the layers live) and falls back to
+    /// shifted copies when an id-mapped mount of it fails. Returns the choice.
+    pub fn choose_image_shift(&mut self, wanted: ImageShift, images: &Path) -> ImageShift {
+        self.image_shift = match wanted {
+            ImageShift::Auto => {
+                let out = std::process::Command::new(&self.exe)
+                    .arg("forkprobe")
+                    .arg(images)
+                    .stdin(std::process::Stdio::null())
+                    .output();
+                match out {
+                    Ok(o) if o.status.success() => ImageShift::Idmapped,
+                    Ok(o) => {
+                        tracing::warn!(
+                            dir = %images.display(),
+                            reason = %String::from_utf8_lossy(&o.stderr).trim(),
+                            "no id-mapped mounts here: unprivileged containers get a shifted \
+                             copy of each image per id map"
+                        );
+                        ImageShift::Copy
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "id-mapped mount probe did not run");
+                        ImageShift::Copy
+                    }
+                }
+            }
+            other => other,
+        };
+        self.image_shift
     }
 
     fn cgroup(&self, name: &str) -> cgroup::Cgroup<'_> {
@@ -305,6 +386,75 @@ impl Worker for HostWorker {
         let n = idshift::shift_tree(dir, from, to).map_err(io_err(dir))?;
         tracing::debug!(dir = %dir.display(), entries = n, "ids shifted");
         Ok(())
+    }
+
+    fn lower_layer(
+        &self,
+        layer: &Path,
+        map: Option<&spec::IdMap>,
+    ) -> Result<LowerLayer, WorkerError> {
+        let Some(map) = map else {
+            return Ok(LowerLayer {
+                path: layer.to_path_buf(),
+                idmap: false,
+            });
+        };
+        if self.image_shift != ImageShift::Copy {
+            return Ok(LowerLayer {
+                path: layer.to_path_buf(),
+                idmap: true,
+            });
+        }
+        let copies = layer.with_file_name("shifted");
+        let path = copies.join(idshift::map_key(map));
+        if path.is_dir() {
+            return Ok(LowerLayer { path, idmap: false });
+        }
+        let _one = self.copying.lock().unwrap_or_else(|e| e.into_inner());
+        if path.is_dir() {
+            return Ok(LowerLayer { path, idmap: false });
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&copies)
+            .map_err(io_err(&copies))?;
+        // Half-made copies of a daemon that died while copying (this one holds the lock).
+        if let Ok(rd) = fs::read_dir(&copies) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let tmp = copies.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+        let started = std::time::Instant::now();
+        let made = idshift::shifted_copy(layer, &tmp, map)
+            // Durable before it is published under its name: a crash never leaves a
+            // complete-looking copy with empty files.
+            .and_then(|stats| {
+                let dir = fs::File::open(&tmp)?;
+                rustix::fs::syncfs(&dir)?;
+                fs::rename(&tmp, &path)?;
+                Ok(stats)
+            });
+        match made {
+            Ok(stats) => {
+                tracing::info!(
+                    layer = %layer.display(),
+                    copy = %path.display(),
+                    entries = stats.entries,
+                    skipped_nodes = stats.skipped_nodes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "shifted copy of an image layer made"
+                );
+                Ok(LowerLayer { path, idmap: false })
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                Err(WorkerError::Io { path, source: e })
+            }
+        }
     }
 
     fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {

@@ -357,9 +357,9 @@ fn overlay_root(spec: &SpawnSpec, pid: i32) -> Result<OwnedFd, String> {
     let lower = cpath(&spec.lower)?;
     // Held until the overlay exists: the lower layer's path may name this descriptor.
     let mut _idmapped = None;
-    let lower = match &spec.id_map {
-        None => lower,
-        Some(_) => {
+    let lower = match (&spec.id_map, spec.idmap_lower) {
+        (None, _) | (_, false) => lower,
+        (Some(_), true) => {
             let mnt = sys::open_tree_clone(&lower)
                 .map_err(|e| format!("open image layer {}: {e}", spec.lower.display()))?;
             let userns = File::open(format!("/proc/{pid}/ns/user"))
@@ -367,8 +367,8 @@ fn overlay_root(spec: &SpawnSpec, pid: i32) -> Result<OwnedFd, String> {
             sys::mount_set_idmap(mnt.as_fd(), userns.as_fd()).map_err(|e| {
                 format!(
                     "id-mapped mount of the image layer {}: {e} (the image store's filesystem \
-                     must support id-mapped mounts, or run the container with \
-                     security.privileged=true)",
+                     must support id-mapped mounts; start ctld with --image-shift=copy to use \
+                     shifted copies instead)",
                     spec.lower.display()
                 )
             })?;

@@ -175,6 +175,10 @@ pub struct SpawnSpec {
     pub namespaces: Vec<Namespace>,
     /// `None`: privileged (no user namespace).
     pub id_map: Option<IdMap>,
+    /// Id-map `lower` onto the init's user namespace when mounting it (`false`: it is
+    /// already in the container's ids, a shifted copy, or the container is privileged).
+    #[serde(default)]
+    pub idmap_lower: bool,
     /// Mounts made inside the rootfs after the overlay, in order.
     pub mounts: Vec<MountEntry>,
     /// Capability numbers dropped (bounding, permitted, effective; inheritable and ambient
@@ -573,6 +577,7 @@ mod tests {
                 }],
                 gids: vec![],
             }),
+            idmap_lower: true,
             mounts: default_mounts(std::path::Path::new("/dev")),
             caps_drop: default_caps_drop(),
             syscalls: crate::worker::seccomp::SyscallPolicy::default(),

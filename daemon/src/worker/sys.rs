@@ -245,12 +245,13 @@ pub fn pass_fd_as(cmd: &mut tokio::process::Command, fd: OwnedFd, target: RawFd)
     }
 }
 
-/// `open_tree(2)` with `OPEN_TREE_CLONE | AT_RECURSIVE`: a detached copy of the mount tree at
+/// `open_tree(2)` with `OPEN_TREE_CLONE`: a detached copy of the mount at
 /// `path`, held by the returned descriptor (nothing is attached anywhere yet).
 pub fn open_tree_clone(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
-    let flags =
-        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    // Not AT_RECURSIVE: only the mount `path` is on; whatever is mounted below it never
+    // reaches a container.
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
     // SAFETY: `path` is a valid NUL-terminated string alive for the call; the other
     // arguments are integers. On success the result is a new descriptor we own.
     let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
@@ -292,7 +293,7 @@ pub fn mount_set_idmap(
             libc::SYS_mount_setattr,
             mnt.as_raw_fd(),
             c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            libc::AT_EMPTY_PATH as libc::c_uint,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
