@@ -440,7 +440,7 @@ mod tests {
         };
         rustix::fs::utimensat(
             rustix::fs::CWD,
-            &src.join("usr"),
+            src.join("usr"),
             &old,
             rustix::fs::AtFlags::empty(),
         )?;
