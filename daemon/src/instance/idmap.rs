@@ -65,21 +65,64 @@ impl HostIds {
     /// Root's ranges from the texts of `/etc/subuid` and `/etc/subgid` (either may be
     /// missing), else the default.
     pub fn from_files(subuid: Option<&str>, subgid: Option<&str>) -> HostIds {
+        HostIds::from_files_in(subuid, subgid, None, None)
+    }
+
+    /// As [`HostIds::from_files`], for a ctld whose own user namespace has the maps
+    /// `uid_map`/`gid_map` (`/proc/self/{uid,gid}_map` texts). Inside a container (a map
+    /// that is not the identity) the default range would not exist: without a subuid
+    /// entry, the ids its own map gives it beyond its own 65536 are handed out instead.
+    pub fn from_files_in(
+        subuid: Option<&str>,
+        subgid: Option<&str>,
+        uid_map: Option<&str>,
+        gid_map: Option<&str>,
+    ) -> HostIds {
         let d = HostIds::default();
+        let pick = |file: Option<&str>, map: Option<&str>, default: HostRange| {
+            file.and_then(root_range)
+                .or_else(|| map.and_then(spare_range))
+                .unwrap_or(default)
+        };
         HostIds {
-            uids: subuid.and_then(root_range).unwrap_or(d.uids),
-            gids: subgid.and_then(root_range).unwrap_or(d.gids),
+            uids: pick(subuid, uid_map, d.uids),
+            gids: pick(subgid, gid_map, d.gids),
         }
     }
 
-    /// Read this host's `/etc/subuid` and `/etc/subgid`.
+    /// Read this host's `/etc/subuid` and `/etc/subgid`, and ctld's own id maps.
     pub fn of_host() -> HostIds {
         let read = |p: &str| std::fs::read_to_string(p).ok();
-        HostIds::from_files(
+        HostIds::from_files_in(
             read("/etc/subuid").as_deref(),
             read("/etc/subgid").as_deref(),
+            read("/proc/self/uid_map").as_deref(),
+            read("/proc/self/gid_map").as_deref(),
         )
     }
+}
+
+/// The largest run of ids at or above [`DEFAULT_SIZE`] that a (non-identity) user
+/// namespace map gives, if it has at least [`DEFAULT_SIZE`] of them. Ids below are the
+/// namespace's own users, never handed to a nested container.
+fn spare_range(map: &str) -> Option<HostRange> {
+    let ranges = IdMap::parse_proc(map);
+    if ranges.is_empty() || IdMap::is_identity(&ranges) {
+        return None;
+    }
+    ranges
+        .iter()
+        .filter_map(|r| {
+            let end = u64::from(r.inside) + u64::from(r.count);
+            let start = r.inside.max(DEFAULT_SIZE);
+            let count = end.checked_sub(u64::from(start))?;
+            Some(HostRange {
+                start,
+                count: u32::try_from(count).ok()?,
+            })
+        })
+        .filter(|r| r.count >= DEFAULT_SIZE)
+        .max_by_key(|r| r.count)
 }
 
 /// The largest range of `root` (or uid `0`) in a subuid/subgid file, if it has one of at
@@ -392,6 +435,46 @@ mod tests {
         // Too small a range, or none for root: the default.
         let small = HostIds::from_files(Some("root:100000:1000\n"), Some("garbage"));
         assert_eq!(small, HostIds::default());
+    }
+
+    #[test]
+    fn inside_a_container_the_spare_ids_of_its_own_map_are_handed_out() {
+        // The host: the identity map, so the default.
+        let host = "         0          0 4294967295\n";
+        assert_eq!(
+            HostIds::from_files_in(None, None, Some(host), Some(host)),
+            HostIds::default()
+        );
+        // A container given 131072 ids: the upper 65536 are for its nested containers.
+        let nested = "         0    1000000     131072\n";
+        let ids = HostIds::from_files_in(None, None, Some(nested), Some(nested));
+        let spare = HostRange {
+            start: 65536,
+            count: 65536,
+        };
+        assert_eq!((ids.uids, ids.gids), (spare, spare));
+        // Several ranges: the largest spare run; a subuid entry still wins.
+        let two = "0 1000000 65536\n65536 3000000 70000\n200000 5000000 100000\n";
+        assert_eq!(
+            HostIds::from_files_in(None, None, Some(two), None).uids,
+            HostRange {
+                start: 200000,
+                count: 100000
+            }
+        );
+        assert_eq!(
+            HostIds::from_files_in(Some("root:70000:65536"), None, Some(two), None).uids,
+            HostRange {
+                start: 70000,
+                count: 65536
+            }
+        );
+        // Only 65536 ids (a default container): nothing to spare, the default stays.
+        let small = "0 1000000 65536\n";
+        assert_eq!(
+            HostIds::from_files_in(None, None, Some(small), Some(small)),
+            HostIds::default()
+        );
     }
 
     #[test]
