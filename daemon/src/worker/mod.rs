@@ -284,7 +284,16 @@ impl HostWorker {
         trash: PathBuf,
     ) -> Result<Self, WorkerError> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let layout = cgroup::CgroupLayout::detect(&cgroup_root, &mountinfo)?;
+        let mut layout = cgroup::CgroupLayout::detect(&cgroup_root, &mountinfo)?;
+        let own_map = fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        let own_map = spec::IdMap::parse_proc(&own_map);
+        if !own_map.is_empty() && !spec::IdMap::is_identity(&own_map) {
+            tracing::info!(
+                "ctld runs in a user namespace (nested): containers get the device policy of \
+                 the container ctld runs in"
+            );
+            layout.devices_inherited = true;
+        }
         let proc_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         for h in cgroup::unmounted_hierarchies(&proc_cgroup, &layout.hierarchies) {
             tracing::warn!(

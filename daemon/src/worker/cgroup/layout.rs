@@ -270,6 +270,12 @@ pub struct CgroupLayout {
     /// Whether the unified tree is a real cgroup2 filesystem, so the device policy is also
     /// enforced there with a BPF program (false only for test fixtures in plain dirs).
     pub bpf_devices: bool,
+    /// ctld runs inside a container (a user namespace other than the initial one): the
+    /// kernel refuses it a device policy of its own (v1 `devices.*` and BPF programs need
+    /// capabilities in the initial namespace), and enforces its container's policy on
+    /// every cgroup below instead (v1 children never allow more than their parent; BPF
+    /// programs attached with `BPF_F_ALLOW_MULTI` run for every descendant).
+    pub devices_inherited: bool,
 }
 
 impl CgroupLayout {
@@ -309,6 +315,7 @@ impl CgroupLayout {
             version,
             hierarchies: found,
             bpf_devices,
+            devices_inherited: false,
         }
     }
 

@@ -372,6 +372,9 @@ impl<'a> Cgroup<'a> {
     /// and on a cgroup2 tree (v2, or hybrid's unified, which the kernel checks too) the
     /// same list as a BPF program. A host with neither is refused.
     fn restrict_devices(&self) -> Result<(), CgroupError> {
+        if self.layout.devices_inherited {
+            return Ok(());
+        }
         let v1 = self.layout.controller("devices");
         if let Some(h) = v1 {
             let dir = h.path.join(&self.rel);
