@@ -19,5 +19,6 @@ pub mod instance;
 pub mod network;
 pub mod operations;
 pub mod paths;
+pub mod recover;
 pub mod server;
 pub mod worker;

@@ -64,6 +64,16 @@ struct Args {
     #[arg(long, env = "CTL_IMAGE_SHIFT", default_value = "auto",
           value_parser = clap::value_parser!(worker::ImageShift))]
     image_shift: worker::ImageShift,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Rebuild the records of containers whose directories have a backup file but that
+    /// the database does not know (a lost or replaced database). Run it with ctld stopped.
+    /// Directories are never changed; existing records are never touched.
+    Recover,
 }
 
 fn main() {
@@ -117,6 +127,9 @@ fn run() -> anyhow::Result<()> {
         ctld::images::debian::check_mirror(&mirror).context("--debian-mirror")?;
         paths.debian_mirror = Some(mirror);
     }
+    if let Some(Cmd::Recover) = args.command {
+        return recover(&paths);
+    }
     let options = ctld::server::Options {
         default_network: args.default_network.then_some(args.default_network_name),
         image_limits: ctld::images::unpack::Limits::with_max_total(args.image_max_size_gib << 30),
@@ -134,6 +147,56 @@ fn run() -> anyhow::Result<()> {
         args.image_cache_expiry_days,
         args.image_shift,
     ))
+}
+
+/// `ctld recover`: see [`Cmd::Recover`].
+fn recover(paths: &Paths) -> anyhow::Result<()> {
+    use ctld::recover::Outcome;
+    if std::os::unix::net::UnixStream::connect(paths.socket()).is_ok() {
+        anyhow::bail!(
+            "ctld is running on {} (its socket answers): stop it first",
+            paths.dir.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let outcomes = rt.block_on(async {
+        let pool = ctld::db::open(&paths.db()).await?;
+        ctld::recover::recover(&pool, paths).await
+    })?;
+    let mut recovered = 0;
+    for o in &outcomes {
+        match o {
+            Outcome::Recovered {
+                name,
+                image_recovered,
+                dropped_profiles,
+            } => {
+                recovered += 1;
+                let mut line = format!("recovered {name}");
+                if *image_recovered {
+                    line.push_str(" (and its image's record)");
+                }
+                if !dropped_profiles.is_empty() {
+                    line.push_str(&format!(
+                        "; profiles that no longer exist left out: {}",
+                        dropped_profiles.join(", ")
+                    ));
+                }
+                println!("{line}");
+            }
+            Outcome::Skipped { dir, reason } => {
+                println!("skipped {}: {reason}", dir.display());
+            }
+        }
+    }
+    println!(
+        "{recovered} instance(s) recovered, {} skipped",
+        outcomes.len() - recovered
+    );
+    Ok(())
 }
 
 async fn serve(

@@ -34,6 +34,25 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The database records no instance while container directories with backup files
+    /// exist: it was lost or replaced. Nothing is changed.
+    #[error(
+        "refusing to start: the database {db} records no instance, but {count} container \
+         director{plural} under {containers} {have} a backup file (a lost or replaced \
+         database?). Nothing was changed. Run `ctld --dir {dir} recover` to rebuild the \
+         records from them.",
+        db = db.display(),
+        containers = containers.display(),
+        dir = dir.display(),
+        plural = if *count == 1 { "y" } else { "ies" },
+        have = if *count == 1 { "has" } else { "have" }
+    )]
+    LostDatabase {
+        db: std::path::PathBuf,
+        containers: std::path::PathBuf,
+        dir: std::path::PathBuf,
+        count: usize,
+    },
 }
 
 /// Daemon-wide options of a start.
@@ -117,6 +136,14 @@ pub async fn build_state(
         make_dir(&paths.tmp(), 0o700)?;
     }
     let pool = db::open(&paths.db()).await?;
+    if let Some(count) = crate::recover::lost_instances(&pool, &paths.containers()).await? {
+        return Err(StartError::LostDatabase {
+            db: paths.db(),
+            containers: paths.containers(),
+            dir: paths.dir.clone(),
+            count,
+        });
+    }
     let networks_dir = paths.dir.join("networks");
     let paths = Arc::new(paths);
     let images = ImageStore::new(pool.clone(), paths.clone())

@@ -40,7 +40,7 @@ impl ApiError {
         match self {
             ApiError::Instance(e) => match e {
                 I::NotFound(_) | I::ProfileNotFound(_) => StatusCode::NOT_FOUND,
-                I::AlreadyExists(_) => StatusCode::CONFLICT,
+                I::AlreadyExists(_) | I::Unrecorded(_) => StatusCode::CONFLICT,
                 I::Network(e) => network_status(e),
                 // A proxy that cannot listen (port in use, address not on the host) is the
                 // request's problem, as in Incus.

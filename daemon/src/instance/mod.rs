@@ -3,6 +3,7 @@
 //! the order of steps and undoes earlier steps when a later one fails; the worker does the
 //! steps, the db records them.
 
+pub mod backup;
 pub mod config;
 pub mod files;
 pub mod idmap;
@@ -45,6 +46,12 @@ pub enum InstanceError {
     NotFound(String),
     #[error("instance \"{0}\" already exists")]
     AlreadyExists(String),
+    /// A container directory of that name holds a container the database does not know.
+    #[error(
+        "a container directory named \"{0}\" exists with a backup file but no record: \
+         run `ctld recover` to bring it back, or move the directory away"
+    )]
+    Unrecorded(String),
     #[error("profile \"{0}\" not found")]
     ProfileNotFound(String),
     #[error(transparent)]
@@ -291,7 +298,9 @@ impl Instances {
     async fn free_random_name(&self) -> Result<String, InstanceError> {
         for _ in 0..50 {
             let n = name::random();
-            if db::instances::get(&self.db, &n).await?.is_none() {
+            if db::instances::get(&self.db, &n).await?.is_none()
+                && !backup::exists(&self.paths.container(&n))
+            {
                 return Ok(n);
             }
         }
@@ -309,6 +318,11 @@ impl Instances {
             }
         }
         match db::instances::get(&self.db, name).await {
+            // A real container whose record was lost: never replaced, only recovered.
+            Ok(None) if backup::exists(&self.paths.container(name)) => {
+                self.release(name);
+                Err(InstanceError::Unrecorded(name.to_string()))
+            }
             Ok(None) => Ok(()),
             Ok(Some(_)) => {
                 self.release(name);
@@ -364,8 +378,13 @@ impl Instances {
             .nics;
         assign_volatile_nics(&mut cfg, &nics);
         let dir = self.paths.container(&plan.name);
+        if backup::exists(&dir) {
+            // A real container whose record was lost: never replaced, only recovered.
+            return Err(InstanceError::Unrecorded(plan.name.clone()));
+        }
         if dir.exists() {
-            // Left over from a crash before the row was written: nobody owns it.
+            // Left over from a crash before the row and the backup file were written: no
+            // create ever finished there.
             self.blocking_worker(move |w| w.remove_container_dir(&dir))
                 .await?;
         }
@@ -437,9 +456,41 @@ impl Instances {
                 .await;
             return Err(e.into());
         }
+        if let Err(e) = self.save_backup(&plan.name).await {
+            let _ = db::instances::delete(&self.db, &plan.name).await;
+            let _ = self
+                .blocking_worker(move |w| w.remove_container_dir(&dir))
+                .await;
+            return Err(e);
+        }
         let _ = self.images.touch(&fingerprint).await;
         tracing::info!(instance = %plan.name, image = %fingerprint, "created");
         Ok(())
+    }
+
+    /// Write the instance's `backup.yaml` from its record (see [`backup`]).
+    async fn save_backup(&self, name: &str) -> Result<(), InstanceError> {
+        let row = self.row(name).await?;
+        let image = db::images::find_prefix(&self.db, &row.image_fingerprint)
+            .await?
+            .into_iter()
+            .find(|i| i.fingerprint == row.image_fingerprint);
+        let b = backup::Backup::of(&row, image.as_ref());
+        let dir = self.paths.container(name);
+        tokio::task::spawn_blocking(move || backup::write(&dir, &b))
+            .await
+            .map_err(|e| InstanceError::Internal(e.to_string()))?
+            .map_err(|e| {
+                InstanceError::Internal(format!("backup file of instance \"{name}\": {e}"))
+            })
+    }
+
+    /// [`Instances::save_backup`] after a change already recorded: a failure leaves the
+    /// file one change behind, which is logged.
+    async fn save_backup_or_warn(&self, name: &str) {
+        if let Err(e) = self.save_backup(name).await {
+            tracing::warn!(instance = %name, error = %e, "backup file not updated");
+        }
     }
 
     async fn blocking_worker<T: Send + 'static>(
@@ -523,6 +574,7 @@ impl Instances {
         }
         if cfg != row.config {
             db::instances::set_config(&self.db, name, &cfg).await?;
+            self.save_backup_or_warn(name).await;
         }
         drop(range_guard);
         let mut spec = spec;
@@ -1308,6 +1360,7 @@ impl Instances {
                 },
             )
             .await?;
+            self.save_backup_or_warn(name).await;
             Ok::<(), InstanceError>(())
         }
         .await;
@@ -1540,19 +1593,26 @@ impl Instances {
     pub async fn reconcile(&self) -> Result<(), InstanceError> {
         let rows = db::instances::list(&self.db).await?;
         let profiles = db::profiles::list(&self.db).await?;
-        // Directories of creates that died before their row was written belong to nobody.
+        // Every record's backup file is brought up to date (installs older than the file
+        // get theirs here).
+        for row in &rows {
+            self.save_backup_or_warn(&row.name).await;
+        }
+        // A directory without a record is never removed here: with a backup file it is a
+        // container whose record was lost (`ctld recover` brings it back); without one, a
+        // create that died before finishing (the next create of that name replaces it).
         if let Ok(rd) = std::fs::read_dir(self.paths.containers()) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !rows.iter().any(|r| r.name == name) {
-                    tracing::info!(dir = %e.path().display(), "removing orphaned container dir");
-                    let dir = e.path();
-                    if let Err(err) = self
-                        .blocking_worker(move |w| w.remove_container_dir(&dir))
-                        .await
-                    {
-                        tracing::warn!(error = %err, "could not remove orphaned dir");
-                    }
+                if rows.iter().any(|r| r.name == name) {
+                    continue;
+                }
+                if backup::exists(&e.path()) {
+                    tracing::warn!(dir = %e.path().display(),
+                        "container directory without a record: kept; `ctld recover` brings it back");
+                } else {
+                    tracing::info!(dir = %e.path().display(),
+                        "unfinished container directory (no record, no backup file): kept");
                 }
             }
         }

@@ -1,0 +1,152 @@
+//! Rebuilding lost records from the container directories (`ctld recover`), and the start-up
+//! check that refuses a database which lost every instance while containers remain on disk.
+//!
+//! Each container directory carries a `backup.yaml` ([`crate::instance::backup`]). `recover`
+//! inserts a record for every directory whose instance the database does not know, and the
+//! image record it needs when the image's files are still in the store. It never changes or
+//! removes a directory, and never touches a record that exists.
+
+use std::path::{Path, PathBuf};
+
+use crate::db::{self, DbError, Pool};
+use crate::instance::backup::{self, Backup};
+use crate::paths::Paths;
+
+/// What [`recover`] did with one directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A record was made (`dropped`: profiles it named that no longer exist).
+    Recovered {
+        name: String,
+        image_recovered: bool,
+        dropped_profiles: Vec<String>,
+    },
+    /// Left as it was, and why.
+    Skipped { dir: PathBuf, reason: String },
+}
+
+/// Container directories under `containers` that have a backup file.
+pub fn directories_with_backups(containers: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(containers)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| backup::exists(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// Whether the database lost its instances: it records none while `containers` holds
+/// directories with backup files. Returns how many such directories exist.
+pub async fn lost_instances(pool: &Pool, containers: &Path) -> Result<Option<usize>, DbError> {
+    if !db::instances::names(pool).await?.is_empty() {
+        return Ok(None);
+    }
+    let n = directories_with_backups(containers).len();
+    Ok((n > 0).then_some(n))
+}
+
+/// Insert the records of every container directory the database does not know.
+pub async fn recover(pool: &Pool, paths: &Paths) -> Result<Vec<Outcome>, DbError> {
+    let known = db::instances::names(pool).await?;
+    let profiles: Vec<String> = db::profiles::list(pool)
+        .await?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    let mut out = Vec::new();
+    for dir in directories_with_backups(&paths.containers()) {
+        let b = match backup::read(&dir) {
+            Ok(b) => b,
+            Err(e) => {
+                out.push(Outcome::Skipped {
+                    dir,
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        if known.contains(&b.instance.name) {
+            continue;
+        }
+        out.push(recover_one(pool, paths, &dir, &b, &profiles).await?);
+    }
+    Ok(out)
+}
+
+async fn recover_one(
+    pool: &Pool,
+    paths: &Paths,
+    dir: &Path,
+    b: &Backup,
+    profiles: &[String],
+) -> Result<Outcome, DbError> {
+    let skip = |reason: String| Outcome::Skipped {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let i = &b.instance;
+    if crate::instance::name::validate(&i.name).is_err() {
+        return Ok(skip(format!("{:?} is not a valid instance name", i.name)));
+    }
+    let fp = &i.image_fingerprint;
+    let image_known = db::images::find_prefix(pool, fp)
+        .await?
+        .iter()
+        .any(|r| &r.fingerprint == fp);
+    let mut image_recovered = false;
+    if !image_known {
+        let rootfs = paths.image(fp).join("rootfs");
+        let (Some(img), true) = (&b.image, rootfs.is_dir()) else {
+            return Ok(skip(format!(
+                "its image {fp} is neither recorded nor complete in the image store"
+            )));
+        };
+        if &img.fingerprint != fp {
+            return Ok(skip("its backup names two different images".into()));
+        }
+        db::images::insert(
+            pool,
+            &db::images::NewImage {
+                fingerprint: fp,
+                filename: &img.filename,
+                size: img.size,
+                architecture: &img.architecture,
+                created_at: &img.created_at,
+                properties: &img.properties,
+                public: img.public,
+                cached: img.cached,
+            },
+        )
+        .await?;
+        image_recovered = true;
+    }
+    let (kept, dropped): (Vec<String>, Vec<String>) = i
+        .profiles
+        .iter()
+        .cloned()
+        .partition(|p| profiles.contains(p));
+    db::instances::insert(
+        pool,
+        &db::NewInstance {
+            name: &i.name,
+            description: &i.description,
+            architecture: &i.architecture,
+            ephemeral: i.ephemeral,
+            image_fingerprint: fp,
+            config: &i.config,
+            devices: &i.devices,
+            profiles: &kept,
+            created_at: &i.created_at,
+        },
+    )
+    .await?;
+    Ok(Outcome::Recovered {
+        name: i.name.clone(),
+        image_recovered,
+        dropped_profiles: dropped,
+    })
+}

@@ -1,0 +1,156 @@
+//! A database that lost its records never costs a container its data: ctld refuses to start
+//! on a database that lost every instance while container directories remain, keeps a
+//! directory whose record alone was lost (and refuses to create over it), and `ctld recover`
+//! rebuilds the records from each directory's `backup.yaml`; the containers then start with
+//! their files, config and id maps.
+
+use std::process::Command;
+
+use ctl_tests::{Daemon, bin_dir, require_root};
+
+/// Run `ctld ARGS` on `d`'s state directory and cgroup parent (not as the harness' daemon).
+fn ctld(d: &Daemon, args: &[&str]) -> std::process::Output {
+    Command::new(bin_dir().join("ctld"))
+        .arg("--dir")
+        .arg(d.path())
+        .arg("--cgroup-parent")
+        .arg(&d.cgroup_parent)
+        .arg("--default-network=false")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("ctld: {e}"))
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Remove one instance's record behind ctld's back (as a database restored from an older
+/// copy would).
+fn forget(d: &Daemon, name: &str) {
+    let script = "import sqlite3, sys\n\
+                  c = sqlite3.connect(sys.argv[1])\n\
+                  c.execute('PRAGMA foreign_keys = ON')\n\
+                  n = c.execute('DELETE FROM instances WHERE name = ?', (sys.argv[2],)).rowcount\n\
+                  c.commit()\n\
+                  sys.exit(0 if n == 1 else 1)\n";
+    let ok = Command::new("python3")
+        .args(["-c", script])
+        .arg(d.path().join("ctld.db"))
+        .arg(name)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "delete the record of {name}");
+}
+
+#[test]
+fn a_lost_database_is_refused_and_recover_brings_every_container_back() {
+    if !require_root("a_lost_database_is_refused_and_recover_brings_every_container_back") {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.ok(&["launch", "busybox", "c1", "-c", "limits.memory=96MiB"]);
+    d.ok(&[
+        "launch",
+        "busybox",
+        "c2",
+        "-c",
+        "security.idmap.isolated=true",
+    ]);
+    d.ok(&["init", "busybox", "c3"]);
+    d.ok(&["exec", "c1", "--", "sh", "-c", "echo precious > /root/data"]);
+    let uids = (d.init_host_uid("c1"), d.init_host_uid("c2"));
+    d.ok(&["stop", "-f", "c1", "c2"]);
+    for n in ["c1", "c2", "c3"] {
+        let b = d.path().join("containers").join(n).join("backup.yaml");
+        let text = std::fs::read_to_string(&b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
+        assert!(text.contains(&format!("name: {n}")), "{text}");
+    }
+
+    // The database is lost: an empty file where it was.
+    d.kill(9);
+    for f in ["ctld.db", "ctld.db-wal", "ctld.db-shm"] {
+        let _ = std::fs::remove_file(d.path().join(f));
+    }
+    std::fs::write(d.path().join("ctld.db"), b"").unwrap_or_else(|e| panic!("{e}"));
+    let refused = ctld(&d, &[]);
+    assert!(!refused.status.success());
+    let why = text(&refused);
+    assert!(
+        why.contains("refusing to start") && why.contains("3 container directories"),
+        "{why}"
+    );
+    assert!(
+        why.contains("recover"),
+        "the message names the way out: {why}"
+    );
+    let data = d.path().join("containers/c1/upper/root/data");
+    assert!(data.exists(), "nothing was deleted");
+
+    let recovered = ctld(&d, &["recover"]);
+    let out = text(&recovered);
+    assert!(recovered.status.success(), "{out}");
+    assert!(
+        out.contains("recovered c1 (and its image's record)"),
+        "{out}"
+    );
+    assert!(out.contains("3 instance(s) recovered, 0 skipped"), "{out}");
+    d.restart();
+    assert_eq!(d.instances(), vec!["c1", "c2", "c3"]);
+    for n in ["c1", "c2", "c3"] {
+        d.ok(&["start", n]);
+    }
+    assert_eq!(
+        d.ok(&["exec", "c1", "--", "cat", "/root/data"]).trim(),
+        "precious"
+    );
+    assert_eq!(
+        d.ok(&["config", "get", "c1", "limits.memory"]).trim(),
+        "96MiB"
+    );
+    assert_eq!(
+        (d.init_host_uid("c1"), d.init_host_uid("c2")),
+        uids,
+        "the same id maps (the isolated range kept)"
+    );
+    // Not while a daemon runs on the directory.
+    let busy = ctld(&d, &["recover"]);
+    assert!(!busy.status.success());
+    assert!(text(&busy).contains("stop it first"), "{}", text(&busy));
+
+    // One record lost (an older copy of the database): ctld starts, keeps the directory,
+    // and will not create over it.
+    d.ok(&["stop", "-f", "c3"]);
+    d.kill(15);
+    forget(&d, "c3");
+    d.restart();
+    assert_eq!(d.instances(), vec!["c1", "c2"]);
+    assert!(
+        d.log()
+            .contains("container directory without a record: kept")
+    );
+    let r = d.ctl(&["launch", "busybox", "c3"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("ctld recover"), "{}", r.stderr);
+    let (status, _) = d.http(
+        "POST",
+        "/1.0/instances",
+        Some(r#"{"name":"c3","source":{"type":"image","alias":"busybox"}}"#),
+    );
+    assert_eq!(status, 409);
+    assert!(d.path().join("containers/c3/backup.yaml").exists());
+    d.kill(15);
+    let again = ctld(&d, &["recover"]);
+    assert!(
+        text(&again).contains("recovered c3") && text(&again).contains("1 instance(s) recovered"),
+        "{}",
+        text(&again)
+    );
+    d.restart();
+    assert_eq!(d.instances(), vec!["c1", "c2", "c3"]);
+    d.ok(&["start", "c3"]);
+}
