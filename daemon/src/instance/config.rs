@@ -43,6 +43,7 @@ const KEYS: &[&str] = &[
     "limits.disk.priority",
     "raw.init",
     "raw.idmap",
+    "boot.stop.signal",
     "security.privileged",
     "security.nesting",
     "security.idmap.isolated",
@@ -94,7 +95,47 @@ pub fn validate(
     boolean("security.nesting", config)?;
     capabilities_drop(config)?;
     syscall_policy(config, false)?;
+    stop_signal(config)?;
     Ok(())
+}
+
+/// The key that overrides the signal a clean stop sends the init.
+pub const STOP_SIGNAL: &str = "boot.stop.signal";
+
+/// `boot.stop.signal`: a signal name (`SIGPWR`, `PWR`, `SIGRTMIN+3`) or number (1–64).
+pub fn stop_signal(config: &BTreeMap<String, String>) -> Result<Option<i32>, ConfigError> {
+    let Some(v) = config.get(STOP_SIGNAL) else {
+        return Ok(None);
+    };
+    let bad = || invalid(STOP_SIGNAL, v, "expected a signal name or number (1-64)");
+    if let Ok(n) = v.trim().parse::<i32>() {
+        return (1..=libc::SIGRTMAX())
+            .contains(&n)
+            .then_some(Some(n))
+            .ok_or_else(bad);
+    }
+    let upper = v.trim().to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(rest) = name.strip_prefix("RTMIN") {
+        let off = match rest {
+            "" => 0,
+            r => r.strip_prefix('+').and_then(|n| n.parse::<i32>().ok()).ok_or_else(bad)?,
+        };
+        let n = libc::SIGRTMIN() + off;
+        return (n <= libc::SIGRTMAX()).then_some(Some(n)).ok_or_else(bad);
+    }
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "PWR" => libc::SIGPWR,
+        _ => return Err(bad()),
+    };
+    Ok(Some(n))
 }
 
 pub(crate) fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -521,6 +562,24 @@ mod tests {
         );
         for v in ["0%", "150%", "x", "25/100", "1ms/2000ms", "0ms/100ms", "%"] {
             assert!(parse_allowance(v).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn stop_signal_takes_names_and_numbers() {
+        let sig = |v: &str| {
+            let mut c = BTreeMap::new();
+            c.insert(STOP_SIGNAL.to_string(), v.to_string());
+            stop_signal(&c)
+        };
+        assert_eq!(stop_signal(&BTreeMap::new()), Ok(None));
+        assert_eq!(sig("SIGPWR"), Ok(Some(libc::SIGPWR)));
+        assert_eq!(sig("term"), Ok(Some(libc::SIGTERM)));
+        assert_eq!(sig("SIGRTMIN+3"), Ok(Some(libc::SIGRTMIN() + 3)));
+        assert_eq!(sig("RTMIN"), Ok(Some(libc::SIGRTMIN())));
+        assert_eq!(sig("10"), Ok(Some(10)));
+        for bad in ["0", "65", "-1", "SIGFOO", "RTMIN+99", "RTMIN-1", ""] {
+            assert!(sig(bad).is_err(), "{bad:?}");
         }
     }
 

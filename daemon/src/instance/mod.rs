@@ -851,9 +851,16 @@ impl Instances {
         if !force {
             // Resent every second: an init that has not installed its handlers yet (PID 1
             // ignores signals it does not handle) gets another chance.
-            let sig = self.stop_signal(&row);
-            let deadline = tokio::time::Instant::now() + timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+            let (first, then) = self.stop_signals(&row, &init);
+            let started = tokio::time::Instant::now();
+            let timeout = timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+            let deadline = started + timeout;
             loop {
+                // An init we cannot name gets its second signal for the second half.
+                let sig = match then {
+                    Some(t) if started.elapsed() >= timeout / 2 => t,
+                    _ => first,
+                };
                 if !self.worker.signal(&init, sig)? {
                     exited = true;
                     break;
@@ -910,22 +917,17 @@ impl Instances {
             .unwrap_or(false)
     }
 
-    /// The signal that asks this image's init to shut down: busybox init powers off on
-    /// SIGUSR2, systemd on SIGRTMIN+4, the built-in init and `raw.init` programs take
-    /// SIGTERM, sysvinit-style inits SIGPWR.
-    fn stop_signal(&self, row: &InstanceRow) -> i32 {
+    /// The signals that ask the running init to shut down: `boot.stop.signal` when set,
+    /// else chosen from the program that actually runs as PID 1 (see [`halt_signals`]).
+    fn stop_signals(&self, row: &InstanceRow, init: &InitProcess) -> (i32, Option<i32>) {
+        if let Ok(Some(sig)) = config::stop_signal(&row.config) {
+            return (sig, None);
+        }
         if row.config.contains_key("raw.init") {
-            return libc::SIGTERM;
+            return (libc::SIGTERM, None);
         }
-        let dir = self.paths.container(&row.name);
-        let (upper, _, _) = overlay_dirs(&dir);
-        let lower = self.images.rootfs(&row.image_fingerprint);
-        match init_target(&upper, &lower) {
-            None => libc::SIGTERM,
-            Some(t) if t.ends_with("busybox") => libc::SIGUSR2,
-            Some(t) if t.contains("systemd") => libc::SIGRTMIN() + 4,
-            Some(_) => libc::SIGPWR,
-        }
+        let (exe, comm) = crate::worker::proc::program(init.pid);
+        halt_signals(&exe, &comm)
     }
 
     /// Restart: stop (cleanly unless `force`), then start.
@@ -1715,18 +1717,44 @@ fn is_whiteout(md: &std::fs::Metadata) -> bool {
 
 /// Where `/sbin/init` points in the overlay view (following one level of symlink), or
 /// `None` if the image has no init.
-fn init_target(upper: &Path, lower: &Path) -> Option<String> {
-    for base in [upper, lower] {
-        let p = base.join("sbin/init");
-        if let Ok(md) = p.symlink_metadata() {
-            if is_whiteout(&md) {
-                return None;
-            }
-            if md.file_type().is_symlink() {
-                return std::fs::read_link(&p).ok().map(|t| t.display().to_string());
-            }
-            return Some("/sbin/init".into());
-        }
+/// The signals that shut down an init running `exe` (its path inside the container) with
+/// command name `comm`, as LXC and Incus send them: systemd halts on SIGRTMIN+3, busybox
+/// init on SIGUSR2, ctl's built-in init on SIGTERM, sysvinit on SIGPWR; an init not known
+/// gets SIGPWR, then SIGTERM.
+pub fn halt_signals(exe: &str, comm: &str) -> (i32, Option<i32>) {
+    let base = exe.rsplit('/').next().unwrap_or(exe);
+    // A deleted binary (upgraded while it runs) reads as "… (deleted)".
+    let base = base.strip_suffix(" (deleted)").unwrap_or(base);
+    if base == "systemd" || comm == "systemd" {
+        (libc::SIGRTMIN() + 3, None)
+    } else if base == "busybox" {
+        (libc::SIGUSR2, None)
+    } else if comm == crate::worker::spawn::MINIMAL_INIT_NAME {
+        (libc::SIGTERM, None)
+    } else if base == "init" && comm == "init" {
+        (libc::SIGPWR, None)
+    } else {
+        (libc::SIGPWR, Some(libc::SIGTERM))
     }
-    None
+}
+
+
+#[cfg(test)]
+mod halt_tests {
+    use super::halt_signals;
+
+    #[test]
+    fn the_stop_signal_follows_the_running_init() {
+        let rtmin3 = libc::SIGRTMIN() + 3;
+        assert_eq!(halt_signals("/usr/lib/systemd/systemd", "systemd"), (rtmin3, None));
+        assert_eq!(halt_signals("/lib/systemd/systemd (deleted)", "systemd"), (rtmin3, None));
+        assert_eq!(halt_signals("/bin/busybox", "init"), (libc::SIGUSR2, None));
+        assert_eq!(halt_signals("/proc/self/exe", "ctl-init"), (libc::SIGTERM, None));
+        assert_eq!(halt_signals("/sbin/init", "init"), (libc::SIGPWR, None));
+        assert_eq!(
+            halt_signals("/sbin/openrc-init", "openrc-init"),
+            (libc::SIGPWR, Some(libc::SIGTERM))
+        );
+        assert_eq!(halt_signals("", ""), (libc::SIGPWR, Some(libc::SIGTERM)));
+    }
 }

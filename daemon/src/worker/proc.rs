@@ -17,6 +17,18 @@ pub fn parse_starttime(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// What `pid` runs: its executable's path (as the process sees it, inside its root) and its
+/// command name (`comm`). Empty strings where unreadable.
+pub fn program(pid: i32) -> (String, String) {
+    let exe = fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default();
+    (exe, comm)
+}
+
 /// Whether `pid` is still the process that started at `start` (and is not a zombie).
 pub fn is_alive(pid: i32, start: u64) -> bool {
     live_stat(pid).is_some_and(|stat| parse_starttime(&stat) == Some(start))

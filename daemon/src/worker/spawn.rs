@@ -565,6 +565,10 @@ fn container_child(
     ))
 }
 
+/// The command name (`comm`) of the built-in init, by which a stop recognises it.
+pub const MINIMAL_INIT_NAME: &str = "ctl-init";
+const MINIMAL_INIT_COMM: &std::ffi::CStr = c"ctl-init";
+
 /// The built-in init for images without one: stays PID 1, reaps zombies, exits on a stop
 /// signal.
 fn minimal_init(err: &mut Option<OwnedFd>) -> Result<std::convert::Infallible, String> {
@@ -584,7 +588,7 @@ fn minimal_init(err: &mut Option<OwnedFd>) -> Result<std::convert::Infallible, S
     // queued, never dropped (PID 1 drops default-action signals it does not block).
     set.thread_block()
         .map_err(|e| format!("block signals: {e}"))?;
-    let _ = nix::sys::prctl::set_name(c"ctl-init");
+    let _ = nix::sys::prctl::set_name(MINIMAL_INIT_COMM);
     // Closing the error pipe without a message tells the monitor we run.
     drop(err.take());
     loop {
