@@ -119,7 +119,10 @@ pub fn stop_signal(config: &BTreeMap<String, String>) -> Result<Option<i32>, Con
     if let Some(rest) = name.strip_prefix("RTMIN") {
         let off = match rest {
             "" => 0,
-            r => r.strip_prefix('+').and_then(|n| n.parse::<i32>().ok()).ok_or_else(bad)?,
+            r => r
+                .strip_prefix('+')
+                .and_then(|n| n.parse::<i32>().ok())
+                .ok_or_else(bad)?,
         };
         let n = libc::SIGRTMIN() + off;
         return (n <= libc::SIGRTMAX()).then_some(Some(n)).ok_or_else(bad);

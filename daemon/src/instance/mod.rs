@@ -1738,7 +1738,6 @@ pub fn halt_signals(exe: &str, comm: &str) -> (i32, Option<i32>) {
     }
 }
 
-
 #[cfg(test)]
 mod halt_tests {
     use super::halt_signals;
@@ -1746,10 +1745,19 @@ mod halt_tests {
     #[test]
     fn the_stop_signal_follows_the_running_init() {
         let rtmin3 = libc::SIGRTMIN() + 3;
-        assert_eq!(halt_signals("/usr/lib/systemd/systemd", "systemd"), (rtmin3, None));
-        assert_eq!(halt_signals("/lib/systemd/systemd (deleted)", "systemd"), (rtmin3, None));
+        assert_eq!(
+            halt_signals("/usr/lib/systemd/systemd", "systemd"),
+            (rtmin3, None)
+        );
+        assert_eq!(
+            halt_signals("/lib/systemd/systemd (deleted)", "systemd"),
+            (rtmin3, None)
+        );
         assert_eq!(halt_signals("/bin/busybox", "init"), (libc::SIGUSR2, None));
-        assert_eq!(halt_signals("/proc/self/exe", "ctl-init"), (libc::SIGTERM, None));
+        assert_eq!(
+            halt_signals("/proc/self/exe", "ctl-init"),
+            (libc::SIGTERM, None)
+        );
         assert_eq!(halt_signals("/sbin/init", "init"), (libc::SIGPWR, None));
         assert_eq!(
             halt_signals("/sbin/openrc-init", "openrc-init"),
