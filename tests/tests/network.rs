@@ -656,3 +656,44 @@ fn nics_are_plugged_into_and_out_of_a_running_container() {
     let leases = d.ok(&["network", "list-leases", &net, "--format", "csv"]);
     assert!(!leases.contains(&addr), "{leases}");
 }
+
+#[test]
+fn the_bridge_keeps_its_mac_while_containers_come_and_go() {
+    root_or_skip!("the_bridge_keeps_its_mac_while_containers_come_and_go");
+    let mut d = Daemon::start();
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    create_network(&d, &net, &[]);
+    let recorded = |d: &Daemon| {
+        let (_, v) = d.http("GET", &format!("/1.0/networks/{net}"), None);
+        v["metadata"]["config"]["volatile.bridge.hwaddr"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let sys = |f: &str| {
+        std::fs::read_to_string(Path::new("/sys/class/net").join(&net).join(f))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let mac = recorded(&d);
+    assert_eq!(mac.len(), 17, "a MAC is recorded: {mac:?}");
+    assert_eq!(sys("address"), mac);
+    // 3: NET_ADDR_SET, an address given by us, which the bridge never replaces by a port's.
+    assert_eq!(sys("addr_assign_type"), "3");
+    for n in ["m1", "m2", "m3"] {
+        launch_on(&d, n, &net, &[]);
+        assert_eq!(sys("address"), mac, "after {n} joined");
+    }
+    for n in ["m2", "m1"] {
+        d.ok(&["delete", "-f", n]);
+        assert_eq!(sys("address"), mac, "after {n} left");
+    }
+    // A change of the config that does not name the key keeps it, as does a restart.
+    d.ok(&["network", "set", &net, "dns.domain=lab"]);
+    assert_eq!(recorded(&d), mac);
+    d.restart();
+    assert_eq!((recorded(&d), sys("address")), (mac.clone(), mac));
+    d.ok(&["delete", "-f", "m3"]);
+}

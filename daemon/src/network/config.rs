@@ -43,7 +43,13 @@ pub const NETWORK_KEYS: &[&str] = &[
     "ipv6.nat",
     "dns.domain",
     "bridge.mtu",
+    "bridge.hwaddr",
+    HWADDR_KEY,
 ];
+
+/// The bridge's MAC, chosen once when the network is made and kept (a Linux bridge would
+/// otherwise take the lowest of its ports' MACs, and change it as containers come and go).
+pub const HWADDR_KEY: &str = "volatile.bridge.hwaddr";
 
 /// Default `dns.domain`.
 pub const DEFAULT_DOMAIN: &str = "ctl";
@@ -92,6 +98,8 @@ pub struct BridgeConfig {
     pub dhcp: bool,
     pub domain: String,
     pub mtu: Option<u32>,
+    /// `bridge.hwaddr` if set, else `volatile.bridge.hwaddr` (none before it is chosen).
+    pub hwaddr: Option<[u8; 6]>,
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -181,6 +189,18 @@ pub fn parse(config: &BTreeMap<String, String>) -> Result<BridgeConfig, ConfigEr
                 .ok_or_else(|| bad("bridge.mtu", v, "expected a number from 1280 to 65520"))
         })
         .transpose()?;
+    let mac = |key: &str| {
+        get(key)
+            .map(|v| {
+                super::ipam::parse_mac(v)
+                    .ok_or_else(|| bad(key, v, "expected a unicast MAC (aa:bb:cc:dd:ee:ff)"))
+            })
+            .transpose()
+    };
+    let hwaddr = match mac("bridge.hwaddr")? {
+        Some(m) => Some(m),
+        None => mac(HWADDR_KEY)?,
+    };
     Ok(BridgeConfig {
         ipv4,
         ipv6,
@@ -188,6 +208,7 @@ pub fn parse(config: &BTreeMap<String, String>) -> Result<BridgeConfig, ConfigEr
         dhcp,
         domain,
         mtu,
+        hwaddr,
     })
 }
 
@@ -406,6 +427,25 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_bridge_mac_comes_from_bridge_hwaddr_then_the_volatile_key() {
+        let m = |pairs: &[(&str, &str)]| parse(&map(pairs)).map(|c| c.hwaddr);
+        assert_eq!(m(&[]), Ok(None));
+        let kept = [0x00, 0x16, 0x3e, 1, 2, 3];
+        assert_eq!(m(&[(HWADDR_KEY, "00:16:3e:01:02:03")]), Ok(Some(kept)));
+        assert_eq!(
+            m(&[
+                (HWADDR_KEY, "00:16:3e:01:02:03"),
+                ("bridge.hwaddr", "02:00:00:00:00:0a")
+            ]),
+            Ok(Some([2, 0, 0, 0, 0, 10])),
+            "the user's key wins"
+        );
+        for bad in ["01:00:5e:00:00:01", "00:16:3e:01:02", "zz:16:3e:01:02:03"] {
+            assert!(m(&[("bridge.hwaddr", bad)]).is_err(), "{bad}");
+        }
     }
 
     #[test]

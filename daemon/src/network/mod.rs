@@ -156,6 +156,7 @@ impl Managed {
             mtu: self.cfg.mtu,
             ipv4: self.ipv4().map(|c| (c.addr, c.prefix)),
             ipv6: self.ipv6().map(|c| (c.addr, c.prefix)),
+            hwaddr: self.cfg.hwaddr,
         }
     }
 }
@@ -634,6 +635,11 @@ impl Networks {
         previous: Option<&Managed>,
     ) -> Result<(BTreeMap<String, String>, BridgeConfig), NetworkError> {
         stored.retain(|_, v| !v.is_empty());
+        // The bridge's MAC is the daemon's: kept from the stored config whatever a PUT says,
+        // chosen once for a new network (or one made before the key existed).
+        let kept_mac = previous.and_then(|p| p.row.config.get(config::HWADDR_KEY).cloned());
+        let mac = kept_mac.unwrap_or_else(|| crate::worker::net::format_mac(&random_mac()));
+        stored.insert(config::HWADDR_KEY.into(), mac);
         let mut cfg = config::parse(&stored)?;
         let (others4, host4, others6) = self.taken_subnets(previous.map(|_| name)).await?;
         match cfg.ipv4 {
@@ -841,8 +847,14 @@ impl Networks {
 
     /// Re-create or adopt the bridge of every managed network (daemon start-up).
     pub async fn reconcile(&self) -> Result<(), NetworkError> {
-        for row in db::networks::list(&self.db).await? {
+        for mut row in db::networks::list(&self.db).await? {
             let name = row.name.clone();
+            if !row.config.contains_key(config::HWADDR_KEY) {
+                // Made before the bridge kept a MAC of its own: choose it now, once.
+                let mac = crate::worker::net::format_mac(&random_mac());
+                row.config.insert(config::HWADDR_KEY.into(), mac);
+                db::networks::update(&self.db, &name, &row.description, &row.config).await?;
+            }
             let m = match managed(row) {
                 Ok(m) => m,
                 Err(e) => {

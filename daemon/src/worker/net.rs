@@ -68,6 +68,8 @@ pub struct BridgeSpec {
     pub mtu: Option<u32>,
     pub ipv4: Option<(Ipv4Addr, u8)>,
     pub ipv6: Option<(Ipv6Addr, u8)>,
+    /// Set explicitly, so the kernel never changes it as ports come and go.
+    pub hwaddr: Option<[u8; 6]>,
 }
 
 /// One NIC of a container: a veth pair, host end on `bridge`, peer `name` inside.
@@ -266,6 +268,9 @@ pub fn ensure_bridge(spec: &BridgeSpec) -> Result<(), NetError> {
         let mut set = LinkUnspec::new_with_index(index).up();
         if let Some(mtu) = spec.mtu {
             set = set.mtu(mtu);
+        }
+        if let Some(mac) = spec.hwaddr {
+            set = set.address(mac.to_vec());
         }
         h.link()
             .set(set.build())
