@@ -83,6 +83,12 @@ impl Paths {
         self.dir.join("run")
     }
 
+    /// The file a container's monitor keeps while its init runs (see
+    /// [`crate::worker::spawn::InitProcess`]): the host's word on what runs.
+    pub fn init_state(&self, name: &str) -> PathBuf {
+        self.container(name).join("init.json")
+    }
+
     /// The console socket of a container's monitor.
     pub fn console_socket(&self, name: &str) -> PathBuf {
         self.run().join(format!("{name}.console"))

@@ -154,3 +154,84 @@ fn a_lost_database_is_refused_and_recover_brings_every_container_back() {
     assert_eq!(d.instances(), vec!["c1", "c2", "c3"]);
     d.ok(&["start", "c3"]);
 }
+
+/// Make the database say `name` is stopped, as when ctld died between starting a container
+/// and recording it.
+fn forget_running(d: &Daemon, name: &str) {
+    let script = "import sqlite3, sys\n\
+                  c = sqlite3.connect(sys.argv[1])\n\
+                  n = c.execute('UPDATE instances SET init_pid = 0, init_starttime = 0, \
+                  monitor_pid = 0 WHERE name = ?', (sys.argv[2],)).rowcount\n\
+                  c.commit()\n\
+                  sys.exit(0 if n == 1 else 1)\n";
+    let ok = Command::new("python3")
+        .args(["-c", script])
+        .arg(d.path().join("ctld.db"))
+        .arg(name)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "clear the running record of {name}");
+}
+
+#[test]
+fn a_container_started_but_not_recorded_is_adopted_or_stopped_never_left_running_unseen() {
+    if !require_root(
+        "a_container_started_but_not_recorded_is_adopted_or_stopped_never_left_running_unseen",
+    ) {
+        return;
+    }
+    let mut d = Daemon::start();
+    let net = ctl_tests::unique("rb").replace('-', "");
+    let net = net[net.len().saturating_sub(12)..].to_string();
+    let net = format!("r{net}");
+    d.ok(&["network", "create", &net]);
+    d.ok(&["launch", "busybox", "plain"]);
+    d.ok(&["init", "busybox", "wired"]);
+    let nic = format!("network={net}");
+    d.ok(&["config", "device", "add", "wired", "eth0", "nic", &nic]);
+    d.ok(&["start", "wired"]);
+    let plain_pid = d.init_pid("plain");
+    let wired_pid = d.init_pid("wired");
+    let state = d.path().join("containers/plain/init.json");
+    let recorded = std::fs::read_to_string(&state).unwrap_or_default();
+    assert!(
+        recorded.contains(&format!("\"pid\":{plain_pid}")),
+        "{recorded}"
+    );
+
+    // "wired" lost its host-side veth (its start never got that far, as it were).
+    let host = d.state("wired")["network"]["eth0"]["host_name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!host.is_empty());
+    d.kill(9);
+    let deleted = Command::new("ip")
+        .args(["link", "del", &host])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(deleted, "delete {host}");
+    forget_running(&d, "plain");
+    forget_running(&d, "wired");
+    d.restart();
+    // The complete one is adopted as it runs; the incomplete one is stopped, not left
+    // running where no one sees it.
+    assert_eq!(d.state("plain")["status"], "Running");
+    assert_eq!(d.init_pid("plain"), plain_pid);
+    assert_eq!(
+        d.ok(&["exec", "plain", "--", "echo", "adopted"]).trim(),
+        "adopted"
+    );
+    assert!(d.log().contains("adopted a running container"));
+    assert_eq!(d.state("wired")["status"], "Stopped");
+    assert!(
+        !ctl_tests::pid_alive(wired_pid),
+        "the half-started init was stopped"
+    );
+    // A clean stop removes the monitor's file; the next start works.
+    d.ok(&["stop", "-f", "plain"]);
+    assert!(!state.exists());
+    d.ok(&["start", "plain", "wired"]);
+    d.ok(&["delete", "-f", "plain", "wired"]);
+    d.ok(&["network", "delete", &net]);
+}

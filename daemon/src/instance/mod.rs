@@ -493,6 +493,44 @@ impl Instances {
         }
     }
 
+    /// Take over a running container the database does not record as running: only if its
+    /// start got as far as its NICs (every host-side veth exists); then it is recorded.
+    async fn adopt(
+        &self,
+        row: &InstanceRow,
+        profiles: &[db::profiles::ProfileRow],
+        init: &InitProcess,
+    ) -> Result<(), InstanceError> {
+        let expanded = network::expand(profiles, &row.profiles, &row.devices);
+        for (device, d) in &expanded {
+            if d.get("type").map(String::as_str) != Some("nic") {
+                continue;
+            }
+            let Some(host) = row.config.get(&network::host_name_key(device)) else {
+                return Err(InstanceError::Internal(format!(
+                    "NIC {device} has no host-side name recorded"
+                )));
+            };
+            if self.worker.interfaces(None, Some(host)).is_empty() {
+                return Err(InstanceError::Internal(format!(
+                    "NIC {device} ({host}) was never made"
+                )));
+            }
+        }
+        db::instances::set_running(
+            &self.db,
+            &row.name,
+            init.pid,
+            init.starttime,
+            init.monitor_pid,
+            None,
+        )
+        .await?;
+        tracing::warn!(instance = %row.name, pid = init.pid,
+            "adopted a running container the database did not record");
+        Ok(())
+    }
+
     async fn blocking_worker<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Worker) -> Result<T, WorkerError> + Send + 'static,
@@ -805,6 +843,7 @@ impl Instances {
                 let sock = self.paths.console_socket(&row.name);
                 (sock.as_os_str().len() < 108).then_some(sock)
             },
+            state_file: Some(self.paths.init_state(&row.name)),
         })
     }
 
@@ -1618,7 +1657,30 @@ impl Instances {
                 }
             }
         }
-        for row in rows {
+        for mut row in rows {
+            // The monitor's file is the host's word: an init it records that still runs is
+            // the container's, whatever the row says (a ctld that died between starting a
+            // container and recording it).
+            let on_host = crate::worker::spawn::read_state(&self.paths.init_state(&row.name))
+                .filter(|i| self.worker.is_alive(i));
+            if let Some(init) = on_host
+                && Self::init_of(&row) != Some(init)
+            {
+                match self.adopt(&row, &profiles, &init).await {
+                    Ok(()) => {
+                        row.init_pid = init.pid;
+                        row.init_starttime = init.starttime;
+                        row.monitor_pid = init.monitor_pid;
+                    }
+                    Err(err) => {
+                        tracing::warn!(instance = %row.name, error = %err,
+                            "found running but not fully started: stopping it");
+                        self.abort_start(&row.name, &init).await;
+                        let _ = self.cleanup_stopped(&row.name).await;
+                        continue;
+                    }
+                }
+            }
             match Self::init_of(&row) {
                 Some(init) if self.worker.is_alive(&init) => {
                     tracing::info!(instance = %row.name, pid = init.pid, "found running");

@@ -274,11 +274,19 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         let _ = waitpid(child, None);
         return fail("init exited at once".into());
     };
-    let reported = report(&Report::Ok(InitProcess {
+    let init = InitProcess {
         pid,
         starttime: st,
         monitor_pid: std::process::id() as i32,
-    }));
+    };
+    // Recorded on the host before ctld hears of it: a ctld that dies before it records the
+    // start finds this init again from the file.
+    if let Some(path) = &spec.state_file
+        && let Err(e) = write_state(path, &init)
+    {
+        return abort(format!("record the init in {}: {e}", path.display()));
+    }
+    let reported = report(&Report::Ok(init));
     if !reported {
         // ctld went away before it learned about this init: it would never manage it.
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
@@ -297,6 +305,9 @@ fn monitor(spec: &SpawnSpec) -> i32 {
             Ok(_) => continue,
         }
     }
+    if let Some(path) = &spec.state_file {
+        let _ = fs::remove_file(path);
+    }
     // The init is gone (and with it every process of its PID namespace): remove the now
     // empty cgroup, so a container that powered itself off leaves nothing behind. ctld
     // waits for this process to exit before it starts the container again.
@@ -311,6 +322,18 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         }
     }
     0
+}
+
+/// Write `init` to `path` whole or not at all (a temporary file renamed over it).
+fn write_state(path: &Path, init: &InitProcess) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, serde_json::to_vec(init).map_err(io::Error::other)?)?;
+    fs::rename(&tmp, path)
+}
+
+/// The init a monitor recorded in `path`, if the file is there and reads whole.
+pub fn read_state(path: &Path) -> Option<InitProcess> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
 /// Remove an empty cgroup directory and its sub-cgroups, deepest first; cgroupfs answers

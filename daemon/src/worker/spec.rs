@@ -198,6 +198,11 @@ pub struct SpawnSpec {
     /// Give the init a console PTY held by the monitor, served on this Unix socket.
     #[serde(default)]
     pub console: Option<PathBuf>,
+    /// Where the monitor records the running init (`{pid, starttime, monitor_pid}`) before
+    /// it reports success, and removes it once the init is gone: a ctld that died in
+    /// between finds the container from it.
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
 }
 
 /// `/proc` files hidden from every container (a file gets `/dev/null` over it).
@@ -586,6 +591,7 @@ mod tests {
             cgroup_procs: vec!["/sys/fs/cgroup/pids/ctl/c1/cgroup.procs".into()],
             log: "/tmp/log".into(),
             console: Some("/tmp/console.sock".into()),
+            state_file: Some("/tmp/init.json".into()),
         };
         let json = serde_json::to_string(&spec).unwrap_or_default();
         let back: Option<SpawnSpec> = serde_json::from_str(&json).ok();
