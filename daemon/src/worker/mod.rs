@@ -224,6 +224,8 @@ pub struct HostWorker {
     cgroup_parent: String,
     layout: cgroup::CgroupLayout,
     trash: PathBuf,
+    /// A `forkstart` kept ready for the next start.
+    starters: spawn::Starters,
 }
 
 impl HostWorker {
@@ -257,6 +259,7 @@ impl HostWorker {
             cgroup_parent,
             layout,
             trash,
+            starters: spawn::Starters::default(),
         })
     }
 
@@ -409,7 +412,7 @@ impl Worker for HostWorker {
     }
 
     fn spawn_init(&self, spec: &SpawnSpec) -> Result<InitProcess, WorkerError> {
-        Ok(spawn::spawn_init(&self.exe, spec)?)
+        Ok(self.starters.spawn_init(&self.exe, spec)?)
     }
 
     fn is_alive(&self, init: &InitProcess) -> bool {
