@@ -164,7 +164,7 @@ pub trait Worker: Send + Sync + 'static {
     fn signal(&self, init: &InitProcess, signal: i32) -> Result<bool, WorkerError>;
     /// Block until `init` exits or `timeout` passes; true if it is gone.
     fn wait_exit(&self, init: &InitProcess, timeout: Duration) -> bool;
-    /// Block until no process `pid` exists (not our child: polled), up to `timeout`.
+    /// Block until no process `pid` exists (it need not be our child), up to `timeout`.
     fn wait_pid_gone(&self, pid: i32, timeout: Duration) -> bool;
     /// The program and arguments that run `spec` inside the container (`ctld forkexec`).
     fn exec_command(&self, spec: &ExecSpec) -> ExecCommand;
@@ -259,6 +259,33 @@ pub fn signal_if(
     }
 }
 
+/// Block until the process of pidfd `fd` exits or `timeout` passes; true if it is gone.
+/// `alive` is asked first (the pidfd may name a process that already exited) and when the
+/// wait ends without an answer.
+fn wait_pidfd(fd: &std::os::fd::OwnedFd, timeout: Duration, alive: impl Fn() -> bool) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    if !alive() {
+        return true;
+    }
+    let deadline = std::time::Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(86_400));
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(n) if n > 0 => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return !alive(),
+            Ok(_) if left.is_zero() => return !alive(),
+            Ok(_) => continue,
+        }
+    }
+}
+
 /// The real worker, acting on this host.
 #[derive(Debug, Clone)]
 pub struct HostWorker {
@@ -270,6 +297,8 @@ pub struct HostWorker {
     image_shift: ImageShift,
     /// One shifted copy made at a time (two starts with one new map wait for one copy).
     copying: std::sync::Arc<std::sync::Mutex<()>>,
+    /// A `forkstart` kept ready for the next start.
+    starters: spawn::Starters,
 }
 
 impl HostWorker {
@@ -314,6 +343,7 @@ impl HostWorker {
             trash,
             image_shift: ImageShift::Idmapped,
             copying: Default::default(),
+            starters: spawn::Starters::default(),
         })
     }
 
@@ -568,7 +598,7 @@ impl Worker for HostWorker {
     }
 
     fn spawn_init(&self, spec: &SpawnSpec) -> Result<InitProcess, WorkerError> {
-        Ok(spawn::spawn_init(&self.exe, spec)?)
+        Ok(self.starters.spawn_init(&self.exe, spec)?)
     }
 
     fn is_alive(&self, init: &InitProcess) -> bool {
@@ -595,41 +625,19 @@ impl Worker for HostWorker {
     }
 
     fn wait_exit(&self, init: &InitProcess, timeout: Duration) -> bool {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        use std::os::fd::AsFd;
         let Ok(fd) = sys::pidfd_open(init.pid) else {
             return true;
         };
-        if !proc::is_alive(init.pid, init.starttime) {
-            return true;
-        }
-        let deadline = std::time::Instant::now()
-            .checked_add(timeout)
-            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(86_400));
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32)
-                .unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, ms) {
-                Ok(n) if n > 0 => return true,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return !proc::is_alive(init.pid, init.starttime),
-                Ok(_) if left.is_zero() => return !proc::is_alive(init.pid, init.starttime),
-                Ok(_) => continue,
-            }
-        }
+        wait_pidfd(&fd, timeout, || proc::is_alive(init.pid, init.starttime))
     }
 
     fn wait_pid_gone(&self, pid: i32, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let gone = !proc::exists(pid);
-            if gone || std::time::Instant::now() >= deadline {
-                return gone;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // A pidfd becomes readable when its process exits, child of ours or not: no polling
+        // interval between the monitor's exit and the next step of a stop.
+        let Ok(fd) = sys::pidfd_open(pid) else {
+            return !proc::exists(pid);
+        };
+        wait_pidfd(&fd, timeout, || proc::exists(pid))
     }
 
     fn open_root(&self, init: &InitProcess) -> Result<files::RootDir, WorkerError> {

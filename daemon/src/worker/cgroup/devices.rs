@@ -25,9 +25,10 @@
 use std::ffi::CStr;
 use std::fs;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use crate::worker::sys;
 
@@ -259,17 +260,37 @@ pub fn attach(dir: &Path, rules: &[DeviceRule]) -> io::Result<()> {
     attach_program(dir, &device_program(rules))
 }
 
-/// Load `program` as a device program and attach it to `dir` with `BPF_F_ALLOW_MULTI`.
+/// Device programs loaded so far, by their instructions, at most [`LOADED_MAX`]. Every
+/// container gets the same policy: verifying and loading it once and attaching that one
+/// program to each new cgroup saves a `BPF_PROG_LOAD` (0.2–0.4 ms) per start. The kernel
+/// runs a program attached to several cgroups the same way as one copy per cgroup; the
+/// descriptors are close-on-exec (as every BPF descriptor), so no child inherits them.
+static LOADED: Mutex<Vec<(Vec<u64>, OwnedFd)>> = Mutex::new(Vec::new());
+const LOADED_MAX: usize = 4;
+
+/// Load `program` as a device program (or reuse the one loaded before) and attach it to
+/// `dir` with `BPF_F_ALLOW_MULTI`.
 pub(super) fn attach_program(dir: &Path, program: &[BpfInsn]) -> io::Result<()> {
     let words: Vec<u64> = program.iter().map(|i| i.encode()).collect();
     let cgroup = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(dir)?;
-    let prog = sys::bpf_prog_load(PROG_TYPE_CGROUP_DEVICE, &words, LICENSE, "ctl_devices")?;
+    let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+    let i = match loaded.iter().position(|(w, _)| *w == words) {
+        Some(i) => i,
+        None => {
+            let prog = sys::bpf_prog_load(PROG_TYPE_CGROUP_DEVICE, &words, LICENSE, "ctl_devices")?;
+            if loaded.len() >= LOADED_MAX {
+                loaded.remove(0);
+            }
+            loaded.push((words, prog));
+            loaded.len() - 1
+        }
+    };
     sys::bpf_prog_attach(
         cgroup.as_fd(),
-        prog.as_fd(),
+        loaded[i].1.as_fd(),
         ATTACH_CGROUP_DEVICE,
         F_ALLOW_MULTI,
     )
