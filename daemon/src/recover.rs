@@ -25,13 +25,14 @@ pub enum Outcome {
     Skipped { dir: PathBuf, reason: String },
 }
 
-/// Container directories under `containers` that have a backup file.
+/// Container directories under `containers` that have a backup file (not marked as being
+/// deleted).
 pub fn directories_with_backups(containers: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(containers)
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.path())
-                .filter(|p| backup::exists(p))
+                .filter(|p| backup::holds_container(p))
                 .collect()
         })
         .unwrap_or_default();
@@ -69,7 +70,7 @@ pub async fn recover(pool: &Pool, paths: &Paths) -> Result<Vec<Outcome>, DbError
                 continue;
             }
         };
-        if known.contains(&b.instance.name) {
+        if known.contains(&b.instance.name) || b.deleting {
             continue;
         }
         out.push(recover_one(pool, paths, &dir, &b, &profiles).await?);

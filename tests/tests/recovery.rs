@@ -235,3 +235,41 @@ fn a_container_started_but_not_recorded_is_adopted_or_stopped_never_left_running
     d.ok(&["delete", "-f", "plain", "wired"]);
     d.ok(&["network", "delete", &net]);
 }
+
+#[test]
+fn a_delete_cut_short_by_a_crash_ends_as_before_or_as_after_never_half() {
+    if !require_root("a_delete_cut_short_by_a_crash_ends_as_before_or_as_after_never_half") {
+        return;
+    }
+    let mut d = Daemon::start();
+    for n in ["early", "late"] {
+        d.ok(&["init", "busybox", n]);
+    }
+    let containers = d.path().join("containers");
+    let dir = |n: &str| containers.join(n);
+    let mark = |n: &str| {
+        let b = dir(n).join("backup.yaml");
+        let text = std::fs::read_to_string(&b).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&b, format!("deleting: true\n{text}")).unwrap_or_else(|e| panic!("{e}"));
+    };
+    d.kill(9);
+    // "early": the delete marked its intent, then ctld died before the record went.
+    mark("early");
+    // "late": it died after the record went, before the files did.
+    mark("late");
+    forget(&d, "late");
+    d.restart();
+    // Before: "early" is whole and its backup no longer says deleting.
+    assert_eq!(d.instances(), vec!["early"]);
+    let b = std::fs::read_to_string(dir("early").join("backup.yaml")).unwrap_or_default();
+    assert!(!b.contains("deleting"), "{b}");
+    d.ok(&["start", "early"]);
+    // After: "late" is gone for good, and its name is free.
+    assert!(!dir("late").exists(), "the interrupted delete was finished");
+    assert!(d.log().contains("finishing an interrupted delete"));
+    d.ok(&["launch", "busybox", "late"]);
+    // A normal delete leaves nothing.
+    d.ok(&["delete", "-f", "early", "late"]);
+    assert!(!dir("early").exists() && !dir("late").exists());
+    assert!(d.instances().is_empty());
+}

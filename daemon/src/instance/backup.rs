@@ -25,6 +25,10 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Backup {
     pub version: u32,
+    /// Set just before the record is deleted: a directory whose backup says so and that has
+    /// no record is a delete that a crash interrupted, finished at the next start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
     pub instance: Instance,
     /// The image the container's lower layer comes from, as it was recorded.
     pub image: Option<Image>,
@@ -89,6 +93,7 @@ impl Backup {
     pub fn of(row: &db::InstanceRow, image: Option<&db::images::ImageRow>) -> Backup {
         Backup {
             version: VERSION,
+            deleting: false,
             instance: Instance {
                 name: row.name.clone(),
                 description: row.description.clone(),
@@ -118,6 +123,15 @@ impl Backup {
 /// Whether `dir` (a container directory) has a backup file.
 pub fn exists(dir: &Path) -> bool {
     dir.join(FILE).is_file()
+}
+
+/// Whether `dir` holds a container (a backup file not marked as being deleted; one that
+/// cannot be read counts, so it is never taken for garbage).
+pub fn holds_container(dir: &Path) -> bool {
+    match read(dir) {
+        Ok(b) => !b.deleting,
+        Err(_) => exists(dir),
+    }
 }
 
 /// Write `backup` into `dir`, atomically (see the module docs).
@@ -180,6 +194,7 @@ mod tests {
         config.insert("volatile.idmap.base".into(), "1065536".into());
         Backup {
             version: VERSION,
+            deleting: false,
             instance: Instance {
                 name: name.into(),
                 description: "web".into(),

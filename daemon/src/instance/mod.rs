@@ -299,7 +299,7 @@ impl Instances {
         for _ in 0..50 {
             let n = name::random();
             if db::instances::get(&self.db, &n).await?.is_none()
-                && !backup::exists(&self.paths.container(&n))
+                && !backup::holds_container(&self.paths.container(&n))
             {
                 return Ok(n);
             }
@@ -319,7 +319,7 @@ impl Instances {
         }
         match db::instances::get(&self.db, name).await {
             // A real container whose record was lost: never replaced, only recovered.
-            Ok(None) if backup::exists(&self.paths.container(name)) => {
+            Ok(None) if backup::holds_container(&self.paths.container(name)) => {
                 self.release(name);
                 Err(InstanceError::Unrecorded(name.to_string()))
             }
@@ -378,7 +378,7 @@ impl Instances {
             .nics;
         assign_volatile_nics(&mut cfg, &nics);
         let dir = self.paths.container(&plan.name);
-        if backup::exists(&dir) {
+        if backup::holds_container(&dir) {
             // A real container whose record was lost: never replaced, only recovered.
             return Err(InstanceError::Unrecorded(plan.name.clone()));
         }
@@ -470,12 +470,18 @@ impl Instances {
 
     /// Write the instance's `backup.yaml` from its record (see [`backup`]).
     async fn save_backup(&self, name: &str) -> Result<(), InstanceError> {
+        self.save_backup_marked(name, false).await
+    }
+
+    /// [`Instances::save_backup`], marked as being deleted or not.
+    async fn save_backup_marked(&self, name: &str, deleting: bool) -> Result<(), InstanceError> {
         let row = self.row(name).await?;
         let image = db::images::find_prefix(&self.db, &row.image_fingerprint)
             .await?
             .into_iter()
             .find(|i| i.fingerprint == row.image_fingerprint);
-        let b = backup::Backup::of(&row, image.as_ref());
+        let mut b = backup::Backup::of(&row, image.as_ref());
+        b.deleting = deleting;
         let dir = self.paths.container(name);
         tokio::task::spawn_blocking(move || backup::write(&dir, &b))
             .await
@@ -1033,14 +1039,22 @@ impl Instances {
         // notices).
         self.stop_proxies(name).await;
         let n = name.to_string();
+        self.blocking_worker(move |w| w.remove_cgroup(&n)).await?;
+        // Intent first, then the record, then the files: a crash before the record goes
+        // leaves the container as it was (the next start rewrites its backup from the
+        // record); one after it leaves a directory marked deleting, removed at the next
+        // start. Never a record without its files.
         let dir = self.paths.container(name);
-        self.blocking_worker(move |w| {
-            w.remove_cgroup(&n)?;
-            w.remove_container_dir(&dir)
-        })
-        .await?;
+        self.save_backup_marked(name, true).await?;
         let networks = self.networks.instance_networks(name).await?;
         db::instances::delete(&self.db, name).await?;
+        if let Err(e) = self
+            .blocking_worker(move |w| w.remove_container_dir(&dir))
+            .await
+        {
+            tracing::warn!(instance = %name, error = %e,
+                "record deleted; its directory goes at the next start");
+        }
         for n in networks {
             self.networks.leases_changed(&n).await;
         }
@@ -1648,7 +1662,17 @@ impl Instances {
                 if rows.iter().any(|r| r.name == name) {
                     continue;
                 }
-                if backup::exists(&e.path()) {
+                if backup::read(&e.path()).is_ok_and(|b| b.deleting) {
+                    // A delete that a crash interrupted after the record went: finish it.
+                    tracing::info!(dir = %e.path().display(), "finishing an interrupted delete");
+                    let dir = e.path();
+                    if let Err(err) = self
+                        .blocking_worker(move |w| w.remove_container_dir(&dir))
+                        .await
+                    {
+                        tracing::warn!(error = %err, "could not remove a deleted container's directory");
+                    }
+                } else if backup::exists(&e.path()) {
                     tracing::warn!(dir = %e.path().display(),
                         "container directory without a record: kept; `ctld recover` brings it back");
                 } else {
