@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
@@ -144,7 +144,7 @@ pub async fn build_state(
             count,
         });
     }
-    let networks_dir = paths.dir.join("networks");
+    let networks_dir = services_dir(&paths.dir);
     let paths = Arc::new(paths);
     let images = ImageStore::new(pool.clone(), paths.clone())
         .with_events(events.clone())
@@ -169,6 +169,29 @@ pub async fn build_state(
         info: StaticInfo::gather(version.as_str()),
         events,
     })
+}
+
+/// Where dnsmasq's files go: `DIR/networks` when every directory above it lets others pass
+/// (dnsmasq drops to its own user and re-reads its hosts files as that user), else a
+/// directory of this state directory's own under `/run/ctld` (named by a digest of its path,
+/// so a restart finds it again), because a state directory under a 0700 path would leave
+/// dnsmasq unable to read its files and names silently unresolved.
+pub fn services_dir(dir: &Path) -> PathBuf {
+    let dir = &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let passable = dir
+        .ancestors()
+        .skip(1)
+        .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if passable {
+        return dir.join("networks");
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let run = PathBuf::from("/run/ctld").join(name).join("networks");
+    tracing::info!(dir = %dir.display(), services = %run.display(),
+        "the state directory's path is closed to other users: dnsmasq's files go under /run/ctld");
+    run
 }
 
 /// Serve the API on `listener` until `shutdown` resolves. Running containers are not

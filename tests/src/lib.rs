@@ -110,6 +110,16 @@ impl Daemon {
 
     /// Like [`Daemon::start_with`], with environment variables for `ctld`.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(args, env, None)
+    }
+
+    /// Like [`Daemon::start_with`], with the state directory made inside `parent` (e.g. a
+    /// 0700 directory other users cannot pass).
+    pub fn start_in(parent: &Path, args: &[&str]) -> Daemon {
+        Daemon::start_full(args, &[], Some(parent))
+    }
+
+    fn start_full(args: &[&str], env: &[(&str, &str)], parent: Option<&Path>) -> Daemon {
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if !args.iter().any(|a| a.starts_with("--default-network")) {
             args.insert(0, "--default-network=false".into());
@@ -118,10 +128,13 @@ impl Daemon {
             args.push("--build-cache".into());
             args.push(build_cache().display().to_string());
         }
-        let dir = tempfile::Builder::new()
-            .prefix("ctl-test-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("ctl-test-");
+        let dir = match parent {
+            Some(p) => builder.tempdir_in(p),
+            None => builder.tempdir(),
+        }
+        .unwrap_or_else(|e| panic!("temp dir: {e}"));
         let mut d = Daemon {
             dir,
             cgroup_parent: unique("ctl-test"),

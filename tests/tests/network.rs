@@ -697,3 +697,32 @@ fn the_bridge_keeps_its_mac_while_containers_come_and_go() {
     assert_eq!((recorded(&d), sys("address")), (mac.clone(), mac));
     d.ok(&["delete", "-f", "m3"]);
 }
+
+#[test]
+fn names_resolve_with_the_state_directory_under_a_closed_path() {
+    root_or_skip!("names_resolve_with_the_state_directory_under_a_closed_path");
+    use std::os::unix::fs::PermissionsExt;
+    // As `mktemp -d` makes it: 0700, which the dnsmasq user cannot pass.
+    let closed = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d = Daemon::start_in(closed.path(), &[]);
+    assert!(
+        d.log().contains("dnsmasq's files go under /run/ctld"),
+        "{}",
+        d.log()
+    );
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    let gw = create_network(&d, &net, &[]);
+    launch_on(&d, "r1", &net, &[]);
+    launch_on(&d, "r2", &net, &[]);
+    let a2 = address_of(&d, "r2", "eth0");
+    let resolved = wait_until(Duration::from_secs(10), || {
+        let r = d.ctl(&["exec", "r1", "--", "nslookup", "r2.ctl", &gw]);
+        r.code == 0 && r.stdout.contains(&a2)
+    });
+    assert!(resolved, "r2.ctl does not resolve to {a2}");
+    d.ok(&["delete", "-f", "r1", "r2"]);
+    d.ok(&["network", "delete", &net]);
+}
