@@ -427,11 +427,24 @@ fn stopped_while_daemon_away_is_reconciled() {
         .args(["-9", &pid.to_string()])
         .status();
     assert!(wait_until(Duration::from_secs(5), || !pid_alive(pid)));
-    // A create that died before its row was written left a directory behind.
+    // A create that died before its row was written left a directory behind: never removed
+    // at start-up (ctld deletes no directory it has no record of), replaced by the next
+    // create of that name.
     let orphan = d.path().join("containers/orphan");
     std::fs::create_dir_all(orphan.join("upper")).unwrap_or_default();
+    std::fs::write(orphan.join("upper/left"), b"x").unwrap_or_default();
     d.restart();
-    assert!(!orphan.exists(), "orphaned container dir kept");
+    assert!(
+        orphan.join("upper/left").exists(),
+        "an unknown directory was removed"
+    );
+    assert!(d.log().contains("unfinished container directory"));
+    d.ok(&["init", "busybox", "orphan"]);
+    assert!(
+        !orphan.join("upper/left").exists(),
+        "the create replaced it"
+    );
+    assert!(orphan.join("backup.yaml").exists());
     assert_eq!(d.state("gone")["status"], "Stopped");
     assert!(
         !d.cgroup_dir("pids", "gone").exists(),
