@@ -29,22 +29,37 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
-/// Remove one instance's record behind ctld's back (as a database restored from an older
-/// copy would).
-fn forget(d: &Daemon, name: &str) {
+/// Run one SQL statement on `d`'s database behind ctld's back (with `name` as its one
+/// parameter); it must change exactly one row.
+fn sql_one_row(d: &Daemon, statement: &str, name: &str) {
     let script = "import sqlite3, sys\n\
                   c = sqlite3.connect(sys.argv[1])\n\
                   c.execute('PRAGMA foreign_keys = ON')\n\
-                  n = c.execute('DELETE FROM instances WHERE name = ?', (sys.argv[2],)).rowcount\n\
+                  n = c.execute(sys.argv[2], (sys.argv[3],)).rowcount\n\
                   c.commit()\n\
                   sys.exit(0 if n == 1 else 1)\n";
     let ok = Command::new("python3")
         .args(["-c", script])
         .arg(d.path().join("ctld.db"))
-        .arg(name)
+        .args([statement, name])
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok, "delete the record of {name}");
+    assert!(ok, "{statement} ({name})");
+}
+
+/// Remove one instance's record (as a database restored from an older copy would).
+fn forget(d: &Daemon, name: &str) {
+    sql_one_row(d, "DELETE FROM instances WHERE name = ?", name);
+}
+
+/// Make the database say `name` is stopped, as when ctld died between starting a container
+/// and recording it.
+fn forget_running(d: &Daemon, name: &str) {
+    sql_one_row(
+        d,
+        "UPDATE instances SET init_pid = 0, init_starttime = 0, monitor_pid = 0 WHERE name = ?",
+        name,
+    );
 }
 
 #[test]
@@ -153,24 +168,6 @@ fn a_lost_database_is_refused_and_recover_brings_every_container_back() {
     d.restart();
     assert_eq!(d.instances(), vec!["c1", "c2", "c3"]);
     d.ok(&["start", "c3"]);
-}
-
-/// Make the database say `name` is stopped, as when ctld died between starting a container
-/// and recording it.
-fn forget_running(d: &Daemon, name: &str) {
-    let script = "import sqlite3, sys\n\
-                  c = sqlite3.connect(sys.argv[1])\n\
-                  n = c.execute('UPDATE instances SET init_pid = 0, init_starttime = 0, \
-                  monitor_pid = 0 WHERE name = ?', (sys.argv[2],)).rowcount\n\
-                  c.commit()\n\
-                  sys.exit(0 if n == 1 else 1)\n";
-    let ok = Command::new("python3")
-        .args(["-c", script])
-        .arg(d.path().join("ctld.db"))
-        .arg(name)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "clear the running record of {name}");
 }
 
 #[test]
