@@ -134,9 +134,13 @@ pub fn holds_container(dir: &Path) -> bool {
     }
 }
 
-/// Write `backup` into `dir`, atomically (see the module docs).
+/// Write `backup` into `dir`, atomically (see the module docs). Nothing is written when the
+/// file already says exactly this (every start refreshes every container's file).
 pub fn write(dir: &Path, backup: &Backup) -> io::Result<()> {
     let text = serde_yaml_ng::to_string(backup).map_err(io::Error::other)?;
+    if fs::read(dir.join(FILE)).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
     let tmp = dir.join(format!(".{FILE}.tmp"));
     {
         let mut f = fs::OpenOptions::new()
