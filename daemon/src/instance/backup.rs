@@ -134,9 +134,16 @@ pub fn holds_container(dir: &Path) -> bool {
     }
 }
 
-/// Write `backup` into `dir`, atomically (see the module docs). Nothing is written when the
-/// file already says exactly this (every start refreshes every container's file).
+/// Write `backup` into `dir`, atomically and durably (see the module docs). Nothing is
+/// written when the file already says exactly this (every start refreshes every
+/// container's file).
 pub fn write(dir: &Path, backup: &Backup) -> io::Result<()> {
+    write_with(dir, backup, true)
+}
+
+/// [`write`], with the syncs left out when `sync` is false: still atomic against a crash of
+/// ctld (the rename), not against a power cut. For the volatile keys a start records.
+pub fn write_with(dir: &Path, backup: &Backup, sync: bool) -> io::Result<()> {
     let text = serde_yaml_ng::to_string(backup).map_err(io::Error::other)?;
     if fs::read(dir.join(FILE)).is_ok_and(|old| old == text.as_bytes()) {
         return Ok(());
@@ -149,10 +156,15 @@ pub fn write(dir: &Path, backup: &Backup) -> io::Result<()> {
             .truncate(true)
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
     }
     fs::rename(&tmp, dir.join(FILE))?;
-    fs::File::open(dir)?.sync_all()
+    if sync {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Read `dir`'s backup file.

@@ -470,11 +470,16 @@ impl Instances {
 
     /// Write the instance's `backup.yaml` from its record (see [`backup`]).
     async fn save_backup(&self, name: &str) -> Result<(), InstanceError> {
-        self.save_backup_marked(name, false).await
+        self.save_backup_marked(name, false, true).await
     }
 
     /// [`Instances::save_backup`], marked as being deleted or not.
-    async fn save_backup_marked(&self, name: &str, deleting: bool) -> Result<(), InstanceError> {
+    async fn save_backup_marked(
+        &self,
+        name: &str,
+        deleting: bool,
+        sync: bool,
+    ) -> Result<(), InstanceError> {
         let row = self.row(name).await?;
         let image = db::images::find_prefix(&self.db, &row.image_fingerprint)
             .await?
@@ -483,7 +488,7 @@ impl Instances {
         let mut b = backup::Backup::of(&row, image.as_ref());
         b.deleting = deleting;
         let dir = self.paths.container(name);
-        tokio::task::spawn_blocking(move || backup::write(&dir, &b))
+        tokio::task::spawn_blocking(move || backup::write_with(&dir, &b, sync))
             .await
             .map_err(|e| InstanceError::Internal(e.to_string()))?
             .map_err(|e| {
@@ -618,7 +623,10 @@ impl Instances {
         }
         if cfg != row.config {
             db::instances::set_config(&self.db, name, &cfg).await?;
-            self.save_backup_or_warn(name).await;
+            // Volatile keys only (NIC names, id-map state): not worth two syncs per start.
+            if let Err(e) = self.save_backup_marked(name, false, false).await {
+                tracing::warn!(instance = %name, error = %e, "backup file not updated");
+            }
         }
         drop(range_guard);
         let mut spec = spec;
@@ -1045,7 +1053,7 @@ impl Instances {
         // record); one after it leaves a directory marked deleting, removed at the next
         // start. Never a record without its files.
         let dir = self.paths.container(name);
-        self.save_backup_marked(name, true).await?;
+        self.save_backup_marked(name, true, true).await?;
         let networks = self.networks.instance_networks(name).await?;
         db::instances::delete(&self.db, name).await?;
         if let Err(e) = self
