@@ -133,10 +133,17 @@ pub fn forkexec_main(spec_json: &str) -> i32 {
             return EXIT_CANNOT_EXEC;
         }
     };
-    #[allow(unsafe_code)]
-    // SAFETY: by the protocol with `spawn_exec`, descriptor 3 is the control pipe's read
-    // end, passed to this process alone; nothing else here refers to it.
-    let control = unsafe { sys::adopt_fd(CONTROL_FD) };
+    // Checked before `enter` moves this process into the container's mount namespace (the
+    // proof keeps the host's /proc/self/task open for the fork below).
+    let single = match sys::SingleThreaded::check_now() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ctl exec: {e}");
+            return EXIT_CANNOT_EXEC;
+        }
+    };
+    // By the protocol with `spawn_exec`, descriptor 3 is the control pipe's read end.
+    let control = sys::take_inherited_fd(&single, CONTROL_FD);
     // Nothing in the container may ptrace this process or its child before the command is
     // exec'd, nor open their `/proc/<pid>/exe` (the host's ctld binary) or `fd/` (as runc
     // does against CVE-2019-5736). `execve` of the command resets it.
@@ -164,10 +171,7 @@ pub fn forkexec_main(spec_json: &str) -> i32 {
         None
     };
     let parent = std::process::id() as i32;
-    #[allow(unsafe_code)]
-    // SAFETY: `forkexec` is a hidden entry that runs before any runtime or thread starts:
-    // the process is single threaded.
-    let forked = unsafe { sys::fork_process() };
+    let forked = sys::fork_process(&single);
     match forked {
         Err(e) => {
             eprintln!("ctl exec: fork: {e}");

@@ -34,10 +34,7 @@ fn idmapped_mount(dir: &Path) -> Result<(), String> {
         .map_err(|_| "path contains a NUL byte".to_string())?;
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
     let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
-    #[allow(unsafe_code)]
-    // SAFETY: `forkprobe` is a hidden entry that runs before any runtime or thread starts:
-    // the process is single threaded.
-    let forked = unsafe { sys::fork_process() };
+    let forked = sys::SingleThreaded::check_now().and_then(|p| sys::fork_process(&p));
     let pid = match forked.map_err(|e| format!("fork: {e}"))? {
         CloneResult::Child => {
             drop(ready_r);

@@ -207,10 +207,7 @@ pub fn forkstart_main() -> i32 {
             return 1;
         }
     };
-    #[allow(unsafe_code)]
-    // SAFETY: `forkstart` is a hidden entry that runs before any runtime or thread starts:
-    // the process is single threaded.
-    let forked = unsafe { sys::fork_process() };
+    let forked = sys::SingleThreaded::check_now().and_then(|p| sys::fork_process(&p));
     match forked {
         Err(e) => {
             let _ = report(&Report::Err {
@@ -314,9 +311,7 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         .iter()
         .filter(|n| **n != Namespace::Cgroup)
         .fold(0, |acc, n| acc | n.clone_flag());
-    #[allow(unsafe_code)]
-    // SAFETY: the monitor is the single-threaded child of `forkstart` and starts no thread.
-    let cloned = unsafe { sys::clone_process(flags) };
+    let cloned = sys::SingleThreaded::check_now().and_then(|p| sys::clone_process(&p, flags));
     let pid = match cloned {
         Err(e) => return fail(format!("clone: {e}")),
         Ok(CloneResult::Child) => {
@@ -548,32 +543,6 @@ fn send_fd(sock: &OwnedFd, fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Receive the descriptor [`send_fd`] sent.
-fn recv_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut byte = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = c
-            && let Some(fd) = fds.first()
-        {
-            #[allow(unsafe_code)]
-            // SAFETY: the kernel just installed this descriptor for us with SCM_RIGHTS; no
-            // other owner exists.
-            let fd = unsafe { sys::adopt_fd(*fd) };
-            return fd.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData));
-        }
-    }
-    Err(io::Error::from(io::ErrorKind::UnexpectedEof))
-}
-
 fn detach_stdio() {
     if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
         for fd in 0..3 {
@@ -608,7 +577,7 @@ fn container_child(
             .and_then(|()| nix::unistd::setgroups(&[]))
             .map_err(|e| format!("become the container's root: {e}"))?;
     }
-    let root = recv_fd(&rootfs).map_err(|e| format!("receive the root filesystem: {e}"))?;
+    let root = sys::recv_fd(&rootfs).map_err(|e| format!("receive the root filesystem: {e}"))?;
     drop(rootfs);
     if spec.namespaces.contains(&Namespace::Cgroup) {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)

@@ -15,17 +15,62 @@ pub enum CloneResult {
     Child,
 }
 
-/// `clone(2)` with `flags | SIGCHLD` and no new stack: fork semantics plus new namespaces.
+/// Proof that the process is single threaded, checked again at every fork: the only way to
+/// call [`clone_process`] and [`fork_process`], whose children could otherwise inherit locks
+/// (the allocator's among them) held by threads that do not exist in them.
 ///
-/// # Safety
-/// The calling process must be single threaded (the hidden `forkstart` and `forkexec`
-/// entries, which never start a runtime). In a multi-threaded process the child would
-/// inherit locks (the allocator's among them) held by threads that do not exist in it, and
-/// could deadlock on its first allocation.
-pub unsafe fn clone_process(flags: libc::c_int) -> io::Result<CloneResult> {
+/// Made at a hidden entry (`forkstart`'s monitor, `forkexec`, `forkprobe`), before any
+/// `setns`: it holds `/proc/self/task` of the host's procfs open, so the count stays right
+/// after the process moves into a container's mount namespace. Not `Send`: it cannot be
+/// handed to another thread.
+pub struct SingleThreaded {
+    tasks: OwnedFd,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl SingleThreaded {
+    /// Open this process' task directory and check that it has one thread.
+    pub fn check_now() -> io::Result<SingleThreaded> {
+        let tasks = rustix::fs::open(
+            "/proc/self/task",
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        let proof = SingleThreaded {
+            tasks,
+            _not_send: std::marker::PhantomData,
+        };
+        proof.recheck()?;
+        Ok(proof)
+    }
+
+    /// Count the threads again (a thread started since would make a fork unsound).
+    fn recheck(&self) -> io::Result<()> {
+        let mut threads = 0;
+        for entry in rustix::fs::Dir::read_from(&self.tasks)? {
+            let name = entry?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                threads += 1;
+            }
+        }
+        match threads {
+            1 => Ok(()),
+            n => Err(io::Error::other(format!(
+                "{n} threads: refusing to fork a multi-threaded process"
+            ))),
+        }
+    }
+}
+
+/// `clone(2)` with `flags | SIGCHLD` and no new stack: fork semantics plus new namespaces.
+/// Fails without forking if the process is no longer single threaded.
+pub fn clone_process(proof: &SingleThreaded, flags: libc::c_int) -> io::Result<CloneResult> {
+    proof.recheck()?;
     // SAFETY: raw clone without CLONE_VM and with a NULL stack behaves like fork(2): the
     // child gets a copy-on-write copy of the address space and continues on its own copy of
-    // the stack. The caller promises a single-threaded process, so no lock can be held by
+    // the stack. The process was just seen to have one thread, so no lock can be held by
     // another thread.
     let ret = unsafe {
         libc::syscall(
@@ -44,13 +89,9 @@ pub unsafe fn clone_process(flags: libc::c_int) -> io::Result<CloneResult> {
     }
 }
 
-/// `fork(2)`, for the single-threaded hidden entries.
-///
-/// # Safety
-/// As [`clone_process`]: the calling process must be single threaded.
-pub unsafe fn fork_process() -> io::Result<CloneResult> {
-    // SAFETY: the caller's promise is the one clone_process needs.
-    unsafe { clone_process(0) }
+/// `fork(2)`, for the single-threaded hidden entries (see [`clone_process`]).
+pub fn fork_process(proof: &SingleThreaded) -> io::Result<CloneResult> {
+    clone_process(proof, 0)
 }
 
 /// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
@@ -210,17 +251,50 @@ pub fn set_controlling_tty(fd: &impl std::os::fd::AsFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Take ownership of descriptor `fd` if it is open (inherited from the parent at a fixed
-/// number, like the exec control pipe on fd 3, or just received with `SCM_RIGHTS`).
-///
-/// # Safety
-/// Nothing else in the process may own `fd` or use it after this call: the returned
-/// `OwnedFd` closes it when dropped.
-pub unsafe fn adopt_fd(fd: RawFd) -> Option<OwnedFd> {
+/// Take ownership of the descriptor a parent passed at the fixed number `fd` (the exec
+/// control pipe on fd 3), if it is open. Only at a hidden entry (the proof), and only once
+/// per process: nothing else can own that number yet, and nothing will own it twice.
+pub fn take_inherited_fd(_at_entry: &SingleThreaded, fd: RawFd) -> Option<OwnedFd> {
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return None;
+    }
     // SAFETY: F_GETFD only queries flags; it fails with EBADF when `fd` is not open.
     let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
-    // SAFETY: the descriptor is open and, by the caller's promise, ours alone.
+    // SAFETY: the descriptor is open and, by the protocol with our parent and the one-time
+    // flag above, owned by nothing else in this process.
     open.then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Receive one descriptor sent with `SCM_RIGHTS` on the Unix socket `sock` (and one byte of
+/// data); it arrives close-on-exec.
+pub fn recv_fd(sock: &impl std::os::fd::AsFd) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_fd().as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel just installed this descriptor in our table for this
+                // message; nothing else knows its number.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                // Extra descriptors (a confused sender) are closed, never leaked.
+                if received.is_none() {
+                    received = Some(owned);
+                }
+            }
+        }
+    }
+    received.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
 }
 
 /// Arrange for `fd` to appear as descriptor `target` in the child `cmd` starts.
@@ -589,4 +663,20 @@ pub fn bpf_prog_attach(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod single_thread_tests {
+    use super::*;
+
+    #[test]
+    fn a_process_with_a_second_thread_cannot_fork() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        let refused = SingleThreaded::check_now().err().map(|e| e.to_string());
+        let _ = tx.send(());
+        let _ = other.join();
+        let why = refused.unwrap_or_default();
+        assert!(why.contains("threads: refusing to fork"), "{why:?}");
+    }
 }
