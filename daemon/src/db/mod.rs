@@ -7,6 +7,7 @@
 
 pub mod images;
 pub mod instances;
+pub mod intents;
 pub mod networks;
 pub mod profiles;
 

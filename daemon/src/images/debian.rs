@@ -975,28 +975,7 @@ impl ImageStore {
         if stored {
             work.remove().await;
         } else {
-            let final_dir = self.paths.image(fp);
-            if tokio::fs::symlink_metadata(&final_dir).await.is_ok() {
-                // Left by a crash between the rename and the row: nobody owns it.
-                let aside = self
-                    .paths
-                    .trash()
-                    .join(uuid::Uuid::new_v4().simple().to_string());
-                let _ = tokio::fs::create_dir_all(self.paths.trash()).await;
-                tokio::fs::rename(&final_dir, &aside)
-                    .await
-                    .map_err(io_at(&final_dir))?;
-                drop(BuildDir {
-                    path: aside,
-                    armed: true,
-                });
-            }
-            tokio::fs::create_dir_all(self.paths.images())
-                .await
-                .map_err(io_at(&self.paths.images()))?;
-            tokio::fs::rename(&work.path, &final_dir)
-                .await
-                .map_err(io_at(&final_dir))?;
+            let final_dir = self.move_in(&work.path, fp).await?;
             let mut work = work;
             work.armed = false;
             let props = &metadata.properties;
@@ -1031,6 +1010,7 @@ impl ImageStore {
                     return Err(e.into());
                 }
             }
+            self.recorded(fp).await?;
             db::images::set_uploaded_at(&self.db, fp, &super::now()).await?;
             self.events.image("image-created", fp);
         }

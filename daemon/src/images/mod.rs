@@ -28,6 +28,7 @@ use std::sync::Arc;
 use ctl_api::{Image, ImageAlias, ImageAliasesEntry, InstanceSource};
 use tokio::sync::Mutex;
 
+use crate::db::intents::Kind;
 use crate::db::{self, DbError, ImageRow, Pool};
 use crate::paths::Paths;
 use progress::Progress;
@@ -237,20 +238,12 @@ impl ImageStore {
         };
         let result = async {
             let built = built??;
-            let final_dir = self.paths.image(&built.fingerprint);
-            if !final_dir.exists() {
-                tokio::fs::create_dir_all(self.paths.images())
-                    .await
-                    .map_err(|source| ImageError::Io {
-                        path: self.paths.images(),
-                        source,
-                    })?;
-                tokio::fs::rename(&work, &final_dir)
-                    .await
-                    .map_err(|source| ImageError::Io {
-                        path: final_dir.clone(),
-                        source,
-                    })?;
+            let recorded = db::images::find_prefix(&self.db, &built.fingerprint)
+                .await?
+                .iter()
+                .any(|r| r.fingerprint == built.fingerprint);
+            if !recorded {
+                self.move_in(&work, &built.fingerprint).await?;
             }
             let props = transfer::busybox_properties(&built.version);
             let t = now();
@@ -272,6 +265,7 @@ impl ImageStore {
                 Ok(()) | Err(DbError::Conflict(_)) => {}
                 Err(e) => return Err(e.into()),
             }
+            self.recorded(&built.fingerprint).await?;
             db::images::set_alias(&self.db, alias, &built.fingerprint, "").await?;
             tracing::info!(fingerprint = %built.fingerprint, alias, "built image");
             Ok(built.fingerprint)
@@ -279,6 +273,81 @@ impl ImageStore {
         .await;
         let _ = tokio::fs::remove_dir_all(&work).await;
         result
+    }
+
+    /// Move the finished image directory `work` to `images/<fp>` under an intent (the row
+    /// is written next; [`ImageStore::recorded`] ends the intent). A directory already there
+    /// without a row (a store that failed half-way) is moved to the trash first.
+    async fn move_in(&self, work: &std::path::Path, fp: &str) -> Result<PathBuf, ImageError> {
+        let final_dir = self.paths.image(fp);
+        let io_at = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| ImageError::Io { path, source }
+        };
+        db::intents::begin(&self.db, Kind::ImageRegister, fp).await?;
+        if tokio::fs::symlink_metadata(&final_dir).await.is_ok() {
+            self.trash_dir(&final_dir)
+                .await
+                .map_err(io_at(&final_dir))?;
+        }
+        tokio::fs::create_dir_all(self.paths.images())
+            .await
+            .map_err(io_at(&self.paths.images()))?;
+        tokio::fs::rename(work, &final_dir)
+            .await
+            .map_err(io_at(&final_dir))?;
+        Ok(final_dir)
+    }
+
+    /// The row of the image [`ImageStore::move_in`] stored is written: the intent ends.
+    async fn recorded(&self, fp: &str) -> Result<(), ImageError> {
+        Ok(db::intents::finish(&self.db, Kind::ImageRegister, fp).await?)
+    }
+
+    /// Move `dir` into the trash and remove it there (a crash in between leaves it in the
+    /// trash, which the next start empties).
+    async fn trash_dir(&self, dir: &std::path::Path) -> io::Result<()> {
+        let trash = self.paths.trash();
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&trash)?;
+            let aside = trash.join(uuid::Uuid::new_v4().simple().to_string());
+            std::fs::rename(&dir, &aside)?;
+            std::fs::remove_dir_all(&aside)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Start-up: finish or undo every image store a crash interrupted (a directory moved in
+    /// without its row goes to the trash; one with its row only loses the intent), and
+    /// remove the half-written shifted copies a crash left inside the stored images.
+    pub async fn reconcile(&self) -> Result<(), ImageError> {
+        for fp in db::intents::pending(&self.db, Kind::ImageRegister).await? {
+            let recorded = db::images::find_prefix(&self.db, &fp)
+                .await?
+                .iter()
+                .any(|r| r.fingerprint == fp);
+            let dir = self.paths.image(&fp);
+            if !recorded && tokio::fs::symlink_metadata(&dir).await.is_ok() {
+                tracing::warn!(fingerprint = %fp, dir = %dir.display(),
+                    "removing an image whose store a crash interrupted before its record");
+                if let Err(source) = self.trash_dir(&dir).await {
+                    return Err(ImageError::Io { path: dir, source });
+                }
+            }
+            self.recorded(&fp).await?;
+        }
+        let shifted_leftovers = {
+            let images = self.paths.images();
+            tokio::task::spawn_blocking(move || crate::worker::idshift::remove_unfinished(&images))
+                .await
+                .unwrap_or_default()
+        };
+        for dir in shifted_leftovers {
+            tracing::info!(dir = %dir.display(), "removed an unfinished shifted copy");
+        }
+        Ok(())
     }
 
     async fn by_fingerprint(&self, prefix: &str) -> Result<ImageRow, ImageError> {
@@ -437,25 +506,19 @@ impl ImageStore {
         db::images::delete(&self.db, &row.fingerprint).await?;
         self.events.image("image-deleted", &row.fingerprint);
         let dir = self.paths.image(&row.fingerprint);
-        let trash = self.paths.trash();
-        tokio::task::spawn_blocking(move || {
-            let _ = std::fs::create_dir_all(&trash);
-            let aside = trash.join(uuid::Uuid::new_v4().simple().to_string());
-            std::fs::rename(&dir, &aside).and_then(|()| std::fs::remove_dir_all(&aside))
-        })
-        .await
-        .map_err(|e| ImageError::Build(e.to_string()))?
-        .or_else(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(|source| ImageError::Io {
-            path: self.paths.image(&row.fingerprint),
-            source,
-        })
+        self.trash_dir(&dir)
+            .await
+            .or_else(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|source| ImageError::Io {
+                path: self.paths.image(&row.fingerprint),
+                source,
+            })
     }
 }
 

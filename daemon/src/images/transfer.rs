@@ -392,27 +392,7 @@ impl ImageStore {
         let fp = image.fingerprint.clone();
         let _guard = self.build_lock.lock().await;
         self.check_new(&fp).await?;
-        let final_dir = self.paths.image(&fp);
-        if tokio::fs::symlink_metadata(&final_dir).await.is_ok() {
-            // Left by a crash between the rename and the row: nobody owns it.
-            let orphan = WorkDir {
-                path: self
-                    .paths
-                    .trash()
-                    .join(uuid::Uuid::new_v4().simple().to_string()),
-                armed: true,
-            };
-            let _ = tokio::fs::create_dir_all(self.paths.trash()).await;
-            tokio::fs::rename(&final_dir, orphan.path())
-                .await
-                .map_err(io_at(&final_dir))?;
-        }
-        tokio::fs::create_dir_all(self.paths.images())
-            .await
-            .map_err(io_at(&self.paths.images()))?;
-        tokio::fs::rename(work.path(), &final_dir)
-            .await
-            .map_err(io_at(&final_dir))?;
+        let final_dir = self.move_in(work.path(), &fp).await?;
         work.armed = false;
         let properties = {
             let mut p = image.metadata.properties.clone();
@@ -442,6 +422,7 @@ impl ImageStore {
             });
             return Err(e.into());
         }
+        self.recorded(&fp).await?;
         db::images::set_uploaded_at(&self.db, &fp, &super::now()).await?;
         for alias in &image.aliases {
             db::images::set_alias(&self.db, alias, &fp, "").await?;

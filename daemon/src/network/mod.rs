@@ -53,6 +53,7 @@ use ctl_api::{
     NetworksPost,
 };
 
+use crate::db::intents::Kind;
 use crate::db::{self, DbError, LeaseRow, NetworkRow, Pool};
 use crate::worker::{BridgeSpec, Interface, NicSpec, ResolverSpec, Worker, WorkerError};
 use config::{AddressChoice, BridgeConfig, ConfigError, NicDevice};
@@ -738,6 +739,9 @@ impl Networks {
         };
         let m = managed(row.clone())?;
         let spec = m.bridge_spec();
+        // The intent goes first: a crash after the bridge and before its row leaves a row
+        // here, and the next start removes the bridge (see `undo_interrupted_creates`).
+        db::intents::begin(&self.db, Kind::NetworkCreate, &row.name).await?;
         let made = self.blocking(move |w| w.ensure_bridge(&spec)).await;
         let stored = match made {
             Ok(()) => db::networks::insert(&self.db, &row)
@@ -750,11 +754,16 @@ impl Networks {
         };
         if let Err(e) = stored {
             let n = row.name.clone();
-            if let Err(undo) = self.blocking(move |w| w.delete_bridge(&n)).await {
-                tracing::warn!(network = %row.name, error = %undo, "could not remove the bridge again");
+            match self.blocking(move |w| w.delete_bridge(&n)).await {
+                Ok(()) => db::intents::finish(&self.db, Kind::NetworkCreate, &row.name).await?,
+                // The intent stays: the next start tries again.
+                Err(undo) => {
+                    tracing::warn!(network = %row.name, error = %undo, "could not remove the bridge again")
+                }
             }
             return Err(e);
         }
+        db::intents::finish(&self.db, Kind::NetworkCreate, &row.name).await?;
         if let Err(e) = self.network_up(&m).await {
             self.network_down(&row.name).await;
             let n = row.name.clone();
@@ -845,9 +854,14 @@ impl Networks {
         Ok(())
     }
 
-    /// Re-create or adopt the bridge of every managed network (daemon start-up).
+    /// Re-create or adopt the bridge of every managed network (daemon start-up), after
+    /// undoing the creates a crash interrupted and removing the service files of networks
+    /// that no longer exist.
     pub async fn reconcile(&self) -> Result<(), NetworkError> {
-        for mut row in db::networks::list(&self.db).await? {
+        self.undo_interrupted_creates().await?;
+        let rows = db::networks::list(&self.db).await?;
+        self.remove_stale_service_dirs(&rows).await;
+        for mut row in rows {
             let name = row.name.clone();
             if !row.config.contains_key(config::HWADDR_KEY) {
                 // Made before the bridge kept a MAC of its own: choose it now, once.
@@ -882,6 +896,50 @@ impl Networks {
             }
         }
         Ok(())
+    }
+
+    /// Every network create that a crash cut off before its row was written: its bridge,
+    /// nftables table and dnsmasq go (they were made under this intent; the name was free
+    /// on the host when the create began). One whose row got written is only finished.
+    async fn undo_interrupted_creates(&self) -> Result<(), NetworkError> {
+        for name in db::intents::pending(&self.db, Kind::NetworkCreate).await? {
+            if db::networks::get(&self.db, &name).await?.is_some() {
+                db::intents::finish(&self.db, Kind::NetworkCreate, &name).await?;
+                continue;
+            }
+            tracing::warn!(network = %name, "undoing a network create that a crash interrupted");
+            let n = name.clone();
+            if let Err(e) = self.blocking(move |w| w.delete_bridge(&n)).await {
+                // Not a bridge any more (someone else's interface now): left alone.
+                tracing::warn!(network = %name, error = %e, "the interrupted create's bridge was not removed");
+            }
+            self.network_down(&name).await;
+            db::intents::finish(&self.db, Kind::NetworkCreate, &name).await?;
+        }
+        Ok(())
+    }
+
+    /// dnsmasq directories (and a dnsmasq still serving one) of networks without a record:
+    /// a network delete that a crash cut off between its services and its row is redone
+    /// from the row, so what is left here belongs to no network.
+    async fn remove_stale_service_dirs(&self, rows: &[NetworkRow]) {
+        let Some(s) = self.services.get() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&s.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if rows.iter().any(|r| r.name == name) {
+                continue;
+            }
+            tracing::info!(network = %name, dir = %e.path().display(), "removing the dnsmasq files of a network that no longer exists");
+            if let Err(err) = dnsmasq::stop_stale(&e.path()).await {
+                tracing::warn!(network = %name, error = %err, "stopping a leftover dnsmasq");
+            }
+            let _ = tokio::fs::remove_dir_all(e.path()).await;
+        }
     }
 
     /// On the first start with a default network: create network `name` and give the

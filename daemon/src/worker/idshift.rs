@@ -111,6 +111,32 @@ pub struct CopyStats {
     pub skipped_nodes: u64,
 }
 
+/// Remove the half-made copies (`.tmp-*`) in one image's `shifted` directory; returns them.
+pub fn remove_tmp_copies(copies: &Path) -> Vec<std::path::PathBuf> {
+    let mut removed = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(copies) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-")
+                && std::fs::remove_dir_all(e.path()).is_ok()
+            {
+                removed.push(e.path());
+            }
+        }
+    }
+    removed
+}
+
+/// [`remove_tmp_copies`] for every image in the store `images` (ctld's start-up, before
+/// any copy can be in progress).
+pub fn remove_unfinished(images: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(rd) = std::fs::read_dir(images) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .flat_map(|e| remove_tmp_copies(&e.path().join("shifted")))
+        .collect()
+}
+
 /// Copy the tree `src` (an image layer: owners in container ids, as stored) to `dst`, which
 /// must not exist, with every owner moved into `map`: container id `i` becomes
 /// `map`'s host id for `i`, and ids the map does not hold become [`OVERFLOW_ID`].

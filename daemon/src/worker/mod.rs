@@ -38,6 +38,7 @@ pub use exec::ExecSpec;
 pub use net::{BridgeSpec, Interface, NicSpec, ResolverSpec};
 pub use spawn::InitProcess;
 pub use spec::SpawnSpec;
+pub use sys::{raise_fd_limit, release_free_memory};
 
 /// Errors from host operations.
 #[derive(Debug, thiserror::Error)]
@@ -459,13 +460,7 @@ impl Worker for HostWorker {
             .create(&copies)
             .map_err(io_err(&copies))?;
         // Half-made copies of a daemon that died while copying (this one holds the lock).
-        if let Ok(rd) = fs::read_dir(&copies) {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = fs::remove_dir_all(e.path());
-                }
-            }
-        }
+        idshift::remove_tmp_copies(&copies);
         let tmp = copies.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
         let started = std::time::Instant::now();
         let made = idshift::shifted_copy(layer, &tmp, map)
