@@ -33,7 +33,13 @@ async fn delete_one(client: &Client, name: &str, force: bool) -> Result<(), crat
         let instance = client.instance(name).await?;
         if instance.status_code != StatusCode::Stopped {
             let stop = state::request(StateAction::Stop, -1, true);
-            state::change(client, name, &stop).await?;
+            if let Err(e) = state::change(client, name, &stop).await {
+                // Stopped meanwhile by someone else (a `stop` sent at the same moment): the
+                // delete goes on. Any other failure stands.
+                if client.instance(name).await?.status_code != StatusCode::Stopped {
+                    return Err(e);
+                }
+            }
         }
     }
     let operation = client.delete_instance(name).await?;
