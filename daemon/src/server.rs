@@ -28,11 +28,28 @@ pub enum StartError {
     Instance(#[from] InstanceError),
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// The database cannot be opened or brought to the current schema (damaged, not a
+    /// database, unreadable). Nothing is changed.
+    #[error(
+        "cannot open the database {db}: {source}. Nothing was changed. If the file is \
+         damaged, move it aside (keep it) and run `ctld --dir {dir} recover`: it rebuilds \
+         the records of every container from its directory's backup file.",
+        db = db.display(),
+        dir = dir.display()
+    )]
+    DatabaseOpen {
+        db: std::path::PathBuf,
+        dir: std::path::PathBuf,
+        #[source]
+        source: db::DbError,
     },
     /// The database records no instance while container directories with backup files
     /// exist: it was lost or replaced. Nothing is changed.
@@ -135,7 +152,13 @@ pub async fn build_state(
         let _ = tokio::fs::remove_dir_all(paths.tmp()).await;
         make_dir(&paths.tmp(), 0o700)?;
     }
-    let pool = db::open(&paths.db()).await?;
+    let pool = db::open(&paths.db())
+        .await
+        .map_err(|source| StartError::DatabaseOpen {
+            db: paths.db(),
+            dir: paths.dir.clone(),
+            source,
+        })?;
     if let Some(count) = crate::recover::lost_instances(&pool, &paths.containers()).await? {
         return Err(StartError::LostDatabase {
             db: paths.db(),
@@ -149,6 +172,7 @@ pub async fn build_state(
     let images = ImageStore::new(pool.clone(), paths.clone())
         .with_events(events.clone())
         .with_limits(options.image_limits);
+    images.reconcile().await?;
     let version = worker.cgroup_version();
     let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     let networks = instances.networks().clone();
@@ -194,21 +218,143 @@ pub fn services_dir(dir: &Path) -> PathBuf {
     run
 }
 
+/// Bounds on what clients may hold of the daemon: connections at once, and how long a
+/// connection may take to send a request's headers (an idle keep-alive connection waiting
+/// for its next request counts as sending one, so idle connections are closed too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Time allowed for a request's headers, from the moment the connection waits for them.
+    pub header_timeout: std::time::Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_connections: 4096,
+            header_timeout: std::time::Duration::from_secs(15),
+        }
+    }
+}
+
+/// Open connections and their peak since memory was last given back: after a burst of
+/// connections ends, the allocator's free memory goes back to the kernel.
+#[derive(Default)]
+struct Load {
+    open: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl Load {
+    /// Bursts smaller than this are not worth a trim.
+    const BURST: usize = 256;
+
+    fn opened(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let open = self.open.fetch_add(1, Relaxed) + 1;
+        self.peak.fetch_max(open, Relaxed);
+    }
+
+    /// A connection ended; true when a burst is over (open fell to a tenth of a peak of
+    /// at least [`Load::BURST`]), once per burst.
+    fn closed(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let open = self.open.fetch_sub(1, Relaxed) - 1;
+        let peak = self.peak.load(Relaxed);
+        peak >= Self::BURST
+            && open <= peak / 10
+            && self
+                .peak
+                .compare_exchange(peak, open, Relaxed, Relaxed)
+                .is_ok()
+    }
+}
+
+/// Serve `app` on `listener` within `limits` until `shutdown` resolves: HTTP/1.1 with
+/// upgrades (websockets for exec, console and events). At shutdown, accepting stops and
+/// open connections get up to a second to finish their current request.
+pub async fn serve_limited<L>(
+    mut listener: L,
+    app: axum::Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) where
+    L: axum::serve::Listener,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let load = Arc::new(Load::default());
+    let mut refused: u64 = 0;
+    tokio::pin!(shutdown);
+    loop {
+        let io = tokio::select! {
+            // `Listener::accept` retries (after a pause) on errors such as EMFILE.
+            (io, _) = listener.accept() => io,
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    refused,
+                    max = limits.max_connections,
+                    "too many connections: closing new ones until some end"
+                );
+            }
+            drop(io);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let mut stop = stop_rx.clone();
+        load.opened();
+        let load = load.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                () = async { drop(stop.wait_for(|s| *s).await) } => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+            if load.closed() {
+                tokio::task::spawn_blocking(crate::worker::release_free_memory);
+            }
+        });
+    }
+    stop_tx.send_replace(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained =
+        tokio::time::timeout(std::time::Duration::from_secs(1), permits.acquire_many(all)).await;
+    if drained.is_err() {
+        tracing::debug!("connections still open at shutdown: dropped");
+    }
+}
+
 /// Serve the API on `listener` until `shutdown` resolves. Running containers are not
 /// touched on the way out; `/1.0/events` listeners get a close frame.
 pub async fn serve(
     listener: UnixListener,
     state: AppState,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let events = state.events.clone();
-    let app = api::router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    serve_limited(listener, api::router(state), limits, shutdown).await;
     // `/1.0/events` listeners outlive the HTTP connections: tell them goodbye.
     events.close(std::time::Duration::from_millis(500)).await;
-    served
 }
 
 /// Serve the public simplestreams tree ([`api::public_router`]) on a TCP listener until
@@ -216,11 +362,10 @@ pub async fn serve(
 pub async fn serve_public(
     listener: tokio::net::TcpListener,
     state: AppState,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, api::public_router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+) {
+    serve_limited(listener, api::public_router(state), limits, shutdown).await;
 }
 
 #[cfg(test)]

@@ -16,6 +16,28 @@ use uuid::Uuid;
 /// How long a finished operation stays visible.
 const KEEP_FINISHED: Duration = Duration::from_secs(300);
 
+/// How many finished operations stay visible at most: a burst of thousands of short
+/// operations would otherwise hold all of them (and their metadata) for five minutes.
+const MAX_FINISHED: usize = 1000;
+
+/// Forget finished operations older than [`KEEP_FINISHED`], then the oldest finished ones
+/// beyond [`MAX_FINISHED`] (once a quarter more have piled up, so most creates only scan).
+fn prune(map: &mut HashMap<String, Entry>) {
+    map.retain(|_, e| e.finished_at.is_none_or(|t| t.elapsed() < KEEP_FINISHED));
+    let mut finished: Vec<(Instant, String)> = map
+        .iter()
+        .filter_map(|(id, e)| Some((e.finished_at?, id.clone())))
+        .collect();
+    if finished.len() <= MAX_FINISHED + MAX_FINISHED / 4 {
+        return;
+    }
+    finished.sort_unstable();
+    let excess = finished.len() - MAX_FINISHED;
+    for (_, id) in finished.into_iter().take(excess) {
+        map.remove(&id);
+    }
+}
+
 struct Entry {
     op: Operation,
     finished_at: Option<Instant>,
@@ -128,7 +150,7 @@ impl Operations {
         };
         let (tx, _) = watch::channel(op.clone());
         let mut map = self.lock();
-        map.retain(|_, e| e.finished_at.is_none_or(|t| t.elapsed() < KEEP_FINISHED));
+        prune(&mut map);
         map.insert(
             id.clone(),
             Entry {
@@ -309,5 +331,39 @@ mod tests {
         h.succeed();
         assert!(matches!(ops.cancel(&op.id), Err(OpError::NotCancellable)));
         assert_eq!(ops.list().len(), 1);
+    }
+
+    #[test]
+    fn finished_operations_are_bounded_by_count_and_running_ones_kept() {
+        let ops = Operations::default();
+        let new = |ops: &Operations| {
+            ops.create(
+                OperationClass::Task,
+                "t",
+                BTreeMap::new(),
+                Value::Null,
+                None,
+            )
+        };
+        let (_running, running) = new(&ops);
+        let mut first_finished = None;
+        for _ in 0..3 * MAX_FINISHED {
+            let (h, op) = new(&ops);
+            first_finished.get_or_insert(op.id);
+            h.succeed();
+        }
+        let kept = ops.list();
+        let finished = kept
+            .iter()
+            .filter(|o| o.status_code != StatusCode::Running)
+            .count();
+        assert!(
+            finished <= MAX_FINISHED + MAX_FINISHED / 4,
+            "{finished} kept"
+        );
+        assert!(finished >= MAX_FINISHED, "{finished} kept");
+        // The running one stays whatever the count; the oldest finished went first.
+        assert!(ops.get(&running.id).is_ok());
+        assert!(first_finished.is_some_and(|id| ops.get(&id).is_err()));
     }
 }

@@ -665,6 +665,28 @@ pub fn bpf_prog_attach(
     Ok(())
 }
 
+/// Raise this process's soft limit on open files to its hard limit (at most 2^20); returns
+/// the new soft limit. Containers inherit it, as under LXD and Incus (whose service units
+/// raise theirs the same way).
+pub fn raise_fd_limit() -> io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    let want = hard.min(1 << 20).max(soft);
+    setrlimit(Resource::RLIMIT_NOFILE, want, hard).map_err(io::Error::from)?;
+    Ok(want)
+}
+
+/// Hand the C allocator's free memory back to the kernel. glibc keeps what a burst of
+/// allocations freed (thousands of connections' buffers, spread over the runtime threads'
+/// arenas) for reuse, so the daemon's RSS would stay at its peak; this trims every arena.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists (under its
+    // locks); it takes no pointers and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod single_thread_tests {
     use super::*;
