@@ -64,6 +64,15 @@ struct Args {
     #[arg(long, env = "CTL_IMAGE_SHIFT", default_value = "auto",
           value_parser = clap::value_parser!(worker::ImageShift))]
     image_shift: worker::ImageShift,
+    /// Connections to the API served at once; more are closed when accepted.
+    #[arg(long, env = "CTL_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    max_connections: u64,
+    /// Seconds a client may take to send a request's headers; an idle connection is
+    /// closed after as long.
+    #[arg(long, env = "CTL_HEADER_TIMEOUT", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout: u64,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -134,6 +143,16 @@ fn run() -> anyhow::Result<()> {
         default_network: args.default_network.then_some(args.default_network_name),
         image_limits: ctld::images::unpack::Limits::with_max_total(args.image_max_size_gib << 30),
     };
+    let limits = ctld::server::ConnLimits {
+        max_connections: args.max_connections as usize,
+        header_timeout: std::time::Duration::from_secs(args.header_timeout),
+    };
+    // Every connection and container holds descriptors: the soft limit (often 1024) would
+    // refuse clients long before the connection cap does.
+    match worker::raise_fd_limit() {
+        Ok(n) => tracing::debug!(limit = n, "open files"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -143,6 +162,7 @@ fn run() -> anyhow::Result<()> {
         paths,
         events,
         options,
+        limits,
         args.http_address,
         args.image_cache_expiry_days,
         args.image_shift,
@@ -203,6 +223,7 @@ async fn serve(
     paths: Paths,
     events: ctld::events::Events,
     options: ctld::server::Options,
+    limits: ctld::server::ConnLimits,
     http_address: Option<String>,
     image_cache_expiry_days: u64,
     image_shift: worker::ImageShift,
@@ -251,6 +272,7 @@ async fn serve(
             Some(tokio::spawn(ctld::server::serve_public(
                 tcp,
                 state.clone(),
+                limits,
                 async move {
                     let _ = rx.wait_for(|s| *s).await;
                 },
@@ -258,7 +280,25 @@ async fn serve(
         }
         None => None,
     };
-    ctld::server::serve(listener, state, shutdown_signal()).await?;
+    let instances = state.instances.clone();
+    // Instances whose boot keys say so come up once the API answers (their starts are
+    // ordinary API-visible starts).
+    let autostart = {
+        let instances = instances.clone();
+        tokio::spawn(async move { instances.autostart().await })
+    };
+    let (halt_tx, halt_rx) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        let _ = halt_tx.send(shutdown_signal().await);
+    };
+    ctld::server::serve(listener, state, limits, shutdown).await;
+    autostart.abort();
+    if let Ok(Halt::Host) = halt_rx.await {
+        // The host goes down: every container stops cleanly, in boot.stop.priority order,
+        // and is remembered as running for the next start.
+        instances.shutdown_all().await;
+        tracing::info!("every container stopped for the host's shutdown");
+    }
     stop_tx.send_replace(true);
     if let Some(p) = public {
         let _ = p.await;
@@ -283,17 +323,27 @@ async fn bind(socket: &std::path::Path) -> anyhow::Result<tokio::net::UnixListen
     Ok(listener)
 }
 
-async fn shutdown_signal() {
+/// Why ctld stops: asked to (SIGTERM, SIGINT: containers keep running), or the host goes
+/// down (SIGPWR: containers are stopped first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Halt {
+    Daemon,
+    Host,
+}
+
+async fn shutdown_signal() -> Halt {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut pwr)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::from_raw(libc::SIGPWR)),
     ) else {
         tracing::error!("cannot install signal handlers; stop ctld with SIGKILL");
         return std::future::pending().await;
     };
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
+        _ = term.recv() => { tracing::info!("SIGTERM"); Halt::Daemon }
+        _ = int.recv() => { tracing::info!("SIGINT"); Halt::Daemon }
+        _ = pwr.recv() => { tracing::info!("SIGPWR: stopping every container"); Halt::Host }
     }
 }

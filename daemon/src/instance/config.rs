@@ -44,6 +44,10 @@ const KEYS: &[&str] = &[
     "raw.init",
     "raw.idmap",
     "boot.stop.signal",
+    "boot.autostart",
+    "boot.autostart.priority",
+    "boot.autostart.delay",
+    "boot.stop.priority",
     "security.privileged",
     "security.nesting",
     "security.idmap.isolated",
@@ -96,7 +100,60 @@ pub fn validate(
     capabilities_drop(config)?;
     syscall_policy(config, false)?;
     stop_signal(config)?;
+    boot(config)?;
     Ok(())
+}
+
+/// `volatile.last_state.power`: `RUNNING` while the instance should run (set at each
+/// start, kept when the daemon stops it at shutdown), `STOPPED` after a user's stop.
+pub const LAST_POWER: &str = "volatile.last_state.power";
+
+/// What a daemon start and a daemon shutdown do with an instance (the `boot.*` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Boot {
+    /// `boot.autostart`: start whenever the daemon starts (`true`), never (`false`), or,
+    /// unset, when it was running when the daemon last went down (LXD's rule).
+    pub autostart: Option<bool>,
+    /// `boot.autostart.priority`: higher starts first (default 0).
+    pub priority: i64,
+    /// `boot.autostart.delay`: seconds to wait after starting this one before the next.
+    pub delay: std::time::Duration,
+    /// `boot.stop.priority`: higher stops first at shutdown (default 0).
+    pub stop_priority: i64,
+}
+
+impl Boot {
+    /// Whether a daemon start starts the instance (`config` is its own, for the last
+    /// power state).
+    pub fn starts(&self, config: &BTreeMap<String, String>) -> bool {
+        self.autostart
+            .unwrap_or_else(|| config.get(LAST_POWER).is_some_and(|v| v == "RUNNING"))
+    }
+}
+
+/// The `boot.*` keys of an (expanded) config.
+pub fn boot(config: &BTreeMap<String, String>) -> Result<Boot, ConfigError> {
+    let int = |key: &str| -> Result<i64, ConfigError> {
+        config.get(key).map_or(Ok(0), |v| {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| invalid(key, v, "expected an integer"))
+        })
+    };
+    let delay = int("boot.autostart.delay")?;
+    if !(0..=3600).contains(&delay) {
+        return Err(invalid(
+            "boot.autostart.delay",
+            &delay.to_string(),
+            "expected seconds from 0 to 3600",
+        ));
+    }
+    Ok(Boot {
+        autostart: boolean("boot.autostart", config)?,
+        priority: int("boot.autostart.priority")?,
+        delay: std::time::Duration::from_secs(delay as u64),
+        stop_priority: int("boot.stop.priority")?,
+    })
 }
 
 /// The key that overrides the signal a clean stop sends the init.

@@ -23,6 +23,7 @@ use ctl_api::{
 };
 use tokio::sync::Mutex;
 
+use crate::db::intents::Kind;
 use crate::db::{self, DbError, InstanceRow, Pool};
 use crate::images::progress::Progress;
 use crate::images::{ImageError, ImageRef, ImageStore};
@@ -389,6 +390,9 @@ impl Instances {
                 .await?;
         }
         let dir = self.paths.container(&plan.name);
+        // Until the backup file is written, the directory is this create's alone: a crash
+        // before then leaves the intent, and the next start removes the directory.
+        db::intents::begin(&self.db, Kind::InstanceCreate, &plan.name).await?;
         {
             let dir = dir.clone();
             self.blocking_worker(move |w| w.prepare_container_dir(&dir))
@@ -463,6 +467,7 @@ impl Instances {
                 .await;
             return Err(e);
         }
+        db::intents::finish(&self.db, Kind::InstanceCreate, &plan.name).await?;
         let _ = self.images.touch(&fingerprint).await;
         tracing::info!(instance = %plan.name, image = %fingerprint, "created");
         Ok(())
@@ -590,6 +595,8 @@ impl Instances {
         // Proxies left by a run that ended on its own (before its watcher noticed).
         self.stop_proxies(name).await;
         let mut cfg = row.config.clone();
+        // Recorded with the other volatile keys below (a write only when it changes).
+        cfg.insert(config::LAST_POWER.into(), "RUNNING".into());
         assign_volatile_nics(&mut cfg, &nics);
         for r in &nics {
             let key = network::host_name_key(&r.nic.device);
@@ -881,9 +888,96 @@ impl Instances {
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
         self.stop_locked(name, timeout, force).await?;
+        // A user's stop: the next daemon start leaves it stopped (unless boot.autostart).
+        self.set_last_power(name, "STOPPED").await;
         self.events
             .instance("instance-stopped", name, BTreeMap::new());
         Ok(())
+    }
+
+    /// Record `volatile.last_state.power` (logged on failure: the stop itself happened).
+    async fn set_last_power(&self, name: &str, power: &str) {
+        let recorded = async {
+            let mut row = self.row(name).await?;
+            if row.config.get(config::LAST_POWER).map(String::as_str) == Some(power) {
+                return Ok(());
+            }
+            row.config.insert(config::LAST_POWER.into(), power.into());
+            db::instances::set_config(&self.db, name, &row.config).await?;
+            self.save_backup_marked(name, false, false).await
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(instance = %name, error = %e, "last power state not recorded");
+        }
+    }
+
+    /// A daemon start: start every stopped instance whose `boot.*` keys say so (see
+    /// [`config::Boot::starts`]), higher `boot.autostart.priority` first, waiting
+    /// `boot.autostart.delay` after each. Failures are logged; the others still start.
+    pub async fn autostart(&self) {
+        let rows = match db::instances::list(&self.db).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "autostart: cannot list instances");
+                return;
+            }
+        };
+        let mut due: Vec<(config::Boot, String)> = rows
+            .iter()
+            .filter(|r| self.running_init(r).is_none())
+            .filter_map(|r| match config::boot(&r.config) {
+                Ok(b) if b.starts(&r.config) => Some((b, r.name.clone())),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(instance = %r.name, error = %e, "autostart: bad boot keys");
+                    None
+                }
+            })
+            .collect();
+        due.sort_by(|(a, an), (b, bn)| b.priority.cmp(&a.priority).then(an.cmp(bn)));
+        for (boot, name) in due {
+            match self.start(&name).await {
+                Ok(()) => {
+                    tracing::info!(instance = %name, priority = boot.priority, "autostarted");
+                    if !boot.delay.is_zero() {
+                        tokio::time::sleep(boot.delay).await;
+                    }
+                }
+                Err(e) => tracing::warn!(instance = %name, error = %e, "autostart failed"),
+            }
+        }
+    }
+
+    /// A host shutdown: stop every running instance cleanly, higher `boot.stop.priority`
+    /// first (one priority at a time, the instances of one priority together), keeping
+    /// `volatile.last_state.power` at `RUNNING` so the next daemon start brings them back.
+    pub async fn shutdown_all(&self) {
+        let rows = match db::instances::list(&self.db).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "shutdown: cannot list instances");
+                return;
+            }
+        };
+        let mut by_priority: BTreeMap<std::cmp::Reverse<i64>, Vec<String>> = BTreeMap::new();
+        for r in rows.iter().filter(|r| self.running_init(r).is_some()) {
+            let priority = config::boot(&r.config).map_or(0, |b| b.stop_priority);
+            by_priority
+                .entry(std::cmp::Reverse(priority))
+                .or_default()
+                .push(r.name.clone());
+        }
+        for (std::cmp::Reverse(priority), names) in by_priority {
+            tracing::info!(priority, instances = ?names, "shutdown: stopping");
+            let stops = names.iter().map(|name| async move {
+                let lock = self.lock_for(name);
+                let _g = lock.lock().await;
+                if let Err(e) = self.stop_locked(name, None, false).await {
+                    tracing::warn!(instance = %name, error = %e, "shutdown: stop failed");
+                }
+            });
+            futures_util::future::join_all(stops).await;
+        }
     }
 
     async fn stop_locked(
@@ -1661,9 +1755,25 @@ impl Instances {
         for row in &rows {
             self.save_backup_or_warn(&row.name).await;
         }
-        // A directory without a record is never removed here: with a backup file it is a
-        // container whose record was lost (`ctld recover` brings it back); without one, a
-        // create that died before finishing (the next create of that name replaces it).
+        // Creates a crash cut off: without a record, what they made goes; with one, the
+        // backup file above completed them.
+        for name in db::intents::pending(&self.db, Kind::InstanceCreate).await? {
+            if !rows.iter().any(|r| r.name == name) {
+                let dir = self.paths.container(&name);
+                // A backup file means a container that finished being made: never removed.
+                if dir.exists() && !backup::holds_container(&dir) {
+                    tracing::warn!(instance = %name, dir = %dir.display(),
+                        "removing the directory of a create that a crash interrupted");
+                    self.blocking_worker(move |w| w.remove_container_dir(&dir))
+                        .await?;
+                }
+            }
+            db::intents::finish(&self.db, Kind::InstanceCreate, &name).await?;
+        }
+        // Any other directory without a record is never removed here: with a backup file
+        // it is a container whose record was lost (`ctld recover` brings it back); without
+        // one, a create of an older ctld that died before finishing (the next create of
+        // that name replaces it).
         if let Ok(rd) = std::fs::read_dir(self.paths.containers()) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -1729,7 +1839,17 @@ impl Instances {
                     }
                 }
                 Some(_) => {
-                    tracing::info!(instance = %row.name, "init gone while ctld was away");
+                    // The monitor removes its file when the init exits: a file left means
+                    // the monitor died with it (the host went down), so the container is
+                    // still meant to run at the next autostart; no file, it stopped itself.
+                    let state_file = self.paths.init_state(&row.name);
+                    let host_went_down = state_file.exists();
+                    tracing::info!(instance = %row.name, host_went_down, "init gone while ctld was away");
+                    if host_went_down {
+                        let _ = std::fs::remove_file(&state_file);
+                    } else {
+                        self.set_last_power(&row.name, "STOPPED").await;
+                    }
                     if let Err(err) = self.cleanup_stopped(&row.name).await {
                         tracing::warn!(instance = %row.name, error = %err, "cleanup failed");
                     }
