@@ -433,7 +433,7 @@ fn dechunk(s: &str) -> String {
 }
 
 /// Every cgroup directory a daemon with `parent` may have created.
-fn cgroup_parents(parent: &str) -> Vec<PathBuf> {
+pub fn cgroup_parents(parent: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
         for e in rd.flatten() {

@@ -220,15 +220,30 @@ fn a_container_started_but_not_recorded_is_adopted_or_stopped_never_left_running
         "adopted"
     );
     assert!(d.log().contains("adopted a running container"));
-    assert_eq!(d.state("wired")["status"], "Stopped");
+    assert!(
+        d.log()
+            .contains("found running but not fully started: stopping it"),
+        "{}",
+        d.log()
+    );
     assert!(
         !ctl_tests::pid_alive(wired_pid),
         "the half-started init was stopped"
     );
+    // It was meant to run (its last power state is RUNNING): the daemon's autostart gives
+    // it a fresh, complete start, recorded like any other.
+    assert!(
+        ctl_tests::wait_until(std::time::Duration::from_secs(10), || {
+            d.state("wired")["status"] == "Running"
+        }),
+        "wired started again"
+    );
+    assert_ne!(d.init_pid("wired"), wired_pid);
+    d.ok(&["exec", "wired", "--", "true"]);
     // A clean stop removes the monitor's file; the next start works.
     d.ok(&["stop", "-f", "plain"]);
     assert!(!state.exists());
-    d.ok(&["start", "plain", "wired"]);
+    d.ok(&["start", "plain"]);
     d.ok(&["delete", "-f", "plain", "wired"]);
     d.ok(&["network", "delete", &net]);
 }
@@ -269,4 +284,42 @@ fn a_delete_cut_short_by_a_crash_ends_as_before_or_as_after_never_half() {
     d.ok(&["delete", "-f", "early", "late"]);
     assert!(!dir("early").exists() && !dir("late").exists());
     assert!(d.instances().is_empty());
+}
+
+/// A damaged database file stops ctld with a message that names the file and the way out;
+/// nothing on disk changes, and once the file is moved aside `ctld recover` brings the
+/// container back with its data.
+#[test]
+fn a_damaged_database_is_named_with_the_way_out() {
+    if !require_root("a_damaged_database_is_named_with_the_way_out") {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.ok(&["launch", "busybox", "c1"]);
+    d.ok(&["exec", "c1", "--", "sh", "-c", "echo kept > /root/data"]);
+    d.ok(&["stop", "-f", "c1"]);
+    d.kill(9);
+    let db = d.path().join("ctld.db");
+    for f in ["ctld.db-wal", "ctld.db-shm"] {
+        let _ = std::fs::remove_file(d.path().join(f));
+    }
+    std::fs::write(&db, vec![0x5a; 8192]).unwrap_or_else(|e| panic!("{e}"));
+    let refused = ctld(&d, &[]);
+    assert!(!refused.status.success());
+    let why = text(&refused);
+    assert!(
+        why.contains(&format!("cannot open the database {}", db.display())),
+        "{why}"
+    );
+    assert!(why.contains("recover"), "{why}");
+    assert!(d.path().join("containers/c1/upper/root/data").exists());
+    std::fs::rename(&db, d.path().join("ctld.db.damaged")).unwrap_or_else(|e| panic!("{e}"));
+    let recovered = ctld(&d, &["recover"]);
+    assert!(recovered.status.success(), "{}", text(&recovered));
+    d.restart();
+    d.ok(&["start", "c1"]);
+    assert_eq!(
+        d.ok(&["exec", "c1", "--", "cat", "/root/data"]).trim(),
+        "kept"
+    );
 }
