@@ -23,8 +23,8 @@ pub use instance::{
     InstanceStateCpu, InstanceStateMemory, InstanceStatePut, InstancesPost, StateAction,
 };
 pub use network::{
-    InstanceStateNetwork, Network, NetworkLease, NetworkPut, NetworkState, NetworkStateAddress,
-    NetworkStateCounters, NetworksPost, Profile, ProfilePut,
+    DnsmasqState, InstanceStateNetwork, Network, NetworkLease, NetworkPut, NetworkState,
+    NetworkStateAddress, NetworkStateCounters, NetworksPost, Profile, ProfilePut,
 };
 pub use operation::{Operation, OperationClass};
 pub use response::{Response, ResponseType};

@@ -102,6 +102,22 @@ pub struct NetworkState {
     /// `broadcast`, `loopback`...
     #[serde(rename = "type")]
     pub kind: String,
+    /// ctl's addition: the health of the network's DHCP and DNS server, for a network that
+    /// has one (a managed bridge with addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnsmasq: Option<DnsmasqState>,
+}
+
+/// The health of a managed network's dnsmasq (`dnsmasq` of the network state).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsmasqState {
+    /// `running`, `restarting` (it died; its supervisor starts it again after a pause) or
+    /// `down` (it could not be started: the daemon's log says why).
+    pub status: String,
+    /// Its PID while running, else 0.
+    pub pid: i32,
+    /// How often it died and was started again since the daemon started it.
+    pub restarts: u32,
 }
 
 /// One interface of a running instance (`network` of the instance state).

@@ -202,6 +202,36 @@ fn host_and_containers_talk_over_a_managed_bridge() {
             > 0,
         "{st}"
     );
+    // dnsmasq's health is in the state; one that dies is reported, logged and restarted.
+    let dns = &st["metadata"]["dnsmasq"];
+    assert_eq!(dns["status"], "running", "{st}");
+    let pid = dns["pid"].as_i64().unwrap_or(0);
+    assert!(pid > 1, "{st}");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "dnsmasq");
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (_, st) = d.http("GET", &format!("/1.0/networks/{net}/state"), None);
+            let dns = &st["metadata"]["dnsmasq"];
+            dns["status"] == "running" && dns["restarts"] == 1 && dns["pid"] != pid
+        }),
+        "dnsmasq restarted and counted"
+    );
+    assert!(d.log().contains("dnsmasq exited, restarting"));
+    // Names resolve again through the new one.
+    assert!(
+        wait_until(Duration::from_secs(5), || d
+            .ctl(&["exec", "cli", "--", "nslookup", "web", &gw])
+            .stdout
+            .contains(&web)),
+        "DNS after the restart"
+    );
 
     // Stop: the veth goes with the netns. Delete + network delete: nothing left.
     let veth = host_name_of(&d, "web");
@@ -725,4 +755,69 @@ fn names_resolve_with_the_state_directory_under_a_closed_path() {
     assert!(resolved, "r2.ctl does not resolve to {a2}");
     d.ok(&["delete", "-f", "r1", "r2"]);
     d.ok(&["network", "delete", &net]);
+}
+
+/// A container pinging its gateway while 20 other containers start and stop on the same
+/// bridge loses at most one packet (the gateway's MAC never changes under it).
+#[test]
+fn pings_to_the_gateway_survive_twenty_starts_and_stops() {
+    root_or_skip!("pings_to_the_gateway_survive_twenty_starts_and_stops");
+    let d = Daemon::start();
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    let gw = create_network(&d, &net, &[]);
+    launch_on(&d, "pinger", &net, &[]);
+    for i in 0..4 {
+        d.ok(&["init", "busybox", &format!("c{i}")]);
+        let nic = format!("network={net}");
+        d.ok(&[
+            "config",
+            "device",
+            "add",
+            &format!("c{i}"),
+            "eth0",
+            "nic",
+            &nic,
+        ]);
+    }
+    // The pinger must have reached the gateway once (its ARP entry made) before counting.
+    assert!(wait_until(Duration::from_secs(10), || d
+        .ctl(&["exec", "pinger", "--", "ping", "-c", "1", "-W", "1", &gw])
+        .code
+        == 0));
+    let ping = d
+        .ctl_command(&["exec", "pinger", "--", "ping", "-i", "0.1", "-w", "10", &gw])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("ping: {e}"));
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        let name = format!("c{}", i % 4);
+        d.ok(&["start", &name]);
+        d.ok(&["stop", "--force", &name]);
+    }
+    let churn = started.elapsed();
+    let out = ping
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("ping: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no summary: {text}"));
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let (sent, received) = (numbers[0], numbers[1]);
+    println!(
+        "ping across 20 starts and stops ({:.1} s): {sent} sent, {received} received",
+        churn.as_secs_f64()
+    );
+    assert!(
+        churn < Duration::from_millis(9500),
+        "the churn outlasted the ping: {churn:?}"
+    );
+    assert!(sent >= 50, "{summary}");
+    assert!(sent - received <= 1, "lost {}: {summary}", sent - received);
 }

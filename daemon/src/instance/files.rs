@@ -73,12 +73,20 @@ impl Instances {
         E: Display,
     {
         let inner = InnerPath::parse(path)?;
-        let file = self
+        let mut upload = self
             .with_root(name, path, move |root, path| {
-                files::open_for_write(root, path, &opts)
+                files::open_for_upload(root, path, &opts)
             })
             .await?;
-        Ok(files::write_stream(&inner, file, body).await?)
+        let Some(file) = upload.take_file() else {
+            return Err(InstanceError::Internal("upload without a file".into()));
+        };
+        // A failure here drops the upload: its temporary file goes, the old one stays.
+        let written = files::write_stream(&inner, file, body).await?;
+        tokio::task::spawn_blocking(move || upload.commit())
+            .await
+            .map_err(|e| InstanceError::Internal(e.to_string()))??;
+        Ok(written)
     }
 
     /// Make directory `path` in instance `name` (one that exists is fine).

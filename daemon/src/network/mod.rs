@@ -559,7 +559,8 @@ impl Networks {
 
     /// The bridge's live state.
     pub async fn state(&self, name: &str) -> Result<NetworkState, NetworkError> {
-        self.managed(name).await?;
+        let m = self.managed(name).await?;
+        let dnsmasq = self.dnsmasq_state(&m).await;
         let n = name.to_string();
         let found = self
             .blocking(move |w| Ok(w.interfaces(None, Some(&n))))
@@ -574,10 +575,38 @@ impl Networks {
                 mtu: i.mtu,
                 state: if i.up { "up" } else { "down" }.into(),
                 kind: "broadcast".into(),
+                dnsmasq,
             },
             None => NetworkState {
                 state: "down".into(),
                 kind: "broadcast".into(),
+                dnsmasq,
+                ..Default::default()
+            },
+        })
+    }
+
+    /// The health of network `m`'s dnsmasq; `None` where it has none (no addresses, or no
+    /// host services, as under the fake worker).
+    async fn dnsmasq_state(&self, m: &Managed) -> Option<ctl_api::DnsmasqState> {
+        let s = self.services.get()?;
+        if m.ipv4().is_none() && m.ipv6().is_none() {
+            return None;
+        }
+        let running = s.dnsmasq.lock().await;
+        Some(match running.get(&m.row.name) {
+            Some(h) => ctl_api::DnsmasqState {
+                status: if h.pid().is_some() {
+                    "running"
+                } else {
+                    "restarting"
+                }
+                .into(),
+                pid: h.pid().unwrap_or(0),
+                restarts: h.restarts(),
+            },
+            None => ctl_api::DnsmasqState {
+                status: "down".into(),
                 ..Default::default()
             },
         })

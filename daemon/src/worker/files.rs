@@ -528,6 +528,131 @@ pub fn open_for_write(
     Ok(std::fs::File::from(fd))
 }
 
+/// A file being written to replace `path`'s content. Unless appending (or writing
+/// through a final symlink, which is written in place), the content goes to a temporary
+/// file beside it, renamed over it only once complete ([`Upload::commit`]): a failed
+/// upload (a dropped connection, a full disk) leaves the old file as it was, or no file,
+/// never a part. An `Upload` dropped uncommitted removes its temporary file.
+#[derive(Debug)]
+pub struct Upload {
+    file: Option<std::fs::File>,
+    /// `(parent directory, temporary name, final name)`; `None` when written in place.
+    rename: Option<(OwnedFd, CString, CString)>,
+    path: InnerPath,
+}
+
+impl Upload {
+    /// The file to write the content to (once).
+    pub fn take_file(&mut self) -> Option<std::fs::File> {
+        self.file.take()
+    }
+
+    /// The content is complete: put it in place.
+    pub fn commit(mut self) -> Result<(), FileError> {
+        let Some((parent, tmp, name)) = self.rename.take() else {
+            return Ok(());
+        };
+        let renamed = nix::fcntl::renameat(&parent, tmp.as_c_str(), &parent, name.as_c_str());
+        if let Err(e) = renamed {
+            let _ = nix::unistd::unlinkat(&parent, tmp.as_c_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(self.path.errno(e));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some((parent, tmp, _)) = &self.rename {
+            let _ = nix::unistd::unlinkat(parent, tmp.as_c_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+/// The temporary name an upload to `name` is written under: hidden, beside it, unique.
+fn upload_name(name: &CStr) -> CString {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let bytes = name.to_bytes();
+    let mut tmp = Vec::with_capacity(bytes.len() + 48);
+    tmp.push(b'.');
+    // Names near NAME_MAX (255) keep only the suffix.
+    if bytes.len() <= 200 {
+        tmp.extend_from_slice(bytes);
+    }
+    tmp.extend_from_slice(format!(".ctl-upload-{unique}").as_bytes());
+    // No NUL inside: `name` is a C string and the rest is ASCII.
+    CString::new(tmp).unwrap_or_default()
+}
+
+/// Open `path` for an upload (see [`Upload`]): appending and a final symlink go through
+/// [`open_for_write`]; otherwise a temporary file is made beside the entry, with the
+/// existing file's owner and mode (then `opts.existing`) or a new file's (`opts.create`).
+pub fn open_for_upload(
+    root: &RootDir,
+    path: &InnerPath,
+    opts: &WriteOptions,
+) -> Result<Upload, FileError> {
+    let in_place = |root: &RootDir| {
+        Ok(Upload {
+            file: Some(open_for_write(root, path, opts)?),
+            rename: None,
+            path: path.clone(),
+        })
+    };
+    let Some(name) = &path.name else {
+        return Err(path.refused("is a directory"));
+    };
+    if opts.append {
+        return in_place(root);
+    }
+    let parent = root.parent(path)?;
+    let existing =
+        match nix::sys::stat::fstatat(&parent, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+                SFlag::S_IFREG => Some(st),
+                SFlag::S_IFLNK => return in_place(root),
+                _ => return Err(path.refused("not a regular file")),
+            },
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(path.errno(e)),
+        };
+    let _ids = root.as_container_root(path)?;
+    let tmp = upload_name(name);
+    let fd = nix::fcntl::openat(
+        &parent,
+        tmp.as_c_str(),
+        OFlag::O_WRONLY
+            | OFlag::O_CREAT
+            | OFlag::O_EXCL
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| path.errno(e))?;
+    // From here on, a failure removes the temporary file (the Upload's drop).
+    let mut upload = Upload {
+        file: None,
+        rename: Some((parent, tmp, name.clone())),
+        path: path.clone(),
+    };
+    let perms = match existing {
+        // The replaced file's owner and mode (host ids already), then what the request sets.
+        Some(st) => {
+            let asked = root.host_perms(path, opts.existing, false)?;
+            Perms {
+                uid: asked.uid.or(Some(st.st_uid)),
+                gid: asked.gid.or(Some(st.st_gid)),
+                mode: asked.mode.or(Some(st.st_mode & 0o7777)),
+            }
+        }
+        None => root.host_perms(path, opts.create.with_default_mode(DEFAULT_FILE_MODE), true)?,
+    };
+    perms.apply(path, &fd)?;
+    upload.file = Some(std::fs::File::from(fd));
+    Ok(upload)
+}
+
 /// Bytes read from a file per chunk of a download.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -1074,6 +1199,78 @@ mod tests {
         let res = remove(&root, &p(&format!("/hostdir/{name}")));
         assert!(res.is_err(), "{res:?}");
         assert!(host.path().exists(), "delete escaped to the host");
+    }
+
+    #[tokio::test]
+    async fn an_upload_replaces_the_file_only_when_complete() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, root) = root();
+        let path = p("/etc/conf");
+        std::fs::create_dir(dir.path().join("etc")).unwrap_or_else(|e| panic!("{e}"));
+        let on_disk = dir.path().join("etc/conf");
+        std::fs::write(&on_disk, b"old").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&on_disk, std::fs::Permissions::from_mode(0o640))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let leftovers = || {
+            std::fs::read_dir(dir.path().join("etc"))
+                .map(|rd| rd.flatten().count())
+                .unwrap_or(0)
+        };
+        // A body that fails half-way: the old content stays, no temporary file is left.
+        let mut up = open_for_upload(&root, &path, &WriteOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let file = up.take_file().unwrap_or_else(|| panic!("no file"));
+        let chunks: Vec<Result<Vec<u8>, String>> = vec![Ok(vec![b'x'; 10]), Err("reset".into())];
+        assert!(
+            write_stream(&path, file, futures_util::stream::iter(chunks))
+                .await
+                .is_err()
+        );
+        drop(up);
+        assert_eq!(std::fs::read(&on_disk).unwrap_or_default(), b"old");
+        assert_eq!(leftovers(), 1);
+        // A complete one replaces it, keeping its mode.
+        let mut up = open_for_upload(&root, &path, &WriteOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let file = up.take_file().unwrap_or_else(|| panic!("no file"));
+        let chunks: Vec<Result<Vec<u8>, String>> = vec![Ok(b"new".to_vec())];
+        write_stream(&path, file, futures_util::stream::iter(chunks))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            std::fs::read(&on_disk).unwrap_or_default(),
+            b"old",
+            "not before commit"
+        );
+        up.commit().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(std::fs::read(&on_disk).unwrap_or_default(), b"new");
+        let mode = std::fs::metadata(&on_disk).map(|m| m.permissions().mode() & 0o7777);
+        assert_eq!(mode.ok(), Some(0o640));
+        assert_eq!(leftovers(), 1);
+        // A new file that fails leaves nothing.
+        let mut up = open_for_upload(&root, &p("/etc/fresh"), &WriteOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(up.take_file());
+        drop(up);
+        assert_eq!(leftovers(), 1);
+        // Through a final symlink (inside the root): written in place, the link kept.
+        std::os::unix::fs::symlink("conf", dir.path().join("etc/link"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut up = open_for_upload(&root, &p("/etc/link"), &WriteOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let file = up.take_file().unwrap_or_else(|| panic!("no file"));
+        let chunks: Vec<Result<Vec<u8>, String>> = vec![Ok(b"linked".to_vec())];
+        write_stream(&p("/etc/link"), file, futures_util::stream::iter(chunks))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        up.commit().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(std::fs::read(&on_disk).unwrap_or_default(), b"linked");
+        assert!(
+            std::fs::symlink_metadata(dir.path().join("etc/link"))
+                .is_ok_and(|m| m.file_type().is_symlink())
+        );
+        // A directory or a device is refused, as by a plain write.
+        assert!(open_for_upload(&root, &p("/etc"), &WriteOptions::default()).is_err());
     }
 
     #[tokio::test]
