@@ -201,3 +201,78 @@ mod tests {
         }
     }
 }
+
+/// Properties of the filter parser over arbitrary query strings.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Filters built from the grammar's own words, with junk mixed in.
+    fn filter_text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "name",
+                "status",
+                "config.image.os",
+                "eq",
+                "ne",
+                "and",
+                "or",
+                "not",
+                "c1",
+                "\"a b\"",
+                "'x'",
+                "\"",
+                "Running",
+                "a.b.c.d",
+                "(",
+                ")",
+            ]),
+            0..24,
+        )
+        .prop_map(|w| w.join(" "))
+    }
+
+    fn comparison() -> impl Strategy<Value = (String, bool, String)> {
+        (
+            prop::sample::select(vec!["name", "status", "config.image.os", "a.b"]),
+            any::<bool>(),
+            "[a-zA-Z0-9 ._-]{0,8}",
+        )
+            .prop_map(|(f, eq, v)| (f.to_string(), eq, v))
+    }
+
+    proptest! {
+        #[test]
+        fn any_filter_text_parses_or_is_refused_and_matching_never_panics(text in filter_text()) {
+            if let Ok(Some(f)) = parse(&text) {
+                let v = serde_json::json!({
+                    "name": "c1", "status": "Running",
+                    "config": {"image.os": "BusyBox"}, "a": {"b": 1}
+                });
+                let _ = f.matches(&v);
+            }
+        }
+
+        #[test]
+        fn any_string_is_parsed_or_refused(text in ".{0,200}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn a_written_comparison_reads_back(terms in prop::collection::vec(comparison(), 1..6), ors in any::<u8>()) {
+            // "f eq 'v' and f ne 'v' or ...": and/or chosen by the bits of `ors`.
+            let mut text = String::new();
+            for (i, (field, eq, value)) in terms.iter().enumerate() {
+                if i > 0 {
+                    text.push_str(if ors & (1 << (i % 8)) != 0 { " or " } else { " and " });
+                }
+                let op = if *eq { "eq" } else { "ne" };
+                text.push_str(&format!("{field} {op} \"{value}\""));
+            }
+            let parsed = parse(&text);
+            prop_assert!(matches!(parsed, Ok(Some(_))), "{text}: {parsed:?}");
+        }
+    }
+}

@@ -578,3 +578,86 @@ mod tests {
         assert!(select(&catalog, "me", "split/one", "amd64", false).is_err());
     }
 }
+
+/// Properties of image selection over arbitrary catalogs a server may send.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn item() -> impl Strategy<Value = Item> {
+        (
+            prop::sample::select(vec![
+                "incus_combined.tar.gz",
+                "lxd_combined.tar.gz",
+                "incus.tar.xz",
+                "lxd.tar.xz",
+                "root.tar.xz",
+                "squashfs",
+                "disk-kvm.img",
+                "",
+            ]),
+            "[0-9a-f]{0,64}",
+            any::<u64>(),
+            "[a-z/._]{0,12}",
+            prop::option::of("[0-9a-f]{0,64}"),
+            prop::option::of("[0-9a-f]{64}"),
+        )
+            .prop_map(|(ftype, sha256, size, path, combined, rootxz)| Item {
+                ftype: ftype.into(),
+                sha256,
+                size,
+                path,
+                combined_sha256: combined,
+                combined_squashfs_sha256: None,
+                combined_rootxz_sha256: rootxz,
+            })
+    }
+
+    fn catalog() -> impl Strategy<Value = Catalog> {
+        let version = prop::collection::btree_map("[a-z0-9]{1,6}", item(), 0..4)
+            .prop_map(|items| Version { items });
+        let product = (
+            "[a-z0-9/,. ]{0,16}",
+            prop::sample::select(vec!["amd64", "arm64", ""]),
+            prop::collection::btree_map("[0-9_]{1,8}", version, 0..3),
+        )
+            .prop_map(|(aliases, arch, versions)| Product {
+                aliases,
+                arch: arch.into(),
+                versions,
+                ..Product::default()
+            });
+        prop::collection::btree_map("[a-z0-9:]{1,12}", product, 0..5).prop_map(|products| Catalog {
+            products,
+            ..Catalog::default()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_selection_comes_from_the_catalog_for_the_asked_arch(
+            c in catalog(),
+            name in "[a-z0-9/]{0,8}",
+            squashfs in any::<bool>(),
+        ) {
+            if let Ok(sel) = select(&c, "srv", &name, "amd64", squashfs) {
+                let p = c.products.get(&sel.product);
+                prop_assert!(p.is_some_and(|p| p.arch == "amd64"));
+                let v = p.and_then(|p| p.versions.get(&sel.version));
+                prop_assert!(v.is_some());
+                // Every file to download is an item of that version, with its checksum.
+                for f in &sel.files {
+                    prop_assert!(v.is_some_and(|v| v.items.values().any(|i| i.path == f.path && i.sha256 == f.sha256)));
+                }
+                prop_assert!(!sel.files.is_empty());
+            }
+        }
+
+        #[test]
+        fn any_json_is_read_or_refused(text in ".{0,256}") {
+            let _ = serde_json::from_str::<Catalog>(&text);
+            let _ = serde_json::from_str::<Index>(&text);
+        }
+    }
+}

@@ -1549,3 +1549,138 @@ mod tests {
         assert!(listing(&tmp.path().join("image/rootfs")).is_empty());
     }
 }
+
+/// Properties of the unpacker over hostile archives: whatever the entries (climbing paths,
+/// symlinks out of the tree, links through them, absolute names), nothing is ever written
+/// outside the directory unpacked into, and nothing panics.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Kind {
+        File,
+        Dir,
+        Symlink(String),
+        Hardlink(String),
+    }
+
+    /// A raw header: the tar crate refuses to write the hostile names these need.
+    fn header(path: &str, kind: &Kind, size: u64) -> Vec<u8> {
+        let mut h = tar::Header::new_ustar();
+        let (ty, link) = match kind {
+            Kind::File => (tar::EntryType::Regular, ""),
+            Kind::Dir => (tar::EntryType::Directory, ""),
+            Kind::Symlink(t) => (tar::EntryType::Symlink, t.as_str()),
+            Kind::Hardlink(t) => (tar::EntryType::Link, t.as_str()),
+        };
+        {
+            let old = h.as_old_mut();
+            let n = path.len().min(old.name.len());
+            old.name[..n].copy_from_slice(&path.as_bytes()[..n]);
+            let l = link.len().min(old.linkname.len());
+            old.linkname[..l].copy_from_slice(&link.as_bytes()[..l]);
+        }
+        h.set_entry_type(ty);
+        h.set_mode(0o755);
+        h.set_mtime(1_600_000_000);
+        h.set_size(size);
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    fn piece() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["a", "b", "..", ".", "", "rootfs", "out"])
+    }
+
+    /// Paths and link targets; `@` stands for the absolute path of the bait directory.
+    fn path() -> impl Strategy<Value = String> {
+        prop::collection::vec(piece(), 1..5).prop_map(|p| p.join("/"))
+    }
+
+    fn target() -> impl Strategy<Value = String> {
+        prop_oneof![
+            path(),
+            Just("@".to_string()),
+            prop::collection::vec(piece(), 0..3).prop_map(|p| format!("@/{}", p.join("/"))),
+            Just("/".to_string()),
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = (String, Kind)> {
+        let kind = prop_oneof![
+            Just(Kind::File),
+            Just(Kind::Dir),
+            target().prop_map(Kind::Symlink),
+            target().prop_map(Kind::Hardlink),
+        ];
+        (
+            prop_oneof![path(), path().prop_map(|p| format!("rootfs/{p}"))],
+            kind,
+        )
+    }
+
+    fn everything_under(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    todo.push(e.path());
+                }
+                out.push(e.path());
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn hostile_archives_never_write_outside_the_tree(
+            entries in prop::collection::vec(entry(), 1..10),
+            layout in prop::sample::select(vec![Layout::Unified, Layout::Rootfs]),
+        ) {
+            let sandbox = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let bait = sandbox.path().join("bait");
+            fs::create_dir(&bait).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            fs::write(bait.join("keep"), b"bait").map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let bait_abs = bait.display().to_string();
+            let mut tar = Vec::new();
+            for (path, kind) in &entries {
+                let kind = match kind {
+                    Kind::Symlink(t) => Kind::Symlink(t.replace('@', &bait_abs)),
+                    Kind::Hardlink(t) => Kind::Hardlink(t.replace('@', &bait_abs)),
+                    k => k.clone(),
+                };
+                let data: &[u8] = if matches!(kind, Kind::File) { b"payload" } else { b"" };
+                tar.extend_from_slice(&header(path, &kind, data.len() as u64));
+                tar.extend_from_slice(data);
+                tar.resize(tar.len().div_ceil(512) * 512, 0);
+            }
+            tar.extend_from_slice(&[0u8; 1024]);
+            let rootfs = sandbox.path().join("rootfs");
+            let _ = unpack(&tar[..], layout, Some(&rootfs), &Limits::default());
+            // The bait is as it was; the sandbox holds only the bait and the tree.
+            let bait_now = everything_under(&bait);
+            prop_assert_eq!(bait_now, vec![bait.join("keep")]);
+            prop_assert_eq!(fs::read(bait.join("keep")).ok(), Some(b"bait".to_vec()));
+            let top: Vec<_> = fs::read_dir(sandbox.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            prop_assert!(top.iter().all(|n| n == "bait" || n == "rootfs"), "{top:?}");
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_refused_or_read_without_panicking(
+            bytes in prop::collection::vec(any::<u8>(), 0..4096),
+        ) {
+            let _ = unpack(&bytes[..], Layout::Unified, None, &Limits::default());
+        }
+    }
+}

@@ -359,3 +359,73 @@ mod tests {
         assert_eq!(parse_mac("00:16:3e:0a:0b:zz"), None);
     }
 }
+
+/// Properties of address allocation over arbitrary networks and used sets.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn allocated_addresses_are_free_host_addresses_of_the_network(
+            addr in any::<u32>(),
+            prefix in 22u8..=30,
+            used_offsets in prop::collection::hash_set(0u32..1024, 0..64),
+        ) {
+            let net = Ipv4Cidr { addr: Ipv4Addr::from(addr), prefix };
+            let base = u32::from(net.network());
+            let used: HashSet<Ipv4Addr> =
+                used_offsets.iter().map(|o| Ipv4Addr::from(base.wrapping_add(*o))).collect();
+            match allocate(net, &used) {
+                Ok(ip) => {
+                    prop_assert!(net.contains(ip));
+                    prop_assert!(ip != net.addr && ip != net.network() && ip != net.broadcast());
+                    prop_assert!(!used.contains(&ip));
+                    prop_assert!(net.check_host(ip).is_ok());
+                    prop_assert!(check_static(net, ip, &used).is_ok());
+                    // The lowest such address.
+                    for lower in (base + 1)..u32::from(ip) {
+                        let l = Ipv4Addr::from(lower);
+                        prop_assert!(l == net.addr || used.contains(&l));
+                    }
+                }
+                Err(IpamError::Exhausted(_)) => {
+                    for host in (base + 1)..u32::from(net.broadcast()) {
+                        let h = Ipv4Addr::from(host);
+                        prop_assert!(h == net.addr || used.contains(&h));
+                    }
+                }
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+
+        #[test]
+        fn a_cidr_reads_back_as_written(addr in any::<u32>(), prefix in 0u8..=32) {
+            let c = Ipv4Cidr { addr: Ipv4Addr::from(addr), prefix };
+            prop_assert_eq!(Ipv4Cidr::parse(&c.to_string()).ok(), Some(c));
+        }
+
+        #[test]
+        fn any_text_is_parsed_or_refused_without_panicking(s in "[0-9./a-f:]{0,24}") {
+            let _ = Ipv4Cidr::parse(&s);
+            let _ = Ipv6Cidr::parse(&s);
+            let _ = parse_mac(&s);
+        }
+
+        #[test]
+        fn a_picked_subnet_overlaps_nothing_taken(
+            taken in prop::collection::vec((any::<u32>(), 8u8..=30), 0..16),
+            candidates in prop::collection::vec((any::<u8>(), any::<u8>()), 0..32),
+        ) {
+            let taken: Vec<Ipv4Cidr> = taken
+                .into_iter()
+                .map(|(a, p)| Ipv4Cidr { addr: Ipv4Addr::from(a), prefix: p })
+                .collect();
+            if let Ok(c) = pick_subnet(&taken, candidates) {
+                prop_assert!(taken.iter().all(|t| !t.overlaps(c)));
+                prop_assert_eq!(c.prefix, 24);
+            }
+        }
+    }
+}

@@ -1299,3 +1299,49 @@ mod tests {
         );
     }
 }
+
+/// Properties of the path parser over arbitrary client input.
+#[cfg(test)]
+mod properties {
+    use super::InnerPath;
+    use proptest::prelude::*;
+
+    /// Paths made of the pieces that matter (separators, dots, names, a NUL).
+    fn hostile_path() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(vec!["/", "//", ".", "..", "a", "b.c", "...", "\0", " "]),
+            0..12,
+        )
+        .prop_map(|parts| parts.concat().replace("\\0", "\0"))
+    }
+
+    proptest! {
+        #[test]
+        fn parsed_paths_are_relative_clean_and_split_consistently(path in hostile_path()) {
+            let Ok(p) = InnerPath::parse(&path) else {
+                // Refused: not absolute, or a NUL inside.
+                prop_assert!(!path.starts_with('/') || path.contains('\0'));
+                return Ok(());
+            };
+            let full = p.full.to_str().unwrap_or_default().to_string();
+            prop_assert!(!full.starts_with('/'), "{full:?}");
+            prop_assert!(full == "." || full.split('/').all(|c| !c.is_empty() && c != "."), "{full:?}");
+            match &p.name {
+                Some(name) => {
+                    let name = name.to_str().unwrap_or_default();
+                    prop_assert!(name != ".." && !name.contains('/') && !name.is_empty());
+                    let parent = p.parent.to_str().unwrap_or_default();
+                    let joined = if parent == "." { name.to_string() } else { format!("{parent}/{name}") };
+                    prop_assert_eq!(joined, full);
+                }
+                // The root itself, or a path ending in "..": only a directory.
+                None => prop_assert!(full == "." || full.ends_with("..")),
+            }
+        }
+
+        #[test]
+        fn any_string_is_parsed_or_refused_without_panicking(path in ".{0,64}") {
+            let _ = InnerPath::parse(&path);
+        }
+    }
+}
