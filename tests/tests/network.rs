@@ -821,3 +821,70 @@ fn pings_to_the_gateway_survive_twenty_starts_and_stops() {
     assert!(sent >= 50, "{summary}");
     assert!(sent - received <= 1, "lost {}: {summary}", sent - received);
 }
+
+/// An update that hot-plugs a NIC and then fails (a memory limit below what the container
+/// uses, which cgroup v1 refuses) leaves the container as it was: no new interface, the
+/// same leases, the same record.
+#[test]
+fn a_failed_update_puts_nics_and_leases_back() {
+    root_or_skip!("a_failed_update_puts_nics_and_leases_back");
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        // cgroup v2 takes a lower memory.max and reclaims or kills instead of refusing.
+        eprintln!("SKIP a_failed_update_puts_nics_and_leases_back: needs cgroup v1 memory");
+        return;
+    }
+    let d = Daemon::start();
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    create_network(&d, &net, &[]);
+    launch_on(&d, "c", &net, &[]);
+    // 48 MB the container cannot give back (no swap): a 1 MiB limit is refused.
+    let mut hog = d
+        .ctl_command(&[
+            "exec",
+            "c",
+            "--",
+            "sh",
+            "-c",
+            // Not ending in `sleep`: the shell would exec it and free the string.
+            "x=$(head -c 48000000 /dev/zero | tr '\\0' a); echo held; sleep 120; echo ${#x}",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("hog: {e}"));
+    let mut line = [0u8; 5];
+    hog.stdout
+        .as_mut()
+        .map(|o| o.read_exact(&mut line))
+        .transpose()
+        .unwrap_or_else(|e| panic!("hog: {e}"));
+    assert_eq!(&line, b"held\n");
+    let leases = |d: &Daemon| {
+        let (_, v) = d.http("GET", &format!("/1.0/networks/{net}/leases"), None);
+        v["metadata"].to_string()
+    };
+    let before = leases(&d);
+    let links = |d: &Daemon| d.ok(&["exec", "c", "--", "ls", "/sys/class/net"]);
+    let links_before = links(&d);
+    let body = format!(
+        r#"{{"config":{{"limits.memory":"1MiB"}},"devices":{{"eth1":{{"type":"nic","network":"{net}","name":"eth1"}}}}}}"#
+    );
+    let (code, v) = d.http("PATCH", "/1.0/instances/c", Some(&body));
+    assert_ne!(code, 200, "the update must fail: {v}");
+    assert_eq!(links(&d), links_before, "eth1 was taken out again");
+    assert_eq!(leases(&d), before, "leases as before");
+    let (_, inst) = d.http("GET", "/1.0/instances/c", None);
+    assert!(inst["metadata"]["devices"].get("eth1").is_none(), "{inst}");
+    assert!(
+        inst["metadata"]["config"].get("limits.memory").is_none(),
+        "{inst}"
+    );
+    let _ = hog.kill();
+    let _ = hog.wait();
+    // The same change without the impossible limit works.
+    let body =
+        format!(r#"{{"devices":{{"eth1":{{"type":"nic","network":"{net}","name":"eth1"}}}}}}"#);
+    let (code, v) = d.http("PATCH", "/1.0/instances/c", Some(&body));
+    assert_eq!(code, 200, "{v}");
+    assert!(links(&d).contains("eth1"));
+}

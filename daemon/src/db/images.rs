@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::Row;
+use sqlx::{Row, SqliteExecutor};
 
 use super::{DbError, Pool, is_unique_violation};
 
@@ -39,7 +39,7 @@ pub struct NewImage<'a> {
 }
 
 /// Insert an image row (uploaded now).
-pub async fn insert(pool: &Pool, new: &NewImage<'_>) -> Result<(), DbError> {
+pub async fn insert(db: impl SqliteExecutor<'_>, new: &NewImage<'_>) -> Result<(), DbError> {
     let props = serde_json::to_string(new.properties).unwrap_or_else(|_| "{}".into());
     let res = sqlx::query(
         "INSERT INTO images (fingerprint, filename, size, architecture, created_at, uploaded_at, \
@@ -54,7 +54,7 @@ pub async fn insert(pool: &Pool, new: &NewImage<'_>) -> Result<(), DbError> {
     .bind(new.public)
     .bind(new.cached)
     .bind(props)
-    .execute(pool)
+    .execute(db)
     .await;
     match res {
         Err(e) if is_unique_violation(&e) => {
@@ -67,7 +67,7 @@ pub async fn insert(pool: &Pool, new: &NewImage<'_>) -> Result<(), DbError> {
 
 /// Point alias `name` at `fingerprint` (replacing an existing alias of that name).
 pub async fn set_alias(
-    pool: &Pool,
+    db: impl SqliteExecutor<'_>,
     name: &str,
     fingerprint: &str,
     description: &str,
@@ -80,7 +80,7 @@ pub async fn set_alias(
     .bind(name)
     .bind(fingerprint)
     .bind(description)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -198,11 +198,15 @@ pub async fn find_prefix(pool: &Pool, prefix: &str) -> Result<Vec<ImageRow>, DbE
 }
 
 /// Record when an image was uploaded (`insert` takes its creation date for both).
-pub async fn set_uploaded_at(pool: &Pool, fingerprint: &str, at: &str) -> Result<(), DbError> {
+pub async fn set_uploaded_at(
+    db: impl SqliteExecutor<'_>,
+    fingerprint: &str,
+    at: &str,
+) -> Result<(), DbError> {
     sqlx::query("UPDATE images SET uploaded_at = ? WHERE fingerprint = ?")
         .bind(at)
         .bind(fingerprint)
-        .execute(pool)
+        .execute(db)
         .await?;
     Ok(())
 }

@@ -7,6 +7,8 @@
 //! no intent names is never removed on the journal's word: a database that lost its rows
 //! costs garbage at worst, never data.
 
+use sqlx::SqliteExecutor;
+
 use super::{DbError, Pool};
 
 /// What kind of change an intent is for.
@@ -33,7 +35,7 @@ impl Kind {
 /// Record that a change of `kind` on `name` begins. A row left by an earlier run of the
 /// same change (undone at start-up, so only a change that failed and could not remove it)
 /// is taken over.
-pub async fn begin(pool: &Pool, kind: Kind, name: &str) -> Result<(), DbError> {
+pub async fn begin(db: impl SqliteExecutor<'_>, kind: Kind, name: &str) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO intents (kind, name, created_at) VALUES (?, ?, ?) \
          ON CONFLICT (kind, name) DO UPDATE SET created_at = excluded.created_at",
@@ -41,17 +43,17 @@ pub async fn begin(pool: &Pool, kind: Kind, name: &str) -> Result<(), DbError> {
     .bind(kind.as_str())
     .bind(name)
     .bind(crate::instance::now_rfc3339())
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
 
 /// The change of `kind` on `name` is complete (or fully undone).
-pub async fn finish(pool: &Pool, kind: Kind, name: &str) -> Result<(), DbError> {
+pub async fn finish(db: impl SqliteExecutor<'_>, kind: Kind, name: &str) -> Result<(), DbError> {
     sqlx::query("DELETE FROM intents WHERE kind = ? AND name = ?")
         .bind(kind.as_str())
         .bind(name)
-        .execute(pool)
+        .execute(db)
         .await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::Row;
+use sqlx::{Row, SqliteExecutor};
 
 use super::{DbError, Pool, is_unique_violation};
 
@@ -61,7 +61,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// Insert a network; `Conflict` if the name is taken.
-pub async fn insert(pool: &Pool, row: &NetworkRow) -> Result<(), DbError> {
+pub async fn insert(db: impl SqliteExecutor<'_>, row: &NetworkRow) -> Result<(), DbError> {
     let res = sqlx::query(
         "INSERT INTO networks (name, description, type, config, created_at) \
          VALUES (?, ?, ?, ?, ?)",
@@ -71,7 +71,7 @@ pub async fn insert(pool: &Pool, row: &NetworkRow) -> Result<(), DbError> {
     .bind(&row.kind)
     .bind(to_json(&row.config))
     .bind(&row.created_at)
-    .execute(pool)
+    .execute(db)
     .await;
     match res {
         Err(e) if is_unique_violation(&e) => {

@@ -38,7 +38,7 @@ use super::tarball::{Compression, ImageMetadata, Tree, write_image_file};
 use super::templates::TemplateEntry;
 use super::unpack::{Layout, Limits, unpack};
 use super::{ImageError, ImageStore, host_architecture};
-use crate::db::{self, DbError};
+use crate::db;
 use crate::worker::mounts::unmount_under;
 
 /// A Debian release the daemon can build.
@@ -986,32 +986,29 @@ impl ImageStore {
                         .ok()
                 })
                 .unwrap_or_else(super::now);
-            let inserted = db::images::insert(
-                &self.db,
-                &db::NewImage {
-                    fingerprint: fp,
-                    filename: "",
-                    size,
-                    architecture: &metadata.architecture,
-                    created_at: &created,
-                    properties: props,
-                    public: false,
-                    cached: true,
-                },
-            )
-            .await;
-            match inserted {
-                Ok(()) | Err(DbError::Conflict(_)) => {}
-                Err(e) => {
-                    drop(BuildDir {
-                        path: final_dir,
-                        armed: true,
-                    });
-                    return Err(e.into());
-                }
+            let recorded = self
+                .record(
+                    &db::NewImage {
+                        fingerprint: fp,
+                        filename: "",
+                        size,
+                        architecture: &metadata.architecture,
+                        created_at: &created,
+                        properties: props,
+                        public: false,
+                        cached: true,
+                    },
+                    &[],
+                    true,
+                )
+                .await;
+            if let Err(e) = recorded {
+                drop(BuildDir {
+                    path: final_dir,
+                    armed: true,
+                });
+                return Err(e.into());
             }
-            self.recorded(fp).await?;
-            db::images::set_uploaded_at(&self.db, fp, &super::now()).await?;
             self.events.image("image-created", fp);
         }
         for alias in suite.aliases() {

@@ -247,8 +247,7 @@ impl ImageStore {
             }
             let props = transfer::busybox_properties(&built.version);
             let t = now();
-            match db::images::insert(
-                &self.db,
+            self.record(
                 &db::NewImage {
                     fingerprint: &built.fingerprint,
                     filename: "",
@@ -259,14 +258,10 @@ impl ImageStore {
                     public: false,
                     cached: true,
                 },
+                &[alias.to_string()],
+                true,
             )
-            .await
-            {
-                Ok(()) | Err(DbError::Conflict(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-            self.recorded(&built.fingerprint).await?;
-            db::images::set_alias(&self.db, alias, &built.fingerprint, "").await?;
+            .await?;
             tracing::info!(fingerprint = %built.fingerprint, alias, "built image");
             Ok(built.fingerprint)
         }
@@ -297,6 +292,29 @@ impl ImageStore {
             .await
             .map_err(io_at(&final_dir))?;
         Ok(final_dir)
+    }
+
+    /// Record the image [`ImageStore::move_in`] stored, in one transaction: its row (with
+    /// `existing_ok`, a row already there for the same image is kept), its upload time,
+    /// `aliases`, and the end of the store's intent. A crash leaves all of it or none.
+    async fn record(
+        &self,
+        new: &db::NewImage<'_>,
+        aliases: &[String],
+        existing_ok: bool,
+    ) -> Result<(), DbError> {
+        let mut tx = self.db.begin().await?;
+        match db::images::insert(&mut *tx, new).await {
+            Ok(()) => db::images::set_uploaded_at(&mut *tx, new.fingerprint, &now()).await?,
+            Err(DbError::Conflict(_)) if existing_ok => {}
+            Err(e) => return Err(e),
+        }
+        for alias in aliases {
+            db::images::set_alias(&mut *tx, alias, new.fingerprint, "").await?;
+        }
+        db::intents::finish(&mut *tx, Kind::ImageRegister, new.fingerprint).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The row of the image [`ImageStore::move_in`] stored is written: the intent ends.

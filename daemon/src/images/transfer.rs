@@ -401,31 +401,28 @@ impl ImageStore {
             p
         };
         let created = rfc3339(image.metadata.creation_date);
-        let inserted = db::images::insert(
-            &self.db,
-            &db::NewImage {
-                fingerprint: &fp,
-                filename: &image.filename,
-                size: image.size,
-                architecture: &image.metadata.architecture,
-                created_at: &created,
-                properties: &properties,
-                public: image.public,
-                cached: image.cached,
-            },
-        )
-        .await;
-        if let Err(e) = inserted {
+        let recorded = self
+            .record(
+                &db::NewImage {
+                    fingerprint: &fp,
+                    filename: &image.filename,
+                    size: image.size,
+                    architecture: &image.metadata.architecture,
+                    created_at: &created,
+                    properties: &properties,
+                    public: image.public,
+                    cached: image.cached,
+                },
+                &image.aliases,
+                false,
+            )
+            .await;
+        if let Err(e) = recorded {
             drop(WorkDir {
                 path: final_dir,
                 armed: true,
             });
             return Err(e.into());
-        }
-        self.recorded(&fp).await?;
-        db::images::set_uploaded_at(&self.db, &fp, &super::now()).await?;
-        for alias in &image.aliases {
-            db::images::set_alias(&self.db, alias, &fp, "").await?;
         }
         tracing::info!(fingerprint = %fp, size = image.size, "image stored");
         self.events.image("image-created", &fp);

@@ -1474,9 +1474,6 @@ impl Instances {
                 .unwrap_or_else(network::random_host_name);
             cfg.insert(network::host_name_key(&r.nic.device), host);
         }
-        if !running {
-            self.networks.sync_leases(name, &nics, &cfg).await?;
-        }
         if running
             && let Some(key) = config::START_ONLY_KEYS
                 .iter()
@@ -1498,10 +1495,17 @@ impl Instances {
             }
             _ => None,
         };
+        // Whether leases or NICs were changed: a later failure puts them back.
+        let mut nics_touched = false;
         let result = async {
+            if !running {
+                nics_touched = true;
+                self.networks.sync_leases(name, &nics, &cfg).await?;
+            }
             if let Some(init) = init
                 && !nic_change.is_empty()
             {
+                nics_touched = true;
                 self.hotplug_nics(name, &init, &nics, &cfg, &nic_change)
                     .await?;
             }
@@ -1532,11 +1536,51 @@ impl Instances {
             {
                 tracing::warn!(instance = %name, error = %undo, "could not restore proxy devices");
             }
+            if nics_touched
+                && let Err(undo) = self
+                    .restore_nics(name, init, &row, &profiles, &devices)
+                    .await
+            {
+                tracing::warn!(instance = %name, error = %undo, "could not restore NICs and leases");
+            }
             return Err(e);
         }
         self.events
             .instance("instance-updated", name, BTreeMap::new());
         Ok(())
+    }
+
+    /// An update failed after changing NICs or leases: put back those of the record `row`
+    /// (the update's `profiles` and `devices` are what was being applied). A hot-plugged
+    /// change is reversed in the running container; leases follow the old devices.
+    async fn restore_nics(
+        &self,
+        name: &str,
+        init: Option<InitProcess>,
+        row: &InstanceRow,
+        profiles: &[String],
+        devices: &network::Devices,
+    ) -> Result<(), InstanceError> {
+        let old = self
+            .check_devices(name, &row.profiles, &row.devices)
+            .await?;
+        match init {
+            Some(init) => {
+                let all = db::profiles::list(&self.db).await?;
+                let (before, _) = split_proxies(network::expand(&all, &row.profiles, &row.devices));
+                let (after, _) = split_proxies(network::expand(&all, profiles, devices));
+                let back = NicChange::between(&after, &before);
+                if back.is_empty() {
+                    return Ok(());
+                }
+                self.hotplug_nics(name, &init, &old.nics, &row.config, &back)
+                    .await
+            }
+            None => Ok(self
+                .networks
+                .sync_leases(name, &old.nics, &row.config)
+                .await?),
+        }
     }
 
     /// Apply a NIC change to a running instance: interfaces of removed or changed devices

@@ -773,12 +773,11 @@ impl Networks {
         db::intents::begin(&self.db, Kind::NetworkCreate, &row.name).await?;
         let made = self.blocking(move |w| w.ensure_bridge(&spec)).await;
         let stored = match made {
-            Ok(()) => db::networks::insert(&self.db, &row)
-                .await
-                .map_err(|e| match e {
-                    DbError::Conflict(_) => NetworkError::AlreadyExists(row.name.clone()),
-                    e => e.into(),
-                }),
+            // The row and the end of the intent, together.
+            Ok(()) => self.record_created(&row).await.map_err(|e| match e {
+                DbError::Conflict(_) => NetworkError::AlreadyExists(row.name.clone()),
+                e => e.into(),
+            }),
             Err(e) => Err(e),
         };
         if let Err(e) = stored {
@@ -792,7 +791,6 @@ impl Networks {
             }
             return Err(e);
         }
-        db::intents::finish(&self.db, Kind::NetworkCreate, &row.name).await?;
         if let Err(e) = self.network_up(&m).await {
             self.network_down(&row.name).await;
             let n = row.name.clone();
@@ -924,6 +922,15 @@ impl Networks {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Write a new network's row and end its create's intent, in one transaction.
+    async fn record_created(&self, row: &NetworkRow) -> Result<(), DbError> {
+        let mut tx = self.db.begin().await?;
+        db::networks::insert(&mut *tx, row).await?;
+        db::intents::finish(&mut *tx, Kind::NetworkCreate, &row.name).await?;
+        tx.commit().await?;
         Ok(())
     }
 
