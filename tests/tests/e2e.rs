@@ -1294,3 +1294,38 @@ fn id_maps_follow_the_security_keys() {
         "{list}"
     );
 }
+
+/// The monitor writes down what happens to the init (started, how it ended) in the
+/// instance's `monitor.log`, listed with the instance's logs: a container that dies while
+/// nobody watches leaves a trace.
+#[test]
+fn the_monitor_writes_down_how_the_init_ended() {
+    if !require_root("the_monitor_writes_down_how_the_init_ended") {
+        return;
+    }
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "c1"]);
+    let pid = d.init_pid("c1");
+    let kill = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(kill);
+    assert!(wait_until(
+        Duration::from_secs(5),
+        || d.state("c1")["status"] == "Stopped"
+    ));
+    let (_, logs) = d.http("GET", "/1.0/instances/c1/logs", None);
+    assert!(logs.to_string().contains("monitor.log"), "{logs}");
+    let mut text = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            text = d
+                .http_text("GET", "/1.0/instances/c1/logs/monitor.log", None)
+                .1;
+            text.contains("was killed by SIGKILL")
+        }),
+        "{text}"
+    );
+    assert!(text.contains(&format!("init {pid} started")), "{text}");
+}

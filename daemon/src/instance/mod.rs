@@ -865,6 +865,7 @@ impl Instances {
                 (sock.as_os_str().len() < 108).then_some(sock)
             },
             state_file: Some(self.paths.init_state(&row.name)),
+            monitor_log: Some(self.log_path(&row.name, "monitor.log")),
         })
     }
 
@@ -1204,13 +1205,13 @@ impl Instances {
                 let statuses: Vec<StatusCode> = rows.iter().map(|r| me.status(r)).collect();
                 // The network namespaces of the running ones, all visited by one thread.
                 let mut ifaces = if with_state {
-                    let pids: Vec<i32> = rows
+                    let inits: Vec<InitProcess> = rows
                         .iter()
                         .zip(&statuses)
                         .filter(|(_, s)| **s != StatusCode::Stopped)
-                        .map(|(r, _)| r.init_pid)
+                        .filter_map(|(r, _)| Self::init_of(r))
                         .collect();
-                    me.worker.interfaces_of_many(&pids).into_iter()
+                    me.worker.interfaces_of_many(&inits).into_iter()
                 } else {
                     Vec::new().into_iter()
                 };
@@ -1290,8 +1291,10 @@ impl Instances {
                 BTreeMap::new()
             },
             network: running.then(|| {
-                let ifaces =
-                    ifaces.unwrap_or_else(|| self.worker.interfaces(Some(row.init_pid), None));
+                let ifaces = ifaces.unwrap_or_else(|| match Self::init_of(row) {
+                    Some(init) => self.worker.interfaces(Some(&init), None),
+                    None => Vec::new(),
+                });
                 self.network_state(row, profiles, ifaces)
             }),
         }

@@ -292,8 +292,8 @@ impl Worker for FakeWorker {
         Ok(())
     }
 
-    fn interfaces(&self, pid: Option<i32>, only: Option<&str>) -> Vec<super::Interface> {
-        let nics = match pid {
+    fn interfaces(&self, init: Option<&InitProcess>, only: Option<&str>) -> Vec<super::Interface> {
+        let nics = match init.map(|i| i.pid) {
             Some(pid) => self
                 .nics
                 .lock()
@@ -321,7 +321,7 @@ impl Worker for FakeWorker {
                 ..Default::default()
             })
             .collect();
-        if pid.is_none()
+        if init.is_none()
             && let Some(name) = only
             && self.bridge_exists(name)
         {

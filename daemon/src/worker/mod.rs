@@ -190,12 +190,14 @@ pub trait Worker: Send + Sync + 'static {
     fn remove_nics(&self, init: &InitProcess, names: &[String]) -> Result<(), WorkerError>;
     /// Write `/etc/resolv.conf` and `/etc/hosts` entries a running container lacks.
     fn write_resolver(&self, init: &InitProcess, spec: &ResolverSpec) -> Result<(), WorkerError>;
-    /// The interfaces of the netns `pid` lives in (`None`: the host's), or only `only`.
-    fn interfaces(&self, pid: Option<i32>, only: Option<&str>) -> Vec<Interface>;
-    /// The interfaces of the netns of each of `pids`, in order (for listings).
-    fn interfaces_of_many(&self, pids: &[i32]) -> Vec<Vec<Interface>> {
-        pids.iter()
-            .map(|p| self.interfaces(Some(*p), None))
+    /// The interfaces of the netns `init` lives in (`None`: the host's), or only `only`.
+    /// An init that is gone has none.
+    fn interfaces(&self, init: Option<&InitProcess>, only: Option<&str>) -> Vec<Interface>;
+    /// The interfaces of the netns of each of `inits`, in order (for listings).
+    fn interfaces_of_many(&self, inits: &[InitProcess]) -> Vec<Vec<Interface>> {
+        inits
+            .iter()
+            .map(|i| self.interfaces(Some(i), None))
             .collect()
     }
     /// The network namespace of the running container whose init is `init`, held open (for
@@ -669,20 +671,24 @@ impl Worker for HostWorker {
         if nics.is_empty() {
             return Ok(());
         }
-        if !proc::is_alive(init.pid, init.starttime) {
+        let Ok(ns) = netns::NetNs::of_process(init.pid, init.starttime) else {
             return Err(WorkerError::Spawn(spawn::SpawnError::Container(format!(
                 "init {} exited before its network was set up",
                 init.pid
             ))));
-        }
-        Ok(net::setup_nics(init.pid, nics)?)
+        };
+        Ok(net::setup_nics(&ns, nics)?)
     }
 
     fn remove_nics(&self, init: &InitProcess, names: &[String]) -> Result<(), WorkerError> {
-        if names.is_empty() || !proc::is_alive(init.pid, init.starttime) {
+        if names.is_empty() {
             return Ok(());
         }
-        Ok(net::remove_nics(init.pid, names)?)
+        // Gone: its interfaces went with its namespace.
+        let Ok(ns) = netns::NetNs::of_process(init.pid, init.starttime) else {
+            return Ok(());
+        };
+        Ok(net::remove_nics(&ns, names)?)
     }
 
     fn write_resolver(&self, init: &InitProcess, spec: &ResolverSpec) -> Result<(), WorkerError> {
@@ -690,13 +696,24 @@ impl Worker for HostWorker {
         Ok(net::write_resolver(&root, spec)?)
     }
 
-    fn interfaces_of_many(&self, pids: &[i32]) -> Vec<Vec<Interface>> {
-        net::interfaces_of_many(pids)
+    fn interfaces_of_many(&self, inits: &[InitProcess]) -> Vec<Vec<Interface>> {
+        let namespaces = inits
+            .iter()
+            .map(|i| netns::NetNs::of_process(i.pid, i.starttime).ok())
+            .collect();
+        net::interfaces_of_many(namespaces)
     }
 
-    fn interfaces(&self, pid: Option<i32>, only: Option<&str>) -> Vec<Interface> {
-        net::interfaces(pid, only).unwrap_or_else(|e| {
-            tracing::debug!(error = %e, ?pid, "listing interfaces failed");
+    fn interfaces(&self, init: Option<&InitProcess>, only: Option<&str>) -> Vec<Interface> {
+        let ns = match init {
+            None => None,
+            Some(i) => match netns::NetNs::of_process(i.pid, i.starttime) {
+                Ok(ns) => Some(ns),
+                Err(_) => return Vec::new(),
+            },
+        };
+        net::interfaces(ns.as_ref(), only).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, init = ?init.map(|i| i.pid), "listing interfaces failed");
             Vec::new()
         })
     }

@@ -10,7 +10,7 @@
 //! pair exists, from inside): moving it afterwards costs
 //! ~17 ms, and deleting a veth ~18 ms, so veths are never deleted: they die with the netns.
 
-use std::fs::File;
+use super::netns::NetNs;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -124,21 +124,16 @@ pub fn format_mac(mac: &[u8]) -> String {
         .join(":")
 }
 
-/// Run `f` with a netlink handle on the host and, when `netns_pid` is given, a second one
-/// inside the network namespace of that process, on a dedicated thread.
-fn with_netlink<T, F, Fut>(netns_pid: Option<i32>, host_too: bool, f: F) -> Result<T, NetError>
+/// Run `f` with a netlink handle on the host and, when `netns` is given, a second one inside
+/// that network namespace, on a dedicated thread. The namespace comes as a descriptor the
+/// caller opened and checked (see [`NetNs::of_process`]), never as a PID that could have
+/// been reused meanwhile.
+fn with_netlink<T, F, Fut>(netns: Option<&NetNs>, host_too: bool, f: F) -> Result<T, NetError>
 where
     T: Send,
     F: FnOnce(Option<Handle>, Option<Handle>) -> Fut + Send,
     Fut: Future<Output = Result<T, NetError>>,
 {
-    // Opened by the caller: the namespace of exactly the process it checked.
-    let netns = netns_pid
-        .map(|pid| {
-            File::open(format!("/proc/{pid}/ns/net"))
-                .map_err(io_op(format!("open the netns of {pid}")))
-        })
-        .transpose()?;
     std::thread::scope(|s| {
         s.spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -158,7 +153,7 @@ where
                     None => None,
                     Some(ns) => {
                         // This thread only: it ends with this call.
-                        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
+                        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
                             |e| NetError::Io {
                                 op: "enter the container's netns".into(),
                                 source: e.into(),
@@ -360,12 +355,15 @@ pub fn host_ipv4_subnets() -> Result<Vec<(Ipv4Addr, u8)>, NetError> {
     })
 }
 
-/// Create every NIC of the container whose init is `pid`: the veth pair with its peer made
-/// inside the container's netns (named, MAC set, up), the host end enslaved to its bridge
-/// and up; then inside: the addresses and the default routes. On failure the caller kills
+/// Create every NIC of the container whose network namespace is `ns`: the veth pair with
+/// its peer made inside that namespace (named, MAC set, up), the host end enslaved to its
+/// bridge and up; then inside: the addresses and the default routes. On failure the caller kills
 /// the init: whatever was made here goes with its netns.
-pub fn setup_nics(pid: i32, nics: &[NicSpec]) -> Result<(), NetError> {
-    with_netlink(Some(pid), true, |host, inner| async move {
+pub fn setup_nics(ns: &NetNs, nics: &[NicSpec]) -> Result<(), NetError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    // The peer is created straight into the namespace, named by its descriptor.
+    let ns_fd = ns.as_fd().as_raw_fd();
+    with_netlink(Some(ns), true, |host, inner| async move {
         let h = handle(host)?;
         let c = handle(inner)?;
         for nic in nics {
@@ -376,7 +374,7 @@ pub fn setup_nics(pid: i32, nics: &[NicSpec]) -> Result<(), NetError> {
             let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
                 .name(nic.name.clone())
                 .address(nic.hwaddr.to_vec())
-                .setns_by_pid(pid as u32);
+                .setns_by_fd(ns_fd);
             let mut veth = LinkVeth::new(&nic.host_name, &nic.name)
                 .controller(bridge)
                 .up();
@@ -434,10 +432,10 @@ pub fn setup_nics(pid: i32, nics: &[NicSpec]) -> Result<(), NetError> {
     })
 }
 
-/// Remove interfaces `names` from the network namespace of `pid` (NIC hot-unplug); the veth
+/// Remove interfaces `names` from the network namespace `ns` (NIC hot-unplug); the veth
 /// peer on the host goes with each. A name that is not there is fine.
-pub fn remove_nics(pid: i32, names: &[String]) -> Result<(), NetError> {
-    with_netlink(Some(pid), false, |_, inner| async move {
+pub fn remove_nics(ns: &NetNs, names: &[String]) -> Result<(), NetError> {
+    with_netlink(Some(ns), false, |_, inner| async move {
         let c = handle(inner)?;
         for name in names {
             let Some(index) = link_index(&c, name).await? else {
@@ -452,23 +450,18 @@ pub fn remove_nics(pid: i32, names: &[String]) -> Result<(), NetError> {
     })
 }
 
-/// The interfaces of the container whose init is `pid` (`None`: the host's), optionally only
+/// The interfaces of the network namespace `ns` (`None`: the host's), optionally only
 /// the one named `only`.
-pub fn interfaces(pid: Option<i32>, only: Option<&str>) -> Result<Vec<Interface>, NetError> {
-    with_netlink(pid, pid.is_none(), |host, inner| async move {
+pub fn interfaces(ns: Option<&NetNs>, only: Option<&str>) -> Result<Vec<Interface>, NetError> {
+    with_netlink(ns, ns.is_none(), |host, inner| async move {
         dump_interfaces(&handle(inner.or(host))?, only).await
     })
 }
 
-/// The interfaces of many containers (by init PID) at once, for listings: one thread and
-/// one runtime visit each network namespace in turn, instead of a thread per container.
-/// A container that went away meanwhile gets an empty list.
-pub fn interfaces_of_many(pids: &[i32]) -> Vec<Vec<Interface>> {
-    // Opened here: the namespaces of exactly these processes.
-    let namespaces: Vec<Option<File>> = pids
-        .iter()
-        .map(|pid| File::open(format!("/proc/{pid}/ns/net")).ok())
-        .collect();
+/// The interfaces of many containers' network namespaces at once, for listings: one
+/// thread and one runtime visit each namespace in turn, instead of a thread per container.
+/// A container that went away (`None`) gets an empty list.
+pub fn interfaces_of_many(namespaces: Vec<Option<NetNs>>) -> Vec<Vec<Interface>> {
     let visit = move || -> Vec<Vec<Interface>> {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_io()

@@ -47,6 +47,8 @@ pub enum SpawnError {
     Pipe(#[source] io::Error),
     #[error("the container monitor gave no answer")]
     NoReport,
+    #[error("the container did not start within {} s (a mount that hangs?): stopped", .0.as_secs())]
+    Timeout(std::time::Duration),
     #[error("{0}")]
     Container(String),
 }
@@ -103,8 +105,17 @@ impl Starter {
         stdin.write_all(spec).map_err(SpawnError::Pipe)
     }
 
-    fn report(&mut self) -> Result<InitProcess, SpawnError> {
+    /// The monitor's report, waited for up to `deadline`. A monitor that says nothing by
+    /// then (stuck in a mount, say) is killed with its process group (`forkstart` made
+    /// itself a session and group leader; the monitor is in its group), so a start can
+    /// never hold its instance's lock forever.
+    fn report(&mut self, deadline: std::time::Duration) -> Result<InitProcess, SpawnError> {
         let stdout = self.child.stdout.take().ok_or(SpawnError::NoReport)?;
+        if !readable_within(&stdout, deadline).map_err(SpawnError::Pipe)? {
+            let group = Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+            return Err(SpawnError::Timeout(deadline));
+        }
         let mut line = String::new();
         BufReader::new(stdout)
             .read_line(&mut line)
@@ -113,6 +124,27 @@ impl Starter {
             Ok(Report::Ok(p)) => Ok(p),
             Ok(Report::Err { error }) => Err(SpawnError::Container(error)),
             Err(_) => Err(SpawnError::NoReport),
+        }
+    }
+}
+
+/// How long a start may take from the spec handed over to the init reported running.
+pub const START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether `fd` has something to read (or its end) within `deadline`.
+fn readable_within(fd: &impl std::os::fd::AsFd, deadline: std::time::Duration) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) if left.is_zero() => return Ok(false),
+            Ok(0) => continue,
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io::Error::from(e)),
         }
     }
 }
@@ -142,7 +174,7 @@ impl Starters {
             starter = Starter::new(exe)?;
             starter.send(&json)?;
         }
-        let result = starter.report();
+        let result = starter.report(START_DEADLINE);
         // forkstart exits once its monitor has the spec: reap it.
         let _ = starter.child.wait();
         self.refill(exe);
@@ -246,8 +278,38 @@ fn read_spec_and_monitor(parsed: OwnedFd) -> i32 {
             return 1;
         }
     };
+    if let Some(path) = &spec.monitor_log {
+        log_to(path);
+    }
     let _ = File::from(parsed).write_all(b"1");
     monitor(&spec)
+}
+
+/// Make `path` (appended, created 0600) this process's stderr. Best effort: without it,
+/// stderr stays where it was (nowhere).
+fn log_to(path: &Path) {
+    if let Some(dir) = path.parent() {
+        let _ = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir);
+    }
+    let opened = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path);
+    if let Ok(f) = opened {
+        let _ = sys::dup2(&f, 2);
+    }
+}
+
+/// One line in the monitor's log (its stderr), with the time and its PID.
+fn monitor_says(what: std::fmt::Arguments<'_>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    eprintln!("{now} monitor[{}]: {what}", std::process::id());
 }
 
 /// Write the report line for ctld; false if nobody reads it any more.
@@ -261,6 +323,7 @@ fn report(r: &Report) -> bool {
 /// The monitor: clone the init, place it, report, then wait for it to exit.
 fn monitor(spec: &SpawnSpec) -> i32 {
     let fail = |error: String| {
+        monitor_says(format_args!("start failed: {error}"));
         let _ = report(&Report::Err { error });
         1
     };
@@ -400,9 +463,14 @@ fn monitor(spec: &SpawnSpec) -> i32 {
     let reported = report(&Report::Ok(init));
     if !reported {
         // ctld went away before it learned about this init: it would never manage it.
+        monitor_says(format_args!(
+            "ctld went away before it heard of init {pid}: killing it"
+        ));
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+    } else {
+        monitor_says(format_args!("init {pid} started"));
     }
-    detach_stdio();
+    detach_stdio(spec.monitor_log.is_some());
     if let (Some((master, slave, listener)), Some(sock)) = (console, &spec.console)
         && let Ok(exit) = sys::pidfd_open(pid)
     {
@@ -410,9 +478,19 @@ fn monitor(spec: &SpawnSpec) -> i32 {
     }
     loop {
         match waitpid(child, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => break,
+            Ok(WaitStatus::Exited(_, code)) => {
+                monitor_says(format_args!("init {pid} exited with status {code}"));
+                break;
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                monitor_says(format_args!("init {pid} was killed by {sig}"));
+                break;
+            }
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
+            Err(e) => {
+                monitor_says(format_args!("waiting for init {pid}: {e}"));
+                break;
+            }
             Ok(_) => continue,
         }
     }
@@ -464,6 +542,12 @@ fn remove_cgroup_dir(dir: &Path) {
             }
             _ => break,
         }
+    }
+    if dir.exists() {
+        monitor_says(format_args!(
+            "could not remove the cgroup {}",
+            dir.display()
+        ));
     }
 }
 
@@ -543,9 +627,11 @@ fn send_fd(sock: &OwnedFd, fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-fn detach_stdio() {
+/// Point stdin and stdout (and stderr unless it is the monitor's log) at /dev/null: ctld's
+/// pipes must not be held open by the monitor.
+fn detach_stdio(keep_stderr: bool) {
     if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
-        for fd in 0..3 {
+        for fd in 0..if keep_stderr { 2 } else { 3 } {
             let _ = sys::dup2(&null, fd);
         }
     }
@@ -893,6 +979,30 @@ fn rebind(root: &Path, path: &str, read_only: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_monitor_that_never_answers_is_killed_at_the_deadline() {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        // Stands in for a forkstart whose monitor hangs: a group leader that never writes.
+        let child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("sleep: {e}"));
+        let mut starter = Starter { child };
+        let started = std::time::Instant::now();
+        let r = starter.report(std::time::Duration::from_millis(300));
+        assert!(matches!(r, Err(SpawnError::Timeout(_))), "{r:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let status = starter.child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "killed with its group"
+        );
+    }
 
     #[test]
     fn inside_refuses_escapes_and_symlinks() -> Result<(), Box<dyn std::error::Error>> {

@@ -203,6 +203,11 @@ pub struct SpawnSpec {
     /// between finds the container from it.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// The monitor's own log (appended): its stderr from the moment it has read this spec,
+    /// so what goes wrong in it after ctld stopped listening (a panic, an init killed by a
+    /// signal, a cgroup it could not remove) is written down, not lost.
+    #[serde(default)]
+    pub monitor_log: Option<PathBuf>,
 }
 
 /// `/proc` files hidden from every container (a file gets `/dev/null` over it).
@@ -592,6 +597,7 @@ mod tests {
             log: "/tmp/log".into(),
             console: Some("/tmp/console.sock".into()),
             state_file: Some("/tmp/init.json".into()),
+            monitor_log: Some("/tmp/monitor.log".into()),
         };
         let json = serde_json::to_string(&spec).unwrap_or_default();
         let back: Option<SpawnSpec> = serde_json::from_str(&json).ok();
