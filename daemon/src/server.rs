@@ -271,6 +271,69 @@ impl Load {
     }
 }
 
+/// A client's socket with its connection slot: both end together, also after an upgrade.
+struct Counted<T> {
+    inner: T,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    load: Arc<Load>,
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        if self.load.closed()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn_blocking(crate::worker::release_free_memory);
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 /// Serve `app` on `listener` within `limits` until `shutdown` resolves: HTTP/1.1 with
 /// upgrades (websockets for exec, console and events). At shutdown, accepting stops and
 /// open connections get up to a second to finish their current request.
@@ -306,6 +369,14 @@ pub async fn serve_limited<L>(
             drop(io);
             continue;
         };
+        load.opened();
+        // The connection's slot and load go with its socket, which an upgrade (exec,
+        // console, events websockets) hands over and keeps: those count until they close.
+        let io = Counted {
+            inner: io,
+            _permit: permit,
+            load: load.clone(),
+        };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -313,8 +384,6 @@ pub async fn serve_limited<L>(
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         let mut stop = stop_rx.clone();
-        load.opened();
-        let load = load.clone();
         tokio::spawn(async move {
             tokio::pin!(conn);
             let ended = tokio::select! {
@@ -327,10 +396,6 @@ pub async fn serve_limited<L>(
             };
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-            if load.closed() {
-                tokio::task::spawn_blocking(crate::worker::release_free_memory);
             }
         });
     }

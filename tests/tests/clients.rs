@@ -141,3 +141,35 @@ fn connections_beyond_the_cap_are_closed_at_once() {
         "the refusal is logged"
     );
 }
+
+/// Websockets (events, exec, console) keep their connection's slot after the upgrade:
+/// they count against the cap until they close.
+#[test]
+fn upgraded_connections_count_against_the_cap() {
+    if !require_root("upgraded_connections_count_against_the_cap") {
+        return;
+    }
+    let d = Daemon::start_with(&["--max-connections", "5"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut sockets = Vec::new();
+    for i in 0..5 {
+        let stream = UnixStream::connect(d.socket()).unwrap_or_else(|e| panic!("connect: {e}"));
+        let (ws, response) = tungstenite::client("ws://ctl/1.0/events?type=lifecycle", stream)
+            .unwrap_or_else(|e| panic!("websocket {i}: {e}"));
+        assert_eq!(response.status().as_u16(), 101);
+        sockets.push(ws);
+    }
+    let mut extra = UnixStream::connect(d.socket()).unwrap_or_else(|e| panic!("connect: {e}"));
+    assert!(
+        closed_by_server(&mut extra, Duration::from_secs(2)),
+        "five websockets hold the five slots"
+    );
+    for mut ws in sockets {
+        let _ = ws.close(None);
+        let _ = ws.flush();
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || d.ctl(&["list"]).code == 0),
+        "slots given back when the websockets closed"
+    );
+}

@@ -187,7 +187,9 @@ fn recorded_exec_output_lands_in_instance_logs() {
         (200, "to-err\n".to_string())
     );
     let (_, logs) = d.http("GET", "/1.0/instances/rec/logs", None);
-    assert_eq!(logs["metadata"].as_array().map(Vec::len), Some(2), "{logs}");
+    // The two recorded outputs, and the monitor's own log (as LXD lists lxc.log).
+    assert_eq!(logs["metadata"].as_array().map(Vec::len), Some(3), "{logs}");
+    assert!(logs.to_string().contains("/logs/monitor.log"), "{logs}");
     let (code, _) = d.http("DELETE", &out, None);
     assert_eq!(code, 200);
     assert_eq!(d.http("GET", &out, None).0, 404);

@@ -323,3 +323,33 @@ fn a_damaged_database_is_named_with_the_way_out() {
         "kept"
     );
 }
+
+/// A partial download waits for its pull to resume; one nobody resumed for a week is
+/// removed at the next start (logged), a recent one is kept.
+#[test]
+fn stale_partial_downloads_go_at_start_up_recent_ones_stay() {
+    if !require_root("stale_partial_downloads_go_at_start_up_recent_ones_stay") {
+        return;
+    }
+    let mut d = Daemon::start();
+    let downloads = d.path().join("downloads");
+    let old = downloads.join("a".repeat(64));
+    let recent = downloads.join("b".repeat(64));
+    for dir in [&old, &recent] {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join("rootfs.part"), b"partial").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let aged = Command::new("touch")
+        .args(["-d", "10 days ago"])
+        .arg(&old)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(aged);
+    d.restart();
+    assert!(
+        !old.exists(),
+        "a download nobody resumed for 10 days is removed"
+    );
+    assert!(recent.join("rootfs.part").exists(), "a recent one is kept");
+    assert!(d.log().contains("removing a partial download"));
+}

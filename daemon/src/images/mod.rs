@@ -365,6 +365,42 @@ impl ImageStore {
         for dir in shifted_leftovers {
             tracing::info!(dir = %dir.display(), "removed an unfinished shifted copy");
         }
+        self.remove_stale_downloads().await?;
+        Ok(())
+    }
+
+    /// Partial downloads are kept so an interrupted pull resumes; one whose image is stored
+    /// meanwhile, or that nobody resumed for [`DOWNLOAD_KEEP`], goes.
+    async fn remove_stale_downloads(&self) -> Result<(), ImageError> {
+        let Ok(mut rd) = tokio::fs::read_dir(self.paths.downloads()).await else {
+            return Ok(());
+        };
+        let stored: std::collections::HashSet<String> = db::images::list(&self.db)
+            .await?
+            .into_iter()
+            .map(|r| r.fingerprint)
+            .collect();
+        while let Ok(Some(e)) = rd.next_entry().await {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let age = e
+                .metadata()
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            let why = if stored.contains(&name) {
+                "its image is stored"
+            } else if age > DOWNLOAD_KEEP {
+                "not resumed for a week"
+            } else {
+                continue;
+            };
+            tracing::info!(download = %e.path().display(), why, "removing a partial download");
+            if let Err(source) = self.trash_dir(&e.path()).await {
+                tracing::warn!(download = %e.path().display(), error = %source, "could not remove a partial download");
+            }
+        }
         Ok(())
     }
 
@@ -539,6 +575,9 @@ impl ImageStore {
             })
     }
 }
+
+/// How long a partial download waits to be resumed before the next start removes it.
+const DOWNLOAD_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// An unset time as Incus (and Go clients) expect it: the zero time, never "".
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
