@@ -215,7 +215,7 @@ fn systemd_boots_and_stops_in_an_unprivileged_container() {
         cg.lines().any(|l| l.ends_with("name=systemd:/init.scope")),
         "{cg}"
     );
-    // A clean stop through systemd (SIGRTMIN+4, poweroff), not the SIGKILL at the timeout.
+    // A clean stop through systemd (SIGRTMIN+3, halt, as LXD sends it), not the SIGKILL at the timeout.
     let t = Instant::now();
     d.ok(&["stop", "s1", "--timeout", "20"]);
     let took = t.elapsed();

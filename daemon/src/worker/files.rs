@@ -230,15 +230,18 @@ impl RootDir {
     /// container mounted itself (its own `/tmp`) accept the new entries. `None` for a
     /// privileged container.
     fn as_container_root(&self, path: &InnerPath) -> Result<Option<super::caps::FsIds>, FileError> {
-        let Some(m) = &self.ids else {
-            return Ok(None);
-        };
-        let (Some(uid), Some(gid)) = (m.host_uid(0), m.host_gid(0)) else {
+        let Some((uid, gid)) = self.container_root() else {
             return Ok(None);
         };
         super::caps::act_as(uid, gid)
             .map(Some)
             .map_err(|e| path.err(e))
+    }
+
+    /// The host ids of the container's root (`None` for a privileged container).
+    fn container_root(&self) -> Option<(u32, u32)> {
+        let m = self.ids.as_ref()?;
+        Some((m.host_uid(0)?, m.host_gid(0)?))
     }
 
     /// An owner as the container sees it (the overflow id 65534 for a host id it does not
@@ -539,6 +542,9 @@ pub struct Upload {
     /// `(parent directory, temporary name, final name)`; `None` when written in place.
     rename: Option<(OwnedFd, CString, CString)>,
     path: InnerPath,
+    /// The container root's host ids: the rename and the cleanup run as it, like the
+    /// create (a filesystem the container mounted refuses names from unmapped ids).
+    act_as: Option<(u32, u32)>,
 }
 
 impl Upload {
@@ -552,6 +558,10 @@ impl Upload {
         let Some((parent, tmp, name)) = self.rename.take() else {
             return Ok(());
         };
+        let _ids = match self.act_as {
+            Some((uid, gid)) => Some(super::caps::act_as(uid, gid).map_err(|e| self.path.err(e))?),
+            None => None,
+        };
         let renamed = nix::fcntl::renameat(&parent, tmp.as_c_str(), &parent, name.as_c_str());
         if let Err(e) = renamed {
             let _ = nix::unistd::unlinkat(&parent, tmp.as_c_str(), UnlinkatFlags::NoRemoveDir);
@@ -564,6 +574,9 @@ impl Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         if let Some((parent, tmp, _)) = &self.rename {
+            let _ids = self
+                .act_as
+                .and_then(|(uid, gid)| super::caps::act_as(uid, gid).ok());
             let _ = nix::unistd::unlinkat(parent, tmp.as_c_str(), UnlinkatFlags::NoRemoveDir);
         }
     }
@@ -597,6 +610,7 @@ pub fn open_for_upload(
             file: Some(open_for_write(root, path, opts)?),
             rename: None,
             path: path.clone(),
+            act_as: None,
         })
     };
     let Some(name) = &path.name else {
@@ -635,6 +649,7 @@ pub fn open_for_upload(
         file: None,
         rename: Some((parent, tmp, name.clone())),
         path: path.clone(),
+        act_as: root.container_root(),
     };
     let perms = match existing {
         // The replaced file's owner and mode (host ids already), then what the request sets.
