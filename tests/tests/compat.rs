@@ -161,6 +161,37 @@ fn lxd_lxc_cli_drives_ctld() {
     ]);
     assert_eq!(std::fs::read(&back).unwrap_or_default(), data);
 
+    // Server-side filters with LXD's semantics (case-insensitive, regular expressions).
+    lxc.ok(&["init", "busybox", "idle"]);
+    assert_eq!(
+        lxc.ok(&["list", "status=running", "--format", "csv", "-c", "n"])
+            .trim(),
+        "c1"
+    );
+    assert_eq!(
+        lxc.ok(&["list", "status=STOPPED", "--format", "csv", "-c", "n"])
+            .trim(),
+        "idle"
+    );
+    lxc.ok(&["delete", "idle"]);
+    // Projects (the one there is), warnings (none), networks (the extensions advertised).
+    let projects = lxc.ok(&["project", "list", "--format", "csv"]);
+    assert!(projects.starts_with("default"), "{projects}");
+    let refused = lxc.run(&["list", "--project", "other"], None);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not found"),
+        "{refused:?}"
+    );
+    lxc.ok(&["warning", "list"]);
+    let net = format!("cx{}", std::process::id() % 100_000);
+    lxc.ok(&["network", "create", &net]);
+    let nets = lxc.ok(&["network", "list", "--format", "csv"]);
+    assert!(nets.contains(&net), "{nets}");
+    let shown = lxc.ok(&["network", "info", &net]);
+    assert!(shown.contains("State: up"), "{shown}");
+    lxc.ok(&["network", "delete", &net]);
+
     lxc.ok(&["stop", "c1"]);
     assert_eq!(
         lxc.ok(&["list", "--format", "csv", "-c", "ns"]).trim(),

@@ -2,7 +2,10 @@
 //! like `name eq c1`, `status eq Running and config.image.os eq BusyBox`,
 //! `not name eq "web-1" or name ne db` over the JSON the endpoint returns. Field paths are
 //! dot-separated; a map key that contains dots (`config.image.os`) is matched as a whole.
-//! `and` binds tighter than `or`; comparisons are `eq` and `ne` (case-sensitive strings).
+//! `and` binds tighter than `or`; comparisons are `eq` and `ne`. As in LXD and Incus, a
+//! string field is matched against the value as a case-insensitive regular expression,
+//! anchored at both ends unless the value holds `^` or `$` (web UIs send
+//! `name eq (^$|^.*)`); other fields compare as text.
 
 use serde_json::Value;
 
@@ -12,11 +15,56 @@ pub enum Filter {
     Compare {
         field: String,
         equal: bool,
-        value: String,
+        value: Pattern,
         negate: bool,
     },
     And(Box<Filter>, Box<Filter>),
     Or(Box<Filter>, Box<Filter>),
+}
+
+/// The value of a comparison, with the regular expression it stands for.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    text: String,
+    re: regex::Regex,
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Pattern {}
+
+/// Largest compiled pattern: bounds what one request can make the daemon build.
+const MAX_PATTERN_BYTES: usize = 1 << 20;
+
+impl Pattern {
+    fn new(text: &str) -> Result<Pattern, String> {
+        let anchored = if text.contains('^') || text.contains('$') {
+            text.to_string()
+        } else {
+            format!("^(?:{text})$")
+        };
+        let re = regex::RegexBuilder::new(&anchored)
+            .case_insensitive(true)
+            .size_limit(MAX_PATTERN_BYTES)
+            .build()
+            .map_err(|e| format!("invalid pattern \"{text}\": {e}"))?;
+        Ok(Pattern {
+            text: text.to_string(),
+            re,
+        })
+    }
+
+    fn matches(&self, v: Option<&Value>) -> bool {
+        match v {
+            Some(Value::String(s)) => self.re.is_match(s),
+            Some(Value::Null) | None => self.re.is_match(""),
+            Some(other) => other.to_string().eq_ignore_ascii_case(&self.text),
+        }
+    }
 }
 
 fn tokens(text: &str) -> Result<Vec<String>, String> {
@@ -112,7 +160,7 @@ fn parse_term(t: &[String], pos: &mut usize) -> Result<Filter, String> {
     Ok(Filter::Compare {
         field: field.clone(),
         equal,
-        value: value.clone(),
+        value: Pattern::new(value)?,
         negate,
     })
 }
@@ -146,12 +194,7 @@ impl Filter {
                 negate,
             } => {
                 let parts: Vec<&str> = field.split('.').collect();
-                let actual = match lookup(v, &parts) {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Null) | None => String::new(),
-                    Some(other) => other.to_string(),
-                };
-                ((actual == *value) == *equal) != *negate
+                (value.matches(lookup(v, &parts)) == *equal) != *negate
             }
         }
     }
@@ -181,10 +224,25 @@ mod tests {
             let parsed = parse(f).ok().flatten();
             assert!(parsed.is_some_and(|p| p.matches(&c1)), "{f}");
         }
+        // LXD's semantics: case-insensitive, regular expressions, anchored unless told.
+        for f in [
+            "status eq running",
+            "name eq C.",
+            "name eq (^$|^.*)",
+            "name eq ^c",
+            "config.missing eq ''",
+            "name ne c",
+        ] {
+            let parsed = parse(f).ok().flatten();
+            assert!(parsed.is_some_and(|p| p.matches(&c1)), "{f}");
+        }
+        assert!(parse("name eq (").is_err(), "a bad pattern is refused");
         for f in [
             "name eq c2",
             "status eq Running and name eq c2",
             "config.missing eq x",
+            "name eq c",
+            "status eq Run",
         ] {
             let parsed = parse(f).ok().flatten();
             assert!(parsed.is_some_and(|p| !p.matches(&c1)), "{f}");

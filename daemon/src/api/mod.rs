@@ -13,6 +13,7 @@ pub mod instances;
 pub mod metrics;
 pub mod networks;
 pub mod operations;
+pub mod projects;
 pub mod server_info;
 pub mod simplestreams;
 #[cfg(test)]
@@ -111,6 +112,10 @@ pub fn router(state: AppState) -> Router {
                 .put(networks::put_profile)
                 .patch(networks::patch_profile),
         )
+        .route("/1.0/projects", get(projects::list))
+        .route("/1.0/projects/{name}", get(projects::get_one))
+        .route("/1.0/projects/{name}/state", get(projects::get_state))
+        .route("/1.0/warnings", get(projects::warnings))
         .route("/1.0/events", get(events::get_events))
         .route("/1.0/metrics", get(metrics::get_metrics))
         .route("/1.0/operations", get(operations::list))
@@ -148,6 +153,7 @@ pub fn router(state: AppState) -> Router {
         .route("/images/{fingerprint}/{file}", get(simplestreams::file))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(projects::only_default_project))
         .with_state(state)
 }
 

@@ -25,9 +25,16 @@ pub const API_EXTENSIONS: &[&str] = &[
     "file_append",
     "file_delete",
     "file_symlinks",
+    "container_stop_priority",
+    "instance_create_start",
     "instance_get_full",
     "instances",
     "metrics",
+    "network",
+    "network_leases",
+    "network_state",
+    "projects",
+    "warnings",
 ];
 
 impl StaticInfo {

@@ -248,6 +248,68 @@ async fn errors_use_the_envelope() {
     assert_eq!((s, &v["metadata"]), (StatusCode::OK, &json!(["/1.0"])));
 }
 
+#[tokio::test]
+async fn the_default_project_holds_everything_and_no_other_exists() {
+    let h = harness().await;
+    run_op(
+        &h.app,
+        "POST",
+        "/1.0/instances",
+        r#"{"name":"c1","source":{"type":"image","alias":"busybox"}}"#,
+    )
+    .await;
+    let (_, v) = call(&h.app, "GET", "/1.0/projects", "").await;
+    assert_eq!(v["metadata"], json!(["/1.0/projects/default"]));
+    let (s, v) = call(&h.app, "GET", "/1.0/projects/default?project=default", "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["metadata"]["name"], "default");
+    assert!(
+        v["metadata"]["used_by"]
+            .to_string()
+            .contains("/1.0/instances/c1"),
+        "{v}"
+    );
+    let (_, v) = call(&h.app, "GET", "/1.0/projects/default/state", "").await;
+    assert_eq!(v["metadata"]["resources"]["containers"]["usage"], 1, "{v}");
+    let (_, v) = call(&h.app, "GET", "/1.0/warnings?recursion=1", "").await;
+    assert_eq!(v["metadata"], json!([]));
+    // Another project, by path or by query, anywhere: 404, nothing done.
+    for uri in [
+        "/1.0/projects/other",
+        "/1.0/instances?project=other",
+        "/1.0/networks?project=other",
+    ] {
+        let (s, v) = call(&h.app, "GET", uri, "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {v}");
+    }
+    let (s, _) = call(
+        &h.app,
+        "POST",
+        "/1.0/instances?project=other",
+        r#"{"name":"c2","source":{"type":"image","alias":"busybox"}}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, v) = call(&h.app, "GET", "/1.0/instances?all-projects=true", "").await;
+    assert_eq!(v["metadata"], json!(["/1.0/instances/c1"]));
+    let (_, v) = call(&h.app, "GET", "/1.0", "").await;
+    for ext in [
+        "instance_create_start",
+        "network",
+        "network_state",
+        "network_leases",
+        "projects",
+        "warnings",
+    ] {
+        assert!(
+            v["metadata"]["api_extensions"]
+                .to_string()
+                .contains(&format!("\"{ext}\"")),
+            "{ext}"
+        );
+    }
+}
+
 /// Every event published so far (waits briefly for stragglers).
 async fn drain(sub: &mut crate::events::Subscription) -> Vec<Value> {
     let mut out = Vec::new();

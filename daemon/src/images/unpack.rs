@@ -9,8 +9,9 @@
 //! made can therefore never redirect a later write, and nothing is written outside the
 //! rootfs.
 //!
+//! Member names are relative to the image: a leading `/` is dropped, as GNU tar and LXD do.
 //! What is refused (the whole image fails, and the caller removes what was unpacked):
-//! absolute paths, `..` components, an entry whose parent is a symlink or not a directory,
+//! `..` components, an entry whose parent is a symlink or not a directory,
 //! a hard link whose target is absolute, has `..`, lies outside the rootfs, goes through a
 //! symlink or does not exist yet, a non-directory replacing a directory, a truncated or
 //! corrupt archive (also one that ends without its end-of-archive blocks, or whose
@@ -177,12 +178,10 @@ fn refused(path: &[u8], why: &str) -> ImageError {
     ))
 }
 
-/// The components of an archive path, without empty and `.` ones. Absolute paths and `..`
-/// are refused.
+/// The components of an archive path, without empty and `.` ones: a leading `/` is dropped
+/// (as GNU tar and LXD do: `/rootfs/etc/hosts` is `rootfs/etc/hosts`, never the host's
+/// path), and `..` is refused.
 pub fn components(path: &[u8]) -> Result<Vec<&OsStr>, ImageError> {
-    if path.starts_with(b"/") {
-        return Err(refused(path, "absolute path"));
-    }
     let mut out = Vec::new();
     for c in path.split(|b| *b == b'/') {
         match c {
@@ -1065,8 +1064,26 @@ mod tests {
     }
 
     #[test]
-    fn absolute_paths_are_refused() {
-        assert_refused(&[META, ("/etc/evil", File_, "x")], "absolute path");
+    fn a_leading_slash_is_dropped_never_followed() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let rootfs = dir.path().join("rootfs");
+        let data = tarball(&[
+            META,
+            ("/rootfs/", Dir, ""),
+            ("/rootfs/etc/", Dir, ""),
+            ("//rootfs/etc/hosts", File_, "127.0.0.1 here"),
+            ("/etc/evil", File_, "x"),
+        ]);
+        unpack(
+            &data[..],
+            Layout::Unified,
+            Some(&rootfs),
+            &Limits::default(),
+        )?;
+        assert_eq!(fs::read(rootfs.join("etc/hosts"))?, b"127.0.0.1 here");
+        assert!(!rootfs.join("evil").exists() && !dir.path().join("etc").exists());
+        assert_refused(&[META, ("/rootfs/../../x", File_, "x")], "\"..\"");
+        Ok(())
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures_util::stream::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkLayerType, LinkMessage, State,
+    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkLayerType, LinkMessage,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{
@@ -543,19 +543,19 @@ async fn dump_interfaces(h: &Handle, only: Option<&str>) -> Result<Vec<Interface
 }
 
 fn interface_of(m: &LinkMessage) -> Interface {
+    // Up is the administrative flag, as LXD and Incus report it: a bridge without ports is
+    // "up" (its carrier is not).
     let mut i = Interface {
         index: m.header.index,
         up: m.header.flags.contains(LinkFlags::Up),
         loopback: m.header.link_layer_type == LinkLayerType::Loopback,
         ..Default::default()
     };
-    let mut oper_up = None;
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => i.name = n.clone(),
             LinkAttribute::Mtu(v) => i.mtu = *v,
             LinkAttribute::Address(mac) => i.hwaddr = format_mac(mac),
-            LinkAttribute::OperState(s) => oper_up = Some(matches!(s, State::Up | State::Unknown)),
             LinkAttribute::Stats64(s) => {
                 i.rx_bytes = s.rx_bytes;
                 i.tx_bytes = s.tx_bytes;
@@ -565,7 +565,6 @@ fn interface_of(m: &LinkMessage) -> Interface {
             _ => {}
         }
     }
-    i.up = i.up && oper_up.unwrap_or(true);
     i
 }
 
