@@ -219,6 +219,79 @@ fn lxd_lxc_cli_drives_ctld() {
     }
 }
 
+/// The Incus 6.0 client (Debian trixie's `incus-client`, unpacked by `.ci/run` into the
+/// tests' cache; `CTL_INCUS` names another binary).
+fn incus_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("CTL_INCUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/ctl-tests/incus-client/usr/bin/incus"));
+    let found = path.is_file();
+    if !found {
+        assert!(
+            std::env::var_os("CTL_REQUIRE_ALL").is_none(),
+            "{} is missing (.ci/run unpacks it); CTL_REQUIRE_ALL forbids skipping",
+            path.display()
+        );
+        eprintln!("SKIP: no incus client at {}", path.display());
+    }
+    found.then_some(path)
+}
+
+#[test]
+fn incus_client_drives_ctld() {
+    if !require_root("incus_client_drives_ctld") {
+        return;
+    }
+    let Some(incus) = incus_binary() else {
+        return;
+    };
+    let d = Daemon::start();
+    let conf = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = |args: &[&str]| {
+        Command::new(&incus)
+            .args(args)
+            .env("INCUS_DIR", d.path())
+            .env("INCUS_CONF", conf.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("incus {args:?}: {e}"))
+    };
+    let ok = |args: &[&str]| {
+        let o = run(args);
+        assert!(
+            o.status.success(),
+            "incus {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // `launch` creates and starts in one operation (instance_create_start): exit 0.
+    ok(&["launch", "busybox", "c1"]);
+    assert_eq!(
+        ok(&["list", "--format", "csv", "-c", "ns"]).trim(),
+        "c1,RUNNING"
+    );
+    let o = run(&["exec", "c1", "--", "sh", "-c", "echo out; exit 4"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    let projects = ok(&["project", "list", "--format", "csv"]);
+    assert!(projects.starts_with("default"), "{projects}");
+    ok(&["network", "list"]);
+    ok(&["config", "set", "c1", "boot.autostart", "true"]);
+    assert_eq!(
+        ok(&["config", "get", "c1", "boot.autostart"]).trim(),
+        "true"
+    );
+    ok(&["stop", "c1"]);
+    assert_eq!(
+        ok(&["list", "--format", "csv", "-c", "ns"]).trim(),
+        "c1,STOPPED"
+    );
+    ok(&["delete", "c1"]);
+    assert_eq!(ok(&["list", "--format", "csv", "-c", "n"]).trim(), "");
+}
+
 #[test]
 fn pylxd_drives_ctld() {
     if !require_root("pylxd_drives_ctld") || !available("python3", &["-c", "import pylxd"]) {
