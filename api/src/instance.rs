@@ -45,6 +45,45 @@ pub struct Instance {
     pub project: String,
 }
 
+/// A snapshot, as `GET /1.0/instances/{name}/snapshots/{snapshot}` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSnapshot {
+    pub name: String,
+    pub created_at: String,
+    /// The zero time: snapshots do not expire yet.
+    #[serde(default)]
+    pub expires_at: String,
+    #[serde(default)]
+    pub last_used_at: String,
+    pub architecture: String,
+    #[serde(default)]
+    pub ephemeral: bool,
+    #[serde(default)]
+    pub stateful: bool,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub config: ConfigMap,
+    #[serde(default)]
+    pub devices: DeviceMap,
+    #[serde(default)]
+    pub expanded_config: ConfigMap,
+    #[serde(default)]
+    pub expanded_devices: DeviceMap,
+    /// Bytes the snapshot's files take (its copy of the container's changes).
+    #[serde(default)]
+    pub size: i64,
+}
+
+/// `POST /1.0/instances/{name}/snapshots`: a name (empty: `snapN`), never stateful.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSnapshotsPost {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub stateful: bool,
+}
+
 /// An instance with its state, as `recursion=2` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceFull {
@@ -116,6 +155,9 @@ pub struct InstancePut {
     pub stateful: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Restore this snapshot (the rest of the request is then ignored, as in Incus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
 }
 
 /// `action` of `PUT /1.0/instances/{name}/state`.

@@ -85,6 +85,13 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::remote::RemoteCommand,
     },
+    /// Take, list, delete and restore instance snapshots
+    Snapshot {
+        #[command(subcommand)]
+        command: cmd::snapshot::SnapshotCommand,
+    },
+    /// Restore an instance to a snapshot: NAME SNAPSHOT (as `lxc restore`)
+    Restore(cmd::snapshot::OneArgs),
     /// Manage networks (bridges with addresses for the instances)
     Network {
         #[command(subcommand)]
@@ -181,6 +188,11 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
         Command::Monitor(args) => cmd::monitor::run(&client, args, out).await?,
         Command::Remote { command } => cmd::remote::run(command, out)?,
         Command::Network { command } => cmd::network::run(&client, command, out).await?,
+        Command::Snapshot { command } => cmd::snapshot::run(&client, command, out).await?,
+        Command::Restore(args) => {
+            let command = cmd::snapshot::SnapshotCommand::Restore(args.clone());
+            cmd::snapshot::run(&client, &command, out).await?
+        }
         Command::Version => cmd::version::run(&client, out).await?,
     }
     out.flush()?;

@@ -233,6 +233,7 @@ pub fn parse_edited(text: &str) -> Result<InstancePut, Error> {
         profiles: edited.profiles,
         stateful: None,
         description: edited.description,
+        restore: None,
     })
 }
 

@@ -16,6 +16,7 @@ pub mod list;
 pub mod monitor;
 pub mod network;
 pub mod remote;
+pub mod snapshot;
 pub mod state;
 pub mod top;
 pub mod version;

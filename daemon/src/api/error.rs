@@ -39,8 +39,12 @@ impl ApiError {
         use InstanceError as I;
         match self {
             ApiError::Instance(e) => match e {
-                I::NotFound(_) | I::ProfileNotFound(_) => StatusCode::NOT_FOUND,
-                I::AlreadyExists(_) | I::Unrecorded(_) => StatusCode::CONFLICT,
+                I::NotFound(_) | I::ProfileNotFound(_) | I::SnapshotNotFound { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                I::AlreadyExists(_) | I::Unrecorded(_) | I::SnapshotExists { .. } => {
+                    StatusCode::CONFLICT
+                }
                 I::Network(e) => network_status(e),
                 // A proxy that cannot listen (port in use, address not on the host) is the
                 // request's problem, as in Incus.

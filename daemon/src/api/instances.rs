@@ -6,7 +6,9 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use ctl_api::{InstanceFull, InstancePut, InstanceStatePut, InstancesPost, StateAction};
+use ctl_api::{
+    InstanceFull, InstancePut, InstanceSnapshotsPost, InstanceStatePut, InstancesPost, StateAction,
+};
 
 use super::{
     ApiError, AppState, instance_resources, parse_json, recursion, spawn_task, spawn_task_with,
@@ -31,15 +33,26 @@ pub async fn list(
         ));
     }
     let all = state.instances.list(rec == 2).await?;
-    let full: Vec<InstanceFull> = all
-        .into_iter()
-        .map(|(instance, state)| InstanceFull {
+    let mut full: Vec<InstanceFull> = Vec::with_capacity(all.len());
+    for (instance, st) in all {
+        let snapshots = if rec == 2 {
+            let snaps = state.instances.snapshots(&instance.name, false).await?;
+            Some(
+                snaps
+                    .into_iter()
+                    .map(|s| serde_json::to_value(s).unwrap_or_default())
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        full.push(InstanceFull {
             instance,
-            state,
-            snapshots: None,
+            state: st,
+            snapshots,
             backups: None,
-        })
-        .collect();
+        });
+    }
     let full = super::apply_filter(full, filter.as_ref());
     Ok(match rec {
         0 => sync(
@@ -76,10 +89,16 @@ pub async fn get_one(
     let instance = state.instances.get(&name).await?;
     if recursion(&q)? >= 1 {
         let st = state.instances.state(&name).await?;
+        let snapshots = state.instances.snapshots(&name, true).await?;
         return Ok(sync(InstanceFull {
             instance,
             state: Some(st),
-            snapshots: None,
+            snapshots: Some(
+                snapshots
+                    .into_iter()
+                    .map(|s| serde_json::to_value(s).unwrap_or_default())
+                    .collect(),
+            ),
             backups: None,
         }));
     }
@@ -93,6 +112,24 @@ pub async fn put(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let put: InstancePut = parse_json(&body)?;
+    if let Some(snapshot) = put.restore {
+        // Incus and LXD clients name it `INSTANCE/SNAPSHOT`.
+        let snapshot = match snapshot.split_once('/') {
+            Some((instance, s)) if instance == name => s.to_string(),
+            _ => snapshot,
+        };
+        // Checked now (an unknown snapshot is a 404, never a silent no-op), done in the
+        // operation.
+        state.instances.snapshot(&name, &snapshot).await?;
+        let svc = state.instances.clone();
+        let n = name.clone();
+        return Ok(spawn_task(
+            &state,
+            "Restoring snapshot",
+            instance_resources(&name),
+            async move { svc.restore(&n, &snapshot).await },
+        ));
+    }
     // Validate and apply synchronously so errors come back as 400s; the operation
     // reports completion.
     state.instances.update(&name, put, false).await?;
@@ -190,9 +227,67 @@ pub async fn put_state(
 pub async fn list_snapshots(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    state.instances.get(&name).await?;
-    Ok(sync(Vec::<String>::new()))
+    let all = state.instances.snapshots(&name, true).await?;
+    if recursion(&q)? == 0 {
+        return Ok(sync(
+            all.iter()
+                .map(|s| format!("/1.0/instances/{name}/snapshots/{}", s.name))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    Ok(sync(all))
+}
+
+/// `POST /1.0/instances/{name}/snapshots`: take a snapshot (an operation).
+pub async fn create_snapshot(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: InstanceSnapshotsPost = if body.is_empty() {
+        InstanceSnapshotsPost::default()
+    } else {
+        parse_json(&body)?
+    };
+    let snapshot = state.instances.plan_snapshot(&name, &req).await?;
+    let svc = state.instances.clone();
+    let mut resources = instance_resources(&name);
+    resources.insert(
+        "instances_snapshots".into(),
+        vec![format!("/1.0/instances/{name}/snapshots/{snapshot}")],
+    );
+    Ok(spawn_task(
+        &state,
+        "Snapshotting instance",
+        resources,
+        async move { svc.create_snapshot(&name, &snapshot).await },
+    ))
+}
+
+/// `GET /1.0/instances/{name}/snapshots/{snapshot}`.
+pub async fn get_snapshot(
+    State(state): State<AppState>,
+    Path((name, snapshot)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(sync(state.instances.snapshot(&name, &snapshot).await?))
+}
+
+/// `DELETE /1.0/instances/{name}/snapshots/{snapshot}` (an operation).
+pub async fn delete_snapshot(
+    State(state): State<AppState>,
+    Path((name, snapshot)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    state.instances.snapshot(&name, &snapshot).await?;
+    let svc = state.instances.clone();
+    let n = name.clone();
+    Ok(spawn_task(
+        &state,
+        "Deleting snapshot",
+        instance_resources(&name),
+        async move { svc.delete_snapshot(&n, &snapshot).await },
+    ))
 }
 
 /// `GET /1.0/instances/{name}/logs`: the instance's log files (recorded exec output).

@@ -87,7 +87,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/1.0/instances/{name}/snapshots",
-            get(instances::list_snapshots),
+            get(instances::list_snapshots).post(instances::create_snapshot),
+        )
+        .route(
+            "/1.0/instances/{name}/snapshots/{snapshot}",
+            get(instances::get_snapshot).delete(instances::delete_snapshot),
         )
         .route(
             "/1.0/instances/{name}/console",

@@ -20,6 +20,10 @@ pub enum Kind {
     InstanceCreate,
     /// An image moved into `images/<fingerprint>` before its row.
     ImageRegister,
+    /// A snapshot's files copied before its row (`instance/snapshot`).
+    SnapshotCreate,
+    /// A restore swapping a container's upper layer (`instance`).
+    InstanceRestore,
 }
 
 impl Kind {
@@ -28,6 +32,8 @@ impl Kind {
             Kind::NetworkCreate => "network-create",
             Kind::InstanceCreate => "instance-create",
             Kind::ImageRegister => "image-register",
+            Kind::SnapshotCreate => "snapshot-create",
+            Kind::InstanceRestore => "instance-restore",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod instances;
 pub mod intents;
 pub mod networks;
 pub mod profiles;
+pub mod snapshots;
 
 use std::fs::{OpenOptions, Permissions};
 use std::io;

@@ -11,6 +11,7 @@ pub mod name;
 pub mod profiles;
 mod proxies;
 pub mod publish;
+mod snapshots;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -55,6 +56,10 @@ pub enum InstanceError {
     Unrecorded(String),
     #[error("profile \"{0}\" not found")]
     ProfileNotFound(String),
+    #[error("snapshot \"{snapshot}\" of instance \"{instance}\" not found")]
+    SnapshotNotFound { instance: String, snapshot: String },
+    #[error("snapshot \"{snapshot}\" of instance \"{instance}\" already exists")]
+    SnapshotExists { instance: String, snapshot: String },
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]
@@ -1822,6 +1827,7 @@ impl Instances {
             }
             db::intents::finish(&self.db, Kind::InstanceCreate, &name).await?;
         }
+        self.reconcile_snapshots().await?;
         // Any other directory without a record is never removed here: with a backup file
         // it is a container whose record was lost (`ctld recover` brings it back); without
         // one, a create of an older ctld that died before finishing (the next create of

@@ -65,6 +65,12 @@ impl Worker for FakeWorker {
         })
     }
 
+    fn copy_tree(&self, from: &Path, to: &Path) -> Result<(), WorkerError> {
+        self.record(format!("copy_tree {} {}", name_of(from), name_of(to)));
+        let _ = std::fs::create_dir_all(to);
+        Ok(())
+    }
+
     fn remove_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {
         self.record(format!("remove_container_dir {}", name_of(dir)));
         let _ = std::fs::remove_dir_all(dir);

@@ -107,6 +107,10 @@ pub trait Worker: Send + Sync + 'static {
     fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError>;
     /// Remove a container's directory (renamed aside first, so the name is free at once).
     fn remove_container_dir(&self, dir: &Path) -> Result<(), WorkerError>;
+    /// Copy the tree `from` to `to` (which must not exist) exactly: owners, modes, times,
+    /// every extended attribute (overlay's opaque-directory marks among them), device nodes
+    /// (overlay's whiteouts), hard links; sharing extents where the filesystem can (reflink).
+    fn copy_tree(&self, from: &Path, to: &Path) -> Result<(), WorkerError>;
     /// Re-own a stopped container's own files under `dir` from id map `from` to `to`
     /// (`None`: host ids as they are). See [`idshift`].
     fn shift_ids(
@@ -506,6 +510,35 @@ impl Worker for HostWorker {
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
         Ok(())
+    }
+
+    fn copy_tree(&self, from: &Path, to: &Path) -> Result<(), WorkerError> {
+        // GNU cp knows every file type and attribute, and reflinks where it can.
+        let out = std::process::Command::new("cp")
+            .args([
+                "-a",
+                "--preserve=all",
+                "--reflink=auto",
+                "--no-target-directory",
+                "--",
+            ])
+            .arg(from)
+            .arg(to)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(io_err(from))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let _ = fs::remove_dir_all(to);
+        Err(WorkerError::Io {
+            path: to.to_path_buf(),
+            source: io::Error::other(format!(
+                "copying {}: {}",
+                from.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        })
     }
 
     fn remove_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {

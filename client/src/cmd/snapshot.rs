@@ -1,0 +1,171 @@
+//! `ctl snapshot create|list|show|delete|restore`: instance snapshots, shaped like
+//! `incus snapshot`.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+use ctl_api::InstanceSnapshot;
+use hyper::Method;
+use serde_json::{Value, json};
+
+use super::Error;
+use crate::Client;
+use crate::client::encode_segment;
+use crate::output::{self, Format};
+
+/// `ctl snapshot` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot of an instance: NAME [SNAPSHOT] (default: the next free snapN)
+    Create(CreateArgs),
+    /// List an instance's snapshots
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show a snapshot as YAML: NAME SNAPSHOT
+    Show(OneArgs),
+    /// Delete snapshots: NAME SNAPSHOT...
+    #[command(visible_alias = "rm")]
+    Delete(DeleteArgs),
+    /// Restore an instance to a snapshot (a running instance is stopped and started again)
+    Restore(OneArgs),
+}
+
+/// Arguments of `ctl snapshot create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Instance name
+    pub name: String,
+    /// Snapshot name
+    pub snapshot: Option<String>,
+}
+
+/// Arguments of `ctl snapshot list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Instance name
+    pub name: String,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// One snapshot of one instance.
+#[derive(Debug, Clone, Args)]
+pub struct OneArgs {
+    /// Instance name
+    pub name: String,
+    /// Snapshot name
+    pub snapshot: String,
+}
+
+/// Arguments of `ctl snapshot delete`.
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    /// Instance name
+    pub name: String,
+    /// Snapshot names
+    #[arg(required = true)]
+    pub snapshots: Vec<String>,
+}
+
+/// Columns of `ctl snapshot list`.
+pub const HEADER: [&str; 3] = ["NAME", "TAKEN AT", "SIZE"];
+
+/// Table rows of snapshots, in the order the daemon gives (oldest first).
+pub fn rows(snapshots: &[InstanceSnapshot]) -> Vec<Vec<String>> {
+    snapshots
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.created_at.clone(),
+                output::human_size(s.size.max(0) as u64),
+            ]
+        })
+        .collect()
+}
+
+fn snapshots_path(name: &str) -> String {
+    format!("/1.0/instances/{}/snapshots", encode_segment(name))
+}
+
+fn snapshot_path(name: &str, snapshot: &str) -> String {
+    format!("{}/{}", snapshots_path(name), encode_segment(snapshot))
+}
+
+/// Run a snapshot subcommand.
+pub async fn run(
+    client: &Client,
+    command: &SnapshotCommand,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    match command {
+        SnapshotCommand::Create(args) => {
+            let body = json!({"name": args.snapshot.clone().unwrap_or_default()});
+            client
+                .run_operation(Method::POST, &snapshots_path(&args.name), Some(&body))
+                .await?;
+        }
+        SnapshotCommand::List(args) => {
+            let raw = client
+                .get_value(&format!("{}?recursion=1", snapshots_path(&args.name)))
+                .await?;
+            let snapshots: Vec<InstanceSnapshot> =
+                serde_json::from_value(raw.clone()).map_err(|source| {
+                    Error::Client(crate::Error::Decode {
+                        what: "snapshot list".into(),
+                        source,
+                    })
+                })?;
+            let text = output::render(args.format, &HEADER, &rows(&snapshots), &raw)?;
+            out.write_all(text.as_bytes())?;
+        }
+        SnapshotCommand::Show(args) => {
+            let raw = client
+                .get_value(&snapshot_path(&args.name, &args.snapshot))
+                .await?;
+            out.write_all(output::render_structured(&raw, Format::Yaml)?.as_bytes())?;
+        }
+        SnapshotCommand::Delete(args) => {
+            let mut failures = Vec::new();
+            for s in &args.snapshots {
+                let path = snapshot_path(&args.name, s);
+                if let Err(e) = client.run_operation(Method::DELETE, &path, None).await {
+                    failures.push((s.clone(), e));
+                }
+            }
+            if !failures.is_empty() {
+                return Err(Error::Several(failures));
+            }
+        }
+        SnapshotCommand::Restore(args) => {
+            let body: Value = json!({"restore": args.snapshot});
+            let path = format!("/1.0/instances/{}", encode_segment(&args.name));
+            client
+                .run_operation(Method::PUT, &path, Some(&body))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_rows_show_name_time_and_size() {
+        let s: Vec<InstanceSnapshot> = serde_json::from_value(json!([
+            {"name": "snap0", "created_at": "2026-12-05T08:00:00Z", "architecture": "x86_64", "size": 2048}
+        ]))
+        .unwrap_or_default();
+        assert_eq!(
+            rows(&s),
+            vec![vec![
+                "snap0".to_string(),
+                "2026-12-05T08:00:00Z".into(),
+                "2.00KiB".into()
+            ]]
+        );
+    }
+}

@@ -1,0 +1,431 @@
+//! Instance snapshots: a copy of the container's own files (its overlay upper layer, with
+//! whiteouts and opaque-directory marks) and of its record, taken while it is stopped or
+//! frozen; restored by swapping the upper layer for a copy of the snapshot's.
+//!
+//! On disk: `containers/<name>/snapshots/<snapshot>/upper`. The copy shares extents where
+//! the filesystem can (reflink), else it costs what the container changed.
+//!
+//! Crash consistency, with the intent journal: a snapshot's files are copied under a
+//! temporary name, renamed into place, then its row and the end of its intent are written
+//! together; a crash before that leaves the intent, and the next start removes the files.
+//! A restore copies the snapshot beside the upper layer (`upper.restore`), then swaps the
+//! two by renames under an intent; the next start finishes a swap that began (the copy is
+//! complete once its intent is written) or drops a copy that never got there.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ctl_api::{InstanceSnapshot, InstanceSnapshotsPost};
+
+use super::{InstanceError, Instances, idmap, now_rfc3339};
+use crate::db::intents::Kind;
+use crate::db::{self, snapshots::SnapshotRow};
+use crate::paths::overlay_dirs;
+
+/// The mark of a snapshot being deleted (see [`Instances::delete_snapshot`]).
+const DELETING: &str = ".deleting";
+
+/// The longest snapshot name.
+const MAX_NAME: usize = 63;
+
+/// A snapshot name: letters, digits, `-`, `_`, `.` (not first), as Incus takes them.
+fn check_name(name: &str) -> Result<(), InstanceError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(InstanceError::Invalid(format!(
+            "invalid snapshot name \"{name}\": 1-{MAX_NAME} letters, digits, '-', '_' or '.' \
+             (not first)"
+        )))
+    }
+}
+
+impl Instances {
+    fn snapshots_dir(&self, instance: &str) -> PathBuf {
+        self.paths.container(instance).join("snapshots")
+    }
+
+    fn snapshot_dir(&self, instance: &str, snapshot: &str) -> PathBuf {
+        self.snapshots_dir(instance).join(snapshot)
+    }
+
+    async fn snapshot_row(&self, name: &str, snapshot: &str) -> Result<SnapshotRow, InstanceError> {
+        self.row(name).await?;
+        db::snapshots::get(&self.db, name, snapshot)
+            .await?
+            .ok_or_else(|| InstanceError::SnapshotNotFound {
+                instance: name.to_string(),
+                snapshot: snapshot.to_string(),
+            })
+    }
+
+    fn snapshot_to_api(
+        &self,
+        row: &super::InstanceRow,
+        s: SnapshotRow,
+        with_size: bool,
+    ) -> InstanceSnapshot {
+        let upper = self.snapshot_dir(&s.instance, &s.name).join("upper");
+        let size = if with_size {
+            self.worker.disk_usage(&upper) as i64
+        } else {
+            0
+        };
+        InstanceSnapshot {
+            name: s.name,
+            created_at: s.created_at,
+            expires_at: crate::images::ZERO_TIME.into(),
+            last_used_at: crate::images::ZERO_TIME.into(),
+            architecture: row.architecture.clone(),
+            ephemeral: false,
+            stateful: false,
+            profiles: s.profiles,
+            expanded_config: s.config.clone(),
+            config: s.config,
+            expanded_devices: s.devices.clone(),
+            devices: s.devices,
+            size,
+        }
+    }
+
+    /// The snapshots of instance `name`, oldest first; `with_size` walks each one's files
+    /// for its size (listings of many instances leave it 0).
+    pub async fn snapshots(
+        &self,
+        name: &str,
+        with_size: bool,
+    ) -> Result<Vec<InstanceSnapshot>, InstanceError> {
+        let row = self.row(name).await?;
+        let rows = db::snapshots::list(&self.db, name).await?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            rows.into_iter()
+                .map(|s| me.snapshot_to_api(&row, s, with_size))
+                .collect()
+        })
+        .await
+        .map_err(|e| InstanceError::Internal(e.to_string()))
+    }
+
+    /// One snapshot of instance `name`.
+    pub async fn snapshot(
+        &self,
+        name: &str,
+        snapshot: &str,
+    ) -> Result<InstanceSnapshot, InstanceError> {
+        let row = self.row(name).await?;
+        let s = self.snapshot_row(name, snapshot).await?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.snapshot_to_api(&row, s, true))
+            .await
+            .map_err(|e| InstanceError::Internal(e.to_string()))
+    }
+
+    /// Check a snapshot request before its operation starts: the instance exists, the name
+    /// is valid and free (an empty name becomes the first free `snapN`). Stateful
+    /// snapshots are refused (no CRIU).
+    pub async fn plan_snapshot(
+        &self,
+        name: &str,
+        req: &InstanceSnapshotsPost,
+    ) -> Result<String, InstanceError> {
+        self.row(name).await?;
+        if req.stateful {
+            return Err(InstanceError::Invalid(
+                "stateful snapshots are not supported".into(),
+            ));
+        }
+        let taken: Vec<String> = db::snapshots::list(&self.db, name)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        let snapshot = if req.name.is_empty() {
+            (0..)
+                .map(|n| format!("snap{n}"))
+                .find(|n| !taken.contains(n))
+                .unwrap_or_default()
+        } else {
+            req.name.clone()
+        };
+        check_name(&snapshot)?;
+        if taken.contains(&snapshot) {
+            return Err(InstanceError::SnapshotExists {
+                instance: name.to_string(),
+                snapshot,
+            });
+        }
+        Ok(snapshot)
+    }
+
+    /// Take snapshot `snapshot` of instance `name`: a running instance is frozen for the
+    /// copy (and thawed after, unless it was frozen already).
+    pub async fn create_snapshot(&self, name: &str, snapshot: &str) -> Result<(), InstanceError> {
+        check_name(snapshot)?;
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        let row = self.row(name).await?;
+        if db::snapshots::get(&self.db, name, snapshot)
+            .await?
+            .is_some()
+        {
+            return Err(InstanceError::SnapshotExists {
+                instance: name.to_string(),
+                snapshot: snapshot.to_string(),
+            });
+        }
+        let key = format!("{name}/{snapshot}");
+        db::intents::begin(&self.db, Kind::SnapshotCreate, &key).await?;
+        let freeze = self.running_init(&row).is_some() && !self.worker.is_frozen(name);
+        if freeze {
+            let n = name.to_string();
+            self.blocking_worker(move |w| w.set_frozen(&n, true))
+                .await?;
+        }
+        let (upper, _, _) = overlay_dirs(&self.paths.container(name));
+        let dir = self.snapshot_dir(name, snapshot);
+        let tmp = self
+            .snapshots_dir(name)
+            .join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+        let copied = {
+            let (tmp, dir) = (tmp.clone(), dir.clone());
+            self.blocking_worker(move |w| {
+                std::fs::create_dir_all(&tmp).map_err(|source| crate::worker::WorkerError::Io {
+                    path: tmp.clone(),
+                    source,
+                })?;
+                w.copy_tree(&upper, &tmp.join("upper"))?;
+                std::fs::rename(&tmp, &dir).map_err(|source| crate::worker::WorkerError::Io {
+                    path: dir.clone(),
+                    source,
+                })
+            })
+            .await
+        };
+        if freeze {
+            let n = name.to_string();
+            if let Err(e) = self.blocking_worker(move |w| w.set_frozen(&n, false)).await {
+                tracing::warn!(instance = %name, error = %e, "could not thaw after a snapshot");
+            }
+        }
+        if let Err(e) = copied {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+            let _ = db::intents::finish(&self.db, Kind::SnapshotCreate, &key).await;
+            return Err(e);
+        }
+        let record = SnapshotRow {
+            instance: name.to_string(),
+            name: snapshot.to_string(),
+            created_at: now_rfc3339(),
+            config: row.config.clone(),
+            devices: row.devices.clone(),
+            profiles: row.profiles.clone(),
+        };
+        let recorded = async {
+            let mut tx = self.db.begin().await?;
+            db::snapshots::insert(&mut *tx, &record).await?;
+            db::intents::finish(&mut *tx, Kind::SnapshotCreate, &key).await?;
+            tx.commit().await?;
+            Ok::<(), db::DbError>(())
+        }
+        .await;
+        if let Err(e) = recorded {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e.into());
+        }
+        tracing::info!(instance = %name, snapshot, "snapshot taken");
+        self.events.instance(
+            "instance-snapshot-created",
+            &format!("{name}/{snapshot}"),
+            BTreeMap::new(),
+        );
+        Ok(())
+    }
+
+    /// Delete snapshot `snapshot` of instance `name`: its files are marked as being
+    /// deleted, then the record goes, then the files (a crash in between leaves marked files
+    /// that the next start removes; unmarked files are never removed for want of a record).
+    pub async fn delete_snapshot(&self, name: &str, snapshot: &str) -> Result<(), InstanceError> {
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        self.snapshot_row(name, snapshot).await?;
+        let dir = self.snapshot_dir(name, snapshot);
+        let marker = dir.join(DELETING);
+        tokio::fs::write(&marker, b"")
+            .await
+            .map_err(|e| InstanceError::Internal(format!("{}: {e}", marker.display())))?;
+        db::snapshots::delete(&self.db, name, snapshot).await?;
+        if let Err(e) = self
+            .blocking_worker(move |w| w.remove_container_dir(&dir))
+            .await
+        {
+            tracing::warn!(instance = %name, snapshot, error = %e,
+                "snapshot deleted; its files go at the next start");
+        }
+        self.events.instance(
+            "instance-snapshot-deleted",
+            &format!("{name}/{snapshot}"),
+            BTreeMap::new(),
+        );
+        Ok(())
+    }
+
+    /// Restore instance `name` to snapshot `snapshot`: its files and its record (config,
+    /// devices, profiles; the daemon's volatile keys stay). A running instance is stopped
+    /// first and started again after.
+    pub async fn restore(&self, name: &str, snapshot: &str) -> Result<(), InstanceError> {
+        let lock = self.lock_for(name);
+        let guard = lock.lock().await;
+        let s = self.snapshot_row(name, snapshot).await?;
+        let row = self.row(name).await?;
+        let was_running = self.running_init(&row).is_some();
+        if was_running {
+            self.stop_locked(name, None, false).await?;
+        }
+        let fresh = self.paths.container(name).join("upper.restore");
+        let from = self.snapshot_dir(name, snapshot).join("upper");
+        {
+            let (fresh, from) = (fresh.clone(), from.clone());
+            self.blocking_worker(move |w| {
+                // A copy a failed restore left behind.
+                let _ = std::fs::remove_dir_all(&fresh);
+                w.copy_tree(&from, &fresh)
+            })
+            .await?;
+        }
+        // From here the copy is complete: a crash finishes the swap at the next start.
+        db::intents::begin(&self.db, Kind::InstanceRestore, name).await?;
+        self.swap_in_restored(name).await?;
+        // The record as it was, keeping the daemon's volatile keys (NIC names, id maps) and
+        // saying the files are in the map they were in when the snapshot was taken.
+        let mut cfg: BTreeMap<String, String> = s
+            .config
+            .iter()
+            .filter(|(k, _)| !k.starts_with("volatile."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in row
+            .config
+            .iter()
+            .filter(|(k, _)| k.starts_with("volatile."))
+        {
+            cfg.insert(k.clone(), v.clone());
+        }
+        match s.config.get(idmap::VOLATILE_ON_DISK) {
+            Some(m) => cfg.insert(idmap::VOLATILE_ON_DISK.into(), m.clone()),
+            None => cfg.remove(idmap::VOLATILE_ON_DISK),
+        };
+        db::instances::update(
+            &self.db,
+            name,
+            &db::InstanceUpdate {
+                description: &row.description,
+                ephemeral: row.ephemeral,
+                config: &cfg,
+                devices: &s.devices,
+                profiles: &s.profiles,
+            },
+        )
+        .await?;
+        self.save_backup_or_warn(name).await;
+        tracing::info!(instance = %name, snapshot, "restored");
+        drop(guard);
+        if was_running {
+            self.start(name).await?;
+        }
+        self.events.instance(
+            "instance-restored",
+            name,
+            BTreeMap::from([("snapshot".to_string(), serde_json::json!(snapshot))]),
+        );
+        Ok(())
+    }
+
+    /// Put `upper.restore` in place of `upper` (the old one to the trash) and end the
+    /// restore's intent. Idempotent: a swap that a crash cut off is finished by running it
+    /// again.
+    async fn swap_in_restored(&self, name: &str) -> Result<(), InstanceError> {
+        let container = self.paths.container(name);
+        let (upper, _, _) = overlay_dirs(&container);
+        let fresh = container.join("upper.restore");
+        let trash = self.paths.trash();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if fresh.exists() {
+                if upper.exists() {
+                    std::fs::create_dir_all(&trash)?;
+                    let aside = trash.join(uuid::Uuid::new_v4().simple().to_string());
+                    std::fs::rename(&upper, &aside)?;
+                    let _ = std::fs::remove_dir_all(&aside);
+                }
+                std::fs::rename(&fresh, &upper)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| InstanceError::Internal(e.to_string()))?
+        .map_err(|e| InstanceError::Internal(format!("restore of \"{name}\": {e}")))?;
+        db::intents::finish(&self.db, Kind::InstanceRestore, name).await?;
+        Ok(())
+    }
+
+    /// Start-up: finish the restores a crash cut off, remove the files of snapshots whose
+    /// create never recorded them, and of snapshots whose delete removed the record only.
+    pub(super) async fn reconcile_snapshots(&self) -> Result<(), InstanceError> {
+        for name in db::intents::pending(&self.db, Kind::InstanceRestore).await? {
+            tracing::warn!(instance = %name, "finishing a restore that a crash interrupted");
+            self.swap_in_restored(&name).await?;
+        }
+        for key in db::intents::pending(&self.db, Kind::SnapshotCreate).await? {
+            if let Some((name, snapshot)) = key.split_once('/')
+                && db::snapshots::get(&self.db, name, snapshot)
+                    .await?
+                    .is_none()
+            {
+                let dir = self.snapshot_dir(name, snapshot);
+                if dir.exists() {
+                    tracing::warn!(instance = %name, snapshot,
+                        "removing a snapshot whose create a crash interrupted");
+                    self.blocking_worker(move |w| w.remove_container_dir(&dir))
+                        .await?;
+                }
+            }
+            db::intents::finish(&self.db, Kind::SnapshotCreate, &key).await?;
+        }
+        for row in db::instances::list(&self.db).await? {
+            let recorded: Vec<String> = db::snapshots::list(&self.db, &row.name)
+                .await?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            let dir = self.snapshots_dir(&row.name);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                if recorded.contains(&file) {
+                    continue;
+                }
+                let path: PathBuf = e.path();
+                // A copy cut short, or a delete that removed the record: garbage. Anything
+                // else is a snapshot whose record was lost: kept.
+                if file.starts_with(".tmp-") || path.join(DELETING).exists() {
+                    tracing::info!(instance = %row.name, snapshot = %file,
+                        "removing the files of an interrupted snapshot create or delete");
+                    self.blocking_worker(move |w| w.remove_container_dir(&path))
+                        .await?;
+                } else {
+                    tracing::warn!(instance = %row.name, snapshot = %file,
+                        "snapshot files without a record: kept");
+                }
+            }
+        }
+        Ok(())
+    }
+}
