@@ -150,7 +150,9 @@ pub async fn names(pool: &Pool) -> Result<Vec<String>, DbError> {
     )
 }
 
-/// Record the running init (or 0s when stopped) and, when starting, the last-used time.
+/// Record the running init (0s: stopped) and, with `power`, the instance's
+/// `volatile.last_state.power` in the same statement (no read-modify-write of the config,
+/// so a start or a stop costs one write).
 pub async fn set_running(
     pool: &Pool,
     name: &str,
@@ -158,15 +160,21 @@ pub async fn set_running(
     starttime: u64,
     monitor_pid: i32,
     last_used_at: Option<&str>,
+    power: Option<&str>,
 ) -> Result<(), DbError> {
     sqlx::query(
         "UPDATE instances SET init_pid = ?, init_starttime = ?, monitor_pid = ?, \
-         last_used_at = COALESCE(?, last_used_at) WHERE name = ?",
+         last_used_at = COALESCE(?, last_used_at), \
+         config = CASE WHEN ? IS NULL THEN config \
+                  ELSE json_set(config, '$.\"volatile.last_state.power\"', ?) END \
+         WHERE name = ?",
     )
     .bind(pid)
     .bind(starttime as i64)
     .bind(monitor_pid)
     .bind(last_used_at)
+    .bind(power)
+    .bind(power)
     .bind(name)
     .execute(pool)
     .await?;
@@ -284,8 +292,22 @@ pub(crate) mod tests {
             insert(&pool, &new("c1", &cfg, &dev)).await,
             Err(DbError::Conflict(_))
         ));
-        set_running(&pool, "c1", 42, 7, 41, Some("now")).await?;
+        set_running(&pool, "c1", 42, 7, 41, Some("now"), Some("RUNNING")).await?;
         let got = get(&pool, "c1").await?;
+        // The power state lands in the config, which keeps its other keys.
+        let power = |r: &Option<InstanceRow>| {
+            r.as_ref()
+                .and_then(|r| r.config.get("volatile.last_state.power").cloned())
+        };
+        assert_eq!(power(&got).as_deref(), Some("RUNNING"));
+        assert_eq!(
+            got.as_ref()
+                .and_then(|r| r.config.get("limits.memory").cloned())
+                .as_deref(),
+            Some("64MiB")
+        );
+        set_running(&pool, "c1", 42, 7, 41, None, None).await?;
+        assert_eq!(power(&get(&pool, "c1").await?).as_deref(), Some("RUNNING"));
         assert_eq!(
             got.as_ref()
                 .map(|r| (r.init_pid, r.init_starttime, r.monitor_pid)),

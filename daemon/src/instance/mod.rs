@@ -545,6 +545,7 @@ impl Instances {
             init.starttime,
             init.monitor_pid,
             None,
+            None,
         )
         .await?;
         tracing::warn!(instance = %row.name, pid = init.pid,
@@ -600,8 +601,6 @@ impl Instances {
         // Proxies left by a run that ended on its own (before its watcher noticed).
         self.stop_proxies(name).await;
         let mut cfg = row.config.clone();
-        // Recorded with the other volatile keys below (a write only when it changes).
-        cfg.insert(config::LAST_POWER.into(), "RUNNING".into());
         assign_volatile_nics(&mut cfg, &nics);
         for r in &nics {
             let key = network::host_name_key(&r.nic.device);
@@ -729,6 +728,8 @@ impl Instances {
             init.starttime,
             init.monitor_pid,
             Some(&t),
+            // Meant to run from now on (see `config::Boot::starts`).
+            Some("RUNNING"),
         )
         .await
         {
@@ -893,28 +894,12 @@ impl Instances {
     ) -> Result<(), InstanceError> {
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
-        self.stop_locked(name, timeout, force).await?;
         // A user's stop: the next daemon start leaves it stopped (unless boot.autostart).
-        self.set_last_power(name, "STOPPED").await;
+        self.stop_locked(name, timeout, force, Some("STOPPED"))
+            .await?;
         self.events
             .instance("instance-stopped", name, BTreeMap::new());
         Ok(())
-    }
-
-    /// Record `volatile.last_state.power` (logged on failure: the stop itself happened).
-    async fn set_last_power(&self, name: &str, power: &str) {
-        let recorded = async {
-            let mut row = self.row(name).await?;
-            if row.config.get(config::LAST_POWER).map(String::as_str) == Some(power) {
-                return Ok(());
-            }
-            row.config.insert(config::LAST_POWER.into(), power.into());
-            db::instances::set_config(&self.db, name, &row.config).await?;
-            self.save_backup_marked(name, false, false).await
-        };
-        if let Err(e) = recorded.await {
-            tracing::warn!(instance = %name, error = %e, "last power state not recorded");
-        }
     }
 
     /// A daemon start: start every stopped instance whose `boot.*` keys say so (see
@@ -978,7 +963,7 @@ impl Instances {
             let stops = names.iter().map(|name| async move {
                 let lock = self.lock_for(name);
                 let _g = lock.lock().await;
-                if let Err(e) = self.stop_locked(name, None, false).await {
+                if let Err(e) = self.stop_locked(name, None, false, None).await {
                     tracing::warn!(instance = %name, error = %e, "shutdown: stop failed");
                 }
             });
@@ -986,11 +971,15 @@ impl Instances {
         }
     }
 
+    /// Stop a running instance (its lock held); `power` is recorded as its
+    /// `volatile.last_state.power` with the stop (`None`: left as it is, e.g. a restart, or
+    /// a host shutdown after which it comes back).
     async fn stop_locked(
         &self,
         name: &str,
         timeout: Option<Duration>,
         force: bool,
+        power: Option<&str>,
     ) -> Result<(), InstanceError> {
         let row = self.row(name).await?;
         let init = self.ensure_running(&row)?;
@@ -1052,18 +1041,18 @@ impl Instances {
         // The init is gone: the stop happened, whatever the bookkeeping says. A record that
         // could not be updated (a full disk) still shows it stopped (its init is dead), and
         // the next start or daemon start finishes the cleanup.
-        if let Err(e) = self.cleanup_stopped(name).await {
+        if let Err(e) = self.cleanup_stopped(name, power).await {
             tracing::warn!(instance = %name, error = %e, "stopped, but its cleanup did not finish");
         }
         tracing::info!(instance = %name, force, "stopped");
         Ok(())
     }
 
-    async fn cleanup_stopped(&self, name: &str) -> Result<(), InstanceError> {
+    async fn cleanup_stopped(&self, name: &str, power: Option<&str>) -> Result<(), InstanceError> {
         self.stop_proxies(name).await;
         let n = name.to_string();
         self.blocking_worker(move |w| w.remove_cgroup(&n)).await?;
-        db::instances::set_running(&self.db, name, 0, 0, 0, None).await?;
+        db::instances::set_running(&self.db, name, 0, 0, 0, None, power).await?;
         Ok(())
     }
 
@@ -1098,7 +1087,7 @@ impl Instances {
         // One lock across both halves: nothing can slip in between the stop and the start.
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
-        self.stop_locked(name, timeout, force).await?;
+        self.stop_locked(name, timeout, force, None).await?;
         self.start_locked(name).await?;
         self.events
             .instance("instance-restarted", name, BTreeMap::new());
@@ -1876,7 +1865,7 @@ impl Instances {
                         tracing::warn!(instance = %row.name, error = %err,
                             "found running but not fully started: stopping it");
                         self.abort_start(&row.name, &init).await;
-                        let _ = self.cleanup_stopped(&row.name).await;
+                        let _ = self.cleanup_stopped(&row.name, None).await;
                         continue;
                     }
                 }
@@ -1905,10 +1894,9 @@ impl Instances {
                     tracing::info!(instance = %row.name, host_went_down, "init gone while ctld was away");
                     if host_went_down {
                         let _ = std::fs::remove_file(&state_file);
-                    } else {
-                        self.set_last_power(&row.name, "STOPPED").await;
                     }
-                    if let Err(err) = self.cleanup_stopped(&row.name).await {
+                    let power = (!host_went_down).then_some("STOPPED");
+                    if let Err(err) = self.cleanup_stopped(&row.name, power).await {
                         tracing::warn!(instance = %row.name, error = %err, "cleanup failed");
                     }
                 }

@@ -286,7 +286,7 @@ impl Instances {
         let row = self.row(name).await?;
         let was_running = self.running_init(&row).is_some();
         if was_running {
-            self.stop_locked(name, None, false).await?;
+            self.stop_locked(name, None, false, None).await?;
         }
         let fresh = self.paths.container(name).join("upper.restore");
         let from = self.snapshot_dir(name, snapshot).join("upper");
