@@ -184,6 +184,11 @@ fn lxd_lxc_cli_drives_ctld() {
         "{refused:?}"
     );
     lxc.ok(&["warning", "list"]);
+    let shown = lxc.ok(&["info", "c1", "--show-log"]);
+    assert!(
+        shown.contains("Log:") && shown.contains("started"),
+        "{shown}"
+    );
     let net = format!("cx{}", std::process::id() % 100_000);
     lxc.ok(&["network", "create", &net]);
     let nets = lxc.ok(&["network", "list", "--format", "csv"]);

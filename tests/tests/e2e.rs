@@ -1328,4 +1328,12 @@ fn the_monitor_writes_down_how_the_init_ended() {
         "{text}"
     );
     assert!(text.contains(&format!("init {pid} started")), "{text}");
+    // What LXD clients ask for (`lxc info --show-log`), and `ctl info --show-log`.
+    let (code, lxc_log) = d.http_text("GET", "/1.0/instances/c1/logs/lxc.log", None);
+    assert_eq!((code, lxc_log), (200, text.clone()));
+    let info = d.ok(&["info", "c1", "--show-log"]);
+    assert!(
+        info.contains("Log:") && info.contains("was killed by SIGKILL"),
+        "{info}"
+    );
 }

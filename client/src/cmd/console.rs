@@ -61,27 +61,31 @@ impl Detacher {
     }
 }
 
+/// The body of `GET path` as it is (a log), or the API's error.
+pub async fn raw_get(client: &Client, path: &str) -> Result<Bytes, Error> {
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| Error::Usage(format!("bad request: {e}")))?;
+    let answer = client.send(request).await?;
+    if !answer.status().is_success() {
+        envelope_of(answer).await?;
+        return Ok(Bytes::new());
+    }
+    Ok(answer
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| Error::Usage(format!("reading {path}: {e}")))?
+        .to_bytes())
+}
+
 /// Run `ctl console`.
 pub async fn run(client: &Client, args: &ConsoleArgs, out: &mut dyn Write) -> Result<(), Error> {
     let path = format!("/1.0/instances/{}/console", encode_segment(&args.name));
     if args.show_log {
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(path.as_str())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| Error::Usage(format!("bad request: {e}")))?;
-        let answer = client.send(request).await?;
-        if !answer.status().is_success() {
-            envelope_of(answer).await?;
-            return Ok(());
-        }
-        let body = answer
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Error::Usage(format!("reading the console log: {e}")))?
-            .to_bytes();
-        out.write_all(&body)?;
+        out.write_all(&raw_get(client, &path).await?)?;
         out.flush()?;
         return Ok(());
     }

@@ -17,6 +17,9 @@ use crate::usage::{self, Network, State};
 pub struct InfoArgs {
     /// Instance name
     pub name: String,
+    /// Also print the instance's monitor log (`lxc.log` to LXD clients)
+    #[arg(long)]
+    pub show_log: bool,
 }
 
 /// A byte count from the API (negative reads as 0) in IEC units.
@@ -142,6 +145,15 @@ pub async fn run(client: &Client, args: &InfoArgs, out: &mut dyn Write) -> Resul
     let raw = client.instance_state_value(&args.name).await?;
     let state: State = usage::decode("instance state", raw)?;
     out.write_all(render(&instance, &state).as_bytes())?;
+    if args.show_log {
+        let path = format!(
+            "/1.0/instances/{}/logs/lxc.log",
+            crate::client::encode_segment(&args.name)
+        );
+        let log = super::console::raw_get(client, &path).await?;
+        writeln!(out, "\nLog:\n")?;
+        out.write_all(&log)?;
+    }
     Ok(())
 }
 

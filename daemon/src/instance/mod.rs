@@ -1710,9 +1710,15 @@ impl Instances {
         Ok(out)
     }
 
-    /// One log file's path, checked: a plain name that exists.
+    /// One log file's path, checked: a plain name that exists. `lxc.log`, what LXD clients
+    /// ask for (`lxc info --show-log`), is the monitor's log.
     pub async fn log_file(&self, name: &str, file: &str) -> Result<PathBuf, InstanceError> {
         self.row(name).await?;
+        let file = if file == "lxc.log" {
+            "monitor.log"
+        } else {
+            file
+        };
         let plain = !file.is_empty()
             && !file.starts_with('.')
             && file
