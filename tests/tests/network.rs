@@ -888,3 +888,34 @@ fn a_failed_update_puts_nics_and_leases_back() {
     assert_eq!(code, 200, "{v}");
     assert!(links(&d).contains("eth1"));
 }
+
+/// `ctl launch -n NETWORK` gives the instance an `eth0` on it; `--no-profiles` leaves out
+/// the default profile's NIC; an unknown profile is refused before anything is made.
+#[test]
+fn launch_takes_a_network_and_profiles() {
+    root_or_skip!("launch_takes_a_network_and_profiles");
+    let d = Daemon::start();
+    let net = net_name();
+    let _guard = Bridges(vec![net.clone()]);
+    create_network(&d, &net, &[]);
+    let nic =
+        format!(r#"{{"devices":{{"eth0":{{"type":"nic","network":"{net}","name":"eth0"}}}}}}"#);
+    let (code, _) = d.http("PATCH", "/1.0/profiles/default", Some(&nic));
+    assert_eq!(code, 200);
+    d.ok(&["launch", "busybox", "on-net", "-n", &net]);
+    let ip = address_of(&d, "on-net", "eth0");
+    assert!(!ip.is_empty(), "an address on {net}");
+    d.ok(&["launch", "busybox", "bare", "--no-profiles"]);
+    let links = d.ok(&["exec", "bare", "--", "ls", "/sys/class/net"]);
+    assert_eq!(links.trim(), "lo", "no profile, no NIC: {links}");
+    d.ok(&["launch", "busybox", "with-default", "-p", "default"]);
+    assert!(!address_of(&d, "with-default", "eth0").is_empty());
+    let r = d.ctl(&["launch", "busybox", "nope", "-p", "missing"]);
+    assert!(r.code != 0 && r.stderr.contains("missing"), "{r:?}");
+    assert!(!d.instances().contains(&"nope".to_string()));
+    for n in ["on-net", "bare", "with-default"] {
+        d.ok(&["delete", "-f", n]);
+    }
+    let (code, _) = d.http("PUT", "/1.0/profiles/default", Some(r#"{"devices":{}}"#));
+    assert_eq!(code, 200);
+}

@@ -20,6 +20,15 @@ pub struct CreateArgs {
     /// Instance config as KEY=VALUE (repeatable)
     #[arg(short = 'c', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub config: Vec<(String, String)>,
+    /// Profiles to apply, in order (repeatable; default: `default`)
+    #[arg(short = 'p', long = "profile", value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// Apply no profile at all
+    #[arg(long, conflicts_with = "profiles")]
+    pub no_profiles: bool,
+    /// Give the instance an `eth0` on this managed network (instead of its profiles' one)
+    #[arg(short = 'n', long = "network", value_name = "NETWORK")]
+    pub network: Option<String>,
 }
 
 /// Whether `s` looks like an image fingerprint or a prefix of one (12 to 64 hex digits).
@@ -69,10 +78,30 @@ pub fn remote_image_source(image: &str, remotes: &Config) -> Result<InstanceSour
 
 /// The `POST /1.0/instances` body for these arguments.
 pub fn request(args: &CreateArgs, start: bool, remotes: &Config) -> Result<InstancesPost, Error> {
+    let profiles = if args.no_profiles {
+        Some(Vec::new())
+    } else if args.profiles.is_empty() {
+        None
+    } else {
+        Some(args.profiles.clone())
+    };
+    let devices = args
+        .network
+        .iter()
+        .map(|net| {
+            let nic = [("type", "nic"), ("network", net.as_str()), ("name", "eth0")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            ("eth0".to_string(), nic)
+        })
+        .collect();
     Ok(InstancesPost {
         name: args.name.clone().unwrap_or_default(),
         source: remote_image_source(&args.image, remotes)?,
         config: args.config.iter().cloned().collect(),
+        profiles,
+        devices,
         start,
         ..Default::default()
     })
@@ -148,10 +177,13 @@ mod tests {
 
     #[test]
     fn request_body_matches_the_api() {
-        let args = CreateArgs {
+        let mut args = CreateArgs {
             image: "busybox".into(),
             name: None,
             config: vec![("limits.memory".into(), "64MiB".into())],
+            profiles: Vec::new(),
+            no_profiles: false,
+            network: None,
         };
         let remotes = Config::default();
         let body = serde_json::to_value(request(&args, true, &remotes).ok()).unwrap_or_default();
@@ -161,6 +193,20 @@ mod tests {
         assert_eq!(body["start"], json!(true));
         let body = serde_json::to_value(request(&args, false, &remotes).ok()).unwrap_or_default();
         assert_eq!(body["start"], json!(false));
+        assert!(body.get("profiles").is_none_or(|p| p.is_null()), "{body}");
+        // -n NET: an eth0 on it; -p: these profiles; --no-profiles: none.
+        args.network = Some("lab".into());
+        args.profiles = vec!["default".into(), "web".into()];
+        let body = serde_json::to_value(request(&args, true, &remotes).ok()).unwrap_or_default();
+        assert_eq!(
+            body["devices"]["eth0"],
+            json!({"type": "nic", "network": "lab", "name": "eth0"})
+        );
+        assert_eq!(body["profiles"], json!(["default", "web"]));
+        args.profiles.clear();
+        args.no_profiles = true;
+        let body = serde_json::to_value(request(&args, true, &remotes).ok()).unwrap_or_default();
+        assert_eq!(body["profiles"], json!([]));
     }
 
     #[test]
