@@ -76,19 +76,26 @@ pub async fn attach(
         };
         let result = match tokio::time::timeout(CONNECT_TIMEOUT, data_rx).await {
             Ok(Ok(ws)) => {
-                // Drain the control stream (window sizes do not apply to a console log).
+                // The control stream carries window sizes (which do not apply to a
+                // console); its end is the client detaching (`lxc console`'s Ctrl-a q),
+                // which ends the console session too.
+                let (detached_tx, detached) = tokio::sync::oneshot::channel::<()>();
                 let control = tokio::spawn(async move {
-                    if let Some(rx) = control_rx
-                        && let Ok(mut c) = rx.await
-                    {
-                        while let Some(Ok(m)) = c.next().await {
-                            if matches!(m, Message::Close(_)) {
-                                break;
-                            }
+                    // A control stream never connected is no detach.
+                    let Some(Ok(mut c)) = (match control_rx {
+                        Some(rx) => Some(rx.await),
+                        None => None,
+                    }) else {
+                        return std::future::pending::<()>().await;
+                    };
+                    while let Some(Ok(m)) = c.next().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
                         }
                     }
+                    let _ = detached_tx.send(());
                 });
-                relay(ws, conn).await;
+                relay(ws, conn, detached).await;
                 control.abort();
                 Ok(())
             }
@@ -103,9 +110,15 @@ pub async fn attach(
     Ok(accepted(&op))
 }
 
-/// Copy between the websocket and the monitor's console connection until either ends.
-async fn relay(ws: axum::extract::ws::WebSocket, conn: tokio::net::UnixStream) {
-    let (mut sink, mut stream) = ws.split();
+/// Copy between the websocket and the monitor's console connection until either ends, or
+/// the client detaches (`detached`); the websocket is closed either way.
+async fn relay(
+    ws: axum::extract::ws::WebSocket,
+    conn: tokio::net::UnixStream,
+    detached: tokio::sync::oneshot::Receiver<()>,
+) {
+    let (sink, mut stream) = ws.split();
+    let sink = tokio::sync::Mutex::new(sink);
     let (mut rd, mut wr) = conn.into_split();
     let to_console = async {
         while let Some(Ok(msg)) = stream.next().await {
@@ -127,6 +140,8 @@ async fn relay(ws: axum::extract::ws::WebSocket, conn: tokio::net::UnixStream) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if sink
+                        .lock()
+                        .await
                         .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
                         .await
                         .is_err()
@@ -136,11 +151,13 @@ async fn relay(ws: axum::extract::ws::WebSocket, conn: tokio::net::UnixStream) {
                 }
             }
         }
-        let _ = sink.send(Message::Text("".into())).await;
-        let _ = sink.send(Message::Close(None)).await;
     };
     tokio::select! {
         () = to_console => {}
         () = from_console => {}
+        _ = detached => {}
     }
+    let mut sink = sink.lock().await;
+    let _ = sink.send(Message::Text("".into())).await;
+    let _ = sink.send(Message::Close(None)).await;
 }
