@@ -184,6 +184,27 @@ fn lxd_lxc_cli_drives_ctld() {
         "{refused:?}"
     );
     lxc.ok(&["warning", "list"]);
+    // `lxc console`, detached with Ctrl-a q, returns at once: the server ends the console
+    // session when the client closes its control stream. (lxc looks for the escape at the
+    // start of each read: Ctrl-a and q go as two writes, as typed.)
+    let started = std::time::Instant::now();
+    let t = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pty_driver.py"))
+        .arg("expect:ctrl;;sleep:0.5;;send:\\x01;;sleep:0.3;;send:q")
+        .arg("--")
+        .arg("lxc")
+        .args(["console", "c1"])
+        .env("LXD_DIR", d.path())
+        .env("LXD_CONF", lxc.conf.path())
+        .output()
+        .unwrap_or_else(|e| panic!("pty driver: {e}"));
+    let t = String::from_utf8_lossy(&t.stdout);
+    assert!(t.trim_end().ends_with("EXIT 0"), "lxc console detach: {t}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "detaching took {:?}",
+        started.elapsed()
+    );
     let shown = lxc.ok(&["info", "c1", "--show-log"]);
     assert!(
         shown.contains("Log:") && shown.contains("started"),
