@@ -158,8 +158,13 @@ fn systemd_boots_and_stops_in_an_unprivileged_container() {
     let pid = d.init_pid("s1");
     let uid = d.init_host_uid("s1");
     assert!(uid >= 100_000, "init runs as host uid {uid}");
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    assert_eq!(comm.trim(), "systemd");
+    // Exec'd as /sbin/init, systemd names itself a moment later.
+    let mut comm = String::new();
+    let named = wait_until(Duration::from_secs(10), || {
+        comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        comm.trim() == "systemd"
+    });
+    assert!(named, "PID 1 is {comm:?}");
     // Boot to the end of its transaction.
     let mut state = String::new();
     let booted = wait_until(Duration::from_secs(90), || {
