@@ -73,11 +73,20 @@ impl Instances {
         E: Display,
     {
         let inner = InnerPath::parse(path)?;
-        let mut upload = self
+        let opened = self
             .with_root(name, path, move |root, path| {
                 files::open_for_upload(root, path, &opts)
             })
-            .await?;
+            .await;
+        let mut upload = match opened {
+            Ok(u) => u,
+            Err(e) => {
+                // Refused before the body was read: read (and drop) a small body first, so
+                // a client still sending it gets this answer, not a broken pipe.
+                drain_small(body).await;
+                return Err(e);
+            }
+        };
         let Some(file) = upload.take_file() else {
             return Err(InstanceError::Internal("upload without a file".into()));
         };
@@ -121,3 +130,27 @@ impl Instances {
         self.with_root(name, path, files::remove).await
     }
 }
+
+/// Read and drop up to [`DRAIN_LIMIT`] bytes of a request body (for at most a second): what
+/// a refused upload does before it answers, so the client's write of a small body completes.
+async fn drain_small<S, B, E>(body: S)
+where
+    S: Stream<Item = Result<B, E>> + Send,
+    B: AsRef<[u8]> + Send,
+{
+    use futures_util::StreamExt;
+    let mut body = std::pin::pin!(body);
+    let mut seen = 0usize;
+    let drained = async {
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.as_ref().len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drained).await;
+}
+
+/// The most of a refused upload's body read before answering.
+const DRAIN_LIMIT: usize = 1 << 20;
