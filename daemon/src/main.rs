@@ -95,6 +95,7 @@ fn main() {
             let dir = argv.next().unwrap_or_default();
             std::process::exit(worker::probe::forkprobe_main(&dir))
         }
+        Some("forkuserns") => std::process::exit(worker::rootfs::forkuserns_main()),
         Some("forkexec") => {
             let spec = std::env::var(worker::exec::SPEC_ENV).unwrap_or_default();
             std::process::exit(worker::exec::forkexec_main(&spec))

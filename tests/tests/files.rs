@@ -640,29 +640,138 @@ fn paths_never_escape_the_container() {
     assert!(!host_file.exists());
 }
 
+/// Host uid of file `rel` in `c1`'s upper layer.
+fn host_uid(d: &Daemon, rel: &str) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(upper(d).join(rel))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+        .uid()
+}
+
+/// `forkuserns` helpers of the daemon still alive (there must be none between requests).
+fn userns_helpers(d: &Daemon) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(d.pid()) && cmd.split(|b| *b == 0).any(|a| a == b"forkuserns")
+        })
+        .collect()
+}
+
 #[test]
-fn a_stopped_instance_is_refused() {
-    root_or_skip!("a_stopped_instance_is_refused");
+fn files_of_a_stopped_instance() {
+    root_or_skip!("files_of_a_stopped_instance");
     let d = Daemon::start();
     d.ok(&["init", "busybox", "c1"]);
-    for method in ["GET", "POST", "DELETE"] {
-        let a = request(&d, method, &files_uri("/etc/hostname"), &[], b"x");
-        assert_eq!(a.status, 400, "{method}: {}", a.text());
-        assert_eq!(a.json()["error"], "instance \"c1\" is not running");
-    }
     let local = temp_dir();
     let src = local.path().join("f");
-    std::fs::write(&src, "x").unwrap_or_else(|e| panic!("{e}"));
-    for args in [
-        vec!["file", "push", path_str(&src), "c1/root/f"],
-        vec!["file", "pull", "c1/etc/hostname", "-"],
-        vec!["file", "delete", "c1/etc/hostname"],
-    ] {
-        let r = d.ctl(&args);
-        assert_eq!(r.code, 1, "{args:?}: {r:?}");
-        assert!(r.stderr.contains("is not running"), "{args:?}: {r:?}");
-    }
-    assert!(!upper(&d).join("root/f").exists());
+    std::fs::write(&src, "before the first start\n").unwrap_or_else(|e| panic!("{e}"));
+
+    // Never started: the image's files are there, and new ones belong to the ids asked for.
+    let a = request(&d, "GET", &files_uri("/etc/os-release"), &[], b"");
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(String::from_utf8_lossy(&a.body).contains("ID="), "{}", a.text());
+    d.ok(&[
+        "file",
+        "push",
+        "--uid",
+        "1000",
+        "--gid",
+        "100",
+        path_str(&src),
+        "c1/root/first",
+    ]);
+    d.ok(&["file", "push", "-p", path_str(&src), "c1/srv/new/dir/f"]);
+    d.ok(&["file", "delete", "c1/etc/inittab"]);
+    assert!(userns_helpers(&d).is_empty());
+
+    // The container sees all of it as pushed.
+    d.ok(&["start", "c1"]);
+    let stat = |path: &str| {
+        exec(&d, &format!("stat -c '%a %u %g' {path}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(exec(&d, "cat /root/first"), "before the first start\n");
+    assert_eq!(stat("/root/first"), "644 1000 100");
+    assert_eq!(stat("/srv/new/dir/f"), "644 0 0");
+    assert!(!exists_inside(&d, "/etc/inittab"));
+    let base = host_uid(&d, "srv/new/dir/f");
+    assert_ne!(base, 0, "an unprivileged container's root is not host root");
+    assert_eq!(host_uid(&d, "root/first"), base + 1000);
+
+    // Written inside while running, then stopped: read back in the container's ids, and
+    // changed with copy-ups that keep them (a lower-layer file edited in place).
+    exec(
+        &d,
+        "echo inside > /root/made-inside; chown 1000 /root/made-inside",
+    );
+    exec(
+        &d,
+        "mkdir -p /tmp/evil && rm -rf /tmp/evil && ln -s / /tmp/evil",
+    );
+    d.ok(&["stop", "-f", "c1"]);
+    let a = request(&d, "GET", &files_uri("/root/made-inside"), &[], b"");
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.body, b"inside\n");
+    assert_eq!(a.header("x-incus-uid"), Some("1000"), "{}", a.head);
+    let a = request(&d, "GET", &files_uri("/etc/passwd"), &[], b"");
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-incus-uid"), Some("0"), "{}", a.head);
+    let a = request(
+        &d,
+        "POST",
+        &files_uri("/etc/passwd"),
+        &[("X-Incus-write-mode", "append")],
+        b"extra:x:5000:5000::/:/bin/sh\n",
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(host_uid(&d, "etc/passwd"), base);
+
+    // A symlink the container planted resolves inside it, never on the host.
+    let tag = format!("ctl-stopped-{}", std::process::id());
+    let host_tmp = std::path::PathBuf::from("/tmp").join(&tag);
+    let a = request(
+        &d,
+        "POST",
+        &files_uri(&format!("/tmp/evil/tmp/{tag}")),
+        &[],
+        b"x",
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(
+        !host_tmp.exists(),
+        "a write through a symlink reached the host"
+    );
+    assert!(upper(&d).join("tmp").join(&tag).exists());
+    let a = request(&d, "GET", &files_uri("/tmp/evil/etc/passwd"), &[], b"");
+    assert_eq!(a.status, 200);
+    assert!(String::from_utf8_lossy(&a.body).contains("extra:x:5000"));
+    assert!(userns_helpers(&d).is_empty());
+
+    // It starts again and sees what was written while it was stopped.
+    d.ok(&["start", "c1"]);
+    assert!(exec(&d, "cat /etc/passwd").contains("extra:x:5000"));
+    assert_eq!(stat("/etc/passwd"), "644 0 0");
+    assert!(exists_inside(&d, &format!("/tmp/{tag}")));
+
+    // A missing instance is still 404.
+    let a = request(
+        &d,
+        "GET",
+        "/1.0/instances/nope/files?path=/etc/passwd",
+        &[],
+        b"",
+    );
+    assert_eq!(a.status, 404, "{}", a.text());
 }
 
 /// Peak resident memory of process `pid`, in KiB.

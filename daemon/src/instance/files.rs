@@ -1,36 +1,78 @@
-//! The file API's service: files of a running instance, reached through its root directory
-//! ([`crate::worker::files`]) off the async threads. A stopped instance has no root to reach
-//! and answers [`InstanceError::BadState`]. File requests do not take the instance's lifecycle
-//! lock: a long upload never holds up a stop, and a file open when the container stops stays
-//! usable until the request ends.
+//! The file API's service: files of an instance, reached through its root directory
+//! ([`crate::worker::files`]) off the async threads.
+//!
+//! A running instance's root is its init's. A stopped one's is its overlay, made for the
+//! request as a detached mount nothing else sees ([`crate::worker::rootfs`]); its lifecycle
+//! lock is held while the request works in it, so a start cannot mount the same layers
+//! under it. A running instance's file requests do not take the lock: a long upload never
+//! holds up a stop, and a file open when the container stops stays usable until the
+//! request ends.
 
 use std::fmt::Display;
 
 use futures_util::Stream;
+use tokio::sync::OwnedMutexGuard;
 
-use super::{InstanceError, Instances};
+use super::{InstanceError, Instances, idmap};
+use crate::paths::overlay_dirs;
+use crate::worker::StoppedRoot;
 use crate::worker::files::{self, FileContent, FileInfo, InnerPath, Perms, RootDir, WriteOptions};
 
+/// The root a file request works in, and (for a stopped instance) its lifecycle lock.
+pub(crate) struct FileRoot {
+    pub(crate) root: RootDir,
+    _held: Option<OwnedMutexGuard<()>>,
+}
+
 impl Instances {
-    /// The root directory of running instance `name`.
-    async fn file_root(&self, name: &str) -> Result<RootDir, InstanceError> {
+    /// The root directory of instance `name`, running or stopped.
+    pub(crate) async fn file_root(&self, name: &str) -> Result<FileRoot, InstanceError> {
         let row = self.row(name).await?;
-        let init = self.ensure_running(&row)?;
-        let worker = self.worker.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            let opened = worker.open_root(&init);
-            // Gone between the check and the open: it stopped.
-            let gone = opened.is_err() && !worker.is_alive(&init);
-            (opened, gone)
-        })
-        .await
-        .map_err(|e| InstanceError::Internal(e.to_string()))?;
-        match opened {
-            (_, true) => Err(InstanceError::BadState(format!(
-                "instance \"{name}\" is not running"
-            ))),
-            (opened, false) => Ok(opened?),
+        if let Some(init) = self.running_init(&row) {
+            let worker = self.worker.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                let opened = worker.open_root(&init);
+                // Gone between the check and the open: it stopped.
+                let gone = opened.is_err() && !worker.is_alive(&init);
+                (opened, gone)
+            })
+            .await
+            .map_err(|e| InstanceError::Internal(e.to_string()))?;
+            match opened {
+                (Ok(root), _) => return Ok(FileRoot { root, _held: None }),
+                (Err(e), false) => return Err(e.into()),
+                // Stopped meanwhile: reach it as a stopped one.
+                (Err(_), true) => {}
+            }
         }
+        let held = self.lock_for(name).lock_owned().await;
+        let row = self.row(name).await?;
+        if self.running_init(&row).is_some() {
+            // Started while this request waited for the lock: its init's root it is.
+            drop(held);
+            return Box::pin(self.file_root(name)).await;
+        }
+        let dir = self.paths.container(name);
+        let (upper, work, _) = overlay_dirs(&dir);
+        // The map the instance's own files were last shifted to (none before its first
+        // start): the image layer is seen through the same one, so copy-ups match.
+        let id_map = idmap::from_json(row.config.get(idmap::VOLATILE_ON_DISK));
+        let layer = self.images.rootfs(&row.image_fingerprint);
+        let root = self
+            .blocking_worker(move |w| {
+                let lower = w.lower_layer(&layer, id_map.as_ref())?;
+                w.open_stopped_root(&StoppedRoot {
+                    lower,
+                    upper,
+                    work,
+                    id_map,
+                })
+            })
+            .await?;
+        Ok(FileRoot {
+            root,
+            _held: Some(held),
+        })
     }
 
     /// Run blocking file work `f` on the root of `name`, for `path`.
@@ -41,7 +83,7 @@ impl Instances {
         f: impl FnOnce(&RootDir, &InnerPath) -> Result<T, files::FileError> + Send + 'static,
     ) -> Result<T, InstanceError> {
         let path = InnerPath::parse(path)?;
-        let root = self.file_root(name).await?;
+        let FileRoot { root, _held } = self.file_root(name).await?;
         tokio::task::spawn_blocking(move || f(&root, &path))
             .await
             .map_err(|e| InstanceError::Internal(e.to_string()))?
@@ -73,11 +115,18 @@ impl Instances {
         E: Display,
     {
         let inner = InnerPath::parse(path)?;
-        let opened = self
-            .with_root(name, path, move |root, path| {
-                files::open_for_upload(root, path, &opts)
-            })
-            .await;
+        let (opened, _held) = match self.file_root(name).await {
+            Ok(FileRoot { root, _held }) => {
+                let p = inner.clone();
+                let opened =
+                    tokio::task::spawn_blocking(move || files::open_for_upload(&root, &p, &opts))
+                        .await
+                        .map_err(|e| InstanceError::Internal(e.to_string()))
+                        .and_then(|r| r.map_err(InstanceError::from));
+                (opened, _held)
+            }
+            Err(e) => (Err(e), None),
+        };
         let mut upload = match opened {
             Ok(u) => u,
             Err(e) => {

@@ -359,6 +359,22 @@ impl Worker for FakeWorker {
         })
     }
 
+    fn open_stopped_root(
+        &self,
+        root: &super::StoppedRoot,
+    ) -> Result<super::files::RootDir, WorkerError> {
+        self.record(format!("open_stopped_root {}", name_of(&root.upper)));
+        let dir = self.files_root.lock().ok().and_then(|d| d.clone());
+        match dir {
+            Some(dir) => super::files::RootDir::open(&dir)
+                .map_err(|source| WorkerError::Io { path: dir, source }),
+            None => Err(WorkerError::Io {
+                path: root.upper.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+            }),
+        }
+    }
+
     fn open_root(&self, init: &InitProcess) -> Result<super::files::RootDir, WorkerError> {
         let dir = self.files_root.lock().ok().and_then(|d| d.clone());
         let path = dir

@@ -204,6 +204,13 @@ impl RootDir {
         Ok(RootDir { fd, ids: None })
     }
 
+    /// The root of a detached mount `fd` (a stopped container's overlay) whose own files are
+    /// shifted to `ids`.
+    pub fn of_mount(fd: OwnedFd, ids: Option<super::spec::IdMap>) -> RootDir {
+        let ids = ids.filter(|m| !super::spec::IdMap::is_identity(&m.uids));
+        RootDir { fd, ids }
+    }
+
     /// The root directory of process `pid`, checked against `starttime`: a root opened after
     /// the PID was reused by another process (whose root may be the host's) is refused.
     pub fn of_process(pid: i32, starttime: u64) -> io::Result<RootDir> {

@@ -21,6 +21,7 @@ pub mod net;
 pub mod netns;
 pub mod probe;
 pub mod proc;
+pub mod rootfs;
 pub mod seccomp;
 pub mod spawn;
 pub mod spec;
@@ -96,6 +97,15 @@ pub struct LowerLayer {
     pub path: PathBuf,
     /// Whether the monitor id-maps it onto the container's user namespace.
     pub idmap: bool,
+}
+
+/// The layers of a stopped container and the id map its own files are shifted to.
+#[derive(Debug, Clone)]
+pub struct StoppedRoot {
+    pub lower: LowerLayer,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub id_map: Option<spec::IdMap>,
 }
 
 /// Host operations at the granularity the instance lifecycle needs.
@@ -176,6 +186,9 @@ pub trait Worker: Send + Sync + 'static {
     /// The root directory of the running container whose init is `init`, for the file API
     /// (see [`files`]). Fails if `init` is gone.
     fn open_root(&self, init: &InitProcess) -> Result<files::RootDir, WorkerError>;
+    /// The root of a stopped container, for the file API: its overlay as a detached mount
+    /// that nothing else sees (see [`rootfs`]).
+    fn open_stopped_root(&self, root: &StoppedRoot) -> Result<files::RootDir, WorkerError>;
 
     // ----- networking (see [`net`]) -----
 
@@ -675,6 +688,22 @@ impl Worker for HostWorker {
             path: PathBuf::from(format!("/proc/{}/root", init.pid)),
             source,
         })
+    }
+
+    fn open_stopped_root(&self, root: &StoppedRoot) -> Result<files::RootDir, WorkerError> {
+        let layers = rootfs::Layers {
+            lower: &root.lower.path,
+            idmap_lower: root.lower.idmap,
+            upper: &root.upper,
+            work: &root.work,
+        };
+        let fd = rootfs::detached_root(&self.exe, &layers, root.id_map.as_ref()).map_err(|e| {
+            WorkerError::Io {
+                path: root.upper.clone(),
+                source: io::Error::other(e),
+            }
+        })?;
+        Ok(files::RootDir::of_mount(fd, root.id_map.clone()))
     }
 
     fn open_netns(&self, init: &InitProcess) -> Result<netns::NetNs, WorkerError> {

@@ -551,7 +551,7 @@ fn remove_cgroup_dir(dir: &Path) {
     }
 }
 
-fn write_id_map(pid: i32, map: &super::spec::IdMap) -> io::Result<()> {
+pub(super) fn write_id_map(pid: i32, map: &super::spec::IdMap) -> io::Result<()> {
     let fmt = |r: &[super::spec::IdRange]| {
         r.iter()
             .map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count))
@@ -563,52 +563,24 @@ fn write_id_map(pid: i32, map: &super::spec::IdMap) -> io::Result<()> {
     fs::write(format!("/proc/{pid}/gid_map"), fmt(&map.gids))
 }
 
-/// The container's root filesystem as a detached overlay mount, made here by host root:
-/// the image layer (seen through the container's id map when it has one, so the shared
-/// layer is never chowned) under the container's own upper layer. The init attaches it in
-/// its mount namespace.
+/// The container's root filesystem as a detached overlay mount, made here by host root
+/// ([`super::rootfs::overlay`]); the init attaches it in its mount namespace.
 fn overlay_root(spec: &SpawnSpec, pid: i32) -> Result<OwnedFd, String> {
-    let cpath = |p: &Path| {
-        CString::new(p.as_os_str().as_encoded_bytes())
-            .map_err(|_| format!("{}: path contains a NUL byte", p.display()))
+    let userns = match (&spec.id_map, spec.idmap_lower) {
+        (Some(_), true) => Some(
+            File::open(format!("/proc/{pid}/ns/user"))
+                .map_err(|e| format!("user namespace of the init: {e}"))?,
+        ),
+        _ => None,
     };
-    let lower = cpath(&spec.lower)?;
-    // Held until the overlay exists: the lower layer's path may name this descriptor.
-    let mut _idmapped = None;
-    let lower = match (&spec.id_map, spec.idmap_lower) {
-        (None, _) | (_, false) => lower,
-        (Some(_), true) => {
-            let mnt = sys::open_tree_clone(&lower)
-                .map_err(|e| format!("open image layer {}: {e}", spec.lower.display()))?;
-            let userns = File::open(format!("/proc/{pid}/ns/user"))
-                .map_err(|e| format!("user namespace of the init: {e}"))?;
-            sys::mount_set_idmap(mnt.as_fd(), userns.as_fd()).map_err(|e| {
-                format!(
-                    "id-mapped mount of the image layer {}: {e} (the image store's filesystem \
-                     must support id-mapped mounts; start ctld with --image-shift=copy to use \
-                     shifted copies instead)",
-                    spec.lower.display()
-                )
-            })?;
-            let path = format!("/proc/self/fd/{}", mnt.as_raw_fd());
-            _idmapped = Some(mnt);
-            CString::new(path).map_err(|e| e.to_string())?
-        }
+    let layers = super::rootfs::Layers {
+        lower: &spec.lower,
+        idmap_lower: userns.is_some(),
+        upper: &spec.upper,
+        work: &spec.work,
     };
-    let fsfd = sys::fsopen(c"overlay").map_err(|e| format!("fsopen overlay: {e}"))?;
-    let set = |key: &std::ffi::CStr, value: &std::ffi::CStr| {
-        sys::fsconfig_string(fsfd.as_fd(), key, value)
-            .map_err(|e| format!("overlay option {}: {e}", key.to_string_lossy()))
-    };
-    set(c"source", c"overlay")?;
-    // `lowerdir+` takes one layer, unescaped (kernel 6.8+); older kernels get `lowerdir`.
-    if sys::fsconfig_string(fsfd.as_fd(), c"lowerdir+", &lower).is_err() {
-        set(c"lowerdir", &lower)?;
-    }
-    set(c"upperdir", &cpath(&spec.upper)?)?;
-    set(c"workdir", &cpath(&spec.work)?)?;
-    sys::fs_create_and_mount(fsfd.as_fd())
-        .map_err(|e| format!("mount overlay for {}: {e}", spec.rootfs.display()))
+    super::rootfs::overlay(&layers, userns.as_ref())
+        .map_err(|e| format!("{e} (root of {})", spec.rootfs.display()))
 }
 
 /// Send descriptor `fd` over the Unix socket `sock` (one byte of data, the descriptor as

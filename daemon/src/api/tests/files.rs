@@ -238,8 +238,8 @@ async fn bad_requests_touch_nothing() {
 }
 
 #[tokio::test]
-async fn a_stopped_instance_is_a_bad_request() {
-    let (h, _root) = with_instance().await;
+async fn a_stopped_instance_is_reached_through_its_overlay() {
+    let (h, root) = with_instance().await;
     let op = run_op(
         &h.app,
         "PUT",
@@ -248,13 +248,16 @@ async fn a_stopped_instance_is_a_bad_request() {
     )
     .await;
     assert_eq!(op["status"], "Success", "{op}");
-    for method in ["GET", "POST", "DELETE"] {
-        let (s, _, body) = send(&h.app, method, &format!("{FILES}?path=/x"), &[], vec![]).await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{method}");
-        let msg = json(&body)["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert!(msg.contains("not running"), "{msg}");
-    }
+    std::fs::write(root.path().join("x"), "stopped").unwrap_or_else(|e| panic!("{e}"));
+    let (s, _, body) = send(&h.app, "GET", &format!("{FILES}?path=/x"), &[], vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body, b"stopped");
+    assert!(
+        h.worker
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("open_stopped_root")),
+        "{:?}",
+        h.worker.calls()
+    );
 }
