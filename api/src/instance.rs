@@ -99,9 +99,21 @@ pub struct InstanceFull {
 /// Where a new instance's root filesystem comes from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceSource {
-    /// `image` (the only type for now) or `none`.
+    /// `image` or `copy`.
     #[serde(rename = "type", default)]
     pub kind: String,
+    /// `copy`: the instance (`NAME`) or snapshot (`NAME/SNAPSHOT`) copied.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// `copy`: leave the source's snapshots behind.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub instance_only: bool,
+    /// `copy`: a live migration (refused: no CRIU).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
+    /// `copy`: refresh an existing copy (refused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refresh: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub alias: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -136,6 +148,25 @@ pub struct InstancesPost {
     /// Start the instance once created (Incus `start`).
     #[serde(default)]
     pub start: bool,
+}
+
+/// Body of `POST /1.0/instances/{name}`: a rename (`migration` is refused: one host).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstancePost {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub migration: bool,
+    #[serde(default)]
+    pub live: bool,
+    #[serde(default)]
+    pub instance_only: bool,
+    /// A target storage pool (a move between pools; refused: one pool).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pool: String,
+    /// A target project (refused: only `default`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub project: String,
 }
 
 /// Body of `PUT /1.0/instances/{name}` (and, with every field optional, `PATCH`).

@@ -92,6 +92,12 @@ pub enum Command {
     },
     /// Restore an instance to a snapshot: NAME SNAPSHOT (as `lxc restore`)
     Restore(cmd::snapshot::OneArgs),
+    /// Copy an instance or a snapshot (NAME or NAME/SNAPSHOT) to a new instance
+    #[command(visible_alias = "cp")]
+    Copy(cmd::copy::CopyArgs),
+    /// Rename a stopped instance: NAME NEW_NAME
+    #[command(visible_alias = "mv", alias = "rename")]
+    Move(cmd::copy::MoveArgs),
     /// Manage networks (bridges with addresses for the instances)
     Network {
         #[command(subcommand)]
@@ -193,6 +199,8 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
             let command = cmd::snapshot::SnapshotCommand::Restore(args.clone());
             cmd::snapshot::run(&client, &command, out).await?
         }
+        Command::Copy(args) => cmd::copy::copy(&client, args, out).await?,
+        Command::Move(args) => cmd::copy::rename(&client, args).await?,
         Command::Version => cmd::version::run(&client, out).await?,
     }
     out.flush()?;

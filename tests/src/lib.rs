@@ -5,6 +5,8 @@
 //! fails: instances are force-deleted, leftover processes in the daemon's cgroups killed,
 //! the daemon stopped by PID, its cgroup directories and temp dir removed.
 
+pub mod clients;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -678,7 +678,11 @@ fn files_of_a_stopped_instance() {
     // Never started: the image's files are there, and new ones belong to the ids asked for.
     let a = request(&d, "GET", &files_uri("/etc/os-release"), &[], b"");
     assert_eq!(a.status, 200, "{}", a.text());
-    assert!(String::from_utf8_lossy(&a.body).contains("ID="), "{}", a.text());
+    assert!(
+        String::from_utf8_lossy(&a.body).contains("ID="),
+        "{}",
+        a.text()
+    );
     d.ok(&[
         "file",
         "push",

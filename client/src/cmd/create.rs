@@ -29,6 +29,24 @@ pub struct CreateArgs {
     /// Give the instance an `eth0` on this managed network (instead of its profiles' one)
     #[arg(short = 'n', long = "network", value_name = "NETWORK")]
     pub network: Option<String>,
+    /// Make the instance ephemeral (deleted when it stops)
+    #[arg(short = 'e', long)]
+    pub ephemeral: bool,
+    /// Override a device its profiles give it: DEVICE,KEY=VALUE (repeatable)
+    #[arg(short = 'd', long = "device", value_name = "DEVICE,KEY=VALUE", value_parser = parse_device_override)]
+    pub device_overrides: Vec<(String, String, String)>,
+}
+
+/// `DEVICE,KEY=VALUE` of `-d`.
+fn parse_device_override(s: &str) -> Result<(String, String, String), String> {
+    let (device, kv) = s
+        .split_once(',')
+        .ok_or_else(|| format!("\"{s}\": expected DEVICE,KEY=VALUE"))?;
+    let (k, v) = parse_key_value(kv)?;
+    if device.is_empty() {
+        return Err(format!("\"{s}\": the device name is empty"));
+    }
+    Ok((device.to_string(), k, v))
 }
 
 /// Whether `s` looks like an image fingerprint or a prefix of one (12 to 64 hex digits).
@@ -102,9 +120,51 @@ pub fn request(args: &CreateArgs, start: bool, remotes: &Config) -> Result<Insta
         config: args.config.iter().cloned().collect(),
         profiles,
         devices,
+        ephemeral: args.ephemeral,
         start,
         ..Default::default()
     })
+}
+
+/// Apply `-d DEVICE,KEY=VALUE` to `req`: a device the request has is changed; one only its
+/// profiles give (looked up on the server, later profiles winning) is copied into the
+/// request with the change, as `incus launch -d` does.
+async fn apply_device_overrides(
+    client: &Client,
+    args: &CreateArgs,
+    req: &mut InstancesPost,
+) -> Result<(), Error> {
+    for (device, key, value) in &args.device_overrides {
+        if !req.devices.contains_key(device) {
+            let profiles = req
+                .profiles
+                .clone()
+                .unwrap_or_else(|| vec!["default".to_string()]);
+            let mut found = None;
+            for p in &profiles {
+                let profile: ctl_api::Profile = client
+                    .get(&format!(
+                        "/1.0/profiles/{}",
+                        crate::client::encode_segment(p)
+                    ))
+                    .await?;
+                if let Some(d) = profile.devices.get(device) {
+                    found = Some(d.clone());
+                }
+            }
+            let Some(d) = found else {
+                return Err(Error::Usage(format!(
+                    "device \"{device}\" is in none of the instance's profiles ({})",
+                    profiles.join(", ")
+                )));
+            };
+            req.devices.insert(device.clone(), d);
+        }
+        if let Some(d) = req.devices.get_mut(device) {
+            d.insert(key.clone(), value.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The instance an operation created: the name in its first `resources.instances` URL.
@@ -124,9 +184,9 @@ pub async fn run(
 ) -> Result<(), Error> {
     let verb = if start { "Launching" } else { "Creating" };
     let remotes = Config::load(&config_path()).map_err(|e| Error::Usage(e.to_string()))?;
-    let operation = client
-        .create_instance(&request(args, start, &remotes)?)
-        .await?;
+    let mut req = request(args, start, &remotes)?;
+    apply_device_overrides(client, args, &mut req).await?;
+    let operation = client.create_instance(&req).await?;
     let early = args.name.clone().or_else(|| created_instance(&operation));
     match &early {
         Some(name) => writeln!(out, "{verb} {name}")?,
@@ -176,6 +236,16 @@ mod tests {
     }
 
     #[test]
+    fn device_overrides_parse() {
+        assert_eq!(
+            parse_device_override("eth0,ipv4.address=10.0.0.5"),
+            Ok(("eth0".into(), "ipv4.address".into(), "10.0.0.5".into()))
+        );
+        assert!(parse_device_override("eth0").is_err());
+        assert!(parse_device_override(",a=b").is_err());
+    }
+
+    #[test]
     fn request_body_matches_the_api() {
         let mut args = CreateArgs {
             image: "busybox".into(),
@@ -184,6 +254,8 @@ mod tests {
             profiles: Vec::new(),
             no_profiles: false,
             network: None,
+            ephemeral: false,
+            device_overrides: Vec::new(),
         };
         let remotes = Config::default();
         let body = serde_json::to_value(request(&args, true, &remotes).ok()).unwrap_or_default();

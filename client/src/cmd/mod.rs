@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod console;
+pub mod copy;
 pub mod create;
 pub mod delete;
 pub mod device;

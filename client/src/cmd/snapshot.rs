@@ -1,4 +1,4 @@
-//! `ctl snapshot create|list|show|delete|restore`: instance snapshots, shaped like
+//! `ctl snapshot create|list|show|rename|delete|restore`: instance snapshots, shaped like
 //! `incus snapshot`.
 
 use std::io::Write;
@@ -28,6 +28,19 @@ pub enum SnapshotCommand {
     Delete(DeleteArgs),
     /// Restore an instance to a snapshot (a running instance is stopped and started again)
     Restore(OneArgs),
+    /// Rename a snapshot: NAME SNAPSHOT NEW
+    Rename(RenameArgs),
+}
+
+/// Arguments of `ctl snapshot rename`.
+#[derive(Debug, Clone, Args)]
+pub struct RenameArgs {
+    /// Instance name
+    pub name: String,
+    /// Snapshot name
+    pub snapshot: String,
+    /// New snapshot name
+    pub new_name: String,
 }
 
 /// Arguments of `ctl snapshot create`.
@@ -137,6 +150,16 @@ pub async fn run(
             if !failures.is_empty() {
                 return Err(Error::Several(failures));
             }
+        }
+        SnapshotCommand::Rename(args) => {
+            let body = json!({"name": args.new_name});
+            client
+                .run_operation(
+                    Method::POST,
+                    &snapshot_path(&args.name, &args.snapshot),
+                    Some(&body),
+                )
+                .await?;
         }
         SnapshotCommand::Restore(args) => {
             let body: Value = json!({"restore": args.snapshot});

@@ -7,7 +7,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use ctl_api::{
-    InstanceFull, InstancePut, InstanceSnapshotsPost, InstanceStatePut, InstancesPost, StateAction,
+    InstanceFull, InstancePost, InstancePut, InstanceSnapshotsPost, InstanceStatePut,
+    InstancesPost, StateAction,
 };
 
 use super::{
@@ -77,6 +78,27 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
         "Creating instance",
         resources,
         move |op| async move { svc.create(plan, &Progress::for_op(op)).await },
+    ))
+}
+
+/// `POST /1.0/instances/{name}`: rename a stopped instance (an operation).
+pub async fn rename(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: InstancePost = parse_json(&body)?;
+    state.instances.plan_rename(&name, &req).await?;
+    let mut resources = instance_resources(&name);
+    if let Some(v) = resources.get_mut("instances") {
+        v.push(format!("/1.0/instances/{}", req.name));
+    }
+    let svc = state.instances.clone();
+    Ok(spawn_task_with(
+        &state,
+        "Renaming instance",
+        resources,
+        move |_| async move { svc.rename(&name, &req.name).await },
     ))
 }
 
@@ -272,6 +294,34 @@ pub async fn get_snapshot(
     Path((name, snapshot)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     Ok(sync(state.instances.snapshot(&name, &snapshot).await?))
+}
+
+/// `POST /1.0/instances/{name}/snapshots/{snapshot}`: rename the snapshot (an operation;
+/// `migration` is refused).
+pub async fn rename_snapshot(
+    State(state): State<AppState>,
+    Path((name, snapshot)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: InstancePost = parse_json(&body)?;
+    if req.migration || req.live {
+        return Err(crate::instance::InstanceError::Invalid(
+            "migration is not supported (one host): only a rename".into(),
+        )
+        .into());
+    }
+    state
+        .instances
+        .check_snapshot_rename(&name, &snapshot, &req.name)
+        .await?;
+    let svc = state.instances.clone();
+    let n = name.clone();
+    Ok(spawn_task(
+        &state,
+        "Renaming snapshot",
+        instance_resources(&name),
+        async move { svc.rename_snapshot(&n, &snapshot, &req.name).await },
+    ))
 }
 
 /// `DELETE /1.0/instances/{name}/snapshots/{snapshot}` (an operation).

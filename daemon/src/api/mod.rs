@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/1.0/instances/{name}",
             get(instances::get_one)
+                .post(instances::rename)
                 .put(instances::put)
                 .patch(instances::patch)
                 .delete(instances::delete),
@@ -91,7 +92,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/1.0/instances/{name}/snapshots/{snapshot}",
-            get(instances::get_snapshot).delete(instances::delete_snapshot),
+            get(instances::get_snapshot)
+                .post(instances::rename_snapshot)
+                .delete(instances::delete_snapshot),
         )
         .route(
             "/1.0/instances/{name}/console",

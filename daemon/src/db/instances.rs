@@ -90,6 +90,17 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 
 /// Insert a new instance; `Conflict` if the name is taken.
 pub async fn insert(pool: &Pool, new: &NewInstance<'_>) -> Result<InstanceRow, DbError> {
+    insert_row(pool, new).await?;
+    get(pool, new.name)
+        .await?
+        .ok_or_else(|| DbError::Sqlx(sqlx::Error::RowNotFound))
+}
+
+/// [`insert`] on any executor (inside a transaction), without reading the row back.
+pub async fn insert_row(
+    db: impl sqlx::SqliteExecutor<'_>,
+    new: &NewInstance<'_>,
+) -> Result<(), DbError> {
     let res = sqlx::query(
         "INSERT INTO instances (name, description, architecture, ephemeral, image_fingerprint, \
          config, devices, profiles, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -103,17 +114,49 @@ pub async fn insert(pool: &Pool, new: &NewInstance<'_>) -> Result<InstanceRow, D
     .bind(to_json(new.devices))
     .bind(to_json(&new.profiles))
     .bind(new.created_at)
-    .execute(pool)
+    .execute(db)
     .await;
     match res {
         Err(e) if is_unique_violation(&e) => {
             Err(DbError::Conflict(format!("instance \"{}\"", new.name)))
         }
         Err(e) => Err(e.into()),
-        Ok(_) => get(pool, new.name)
-            .await?
-            .ok_or_else(|| DbError::Sqlx(sqlx::Error::RowNotFound)),
+        Ok(_) => Ok(()),
     }
+}
+
+/// Rename instance `old` to `new` with its network leases (its snapshots follow by
+/// `ON UPDATE CASCADE`), on a connection inside a transaction: the lease rows refer to the
+/// name, so foreign keys are checked at commit. `Conflict` if `new` is taken.
+pub async fn rename(
+    conn: &mut sqlx::SqliteConnection,
+    old: &str,
+    new: &str,
+) -> Result<(), DbError> {
+    sqlx::query("PRAGMA defer_foreign_keys = ON")
+        .execute(&mut *conn)
+        .await?;
+    let res = sqlx::query("UPDATE instances SET name = ? WHERE name = ?")
+        .bind(new)
+        .bind(old)
+        .execute(&mut *conn)
+        .await;
+    match res {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(DbError::Conflict(format!("instance \"{new}\"")));
+        }
+        Err(e) => return Err(e.into()),
+        Ok(r) if r.rows_affected() == 0 => {
+            return Err(DbError::Sqlx(sqlx::Error::RowNotFound));
+        }
+        Ok(_) => {}
+    }
+    sqlx::query("UPDATE network_leases SET instance = ? WHERE instance = ?")
+        .bind(new)
+        .bind(old)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// One instance by name.

@@ -24,6 +24,10 @@ pub enum Kind {
     SnapshotCreate,
     /// A restore swapping a container's upper layer (`instance`).
     InstanceRestore,
+    /// A rename moving a container's directory (`old/new`).
+    InstanceRename,
+    /// A rename moving a snapshot's directory (`instance/old/new`).
+    SnapshotRename,
 }
 
 impl Kind {
@@ -34,6 +38,8 @@ impl Kind {
             Kind::ImageRegister => "image-register",
             Kind::SnapshotCreate => "snapshot-create",
             Kind::InstanceRestore => "instance-restore",
+            Kind::InstanceRename => "instance-rename",
+            Kind::SnapshotRename => "snapshot-rename",
         }
     }
 }

@@ -100,6 +100,28 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
+/// Rename snapshot `old` of `instance` to `new`; `Conflict` if `new` is taken.
+pub async fn rename(
+    db: impl SqliteExecutor<'_>,
+    instance: &str,
+    old: &str,
+    new: &str,
+) -> Result<bool, DbError> {
+    let res = sqlx::query("UPDATE snapshots SET name = ? WHERE instance = ? AND name = ?")
+        .bind(new)
+        .bind(instance)
+        .bind(old)
+        .execute(db)
+        .await;
+    match res {
+        Err(e) if is_unique_violation(&e) => Err(DbError::Conflict(format!(
+            "snapshot \"{new}\" of instance \"{instance}\""
+        ))),
+        Err(e) => Err(e.into()),
+        Ok(r) => Ok(r.rows_affected() > 0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

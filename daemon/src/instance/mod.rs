@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod copy;
 pub mod files;
 pub mod idmap;
 pub mod name;
@@ -103,6 +104,8 @@ pub struct CreatePlan {
     pub name: String,
     pub image: ImageRef,
     pub request: InstancesPost,
+    /// A copy of another instance (`source.type=copy`) instead of a new one from `image`.
+    pub copy: Option<copy::CopySource>,
 }
 
 /// An instance's expanded devices, checked: its NICs and its `proxy` devices.
@@ -259,11 +262,14 @@ impl Instances {
                 req.kind
             )));
         }
-        if !req.source.kind.is_empty() && req.source.kind != "image" {
-            return Err(InstanceError::Invalid(format!(
-                "source type \"{}\" is not supported (only \"image\")",
-                req.source.kind
-            )));
+        match req.source.kind.as_str() {
+            "" | "image" => {}
+            "copy" => return self.plan_copy(req).await,
+            other => {
+                return Err(InstanceError::Invalid(format!(
+                    "source type \"{other}\" is not supported (\"image\" or \"copy\")"
+                )));
+            }
         }
         if req.source.alias.is_empty() && req.source.fingerprint.is_empty() {
             return Err(InstanceError::Invalid(
@@ -275,11 +281,6 @@ impl Instances {
                 "source mode \"{}\" is not supported (only \"pull\")",
                 req.source.mode
             )));
-        }
-        if req.ephemeral {
-            return Err(InstanceError::Invalid(
-                "ephemeral instances are not supported yet".into(),
-            ));
         }
         config::validate(&req.config, &BTreeMap::new(), &self.host)?;
         let image = self.images.resolve(&req.source).await?;
@@ -298,6 +299,7 @@ impl Instances {
             name: req.name.clone(),
             image,
             request: req,
+            copy: None,
         })
     }
 
@@ -350,7 +352,10 @@ impl Instances {
     /// A failure before the row exists removes what was made; the name is released.
     pub async fn create(&self, plan: CreatePlan, progress: &Progress) -> Result<(), InstanceError> {
         let name = plan.name.clone();
-        let result = self.create_inner(&plan, progress).await;
+        let result = match &plan.copy {
+            Some(src) => self.create_copy(&plan, src).await,
+            None => self.create_inner(&plan, progress).await,
+        };
         self.release(&name);
         result?;
         self.events
@@ -738,6 +743,9 @@ impl Instances {
             return Err(e.into());
         }
         tracing::info!(instance = %name, pid = init.pid, "started");
+        if row.ephemeral {
+            self.watch_ephemeral(name, init);
+        }
         Ok(())
     }
 
@@ -899,7 +907,46 @@ impl Instances {
             .await?;
         self.events
             .instance("instance-stopped", name, BTreeMap::new());
+        if self.row(name).await?.ephemeral {
+            self.delete_locked(name).await?;
+        }
         Ok(())
+    }
+
+    /// An ephemeral instance is deleted when it stops, also on its own (`poweroff`
+    /// inside): this waits for `init` to exit, then deletes the instance unless it runs
+    /// again (a restart) or is gone already (a stop through the API deleted it).
+    fn watch_ephemeral(&self, name: &str, init: InitProcess) {
+        let (me, name) = (self.clone(), name.to_string());
+        tokio::spawn(async move {
+            loop {
+                let started = std::time::Instant::now();
+                let gone = me
+                    .blocking_worker(move |w| Ok(w.wait_exit(&init, Duration::from_secs(3600))))
+                    .await
+                    .unwrap_or(false);
+                if gone {
+                    break;
+                }
+                if started.elapsed() < Duration::from_secs(1) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            let lock = me.lock_for(&name);
+            let _g = lock.lock().await;
+            let Ok(row) = me.row(&name).await else {
+                return;
+            };
+            if !row.ephemeral || me.running_init(&row).is_some() {
+                return;
+            }
+            tracing::info!(instance = %name, "ephemeral instance stopped: deleting it");
+            me.events
+                .instance("instance-stopped", &name, BTreeMap::new());
+            if let Err(e) = me.delete_locked(&name).await {
+                tracing::warn!(instance = %name, error = %e, "could not delete an ephemeral instance");
+            }
+        });
     }
 
     /// A daemon start: start every stopped instance whose `boot.*` keys say so (see
@@ -1135,6 +1182,11 @@ impl Instances {
     pub async fn delete(&self, name: &str) -> Result<(), InstanceError> {
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
+        self.delete_locked(name).await
+    }
+
+    /// [`Instances::delete`] with the instance's lock held by the caller.
+    async fn delete_locked(&self, name: &str) -> Result<(), InstanceError> {
         let row = self.row(name).await?;
         self.ensure_stopped(&row, "is running: stop it first (or delete with --force)")?;
         // An init that exited on its own may still have its forwards (until the watcher
@@ -1800,6 +1852,8 @@ impl Instances {
     /// gone are marked stopped and their leftover cgroups removed; running ones are kept
     /// and their proxy devices started again.
     pub async fn reconcile(&self) -> Result<(), InstanceError> {
+        // First: a rename cut off puts its directory where its record is.
+        self.reconcile_renames().await?;
         let rows = db::instances::list(&self.db).await?;
         let profiles = db::profiles::list(&self.db).await?;
         // Every record's backup file is brought up to date (installs older than the file
@@ -1890,6 +1944,10 @@ impl Instances {
                         tracing::warn!(instance = %row.name, error = %err,
                             "could not restart the proxy devices");
                     }
+                    if row.ephemeral {
+                        self.watch_ephemeral(&row.name, init);
+                    }
+                    continue;
                 }
                 Some(_) => {
                     // The monitor removes its file when the init exits: a file left means
@@ -1907,6 +1965,14 @@ impl Instances {
                     }
                 }
                 None => {}
+            }
+            // An ephemeral instance that stopped while ctld was away goes, as it would have.
+            if row.ephemeral {
+                tracing::info!(instance = %row.name, "ephemeral instance found stopped: deleting it");
+                if let Err(err) = self.delete(&row.name).await {
+                    tracing::warn!(instance = %row.name, error = %err,
+                        "could not delete a stopped ephemeral instance");
+                }
             }
         }
         Ok(())

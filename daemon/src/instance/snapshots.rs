@@ -47,15 +47,19 @@ fn check_name(name: &str) -> Result<(), InstanceError> {
 }
 
 impl Instances {
-    fn snapshots_dir(&self, instance: &str) -> PathBuf {
+    pub(super) fn snapshots_dir(&self, instance: &str) -> PathBuf {
         self.paths.container(instance).join("snapshots")
     }
 
-    fn snapshot_dir(&self, instance: &str, snapshot: &str) -> PathBuf {
+    pub(super) fn snapshot_dir(&self, instance: &str, snapshot: &str) -> PathBuf {
         self.snapshots_dir(instance).join(snapshot)
     }
 
-    async fn snapshot_row(&self, name: &str, snapshot: &str) -> Result<SnapshotRow, InstanceError> {
+    pub(super) async fn snapshot_row(
+        &self,
+        name: &str,
+        snapshot: &str,
+    ) -> Result<SnapshotRow, InstanceError> {
         self.row(name).await?;
         db::snapshots::get(&self.db, name, snapshot)
             .await?
@@ -276,6 +280,77 @@ impl Instances {
         Ok(())
     }
 
+    /// Check a snapshot rename before its operation starts.
+    pub async fn check_snapshot_rename(
+        &self,
+        name: &str,
+        snapshot: &str,
+        new: &str,
+    ) -> Result<(), InstanceError> {
+        self.snapshot_row(name, snapshot).await?;
+        check_name(new)?;
+        if db::snapshots::get(&self.db, name, new).await?.is_some() {
+            return Err(InstanceError::SnapshotExists {
+                instance: name.to_string(),
+                snapshot: new.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Rename snapshot `snapshot` of `name` to `new`: its directory, then its row, under an
+    /// intent (the start-up reconcile puts the directory where the row is).
+    pub async fn rename_snapshot(
+        &self,
+        name: &str,
+        snapshot: &str,
+        new: &str,
+    ) -> Result<(), InstanceError> {
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        self.check_snapshot_rename(name, snapshot, new).await?;
+        let (from, to) = (
+            self.snapshot_dir(name, snapshot),
+            self.snapshot_dir(name, new),
+        );
+        if to.exists() {
+            return Err(InstanceError::Internal(format!(
+                "{} exists without a record: move it away first",
+                to.display()
+            )));
+        }
+        let key = format!("{name}/{snapshot}/{new}");
+        db::intents::begin(&self.db, Kind::SnapshotRename, &key).await?;
+        if let Err(e) = tokio::fs::rename(&from, &to).await {
+            let _ = db::intents::finish(&self.db, Kind::SnapshotRename, &key).await;
+            return Err(InstanceError::Internal(format!(
+                "rename {}: {e}",
+                from.display()
+            )));
+        }
+        let renamed = async {
+            let mut tx = self.db.begin().await?;
+            db::snapshots::rename(&mut *tx, name, snapshot, new).await?;
+            db::intents::finish(&mut *tx, Kind::SnapshotRename, &key).await?;
+            tx.commit().await?;
+            Ok::<(), db::DbError>(())
+        }
+        .await;
+        if let Err(e) = renamed {
+            if tokio::fs::rename(&to, &from).await.is_ok() {
+                let _ = db::intents::finish(&self.db, Kind::SnapshotRename, &key).await;
+            }
+            return Err(e.into());
+        }
+        tracing::info!(instance = %name, snapshot, new, "snapshot renamed");
+        self.events.instance(
+            "instance-snapshot-renamed",
+            &format!("{name}/{new}"),
+            BTreeMap::from([("old_name".to_string(), serde_json::json!(snapshot))]),
+        );
+        Ok(())
+    }
+
     /// Restore instance `name` to snapshot `snapshot`: its files and its record (config,
     /// devices, profiles; the daemon's volatile keys stay). A running instance is stopped
     /// first and started again after.
@@ -380,6 +455,23 @@ impl Instances {
         for name in db::intents::pending(&self.db, Kind::InstanceRestore).await? {
             tracing::warn!(instance = %name, "finishing a restore that a crash interrupted");
             self.swap_in_restored(&name).await?;
+        }
+        // A snapshot rename a crash cut off: the directory goes where the row is.
+        for key in db::intents::pending(&self.db, Kind::SnapshotRename).await? {
+            let mut parts = key.splitn(3, '/');
+            if let (Some(name), Some(old), Some(new)) = (parts.next(), parts.next(), parts.next()) {
+                let renamed = db::snapshots::get(&self.db, name, new).await?.is_some();
+                let (a, b) = (self.snapshot_dir(name, old), self.snapshot_dir(name, new));
+                let (src, dst) = if renamed { (a, b) } else { (b, a) };
+                if src.exists() && !dst.exists() {
+                    tracing::warn!(instance = %name, old, new,
+                        "finishing a snapshot rename that a crash interrupted");
+                    std::fs::rename(&src, &dst).map_err(|e| {
+                        InstanceError::Internal(format!("rename {}: {e}", src.display()))
+                    })?;
+                }
+            }
+            db::intents::finish(&self.db, Kind::SnapshotRename, &key).await?;
         }
         for key in db::intents::pending(&self.db, Kind::SnapshotCreate).await? {
             if let Some((name, snapshot)) = key.split_once('/')
