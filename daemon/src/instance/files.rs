@@ -13,7 +13,7 @@ use crate::worker::files::{self, FileContent, FileInfo, InnerPath, Perms, RootDi
 
 impl Instances {
     /// The root directory of running instance `name`.
-    async fn file_root(&self, name: &str) -> Result<RootDir, InstanceError> {
+    pub(super) async fn file_root(&self, name: &str) -> Result<RootDir, InstanceError> {
         let row = self.row(name).await?;
         let init = self.ensure_running(&row)?;
         let worker = self.worker.clone();
