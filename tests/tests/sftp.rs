@@ -248,6 +248,30 @@ fn incus_file_commands_run_over_sftp() {
         "owned\nedited\n1000 1001 640\n"
     );
 
+    // create: an empty file, a directory, a symlink.
+    incus.ok(&["file", "create", &format!("{c}/root/empty")]);
+    incus.ok(&[
+        "file",
+        "create",
+        "--type=directory",
+        &format!("{c}/root/newdir"),
+    ]);
+    incus.ok(&[
+        "file",
+        "create",
+        "--type=symlink",
+        &format!("{c}/root/newlink"),
+        "/etc/hostname",
+    ]);
+    assert_eq!(
+        sh(
+            &d,
+            &c,
+            "wc -c < /root/empty; test -d /root/newdir && echo dir; readlink /root/newlink"
+        ),
+        "0\ndir\n/etc/hostname\n"
+    );
+
     // delete: a file, then a directory tree (-f).
     incus.ok(&["file", "delete", &format!("{c}/root/big")]);
     assert_eq!(

@@ -30,6 +30,8 @@ const MAX_READ: u32 = 256 * 1024;
 const DIR_BATCH: usize = 128;
 /// Open handles per session.
 const MAX_HANDLES: usize = 256;
+/// Cleared from the mode a client asks for when it creates an entry.
+const CREATE_UMASK: u32 = 0o022;
 /// The extension a session announces: rename replacing the target.
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 
@@ -189,6 +191,17 @@ fn set_attrs_of(a: &FileAttributes) -> SetAttrs {
     }
 }
 
+/// What an `OPEN` that creates or a `MKDIR` asks for: a mode given is subject to a umask of
+/// 022, as OpenSSH's server applies its own (clients send 0777 for "the default"); `SETSTAT`
+/// sets modes exactly.
+fn creation_perms(a: &FileAttributes) -> Perms {
+    let perms = set_attrs_of(a).perms;
+    Perms {
+        mode: perms.mode.map(|m| m & !CREATE_UMASK),
+        ..perms
+    }
+}
+
 fn ok(id: u32) -> Status {
     Status {
         id,
@@ -253,7 +266,7 @@ impl russh_sftp::server::Handler for SftpSession {
             truncate: pflags.contains(OpenFlags::TRUNCATE),
             exclusive: pflags.contains(OpenFlags::EXCLUDE),
         };
-        let perms = set_attrs_of(&attrs).perms;
+        let perms = creation_perms(&attrs);
         let path = inner(&filename)?;
         let (file, path) = self
             .on_root(&filename, move |root, p| {
@@ -408,7 +421,7 @@ impl russh_sftp::server::Handler for SftpSession {
         path: String,
         attrs: FileAttributes,
     ) -> Result<Status, SftpError> {
-        let perms = set_attrs_of(&attrs).perms;
+        let perms = creation_perms(&attrs);
         self.on_root(&path, move |root, p| posix::create_dir(root, p, perms))
             .await?;
         Ok(ok(id))
@@ -567,6 +580,22 @@ mod tests {
         );
         assert_eq!(code(SftpError::Unsupported), StatusCode::OpUnsupported);
         assert_eq!(code(SftpError::BadHandle), StatusCode::Failure);
+    }
+
+    #[test]
+    fn created_modes_lose_group_and_other_write() {
+        let attrs = FileAttributes {
+            permissions: Some(0o40777),
+            uid: Some(5),
+            ..FileAttributes::default()
+        };
+        let perms = creation_perms(&attrs);
+        assert_eq!(
+            (perms.mode, perms.uid, perms.gid),
+            (Some(0o755), Some(5), None)
+        );
+        assert_eq!(set_attrs_of(&attrs).perms.mode, Some(0o777));
+        assert_eq!(creation_perms(&FileAttributes::default()).mode, None);
     }
 
     #[test]
