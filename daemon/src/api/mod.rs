@@ -15,6 +15,7 @@ pub mod networks;
 pub mod operations;
 pub mod projects;
 pub mod server_info;
+pub mod sftp;
 pub mod simplestreams;
 #[cfg(test)]
 mod tests;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
                 .post(files::post_file)
                 .delete(files::delete_file),
         )
+        .route("/1.0/instances/{name}/sftp", get(sftp::upgrade))
         .route("/1.0/instances/{name}/logs", get(instances::list_logs))
         .route(
             "/1.0/instances/{name}/logs/{file}",

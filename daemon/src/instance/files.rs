@@ -21,7 +21,7 @@ use crate::worker::files::{self, FileContent, FileInfo, InnerPath, Perms, RootDi
 /// The root a file request works in, and (for a stopped instance) its lifecycle lock.
 pub(crate) struct FileRoot {
     pub(crate) root: RootDir,
-    _held: Option<OwnedMutexGuard<()>>,
+    pub(crate) held: Option<OwnedMutexGuard<()>>,
 }
 
 impl Instances {
@@ -39,7 +39,7 @@ impl Instances {
             .await
             .map_err(|e| InstanceError::Internal(e.to_string()))?;
             match opened {
-                (Ok(root), _) => return Ok(FileRoot { root, _held: None }),
+                (Ok(root), _) => return Ok(FileRoot { root, held: None }),
                 (Err(e), false) => return Err(e.into()),
                 // Stopped meanwhile: reach it as a stopped one.
                 (Err(_), true) => {}
@@ -71,7 +71,7 @@ impl Instances {
             .await?;
         Ok(FileRoot {
             root,
-            _held: Some(held),
+            held: Some(held),
         })
     }
 
@@ -83,7 +83,7 @@ impl Instances {
         f: impl FnOnce(&RootDir, &InnerPath) -> Result<T, files::FileError> + Send + 'static,
     ) -> Result<T, InstanceError> {
         let path = InnerPath::parse(path)?;
-        let FileRoot { root, _held } = self.file_root(name).await?;
+        let FileRoot { root, held: _held } = self.file_root(name).await?;
         tokio::task::spawn_blocking(move || f(&root, &path))
             .await
             .map_err(|e| InstanceError::Internal(e.to_string()))?
@@ -116,14 +116,14 @@ impl Instances {
     {
         let inner = InnerPath::parse(path)?;
         let (opened, _held) = match self.file_root(name).await {
-            Ok(FileRoot { root, _held }) => {
+            Ok(FileRoot { root, held }) => {
                 let p = inner.clone();
                 let opened =
                     tokio::task::spawn_blocking(move || files::open_for_upload(&root, &p, &opts))
                         .await
                         .map_err(|e| InstanceError::Internal(e.to_string()))
                         .and_then(|r| r.map_err(InstanceError::from));
-                (opened, _held)
+                (opened, held)
             }
             Err(e) => (Err(e), None),
         };

@@ -12,6 +12,7 @@ pub mod name;
 pub mod profiles;
 mod proxies;
 pub mod publish;
+pub mod sftp;
 mod snapshots;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -32,6 +32,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{proc, sys};
 
+pub mod posix;
+
 /// How every path is walked: inside the root, no magic links.
 const RESOLVE: u64 = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
 /// The id a user namespace shows for an unmapped one (`/proc/sys/kernel/overflowuid`).
@@ -424,7 +426,7 @@ pub struct Perms {
 
 impl Perms {
     /// Apply to an open file or directory (owner first: chown clears setuid bits).
-    fn apply(&self, path: &InnerPath, fd: &OwnedFd) -> Result<(), FileError> {
+    fn apply<F: AsFd>(&self, path: &InnerPath, fd: &F) -> Result<(), FileError> {
         if self.uid.is_some() || self.gid.is_some() {
             nix::unistd::fchown(fd, self.uid.map(Uid::from_raw), self.gid.map(Gid::from_raw))
                 .map_err(|e| path.errno(e))?;
