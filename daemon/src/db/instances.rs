@@ -90,6 +90,17 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 
 /// Insert a new instance; `Conflict` if the name is taken.
 pub async fn insert(pool: &Pool, new: &NewInstance<'_>) -> Result<InstanceRow, DbError> {
+    insert_in(pool, new).await?;
+    get(pool, new.name)
+        .await?
+        .ok_or_else(|| DbError::Sqlx(sqlx::Error::RowNotFound))
+}
+
+/// [`insert`] inside a transaction (or on any executor); `Conflict` if the name is taken.
+pub async fn insert_in(
+    db: impl sqlx::SqliteExecutor<'_>,
+    new: &NewInstance<'_>,
+) -> Result<(), DbError> {
     let res = sqlx::query(
         "INSERT INTO instances (name, description, architecture, ephemeral, image_fingerprint, \
          config, devices, profiles, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -103,16 +114,14 @@ pub async fn insert(pool: &Pool, new: &NewInstance<'_>) -> Result<InstanceRow, D
     .bind(to_json(new.devices))
     .bind(to_json(&new.profiles))
     .bind(new.created_at)
-    .execute(pool)
+    .execute(db)
     .await;
     match res {
         Err(e) if is_unique_violation(&e) => {
             Err(DbError::Conflict(format!("instance \"{}\"", new.name)))
         }
         Err(e) => Err(e.into()),
-        Ok(_) => get(pool, new.name)
-            .await?
-            .ok_or_else(|| DbError::Sqlx(sqlx::Error::RowNotFound)),
+        Ok(_) => Ok(()),
     }
 }
 

@@ -24,6 +24,8 @@ pub enum Kind {
     SnapshotCreate,
     /// A restore swapping a container's upper layer (`instance`).
     InstanceRestore,
+    /// A backup's tarball renamed into place before its row (`instance/backup`).
+    BackupCreate,
 }
 
 impl Kind {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::ImageRegister => "image-register",
             Kind::SnapshotCreate => "snapshot-create",
             Kind::InstanceRestore => "instance-restore",
+            Kind::BackupCreate => "backup-create",
         }
     }
 }
