@@ -19,9 +19,10 @@ pub use image::{
     ImagesPostSource,
 };
 pub use instance::{
-    Instance, InstanceExecPost, InstanceFull, InstancePut, InstanceSnapshot, InstanceSnapshotsPost,
-    InstanceSource, InstanceState, InstanceStateCpu, InstanceStateMemory, InstanceStatePut,
-    InstancesPost, StateAction,
+    Instance, InstanceBackup, InstanceBackupPost, InstanceBackupsPost, InstanceExecPost,
+    InstanceFull, InstancePut, InstanceSnapshot, InstanceSnapshotsPost, InstanceSource,
+    InstanceState, InstanceStateCpu, InstanceStateMemory, InstanceStatePut, InstancesPost,
+    StateAction,
 };
 pub use network::{
     DnsmasqState, InstanceStateNetwork, Network, NetworkLease, NetworkPut, NetworkState,
