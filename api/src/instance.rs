@@ -331,3 +331,47 @@ mod tests {
         assert_eq!(p.source.kind, "image");
     }
 }
+
+/// An instance backup, as `GET /1.0/instances/{name}/backups/{backup}` returns it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceBackup {
+    pub name: String,
+    pub created_at: String,
+    /// When the backup may be removed (the zero time: never).
+    #[serde(default)]
+    pub expires_at: String,
+    /// Whether the backup leaves the instance's snapshots out.
+    #[serde(default)]
+    pub instance_only: bool,
+    /// Always false: backups are portable tarballs, never a storage driver's dump.
+    #[serde(default)]
+    pub optimized_storage: bool,
+}
+
+/// `POST /1.0/instances/{name}/backups`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceBackupsPost {
+    /// Empty: the first free `backupN`.
+    #[serde(default)]
+    pub name: String,
+    /// RFC 3339; empty or the zero time: never expires.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub expires_at: String,
+    #[serde(default)]
+    pub instance_only: bool,
+    #[serde(default)]
+    pub optimized_storage: bool,
+    /// `gzip` (empty), `none`, `xz`, `zstd`...
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub compression_algorithm: String,
+}
+
+/// `POST /1.0/instances/{name}/backups/{backup}`: rename.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceBackupPost {
+    pub name: String,
+}
+
+fn null_as_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}

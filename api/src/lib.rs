@@ -19,9 +19,10 @@ pub use image::{
     ImagesPostSource,
 };
 pub use instance::{
-    Instance, InstanceExecPost, InstanceFull, InstancePost, InstancePut, InstanceSnapshot,
-    InstanceSnapshotsPost, InstanceSource, InstanceState, InstanceStateCpu, InstanceStateMemory,
-    InstanceStatePut, InstancesPost, StateAction,
+    Instance, InstanceBackup, InstanceBackupPost, InstanceBackupsPost, InstanceExecPost,
+    InstanceFull, InstancePost, InstancePut, InstanceSnapshot, InstanceSnapshotsPost,
+    InstanceSource, InstanceState, InstanceStateCpu, InstanceStateMemory, InstanceStatePut,
+    InstancesPost, StateAction,
 };
 pub use network::{
     DnsmasqState, InstanceStateNetwork, Network, NetworkLease, NetworkPut, NetworkState,

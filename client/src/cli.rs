@@ -70,6 +70,15 @@ pub enum Command {
     },
     /// Make an image of a stopped instance
     Publish(cmd::image_transfer::PublishArgs),
+    /// Back an instance up into a tarball (Incus' backup format): NAME [FILE]
+    Export(cmd::backup::ExportArgs),
+    /// Create an instance from a backup tarball: FILE [NAME]
+    Import(cmd::backup::ImportArgs),
+    /// List, create and delete the backups an instance keeps on the server
+    Backup {
+        #[command(subcommand)]
+        command: cmd::backup::BackupCommand,
+    },
     /// Manage images
     Image {
         #[command(subcommand)]
@@ -186,6 +195,15 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
             let fp = cmd::image_transfer::publish(&client, args).await?;
             writeln!(out, "Instance published with fingerprint: {fp}")?;
         }
+        Command::Export(args) => {
+            let file = cmd::backup::export(&client, args).await?;
+            writeln!(out, "Backup exported to {}", file.display())?;
+        }
+        Command::Import(args) => {
+            let name = cmd::backup::import(&client, args).await?;
+            writeln!(out, "Instance {name} imported")?;
+        }
+        Command::Backup { command } => cmd::backup::run(&client, command, out).await?,
         Command::Image { command } => image::run(&client, command, out).await?,
         Command::File { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();

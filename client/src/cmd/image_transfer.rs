@@ -101,7 +101,7 @@ pub enum AliasCommand {
     },
 }
 
-fn local(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(super) fn local(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::LocalFile {
         path: path.to_path_buf(),
         source,
@@ -130,7 +130,7 @@ pub async fn fingerprint(files: &[&Path]) -> Result<String, Error> {
 }
 
 /// A file's bytes as body frames, chunk by chunk.
-fn file_frames(
+pub(super) fn file_frames(
     file: tokio::fs::File,
 ) -> impl Stream<Item = std::io::Result<Frame<Bytes>>> + Send + 'static {
     futures_util::stream::try_unfold(file, |mut file| async move {
@@ -300,7 +300,7 @@ fn destination(target: Option<&Path>, name: &str) -> PathBuf {
 }
 
 /// Write a stream of chunks to `dest` through `dest.partial`.
-async fn write_file<S, E>(dest: &Path, chunks: S) -> Result<u64, Error>
+pub(super) async fn write_file<S, E>(dest: &Path, chunks: S) -> Result<u64, Error>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -340,7 +340,7 @@ where
 }
 
 /// The data frames of an answer body.
-fn body_chunks(body: Incoming) -> impl Stream<Item = Result<Bytes, hyper::Error>> {
+pub(super) fn body_chunks(body: Incoming) -> impl Stream<Item = Result<Bytes, hyper::Error>> {
     futures_util::stream::unfold(body, |mut body| async move {
         loop {
             match body.frame().await? {

@@ -1,6 +1,7 @@
 //! The `ctl` commands, one module per command group. Each module owns its clap arguments and
 //! a `run` function that drives the [`Client`](crate::Client) and writes to the given output.
 
+pub mod backup;
 pub mod config;
 pub mod console;
 pub mod copy;

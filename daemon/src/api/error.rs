@@ -39,12 +39,14 @@ impl ApiError {
         use InstanceError as I;
         match self {
             ApiError::Instance(e) => match e {
-                I::NotFound(_) | I::ProfileNotFound(_) | I::SnapshotNotFound { .. } => {
-                    StatusCode::NOT_FOUND
-                }
-                I::AlreadyExists(_) | I::Unrecorded(_) | I::SnapshotExists { .. } => {
-                    StatusCode::CONFLICT
-                }
+                I::NotFound(_)
+                | I::ProfileNotFound(_)
+                | I::SnapshotNotFound { .. }
+                | I::BackupNotFound { .. } => StatusCode::NOT_FOUND,
+                I::AlreadyExists(_)
+                | I::Unrecorded(_)
+                | I::SnapshotExists { .. }
+                | I::BackupExists { .. } => StatusCode::CONFLICT,
                 I::Network(e) => network_status(e),
                 // A proxy that cannot listen (port in use, address not on the host) is the
                 // request's problem, as in Incus.

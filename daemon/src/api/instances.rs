@@ -66,9 +66,27 @@ pub async fn list(
     })
 }
 
+/// The largest JSON body of `POST /1.0/instances`.
+const MAX_CREATE_JSON: usize = 4 << 20;
+
 /// `POST /1.0/instances`: validate, then create (and start, with `start: true`) in an
-/// operation.
-pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+/// operation. An `application/octet-stream` body is a backup tarball to import
+/// ([`super::backups::import`]).
+pub async fn create(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let octets = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.eq_ignore_ascii_case("application/octet-stream"));
+    if octets {
+        return super::backups::import(state, headers, body).await;
+    }
+    let body = axum::body::to_bytes(body, MAX_CREATE_JSON)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?;
     let req: InstancesPost = parse_json(&body)?;
     let plan = state.instances.plan_create(req).await?;
     let resources = instance_resources(&plan.name);

@@ -1,6 +1,7 @@
 //! HTTP only: the router, request parsing and response shaping. Handlers parse, call one
 //! service function, and shape the answer; errors go through [`error::ApiError`].
 
+pub mod backups;
 pub mod console;
 pub mod error;
 pub mod events;
@@ -97,6 +98,20 @@ pub fn router(state: AppState) -> Router {
             get(instances::get_snapshot)
                 .post(instances::rename_snapshot)
                 .delete(instances::delete_snapshot),
+        )
+        .route(
+            "/1.0/instances/{name}/backups",
+            get(backups::list).post(backups::create),
+        )
+        .route(
+            "/1.0/instances/{name}/backups/{backup}",
+            get(backups::get_one)
+                .post(backups::rename)
+                .delete(backups::delete),
+        )
+        .route(
+            "/1.0/instances/{name}/backups/{backup}/export",
+            get(backups::export),
         )
         .route(
             "/1.0/instances/{name}/console",

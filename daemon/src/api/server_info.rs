@@ -16,6 +16,11 @@ pub struct StaticInfo {
 /// to use from this.
 pub const API_EXTENSIONS: &[&str] = &[
     "api_filtering",
+    "backup_compression",
+    "backup_compression_algorithm",
+    "backup_override_name",
+    "container_backup",
+    "container_backup_override_pool",
     "console",
     "container_full",
     "container_exec_recording",

@@ -28,6 +28,8 @@ pub enum Kind {
     InstanceRename,
     /// A rename moving a snapshot's directory (`instance/old/new`).
     SnapshotRename,
+    /// A backup's tarball renamed into place before its row (`instance/backup`).
+    BackupCreate,
 }
 
 impl Kind {
@@ -40,6 +42,7 @@ impl Kind {
             Kind::InstanceRestore => "instance-restore",
             Kind::InstanceRename => "instance-rename",
             Kind::SnapshotRename => "snapshot-rename",
+            Kind::BackupCreate => "backup-create",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! mode 0600 before SQLite opens it, and on every open it and its `-wal` and `-shm` files
 //! are given that mode again (SQLite creates those two with the database file's mode).
 
+pub mod backups;
 pub mod images;
 pub mod instances;
 pub mod intents;

@@ -219,6 +219,54 @@ impl ImageStore {
         }
     }
 
+    /// The size caps of every unpack.
+    pub fn limits(&self) -> unpack::Limits {
+        self.limits
+    }
+
+    /// The empty image (an empty rootfs, no alias), built on first use: the lower layer of
+    /// instances imported from a backup, whose upper layer holds their whole filesystem.
+    /// Deterministic, so every host has the same fingerprint. Cached: it goes when no
+    /// instance uses it.
+    pub async fn ensure_empty(&self) -> Result<String, ImageError> {
+        let _guard = self.build_lock.lock().await;
+        let work = self.work_dir("build-empty").await?;
+        let built = {
+            let dir = work.path().to_path_buf();
+            tokio::task::spawn_blocking(move || transfer::build_empty(&dir))
+                .await
+                .map_err(|e| ImageError::Build(e.to_string()))??
+        };
+        let recorded = db::images::find_prefix(&self.db, &built.fingerprint)
+            .await?
+            .iter()
+            .any(|r| r.fingerprint == built.fingerprint);
+        if recorded {
+            return Ok(built.fingerprint);
+        }
+        self.move_in(work.path(), &built.fingerprint).await?;
+        work.disarm();
+        let props = transfer::empty_properties();
+        let t = now();
+        self.record(
+            &db::NewImage {
+                fingerprint: &built.fingerprint,
+                filename: "",
+                size: 0,
+                architecture: host_architecture(),
+                created_at: &t,
+                properties: &props,
+                public: false,
+                cached: true,
+            },
+            &[],
+            true,
+        )
+        .await?;
+        tracing::info!(fingerprint = %built.fingerprint, "built the empty image");
+        Ok(built.fingerprint)
+    }
+
     async fn build_busybox(&self, alias: &str) -> Result<String, ImageError> {
         let tmp_root = self.paths.tmp();
         let work = tmp_root.join(format!("build-{}", uuid::Uuid::new_v4().simple()));

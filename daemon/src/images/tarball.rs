@@ -544,16 +544,16 @@ fn clamp_mtime(mtime: i64, clamp: u64) -> u64 {
     u64::try_from(mtime).unwrap_or(0).min(clamp)
 }
 
-struct TreeWriter<'t, W: Write> {
+struct TreeWriter<'t, 'b, W: Write> {
     tree: &'t Tree,
-    builder: tar::Builder<W>,
+    builder: &'b mut tar::Builder<W>,
     clamp: u64,
     /// First archive path of each multiply-linked file, by (device, inode).
     links: HashMap<(u64, u64), PathBuf>,
     size: i64,
 }
 
-impl<W: Write> TreeWriter<'_, W> {
+impl<W: Write> TreeWriter<'_, '_, W> {
     fn header(&self, kind: tar::EntryType, md: &Metadata, path: &Path) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
@@ -678,6 +678,25 @@ pub fn write_unified<W: Write>(
     builder
         .append_data(&mut h, "metadata.yaml", yaml.as_bytes())
         .map_err(|e| ImageError::Build(format!("writing metadata.yaml: {e}")))?;
+    let size = append_tree(&mut builder, tree, Path::new("rootfs"), clamp)?;
+    if let Some(dir) = &tree.templates {
+        write_templates(&mut builder, dir, clamp)?;
+    }
+    let out = builder
+        .into_inner()
+        .map_err(|e| ImageError::Build(format!("finishing the tarball: {e}")))?;
+    Ok((out, size))
+}
+
+/// Append the merged view of `tree` to `builder` under the archive directory `prefix`
+/// (`rootfs`, `backup/container/rootfs`...), mtimes clamped to `clamp` (`u64::MAX`: kept).
+/// Returns the total size of the regular files. Device nodes and sockets are left out.
+pub fn append_tree<W: Write>(
+    builder: &mut tar::Builder<W>,
+    tree: &Tree,
+    prefix: &Path,
+    clamp: u64,
+) -> Result<i64, ImageError> {
     let Node::Dir { parts, .. } = tree.root()? else {
         return Err(ImageError::Build("the tree has no root".into()));
     };
@@ -688,16 +707,8 @@ pub fn write_unified<W: Write>(
         links: HashMap::new(),
         size: 0,
     };
-    w.dir(Path::new("rootfs"), &parts)?;
-    if let Some(dir) = &tree.templates {
-        write_templates(&mut w.builder, dir, clamp)?;
-    }
-    let size = w.size;
-    let out = w
-        .builder
-        .into_inner()
-        .map_err(|e| ImageError::Build(format!("finishing the tarball: {e}")))?;
-    Ok((out, size))
+    w.dir(prefix, &parts)?;
+    Ok(w.size)
 }
 
 /// Write the regular files of `dir` as `templates/<name>`, in byte order of their names,

@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 
 use super::squashfs;
 use super::tarball::{
-    Compression, ImageMetadata, Tree, normalize_architecture, write_image_file, write_unified,
+    Compression, ImageMetadata, Tree, WrittenImage, normalize_architecture, write_image_file,
+    write_unified,
 };
 use super::unpack::{Layout, Limits, unpack_file};
 use super::{ImageError, ImageStore, host_architecture};
@@ -39,6 +40,13 @@ impl WorkDir {
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl WorkDir {
+    /// It was moved away: nothing to remove when dropped.
+    pub fn disarm(mut self) {
+        self.armed = false;
     }
 }
 
@@ -705,9 +713,46 @@ pub fn build_busybox(
     Ok(built)
 }
 
+/// The properties of the empty image.
+pub fn empty_properties() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("os".to_string(), "none".to_string()),
+        (
+            "description".to_string(),
+            "empty layer under instances imported from backups".to_string(),
+        ),
+    ])
+}
+
+/// Build the empty image in `work`: an empty `rootfs/` (root's, 0755) and its deterministic
+/// tarball, whose sha256 is the fingerprint.
+pub fn build_empty(work: &Path) -> Result<WrittenImage, ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let rootfs = work.join("rootfs");
+    std::fs::create_dir(&rootfs).map_err(io_at(&rootfs))?;
+    std::fs::set_permissions(&rootfs, std::fs::Permissions::from_mode(0o755))
+        .map_err(io_at(&rootfs))?;
+    let metadata = ImageMetadata {
+        architecture: host_architecture().to_string(),
+        creation_date: 0,
+        properties: empty_properties(),
+        ..ImageMetadata::default()
+    };
+    write_image_file(work, &metadata, &Tree::dir(&rootfs), Compression::DEFAULT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_empty_image_is_the_same_everywhere() -> Result<(), Box<dyn std::error::Error>> {
+        let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+        let (fa, fb) = (build_empty(a.path())?, build_empty(b.path())?);
+        assert_eq!(fa.fingerprint, fb.fingerprint);
+        assert_eq!(std::fs::read_dir(a.path().join("rootfs"))?.count(), 0);
+        Ok(())
+    }
 
     #[test]
     fn form_headers_decode() {

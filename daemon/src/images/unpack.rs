@@ -284,7 +284,11 @@ pub fn unpack<R: Read>(
                 // For a GNU sparse entry this is the real size, holes included.
                 limits.check(&raw, entry.size(), apparent)?;
             }
-            match root.entry(&raw, &target, &mut entry, layout)? {
+            let prefix: &[&str] = match layout {
+                Layout::Unified => &["rootfs"],
+                _ => &[],
+            };
+            match root.entry(&raw, &target, &mut entry, prefix)? {
                 Done::Written(bytes) => {
                     apparent = apparent.saturating_add(bytes);
                     out.size = out
@@ -495,7 +499,7 @@ impl Root {
         raw: &[u8],
         comps: &[OsString],
         entry: &mut tar::Entry<'_, R>,
-        layout: Layout,
+        prefix: &[&str],
     ) -> Result<Done, ImageError> {
         let header = entry.header().clone();
         let kind = header.entry_type();
@@ -609,9 +613,11 @@ impl Root {
                     .into_owned();
                 let tcomps = components(&target)
                     .map_err(|_| refused(raw, "hard link target outside the rootfs"))?;
-                let tcomps: &[&OsStr] = match (layout, tcomps.as_slice()) {
-                    (Layout::Unified, [first, rest @ ..]) if *first == "rootfs" => rest,
-                    (Layout::Rootfs, all) => all,
+                // The target must lie in the same rootfs as the link.
+                let tcomps: &[&OsStr] = match tcomps.get(..prefix.len()) {
+                    Some(head) if head.iter().zip(prefix).all(|(a, b)| *a == *b) => {
+                        &tcomps[prefix.len()..]
+                    }
                     _ => return Err(refused(raw, "hard link target outside the rootfs")),
                 };
                 let tcomps: Vec<OsString> = tcomps.iter().map(|c| c.to_os_string()).collect();
@@ -791,6 +797,197 @@ fn unlinkat_file(parent: &OwnedFd, name: &OsStr) -> Result<(), ImageError> {
 
 /// Hand-made tarballs for tests: GNU sparse entries as GNU tar writes them (`tar -S`), and
 /// a PAX sparse one.
+/// The largest `index.yaml` or `backup.yaml` of an instance backup.
+pub const MAX_BACKUP_YAML: u64 = 1 << 20;
+
+/// The most snapshots one backup may carry.
+pub const MAX_BACKUP_SNAPSHOTS: usize = 1024;
+
+/// What an instance backup tarball held (see [`unpack_backup`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnpackedBackup {
+    /// `backup/index.yaml`, as it was.
+    pub index: Option<Vec<u8>>,
+    /// `backup/container/backup.yaml` (older backups describe the instance only there).
+    pub container_yaml: Option<Vec<u8>>,
+    /// Whether `backup/container/rootfs` held anything.
+    pub has_container: bool,
+    /// The snapshots whose `rootfs` the tarball held, in the order met.
+    pub snapshots: Vec<String>,
+    /// Bytes of regular files written, all roots together.
+    pub size: i64,
+    /// Entries not unpacked (device nodes...), as archive paths.
+    pub skipped: Vec<String>,
+}
+
+/// A snapshot directory name a backup may use: what a snapshot name may be.
+fn plain_snapshot_name(name: &OsStr) -> Option<&str> {
+    let n = name.to_str()?;
+    let ok = !n.is_empty()
+        && n.len() <= 63
+        && !n.starts_with('.')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    ok.then_some(n)
+}
+
+fn read_small<R: Read>(
+    raw: &[u8],
+    entry: &mut tar::Entry<'_, R>,
+    max: u64,
+) -> Result<Vec<u8>, ImageError> {
+    if entry.header().entry_type() != tar::EntryType::Regular {
+        return Err(refused(raw, "not a regular file"));
+    }
+    let mut text = Vec::new();
+    entry
+        .take(max + 1)
+        .read_to_end(&mut text)
+        .map_err(corrupt)?;
+    if text.len() as u64 > max {
+        return Err(refused(raw, "larger than 1 MiB"));
+    }
+    Ok(text)
+}
+
+/// Unpack an Incus instance backup file (compression detected from its first bytes); see
+/// [`unpack_backup`].
+pub fn unpack_backup_file(
+    file: &Path,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<UnpackedBackup, ImageError> {
+    let compression = Compression::detect_file(file)?;
+    let f = File::open(file).map_err(|source| ImageError::Io {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let reader = compression
+        .decoder(io::BufReader::with_capacity(256 * 1024, f))
+        .map_err(corrupt)?;
+    unpack_backup(reader, dest, limits)
+}
+
+/// Unpack the (decompressed) Incus instance backup `reader` into `dest`, which must not
+/// exist: `backup/container/rootfs/` into `dest/container`, `backup/snapshots/<snap>/rootfs/`
+/// into `dest/snapshots/<snap>`, each a rootfs held to the same rules as an image's (one
+/// descriptor per rootfs, nothing followed, hard links only inside their own rootfs), the
+/// sizes of all of them together held to `limits`. `backup/index.yaml` and
+/// `backup/container/backup.yaml` are read (1 MiB each at most); other entries are ignored.
+/// An optimized (storage driver) backup is refused. The caller removes `dest` on failure.
+pub fn unpack_backup<R: Read>(
+    reader: R,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<UnpackedBackup, ImageError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ImageError::Io { path, source }
+    };
+    fs::create_dir(dest).map_err(io_err(dest))?;
+    let snapshots_dir = dest.join("snapshots");
+    fs::create_dir(&snapshots_dir).map_err(io_err(&snapshots_dir))?;
+    // The rootfs of each root (`None`: the instance's), with its directories' mtimes.
+    type DirTimes = Vec<(Vec<OsString>, i64)>;
+    let mut roots: std::collections::BTreeMap<Option<String>, (Root, DirTimes)> =
+        std::collections::BTreeMap::new();
+    let mut out = UnpackedBackup::default();
+    let mut apparent: u64 = 0;
+    let mut guard = EofGuard {
+        inner: reader,
+        hit_eof: false,
+    };
+    {
+        let mut archive = tar::Archive::new(&mut guard);
+        for entry in archive.entries().map_err(corrupt)? {
+            let mut entry = entry.map_err(corrupt)?;
+            let raw = entry.path_bytes().into_owned();
+            let comps = components(&raw)?;
+            let strs: Vec<Option<&str>> = comps.iter().map(|c| c.to_str()).collect();
+            let (key, prefix_len) = match strs.as_slice() {
+                [Some("backup"), Some("index.yaml")] => {
+                    out.index = Some(read_small(&raw, &mut entry, MAX_BACKUP_YAML)?);
+                    continue;
+                }
+                [Some("backup"), Some("container"), Some("backup.yaml")] => {
+                    out.container_yaml = Some(read_small(&raw, &mut entry, MAX_BACKUP_YAML)?);
+                    continue;
+                }
+                [
+                    Some("backup"),
+                    Some("container.bin") | Some("virtual-machine.img"),
+                    ..,
+                ] => {
+                    return Err(invalid(
+                        "optimized or virtual-machine backups are not supported \
+                         (only containers, made with optimized_storage false)",
+                    ));
+                }
+                [Some("backup"), Some("container"), Some("rootfs"), ..] => (None, 3),
+                [Some("backup"), Some("snapshots"), _, Some("rootfs"), ..] => {
+                    let snap = plain_snapshot_name(comps[2])
+                        .ok_or_else(|| refused(&raw, "not a valid snapshot name"))?;
+                    (Some(snap.to_string()), 4)
+                }
+                _ => continue,
+            };
+            if !roots.contains_key(&key) {
+                let dir = match &key {
+                    None => dest.join("container"),
+                    Some(snap) => {
+                        if roots.len() > MAX_BACKUP_SNAPSHOTS {
+                            return Err(invalid(format!(
+                                "more than {MAX_BACKUP_SNAPSHOTS} snapshots in the backup"
+                            )));
+                        }
+                        out.snapshots.push(snap.clone());
+                        snapshots_dir.join(snap)
+                    }
+                };
+                out.has_container |= key.is_none();
+                roots.insert(key.clone(), (Root::create(&dir)?, Vec::new()));
+            }
+            let Some((root, dir_times)) = roots.get_mut(&key) else {
+                continue;
+            };
+            let prefix: Vec<&str> = strs[..prefix_len].iter().flatten().copied().collect();
+            let target: Vec<OsString> = comps[prefix_len..]
+                .iter()
+                .map(|c| c.to_os_string())
+                .collect();
+            let kind = entry.header().entry_type();
+            if is_file(kind) {
+                limits.check(&raw, entry.size(), apparent)?;
+            }
+            match root.entry(&raw, &target, &mut entry, &prefix)? {
+                Done::Written(bytes) => {
+                    apparent = apparent.saturating_add(bytes);
+                    out.size = out
+                        .size
+                        .saturating_add(i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
+                Done::Dir(mtime) => dir_times.push((target, mtime)),
+                Done::Skipped => {
+                    tracing::debug!(entry = %String::from_utf8_lossy(&raw), ?kind, "skipped");
+                    out.skipped.push(String::from_utf8_lossy(&raw).into_owned());
+                }
+            }
+        }
+    }
+    if guard.hit_eof {
+        return Err(invalid(
+            "truncated tarball: it ends without its end-of-archive blocks",
+        ));
+    }
+    io::copy(&mut guard.inner, &mut io::sink()).map_err(corrupt)?;
+    for (root, dir_times) in roots.values_mut() {
+        for (comps, mtime) in dir_times.iter().rev() {
+            root.set_dir_time(comps, *mtime)?;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 pub(crate) mod fixtures {
     /// `metadata.yaml` of a test image.

@@ -4,10 +4,13 @@
 //! steps, the db records them.
 
 pub mod backup;
+pub mod backup_index;
+mod backups;
 pub mod config;
 pub mod copy;
 pub mod files;
 pub mod idmap;
+pub mod import;
 pub mod name;
 pub mod profiles;
 mod proxies;
@@ -62,6 +65,10 @@ pub enum InstanceError {
     SnapshotNotFound { instance: String, snapshot: String },
     #[error("snapshot \"{snapshot}\" of instance \"{instance}\" already exists")]
     SnapshotExists { instance: String, snapshot: String },
+    #[error("backup \"{backup}\" of instance \"{instance}\" not found")]
+    BackupNotFound { instance: String, backup: String },
+    #[error("backup \"{backup}\" of instance \"{instance}\" already exists")]
+    BackupExists { instance: String, backup: String },
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]
@@ -1878,6 +1885,7 @@ impl Instances {
             db::intents::finish(&self.db, Kind::InstanceCreate, &name).await?;
         }
         self.reconcile_snapshots().await?;
+        self.reconcile_backups().await?;
         // Any other directory without a record is never removed here: with a backup file
         // it is a container whose record was lost (`ctld recover` brings it back); without
         // one, a create of an older ctld that died before finishing (the next create of

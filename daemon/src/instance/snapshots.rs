@@ -29,7 +29,7 @@ const DELETING: &str = ".deleting";
 const MAX_NAME: usize = 63;
 
 /// A snapshot name: letters, digits, `-`, `_`, `.` (not first), as Incus takes them.
-fn check_name(name: &str) -> Result<(), InstanceError> {
+pub(super) fn check_name(name: &str) -> Result<(), InstanceError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME
         && !name.starts_with('.')
