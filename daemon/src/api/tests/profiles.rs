@@ -326,3 +326,102 @@ async fn a_profile_change_one_user_refuses_changes_nothing() {
         assert_eq!(c["expanded_config"]["limits.memory"], "64MiB");
     }
 }
+
+#[tokio::test]
+async fn a_profile_nic_is_hot_plugged_into_running_users_and_recorded() {
+    let h = harness().await;
+    let (s, v) = call(
+        &h.app,
+        "POST",
+        "/1.0/networks",
+        r#"{"name":"n1","config":{"ipv4.address":"10.61.0.1/24"}}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    profile(&h, r#"{"name":"net"}"#).await;
+    let op = launch_with(&h, "c1", r#"["net"]"#, "{}").await;
+    assert_eq!(op["status"], "Success", "{op}");
+    assert!(!h.worker.calls().iter().any(|c| c.starts_with("setup_nics")));
+    let (s, v) = call(
+        &h.app,
+        "PATCH",
+        "/1.0/profiles/net",
+        r#"{"devices":{"eth0":{"type":"nic","network":"n1"}}}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let plugged: Vec<String> = h
+        .worker
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("setup_nics"))
+        .collect();
+    assert_eq!(plugged.len(), 1, "{plugged:?}");
+    assert!(plugged[0].ends_with("eth0@n1:10.61.0.2/24"), "{plugged:?}");
+    // The NIC's MAC and host-side name are the instance's, recorded with the profile.
+    let c1 = get(&h, "/1.0/instances/c1").await;
+    assert!(c1["config"]["volatile.eth0.hwaddr"].is_string(), "{c1}");
+    assert!(c1["config"]["volatile.eth0.host_name"].is_string(), "{c1}");
+    assert_eq!(c1["expanded_devices"]["eth0"]["network"], "n1");
+    assert_eq!(
+        get(&h, "/1.0/networks/n1/leases").await[0]["address"],
+        "10.61.0.2"
+    );
+
+    // Removed from the profile: unplugged, its volatile keys and lease gone.
+    let (s, v) = call(
+        &h.app,
+        "PATCH",
+        "/1.0/profiles/net",
+        r#"{"devices":{"eth0":{}}}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        h.worker
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("remove_nics") && c.ends_with(" eth0")),
+        "{:?}",
+        h.worker.calls()
+    );
+    let c1 = get(&h, "/1.0/instances/c1").await;
+    assert_eq!(c1["config"].get("volatile.eth0.hwaddr"), None, "{c1}");
+    assert_eq!(get(&h, "/1.0/networks/n1/leases").await, json!([]));
+}
+
+#[tokio::test]
+async fn a_nic_that_cannot_be_plugged_leaves_the_profile_and_its_users_as_they_were() {
+    let h = harness().await;
+    let (s, v) = call(
+        &h.app,
+        "POST",
+        "/1.0/networks",
+        r#"{"name":"n1","config":{"ipv4.address":"10.62.0.1/24"}}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    profile(&h, r#"{"name":"net"}"#).await;
+    for name in ["c1", "c2"] {
+        let op = launch_with(&h, name, r#"["net"]"#, "{}").await;
+        assert_eq!(op["status"], "Success", "{op}");
+    }
+    h.worker
+        .fail_nics
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (s, v) = call(
+        &h.app,
+        "PATCH",
+        "/1.0/profiles/net",
+        r#"{"devices":{"eth0":{"type":"nic","network":"n1"}}}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    assert_eq!(get(&h, "/1.0/profiles/net").await["devices"], json!({}));
+    for name in ["c1", "c2"] {
+        let c = get(&h, &format!("/1.0/instances/{name}")).await;
+        assert_eq!(c["expanded_devices"], json!({}), "{c}");
+        assert_eq!(c["config"].get("volatile.eth0.host_name"), None, "{c}");
+    }
+    assert_eq!(get(&h, "/1.0/networks/n1/leases").await, json!([]));
+}
