@@ -635,7 +635,10 @@ fn a_network_in_use_cannot_be_deleted_until_the_profile_change_unplugs_it() {
     let r = d.ctl(&["network", "delete", &net]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("c1"), "{}", r.stderr);
-    assert!(interfaces().contains(&net), "the bridge went under a running container");
+    assert!(
+        interfaces().contains(&net),
+        "the bridge went under a running container"
+    );
     // The profile no longer names the network: the running c1 loses its eth0 at once (as
     // its own device change would), its lease goes, and the network can go.
     let (code, body) = d.http("PUT", "/1.0/profiles/default", Some(r#"{"devices": {}}"#));

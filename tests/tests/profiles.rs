@@ -255,6 +255,47 @@ fn a_profile_proxy_device_is_plugged_live() {
     assert_eq!(profile(&d, &web).1["devices"], serde_json::json!({}));
 }
 
+#[test]
+fn profile_security_and_environment_keys_take_effect_where_incus_applies_them() {
+    root_or_skip!("profile_security_and_environment_keys_take_effect_where_incus_applies_them");
+    let d = Daemon::start();
+    let (p1, c1) = (unique("p1"), unique("c1"));
+    d.ok(&["profile", "create", &p1, "environment.FROM_PROFILE=yes"]);
+    d.ok(&["launch", "busybox", &c1, "-p", "default", "-p", &p1]);
+    // Unprivileged by default: root inside is not root outside.
+    assert_ne!(d.init_host_uid(&c1), 0);
+    // An exec gets the profile's environment.
+    let out = d.ok(&["exec", &c1, "--", "sh", "-c", "echo $FROM_PROFILE"]);
+    assert_eq!(out.trim(), "yes");
+    // security.privileged from a profile: accepted while running, as on the instance
+    // itself, and in effect from the next start.
+    d.ok(&["profile", "set", &p1, "security.privileged=true"]);
+    assert_ne!(d.init_host_uid(&c1), 0, "changed under a running container");
+    assert_eq!(
+        instance(&d, &c1)["expanded_config"]["security.privileged"],
+        "true"
+    );
+    d.ok(&["restart", &c1]);
+    assert_eq!(
+        d.init_host_uid(&c1),
+        0,
+        "the restart did not apply the profile"
+    );
+    // Back to unprivileged through the instance's own key, which wins.
+    d.ok(&["config", "set", &c1, "security.privileged=false"]);
+    d.ok(&["restart", &c1]);
+    assert_ne!(d.init_host_uid(&c1), 0);
+    let out = d.ok(&[
+        "exec",
+        &c1,
+        "--",
+        "sh",
+        "-c",
+        "echo ok > /root/f && cat /root/f",
+    ]);
+    assert_eq!(out.trim(), "ok");
+}
+
 /// The Incus 6.0 client (as `compat.rs` finds it).
 fn incus_binary() -> Option<PathBuf> {
     let path = std::env::var_os("CTL_INCUS")
