@@ -9,6 +9,7 @@ pub mod image;
 pub mod instance;
 pub mod network;
 pub mod operation;
+pub mod profile;
 pub mod response;
 pub mod server;
 pub mod status;
@@ -26,9 +27,10 @@ pub use instance::{
 };
 pub use network::{
     DnsmasqState, InstanceStateNetwork, Network, NetworkLease, NetworkPut, NetworkState,
-    NetworkStateAddress, NetworkStateCounters, NetworksPost, Profile, ProfilePut,
+    NetworkStateAddress, NetworkStateCounters, NetworksPost,
 };
 pub use operation::{Operation, OperationClass};
+pub use profile::{Profile, ProfilePost, ProfilePut, ProfilesPost};
 pub use response::{Response, ResponseType};
 pub use server::{Server, ServerEnvironment};
 pub use status::StatusCode;

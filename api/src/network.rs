@@ -1,10 +1,10 @@
-//! Network and profile types (`/1.0/networks`, `/1.0/profiles`), Incus-shaped.
+//! Network types (`/1.0/networks`), Incus-shaped.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::instance::{ConfigMap, DeviceMap};
+use crate::instance::ConfigMap;
 
 /// A managed network as `GET /1.0/networks/{name}` returns it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -132,33 +132,6 @@ pub struct InstanceStateNetwork {
     pub state: String,
     #[serde(rename = "type")]
     pub kind: String,
-}
-
-/// A profile (`GET /1.0/profiles/{name}`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Profile {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub config: ConfigMap,
-    #[serde(default)]
-    pub devices: DeviceMap,
-    #[serde(default)]
-    pub used_by: Vec<String>,
-    #[serde(default)]
-    pub project: String,
-}
-
-/// Body of `PUT /1.0/profiles/{name}` (and `PATCH`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ProfilePut {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<ConfigMap>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub devices: Option<DeviceMap>,
 }
 
 /// Map of interface name to its state, as in [`crate::InstanceState::network`].

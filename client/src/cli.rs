@@ -112,6 +112,11 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::network::NetworkCommand,
     },
+    /// Manage profiles (config and devices that instances apply, in order)
+    Profile {
+        #[command(subcommand)]
+        command: cmd::profile::ProfileCommand,
+    },
     /// Print the daemon's events (lifecycle, operations, log) as they happen
     Monitor(cmd::monitor::MonitorArgs),
     /// Show the client and server versions
@@ -212,6 +217,10 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
         Command::Monitor(args) => cmd::monitor::run(&client, args, out).await?,
         Command::Remote { command } => cmd::remote::run(command, out)?,
         Command::Network { command } => cmd::network::run(&client, command, out).await?,
+        Command::Profile { command } => {
+            let stdin_is_terminal = std::io::stdin().is_terminal();
+            cmd::profile::run(&client, command, stdin_is_terminal, out).await?;
+        }
         Command::Snapshot { command } => cmd::snapshot::run(&client, command, out).await?,
         Command::Restore(args) => {
             let command = cmd::snapshot::SnapshotCommand::Restore(args.clone());

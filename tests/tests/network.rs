@@ -616,8 +616,8 @@ fn an_interface_that_is_not_a_bridge_is_never_taken_over() {
 }
 
 #[test]
-fn a_network_a_running_container_still_uses_cannot_be_deleted() {
-    root_or_skip!("a_network_a_running_container_still_uses_cannot_be_deleted");
+fn a_network_in_use_cannot_be_deleted_until_the_profile_change_unplugs_it() {
+    root_or_skip!("a_network_in_use_cannot_be_deleted_until_the_profile_change_unplugs_it");
     let d = Daemon::start();
     let net = net_name();
     let _guard = Bridges(vec![net.clone()]);
@@ -632,9 +632,6 @@ fn a_network_a_running_container_still_uses_cannot_be_deleted() {
     assert_eq!(code, 200, "{body}");
     d.ok(&["launch", "busybox", "c1"]);
     assert!(!address_of(&d, "c1", "eth0").is_empty());
-    // The profile no longer names the network, but c1 runs on it until its next start.
-    let (code, body) = d.http("PUT", "/1.0/profiles/default", Some(r#"{"devices": {}}"#));
-    assert_eq!(code, 200, "{body}");
     let r = d.ctl(&["network", "delete", &net]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("c1"), "{}", r.stderr);
@@ -642,7 +639,12 @@ fn a_network_a_running_container_still_uses_cannot_be_deleted() {
         interfaces().contains(&net),
         "the bridge went under a running container"
     );
-    d.ok(&["stop", "--force", "c1"]);
+    // The profile no longer names the network: the running c1 loses its eth0 at once (as
+    // its own device change would), its lease goes, and the network can go.
+    let (code, body) = d.http("PUT", "/1.0/profiles/default", Some(r#"{"devices": {}}"#));
+    assert_eq!(code, 200, "{body}");
+    let links = d.ok(&["exec", "c1", "--", "ls", "/sys/class/net"]);
+    assert_eq!(links.trim(), "lo", "eth0 still in c1: {links}");
     d.ok(&["network", "delete", &net]);
     assert!(!interfaces().contains(&net));
 }

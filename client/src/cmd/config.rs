@@ -152,7 +152,7 @@ struct EditedDocument {
 }
 
 /// A field that is present: `null` (as `config:` with nothing under it) reads as the default.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
@@ -165,7 +165,7 @@ where
 /// A YAML scalar read as the string the API wants (`100` as `"100"`, `true` as `"true"`,
 /// nothing as `""`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Scalar(String);
+pub(crate) struct Scalar(pub(crate) String);
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -207,7 +207,7 @@ impl Visitor<'_> for ScalarVisitor {
     }
 }
 
-fn strings(map: BTreeMap<String, Scalar>) -> ConfigMap {
+pub(crate) fn strings(map: BTreeMap<String, Scalar>) -> ConfigMap {
     map.into_iter().map(|(k, Scalar(v))| (k, v)).collect()
 }
 

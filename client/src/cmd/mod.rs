@@ -17,6 +17,7 @@ pub mod info;
 pub mod list;
 pub mod monitor;
 pub mod network;
+pub mod profile;
 pub mod remote;
 pub mod snapshot;
 pub mod state;

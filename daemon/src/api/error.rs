@@ -36,27 +36,8 @@ pub enum ApiError {
 impl ApiError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
-        use InstanceError as I;
         match self {
-            ApiError::Instance(e) => match e {
-                I::NotFound(_)
-                | I::ProfileNotFound(_)
-                | I::SnapshotNotFound { .. }
-                | I::BackupNotFound { .. } => StatusCode::NOT_FOUND,
-                I::AlreadyExists(_)
-                | I::Unrecorded(_)
-                | I::SnapshotExists { .. }
-                | I::BackupExists { .. } => StatusCode::CONFLICT,
-                I::Network(e) => network_status(e),
-                // A proxy that cannot listen (port in use, address not on the host) is the
-                // request's problem, as in Incus.
-                I::Name(_) | I::Config(_) | I::Invalid(_) | I::BadState(_) | I::Proxy { .. } => {
-                    StatusCode::BAD_REQUEST
-                }
-                I::Image(e) => image_status(e),
-                I::File(e) => file_status(e),
-                I::Db(_) | I::Worker(_) | I::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            ApiError::Instance(e) => instance_status(e),
             ApiError::Image(e) => image_status(e),
             ApiError::Network(e) => network_status(e),
             ApiError::Operation(OpError::NotFound) => StatusCode::NOT_FOUND,
@@ -67,6 +48,33 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+fn instance_status(e: &InstanceError) -> StatusCode {
+    use InstanceError as I;
+    match e {
+        I::NotFound(_)
+        | I::ProfileNotFound(_)
+        | I::SnapshotNotFound { .. }
+        | I::BackupNotFound { .. } => StatusCode::NOT_FOUND,
+        I::AlreadyExists(_)
+        | I::Unrecorded(_)
+        | I::SnapshotExists { .. }
+        | I::ProfileExists(_)
+        | I::BackupExists { .. } => StatusCode::CONFLICT,
+        I::Forbidden(_) => StatusCode::FORBIDDEN,
+        // The status of what the instance refused.
+        I::ForInstance { source, .. } => instance_status(source),
+        I::Network(e) => network_status(e),
+        // A proxy that cannot listen (port in use, address not on the host) is the
+        // request's problem, as in Incus.
+        I::Name(_) | I::Config(_) | I::Invalid(_) | I::BadState(_) | I::Proxy { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        I::Image(e) => image_status(e),
+        I::File(e) => file_status(e),
+        I::Db(_) | I::Worker(_) | I::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

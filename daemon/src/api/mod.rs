@@ -14,6 +14,7 @@ pub mod instances;
 pub mod metrics;
 pub mod networks;
 pub mod operations;
+pub mod profiles;
 pub mod projects;
 pub mod server_info;
 pub mod sftp;
@@ -129,12 +130,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/1.0/networks/{name}/leases", get(networks::leases))
         .route("/1.0/networks/{name}/state", get(networks::get_state))
-        .route("/1.0/profiles", get(networks::list_profiles))
+        .route("/1.0/profiles", get(profiles::list).post(profiles::create))
         .route(
             "/1.0/profiles/{name}",
-            get(networks::get_profile)
-                .put(networks::put_profile)
-                .patch(networks::patch_profile),
+            get(profiles::get_one)
+                .put(profiles::put)
+                .patch(profiles::patch)
+                .post(profiles::rename)
+                .delete(profiles::delete),
         )
         .route("/1.0/projects", get(projects::list))
         .route("/1.0/projects/{name}", get(projects::get_one))

@@ -1,11 +1,11 @@
-//! `/1.0/networks[/{name}[/leases|/state]]` and `/1.0/profiles[/{name}]`.
+//! `/1.0/networks[/{name}[/leases|/state]]`.
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use ctl_api::{NetworkPut, NetworksPost, ProfilePut};
+use ctl_api::{NetworkPut, NetworksPost};
 
 use super::{ApiError, AppState, parse_json, recursion, sync};
 
@@ -86,50 +86,4 @@ pub async fn get_state(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(sync(state.networks.state(&name).await?))
-}
-
-/// `GET /1.0/profiles?recursion=0|1`.
-pub async fn list_profiles(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let all = state.instances.profiles().await?;
-    if recursion(&q)? == 0 {
-        return Ok(sync(
-            all.iter()
-                .map(|p| format!("/1.0/profiles/{}", p.name))
-                .collect::<Vec<_>>(),
-        ));
-    }
-    Ok(sync(all))
-}
-
-/// `GET /1.0/profiles/{name}`.
-pub async fn get_profile(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    Ok(sync(state.instances.profile(&name).await?))
-}
-
-/// `PUT /1.0/profiles/{name}`.
-pub async fn put_profile(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req: ProfilePut = parse_json(&body)?;
-    state.instances.update_profile(&name, req, false).await?;
-    Ok(sync(serde_json::json!({})))
-}
-
-/// `PATCH /1.0/profiles/{name}`.
-pub async fn patch_profile(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req: ProfilePut = parse_json(&body)?;
-    state.instances.update_profile(&name, req, true).await?;
-    Ok(sync(serde_json::json!({})))
 }

@@ -23,6 +23,7 @@ use crate::worker::fake::FakeWorker;
 mod files;
 mod images_transfer;
 mod networks;
+mod profiles;
 mod proxies;
 
 struct Harness {

@@ -121,6 +121,13 @@ impl Events {
         self.instance("instance-exec", name, context);
     }
 
+    /// A `lifecycle` event about profile `name` (`profile-created`, `profile-updated`...).
+    pub fn profile(&self, action: &str, name: &str, context: BTreeMap<String, Value>) {
+        self.emit(EventType::Lifecycle, || {
+            lifecycle(action, &format!("/1.0/profiles/{name}"), name, context)
+        });
+    }
+
     /// A `lifecycle` event about the image `fingerprint`.
     pub fn image(&self, action: &str, fingerprint: &str) {
         self.emit(EventType::Lifecycle, || {

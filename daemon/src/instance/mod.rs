@@ -17,6 +17,7 @@ mod proxies;
 pub mod publish;
 pub mod sftp;
 mod snapshots;
+mod update;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use ctl_api::{
-    Instance, InstanceExecPost, InstancePut, InstanceState, InstanceStateCpu, InstanceStateMemory,
+    Instance, InstanceExecPost, InstanceState, InstanceStateCpu, InstanceStateMemory,
     InstancesPost, StatusCode,
 };
 use tokio::sync::Mutex;
@@ -61,6 +62,17 @@ pub enum InstanceError {
     Unrecorded(String),
     #[error("profile \"{0}\" not found")]
     ProfileNotFound(String),
+    #[error("profile \"{0}\" already exists")]
+    ProfileExists(String),
+    /// Never allowed (deleting or renaming the `default` profile).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A profile change that instance `instance`, which uses the profile, refused.
+    #[error("instance \"{instance}\": {source}")]
+    ForInstance {
+        instance: String,
+        source: Box<InstanceError>,
+    },
     #[error("snapshot \"{snapshot}\" of instance \"{instance}\" not found")]
     SnapshotNotFound { instance: String, snapshot: String },
     #[error("snapshot \"{snapshot}\" of instance \"{instance}\" already exists")]
@@ -165,6 +177,10 @@ pub struct Instances {
     networks: Networks,
     /// The running `proxy` devices of running instances.
     proxies: proxies::ProxyTable,
+    /// Held by every change of a profile or of an instance's record, taken before any
+    /// instance's lock: a profile change sees every instance that uses it, and nothing
+    /// changes their records meanwhile.
+    profiles_lock: Arc<Mutex<()>>,
 }
 
 impl Instances {
@@ -191,6 +207,7 @@ impl Instances {
             creating: Arc::default(),
             events: crate::events::Events::default(),
             proxies: proxies::ProxyTable::default(),
+            profiles_lock: Arc::default(),
         }
     }
 
@@ -219,6 +236,13 @@ impl Instances {
         db::instances::get(&self.db, name)
             .await?
             .ok_or_else(|| InstanceError::NotFound(name.to_string()))
+    }
+
+    /// The record of `name` with its config expanded by its profiles.
+    async fn expanded_row(&self, name: &str) -> Result<InstanceRow, InstanceError> {
+        let row = self.row(name).await?;
+        let all = db::profiles::list(&self.db).await?;
+        Ok(profiles::expanded(&row, &all))
     }
 
     fn init_of(row: &InstanceRow) -> Option<InitProcess> {
@@ -291,15 +315,20 @@ impl Instances {
             )));
         }
         config::validate(&req.config, &BTreeMap::new(), &self.host)?;
+        let profiles = req
+            .profiles
+            .clone()
+            .unwrap_or_else(|| vec![profiles::DEFAULT.to_string()]);
+        let all = db::profiles::list(&self.db).await?;
+        profiles::check_list(&all, &profiles)?;
+        // What a start will use: the profiles' keys with the instance's own.
+        let expanded = profiles::expand_config(&all, &profiles, &req.config);
+        config::validate(&expanded, &BTreeMap::new(), &self.host)?;
         let image = self.images.resolve(&req.source).await?;
         if req.name.is_empty() {
             req.name = self.free_random_name().await?;
         }
         name::validate(&req.name)?;
-        let profiles = req
-            .profiles
-            .clone()
-            .unwrap_or_else(|| vec!["default".to_string()]);
         self.check_devices(&req.name, &profiles, &req.devices)
             .await?;
         self.reserve(&req.name).await?;
@@ -390,7 +419,9 @@ impl Instances {
             .request
             .profiles
             .clone()
-            .unwrap_or_else(|| vec!["default".to_string()]);
+            .unwrap_or_else(|| vec![profiles::DEFAULT.to_string()]);
+        // Until the record exists, no profile it names can go or change.
+        let _profiles = self.profiles_lock.lock().await;
         let nics = self
             .check_devices(&plan.name, &profiles, &plan.request.devices)
             .await?
@@ -603,13 +634,17 @@ impl Instances {
 
     /// Start with the instance's lock held by the caller.
     async fn start_locked(&self, name: &str) -> Result<(), InstanceError> {
-        let row = self.row(name).await?;
-        self.ensure_stopped(&row, "is already running")?;
+        let own = self.row(name).await?;
+        self.ensure_stopped(&own, "is already running")?;
+        // Everything below reads the expanded config; only `volatile.*` keys are written
+        // back into the instance's own.
+        let all = db::profiles::list(&self.db).await?;
+        let row = profiles::expanded(&own, &all);
         let limits = config::limits(&row.config, &self.host, name)?;
         let spec = self.spawn_spec(&row)?;
         // Networking first: a bad NIC refuses the start before anything exists.
         let CheckedDevices { nics, proxies } = self
-            .check_devices(name, &row.profiles, &row.devices)
+            .check_devices_with(&all, name, &row.profiles, &row.devices)
             .await?;
         // Proxies left by a run that ended on its own (before its watcher noticed).
         self.stop_proxies(name).await;
@@ -645,8 +680,9 @@ impl Instances {
                 idmap::to_json(id_map.as_ref()),
             );
         }
-        if cfg != row.config {
-            db::instances::set_config(&self.db, name, &cfg).await?;
+        let stored = profiles::with_volatile_of(&own.config, &cfg);
+        if stored != own.config {
+            db::instances::set_config(&self.db, name, &stored).await?;
             // Volatile keys only (NIC names, id-map state): not worth two syncs per start.
             if let Err(e) = self.save_backup_marked(name, false, false).await {
                 tracing::warn!(instance = %name, error = %e, "backup file not updated");
@@ -771,10 +807,12 @@ impl Instances {
             return Ok(None);
         }
         let taken: Vec<(u32, u32)> = if c.isolated && c.base.is_none() {
+            let all = db::profiles::list(&self.db).await?;
             db::instances::list(&self.db)
                 .await?
                 .iter()
                 .filter(|r| r.name != name)
+                .map(|r| profiles::expanded(r, &all))
                 .filter_map(|r| {
                     let other = idmap::from_config(&r.config).ok()?;
                     let base = r.config.get(idmap::VOLATILE_BASE)?.parse().ok()?;
@@ -831,11 +869,20 @@ impl Instances {
         devices: &ctl_api::instance::DeviceMap,
     ) -> Result<CheckedDevices, InstanceError> {
         let all = db::profiles::list(&self.db).await?;
-        if let Some(p) = profiles.iter().find(|p| !all.iter().any(|a| &a.name == *p)) {
-            return Err(InstanceError::Invalid(format!("profile \"{p}\" not found")));
-        }
+        self.check_devices_with(&all, name, profiles, devices).await
+    }
+
+    /// [`Instances::check_devices`] against the profiles `all` (a change not recorded yet).
+    async fn check_devices_with(
+        &self,
+        all: &[db::ProfileRow],
+        name: &str,
+        profiles: &[String],
+        devices: &ctl_api::instance::DeviceMap,
+    ) -> Result<CheckedDevices, InstanceError> {
+        profiles::check_list(all, profiles)?;
         network::config::devices(devices).map_err(NetworkError::from)?;
-        let expanded = network::expand(&all, profiles, devices);
+        let expanded = network::expand(all, profiles, devices);
         // A profile's devices were checked when it was saved; a proxy of one is checked
         // again here, as what a start would use.
         let proxies = network::config::proxy_devices(&expanded).map_err(NetworkError::from)?;
@@ -957,11 +1004,21 @@ impl Instances {
         });
     }
 
+    /// Every record, each with its config expanded by its profiles.
+    async fn expanded_rows(&self) -> Result<Vec<InstanceRow>, InstanceError> {
+        let all = db::profiles::list(&self.db).await?;
+        Ok(db::instances::list(&self.db)
+            .await?
+            .iter()
+            .map(|r| profiles::expanded(r, &all))
+            .collect())
+    }
+
     /// A daemon start: start every stopped instance whose `boot.*` keys say so (see
     /// [`config::Boot::starts`]), higher `boot.autostart.priority` first, waiting
     /// `boot.autostart.delay` after each. Failures are logged; the others still start.
     pub async fn autostart(&self) {
-        let rows = match db::instances::list(&self.db).await {
+        let rows = match self.expanded_rows().await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, "autostart: cannot list instances");
@@ -998,7 +1055,7 @@ impl Instances {
     /// first (one priority at a time, the instances of one priority together), keeping
     /// `volatile.last_state.power` at `RUNNING` so the next daemon start brings them back.
     pub async fn shutdown_all(&self) {
-        let rows = match db::instances::list(&self.db).await {
+        let rows = match self.expanded_rows().await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, "shutdown: cannot list instances");
@@ -1036,7 +1093,8 @@ impl Instances {
         force: bool,
         power: Option<&str>,
     ) -> Result<(), InstanceError> {
-        let row = self.row(name).await?;
+        // Expanded: `boot.stop.signal` and `raw.init` may come from a profile.
+        let row = self.expanded_row(name).await?;
         let init = self.ensure_running(&row)?;
         // Forwards end first: nothing new reaches a container that is shutting down.
         self.stop_proxies(name).await;
@@ -1446,239 +1504,10 @@ impl Instances {
             profiles: row.profiles.clone(),
             config: row.config.clone(),
             devices: row.devices.clone(),
-            expanded_config: row.config.clone(),
+            expanded_config: profiles::expand_config(profiles, &row.profiles, &row.config),
             expanded_devices: network::expand(profiles, &row.profiles, &row.devices),
             project: "default".into(),
         }
-    }
-
-    /// Apply a PUT (`patch == false`: replace) or PATCH (merge) to an instance. Limits
-    /// change live on a running instance.
-    pub async fn update(
-        &self,
-        name: &str,
-        put: InstancePut,
-        patch: bool,
-    ) -> Result<(), InstanceError> {
-        self.row(name).await?;
-        let lock = self.lock_for(name);
-        let _g = lock.lock().await;
-        let row = self.row(name).await?;
-        let mut cfg = match (&put.config, patch) {
-            (Some(c), false) => c.clone(),
-            (Some(c), true) => {
-                let mut merged = row.config.clone();
-                merged.extend(c.iter().map(|(k, v)| (k.clone(), v.clone())));
-                merged
-            }
-            (None, _) => row.config.clone(),
-        };
-        // Daemon-owned keys survive a PUT that leaves them out.
-        for (k, v) in &row.config {
-            if (k.starts_with("image.") || k.starts_with("volatile.")) && !cfg.contains_key(k) {
-                cfg.insert(k.clone(), v.clone());
-            }
-        }
-        // An empty value unsets a key (as `PATCH {"config": {"k": ""}}` does in Incus).
-        cfg.retain(|_, v| !v.is_empty());
-        config::validate(&cfg, &row.config, &self.host)?;
-        let devices = match (&put.devices, patch) {
-            (Some(d), false) => d.clone(),
-            (Some(d), true) => {
-                let mut merged = row.devices.clone();
-                merged.extend(d.iter().map(|(k, v)| (k.clone(), v.clone())));
-                // An empty device entry removes it (as an empty config value unsets a key).
-                merged.retain(|_, v| !v.is_empty());
-                merged
-            }
-            (None, _) => row.devices.clone(),
-        };
-        let profiles = put.profiles.clone().unwrap_or_else(|| row.profiles.clone());
-        let CheckedDevices { nics, proxies } =
-            self.check_devices(name, &profiles, &devices).await?;
-        let init = self.running_init(&row);
-        let running = init.is_some();
-        // Proxy devices and NICs change live (hot-plug).
-        let mut proxies_changed = false;
-        let mut nic_change = NicChange::default();
-        if running && (devices != row.devices || profiles != row.profiles) {
-            let all = db::profiles::list(&self.db).await?;
-            let (before, before_proxies) =
-                split_proxies(network::expand(&all, &row.profiles, &row.devices));
-            let (after, after_proxies) = split_proxies(network::expand(&all, &profiles, &devices));
-            nic_change = NicChange::between(&before, &after);
-            proxies_changed = before_proxies != after_proxies;
-        }
-        // Volatile keys of devices that are gone go with them; new NICs get their MAC.
-        cfg.retain(|k, _| {
-            let Some(rest) = k.strip_prefix("volatile.") else {
-                return true;
-            };
-            let Some((dev, key)) = rest.split_once('.') else {
-                return true;
-            };
-            !(key == "hwaddr" || key == "host_name") || nics.iter().any(|n| n.nic.device == dev)
-        });
-        assign_volatile_nics(&mut cfg, &nics);
-        for r in nics
-            .iter()
-            .filter(|r| nic_change.added.contains(&r.nic.device))
-        {
-            let host = r
-                .nic
-                .host_name
-                .clone()
-                .unwrap_or_else(network::random_host_name);
-            cfg.insert(network::host_name_key(&r.nic.device), host);
-        }
-        if running
-            && let Some(key) = config::START_ONLY_KEYS
-                .iter()
-                .find(|k| cfg.get(**k) != row.config.get(**k))
-        {
-            return Err(InstanceError::Invalid(format!(
-                "\"{key}\" cannot be changed while the instance is running; stop it first"
-            )));
-        }
-        let new_limits = config::limits(&cfg, &self.host, name)?;
-        let old_limits = config::limits(&row.config, &self.host, name)?;
-        // Proxies first (a port in use is the likeliest failure); what follows undoes them
-        // when it fails.
-        let live_proxies = match init {
-            Some(init) if proxies_changed => {
-                let previous = self.proxies.specs(name);
-                self.apply_proxies(name, &init, &proxies).await?;
-                Some((init, previous))
-            }
-            _ => None,
-        };
-        // Whether leases or NICs were changed: a later failure puts them back.
-        let mut nics_touched = false;
-        let result = async {
-            if !running {
-                nics_touched = true;
-                self.networks.sync_leases(name, &nics, &cfg).await?;
-            }
-            if let Some(init) = init
-                && !nic_change.is_empty()
-            {
-                nics_touched = true;
-                self.hotplug_nics(name, &init, &nics, &cfg, &nic_change)
-                    .await?;
-            }
-            if running && new_limits != old_limits {
-                let n = name.to_string();
-                self.blocking_worker(move |w| w.apply_limits(&n, &new_limits))
-                    .await?;
-            }
-            db::instances::update(
-                &self.db,
-                name,
-                &db::InstanceUpdate {
-                    description: put.description.as_deref().unwrap_or(&row.description),
-                    ephemeral: put.ephemeral.unwrap_or(row.ephemeral),
-                    config: &cfg,
-                    devices: &devices,
-                    profiles: &profiles,
-                },
-            )
-            .await?;
-            self.save_backup_or_warn(name).await;
-            Ok::<(), InstanceError>(())
-        }
-        .await;
-        if let Err(e) = result {
-            if let Some((init, previous)) = live_proxies
-                && let Err(undo) = self.apply_proxies(name, &init, &previous).await
-            {
-                tracing::warn!(instance = %name, error = %undo, "could not restore proxy devices");
-            }
-            if nics_touched
-                && let Err(undo) = self
-                    .restore_nics(name, init, &row, &profiles, &devices)
-                    .await
-            {
-                tracing::warn!(instance = %name, error = %undo, "could not restore NICs and leases");
-            }
-            return Err(e);
-        }
-        self.events
-            .instance("instance-updated", name, BTreeMap::new());
-        Ok(())
-    }
-
-    /// An update failed after changing NICs or leases: put back those of the record `row`
-    /// (the update's `profiles` and `devices` are what was being applied). A hot-plugged
-    /// change is reversed in the running container; leases follow the old devices.
-    async fn restore_nics(
-        &self,
-        name: &str,
-        init: Option<InitProcess>,
-        row: &InstanceRow,
-        profiles: &[String],
-        devices: &network::Devices,
-    ) -> Result<(), InstanceError> {
-        let old = self
-            .check_devices(name, &row.profiles, &row.devices)
-            .await?;
-        match init {
-            Some(init) => {
-                let all = db::profiles::list(&self.db).await?;
-                let (before, _) = split_proxies(network::expand(&all, &row.profiles, &row.devices));
-                let (after, _) = split_proxies(network::expand(&all, profiles, devices));
-                let back = NicChange::between(&after, &before);
-                if back.is_empty() {
-                    return Ok(());
-                }
-                self.hotplug_nics(name, &init, &old.nics, &row.config, &back)
-                    .await
-            }
-            None => Ok(self
-                .networks
-                .sync_leases(name, &old.nics, &row.config)
-                .await?),
-        }
-    }
-
-    /// Apply a NIC change to a running instance: interfaces of removed or changed devices
-    /// go (their veths with them), leases follow the new devices, new or changed devices get
-    /// their veth made in the container's netns. A failure removes what was added.
-    async fn hotplug_nics(
-        &self,
-        name: &str,
-        init: &InitProcess,
-        nics: &[ResolvedNic],
-        cfg: &BTreeMap<String, String>,
-        change: &NicChange,
-    ) -> Result<(), InstanceError> {
-        let (i, gone) = (*init, change.removed_interfaces.clone());
-        self.blocking_worker(move |w| w.remove_nics(&i, &gone))
-            .await?;
-        self.networks.sync_leases(name, nics, cfg).await?;
-        let plan = self.networks.plan_start(name, nics, cfg).await?;
-        let added: Vec<String> = nics
-            .iter()
-            .filter(|r| change.added.contains(&r.nic.device))
-            .map(|r| r.nic.name.clone())
-            .collect();
-        let specs: Vec<_> = plan
-            .nics
-            .into_iter()
-            .filter(|s| added.contains(&s.name))
-            .collect();
-        let i = *init;
-        let made = self
-            .blocking_worker(move |w| w.setup_nics(&i, &specs))
-            .await;
-        if let Err(e) = made {
-            let i = *init;
-            let _ = self
-                .blocking_worker(move |w| w.remove_nics(&i, &added))
-                .await;
-            return Err(e);
-        }
-        tracing::info!(instance = %name, added = ?change.added, removed = ?change.removed_interfaces, "NICs changed live");
-        Ok(())
     }
 
     /// Validate an exec request and build the command that runs it in the container.
@@ -1690,7 +1519,7 @@ impl Instances {
         if req.command.is_empty() {
             return Err(InstanceError::Invalid("command must not be empty".into()));
         }
-        let row = self.row(name).await?;
+        let row = self.expanded_row(name).await?;
         let init = self.ensure_running(&row)?;
         if self.worker.is_frozen(name) {
             return Err(InstanceError::BadState(format!(
@@ -1986,47 +1815,6 @@ impl Instances {
         }
         Ok(())
     }
-}
-
-/// Split expanded devices into (every device but the proxies, the proxies).
-/// How the NIC devices of a running instance change in an update.
-#[derive(Debug, Default)]
-struct NicChange {
-    /// Devices new or changed: their veth is made.
-    added: Vec<String>,
-    /// Interface names (inside) of devices removed or changed: removed first.
-    removed_interfaces: Vec<String>,
-}
-
-impl NicChange {
-    /// The change from `before` to `after` (non-proxy devices, i.e. NICs).
-    fn between(before: &network::Devices, after: &network::Devices) -> NicChange {
-        let ifname = |dev: &str, d: &BTreeMap<String, String>| {
-            d.get("name").cloned().unwrap_or_else(|| dev.to_string())
-        };
-        NicChange {
-            added: after
-                .iter()
-                .filter(|(k, v)| before.get(*k) != Some(*v))
-                .map(|(k, _)| k.clone())
-                .collect(),
-            removed_interfaces: before
-                .iter()
-                .filter(|(k, v)| after.get(*k) != Some(*v))
-                .map(|(k, v)| ifname(k, v))
-                .collect(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed_interfaces.is_empty()
-    }
-}
-
-fn split_proxies(devices: network::Devices) -> (network::Devices, network::Devices) {
-    devices
-        .into_iter()
-        .partition(|(_, d)| d.get("type").map(String::as_str) != Some("proxy"))
 }
 
 /// Give every NIC without a `hwaddr` key a stable MAC in `volatile.<dev>.hwaddr` (made

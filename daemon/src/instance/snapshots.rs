@@ -355,6 +355,9 @@ impl Instances {
     /// devices, profiles; the daemon's volatile keys stay). A running instance is stopped
     /// first and started again after.
     pub async fn restore(&self, name: &str, snapshot: &str) -> Result<(), InstanceError> {
+        // The profile list changes: no profile may go meanwhile (profiles lock first, as
+        // every taker of both).
+        let profiles_guard = self.profiles_lock.lock().await;
         let lock = self.lock_for(name);
         let guard = lock.lock().await;
         let s = self.snapshot_row(name, snapshot).await?;
@@ -396,6 +399,17 @@ impl Instances {
             Some(m) => cfg.insert(idmap::VOLATILE_ON_DISK.into(), m.clone()),
             None => cfg.remove(idmap::VOLATILE_ON_DISK),
         };
+        // Profiles deleted since the snapshot are left out (as `ctld recover` does).
+        let existing = db::profiles::list(&self.db).await?;
+        let (profiles, gone): (Vec<String>, Vec<String>) = s
+            .profiles
+            .iter()
+            .cloned()
+            .partition(|p| existing.iter().any(|e| &e.name == p));
+        if !gone.is_empty() {
+            tracing::warn!(instance = %name, snapshot, profiles = ?gone,
+                "profiles of the snapshot no longer exist: left out");
+        }
         db::instances::update(
             &self.db,
             name,
@@ -404,13 +418,14 @@ impl Instances {
                 ephemeral: row.ephemeral,
                 config: &cfg,
                 devices: &s.devices,
-                profiles: &s.profiles,
+                profiles: &profiles,
             },
         )
         .await?;
         self.save_backup_or_warn(name).await;
         tracing::info!(instance = %name, snapshot, "restored");
         drop(guard);
+        drop(profiles_guard);
         if was_running {
             self.start(name).await?;
         }

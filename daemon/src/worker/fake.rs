@@ -28,6 +28,8 @@ pub struct FakeWorker {
     pub fail_nics: AtomicBool,
     /// Subnets `host_ipv4_subnets` reports.
     pub host_subnets: Mutex<Vec<(std::net::Ipv4Addr, u8)>>,
+    /// `apply_limits` of these instances fails (after recording the call).
+    pub fail_limits: Mutex<HashSet<String>>,
     /// NICs set up per init PID.
     pub nics: Mutex<std::collections::HashMap<i32, Vec<super::NicSpec>>>,
 }
@@ -113,6 +115,12 @@ impl Worker for FakeWorker {
 
     fn apply_limits(&self, name: &str, limits: &CgroupLimits) -> Result<(), WorkerError> {
         self.record(format!("apply_limits {name} {:?}", limits.memory));
+        if self.fail_limits.lock().is_ok_and(|f| f.contains(name)) {
+            return Err(WorkerError::Io {
+                path: PathBuf::from(format!("/fake/cgroup/{name}")),
+                source: std::io::Error::other("refused by the test"),
+            });
+        }
         Ok(())
     }
 

@@ -44,6 +44,16 @@ pub async fn from_stdin(client: &Client, name: &str) -> Result<(), Error> {
 pub async fn interactive(client: &Client, name: &str) -> Result<(), Error> {
     let instance = client.instance(name).await?;
     let text = ConfigDocument::of(&instance, false).to_yaml()?;
+    in_editor(text, async |text: &str| apply(client, name, text).await).await
+}
+
+/// Open `text` in the user's editor (`$VISUAL`, `$EDITOR`, else `vi`) on a temp file and
+/// give the result to `apply`, offering to edit again while it is refused. Shared by every
+/// `edit` command (instances, profiles).
+pub async fn in_editor<P>(text: String, apply: P) -> Result<(), Error>
+where
+    P: AsyncFnMut(&str) -> Result<(), Error>,
+{
     let file = tempfile::Builder::new()
         .prefix("ctl_editor_")
         .suffix(".yaml")
@@ -53,12 +63,11 @@ pub async fn interactive(client: &Client, name: &str) -> Result<(), Error> {
             source,
         })?;
     let editor = editor_command(std::env::var_os("VISUAL"), std::env::var_os("EDITOR"));
-    edit_loop(
-        client,
-        name,
+    edit_until(
         text,
         |text| run_editor(&editor, file.path(), text),
         ask_again,
+        apply,
     )
     .await
 }
@@ -70,17 +79,35 @@ pub async fn interactive(client: &Client, name: &str) -> Result<(), Error> {
 pub async fn edit_loop<E, A>(
     client: &Client,
     name: &str,
-    mut text: String,
-    mut edit: E,
-    mut again: A,
+    text: String,
+    edit: E,
+    again: A,
 ) -> Result<(), Error>
 where
     E: FnMut(&str) -> Result<String, Error>,
     A: FnMut(&Error) -> Result<bool, Error>,
 {
+    edit_until(text, edit, again, async |text: &str| {
+        apply(client, name, text).await
+    })
+    .await
+}
+
+/// [`edit_loop`] with any `apply` (what sends the edited text).
+pub async fn edit_until<E, A, P>(
+    mut text: String,
+    mut edit: E,
+    mut again: A,
+    mut apply: P,
+) -> Result<(), Error>
+where
+    E: FnMut(&str) -> Result<String, Error>,
+    A: FnMut(&Error) -> Result<bool, Error>,
+    P: AsyncFnMut(&str) -> Result<(), Error>,
+{
     loop {
         text = edit(&text)?;
-        match apply(client, name, &text).await {
+        match apply(&text).await {
             Ok(()) => return Ok(()),
             Err(error) if is_refusal(&error) => {
                 if !again(&error)? {

@@ -377,7 +377,10 @@ async fn the_default_profile_carries_nics() {
             r#"{"devices":{"eth0":{"type":"nic","network":"nope"}}}"#,
             400,
         ),
-        (r#"{"config":{"limits.cpu":"1"}}"#, 400),
+        (
+            r#"{"config":{"volatile.eth0.hwaddr":"00:16:3e:00:00:01"}}"#,
+            400,
+        ),
         (
             r#"{"devices":{"eth0":{"type":"nic","network":"n1","ipv4.address":"10.54.0.5"}}}"#,
             400,
