@@ -89,6 +89,14 @@ for b in ctl ctld; do
     say "installed $BIN_DIR/$b"
 done
 
+# --- shell completion (bash and zsh; picked up by new shells) -------------------------------
+BASH_COMPLETION_DIR=/usr/share/bash-completion/completions
+ZSH_COMPLETION_DIR=/usr/local/share/zsh/site-functions
+mkdir -p "$BASH_COMPLETION_DIR" "$ZSH_COMPLETION_DIR"
+"$BIN_DIR/ctl" completion bash >"$BASH_COMPLETION_DIR/ctl"
+"$BIN_DIR/ctl" completion zsh >"$ZSH_COMPLETION_DIR/_ctl"
+say "installed completions: $BASH_COMPLETION_DIR/ctl, $ZSH_COMPLETION_DIR/_ctl"
+
 # --- (re)start ctld -------------------------------------------------------------------------
 # A ctld started by an earlier run without systemd: stop it by its recorded PID.
 stop_background_ctld() {

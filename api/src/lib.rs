@@ -10,6 +10,7 @@ pub mod instance;
 pub mod network;
 pub mod operation;
 pub mod profile;
+pub mod resources;
 pub mod response;
 pub mod server;
 pub mod status;
@@ -31,6 +32,7 @@ pub use network::{
 };
 pub use operation::{Operation, OperationClass};
 pub use profile::{Profile, ProfilePost, ProfilePut, ProfilesPost};
+pub use resources::Resources;
 pub use response::{Response, ResponseType};
 pub use server::{Server, ServerEnvironment};
 pub use status::StatusCode;

@@ -121,6 +121,11 @@ pub enum Command {
     Monitor(cmd::monitor::MonitorArgs),
     /// Show the client and server versions
     Version,
+    /// Print a shell completion script (bash, zsh, fish): `source <(ctl completion bash)`
+    Completion {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Where the API socket is: `--dir`, else `$CTL_SOCKET`, else `$CTL_DIR`, else the default.
@@ -155,6 +160,14 @@ impl Cli {
 /// Run a parsed command line, writing normal output to `out`. Returns the process exit code
 /// (the command's own for `exec`, 0 otherwise).
 pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
+    if let Command::Completion { shell } = &cli.command {
+        use clap::CommandFactory;
+        // Into memory first: the generator panics on a failed write (a closed pipe).
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "ctl", &mut script);
+        out.write_all(&script)?;
+        return Ok(0);
+    }
     let client = cli.client();
     match &cli.command {
         Command::Launch(args) => create::run(&client, args, true, out).await?,
@@ -229,6 +242,8 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
         Command::Copy(args) => cmd::copy::copy(&client, args, out).await?,
         Command::Move(args) => cmd::copy::rename(&client, args).await?,
         Command::Version => cmd::version::run(&client, out).await?,
+        // Answered above, without a daemon.
+        Command::Completion { .. } => {}
     }
     out.flush()?;
     Ok(0)

@@ -20,5 +20,6 @@ pub mod network;
 pub mod operations;
 pub mod paths;
 pub mod recover;
+pub mod resources;
 pub mod server;
 pub mod worker;

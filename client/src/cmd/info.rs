@@ -15,8 +15,12 @@ use crate::usage::{self, Network, State};
 /// Arguments of `ctl info`.
 #[derive(Debug, Clone, Args)]
 pub struct InfoArgs {
-    /// Instance name
-    pub name: String,
+    /// Instance name (none with `--resources`)
+    #[arg(required_unless_present = "resources")]
+    pub name: Option<String>,
+    /// Show the server's hardware instead (`GET /1.0/resources`)
+    #[arg(long, conflicts_with_all = ["name", "show_log"])]
+    pub resources: bool,
     /// Also print the instance's monitor log (`lxc.log` to LXD clients)
     #[arg(long)]
     pub show_log: bool,
@@ -25,6 +29,73 @@ pub struct InfoArgs {
 /// A byte count from the API (negative reads as 0) in IEC units.
 fn bytes(n: i64) -> String {
     human_size(u64::try_from(n).unwrap_or(0))
+}
+
+/// The `ctl info --resources` text.
+pub fn render_resources(r: &ctl_api::Resources) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "CPU ({}, {} threads):", r.cpu.architecture, r.cpu.total);
+    for s in &r.cpu.sockets {
+        let threads: usize = s.cores.iter().map(|c| c.threads.len()).sum();
+        let _ = writeln!(
+            t,
+            "  Socket {}: {} ({} cores, {threads} threads)",
+            s.socket,
+            if s.name.is_empty() {
+                "unknown"
+            } else {
+                &s.name
+            },
+            s.cores.len()
+        );
+    }
+    let _ = writeln!(
+        t,
+        "Memory:\n  Used: {}\n  Total: {}",
+        human_size(r.memory.used),
+        human_size(r.memory.total)
+    );
+    if !r.network.cards.is_empty() {
+        let _ = writeln!(t, "Network cards:");
+        for c in &r.network.cards {
+            for p in &c.ports {
+                let _ = writeln!(
+                    t,
+                    "  {} ({}){}{}",
+                    p.id,
+                    if c.driver.is_empty() {
+                        "unknown driver"
+                    } else {
+                        &c.driver
+                    },
+                    if p.address.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", p.address)
+                    },
+                    if p.link_detected {
+                        ", link up"
+                    } else {
+                        ", no link"
+                    }
+                );
+            }
+        }
+    }
+    if !r.storage.disks.is_empty() {
+        let _ = writeln!(t, "Disks:");
+        for d in &r.storage.disks {
+            let _ = writeln!(
+                t,
+                "  {} ({}): {}{}",
+                d.id,
+                if d.kind.is_empty() { "disk" } else { &d.kind },
+                human_size(d.size),
+                if d.read_only { ", read-only" } else { "" }
+            );
+        }
+    }
+    t
 }
 
 /// The `ctl info` text for an instance and its state.
@@ -141,14 +212,19 @@ fn render_interface(text: &mut String, name: &str, interface: &Network) {
 
 /// Show one instance.
 pub async fn run(client: &Client, args: &InfoArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let instance = client.instance(&args.name).await?;
-    let raw = client.instance_state_value(&args.name).await?;
+    let Some(name) = args.name.as_deref() else {
+        let r: ctl_api::Resources = client.get("/1.0/resources").await?;
+        out.write_all(render_resources(&r).as_bytes())?;
+        return Ok(());
+    };
+    let instance = client.instance(name).await?;
+    let raw = client.instance_state_value(name).await?;
     let state: State = usage::decode("instance state", raw)?;
     out.write_all(render(&instance, &state).as_bytes())?;
     if args.show_log {
         let path = format!(
             "/1.0/instances/{}/logs/lxc.log",
-            crate::client::encode_segment(&args.name)
+            crate::client::encode_segment(name)
         );
         let log = super::console::raw_get(client, &path).await?;
         writeln!(out, "\nLog:\n")?;

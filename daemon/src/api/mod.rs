@@ -139,6 +139,7 @@ pub fn router(state: AppState) -> Router {
                 .post(profiles::rename)
                 .delete(profiles::delete),
         )
+        .route("/1.0/resources", get(server_info::resources))
         .route("/1.0/projects", get(projects::list))
         .route("/1.0/projects/{name}", get(projects::get_one))
         .route("/1.0/projects/{name}/state", get(projects::get_state))

@@ -39,6 +39,10 @@ pub const API_EXTENSIONS: &[&str] = &[
     "network_leases",
     "network_state",
     "projects",
+    "resources",
+    "resources_cpu_socket",
+    "resources_system",
+    "resources_v2",
     "warnings",
 ];
 
@@ -88,6 +92,14 @@ impl StaticInfo {
 /// `GET /`: the supported API versions.
 pub async fn root() -> Response {
     sync(["/1.0"])
+}
+
+/// `GET /1.0/resources`: the host's CPUs, memory, network cards and disks.
+pub async fn resources() -> Result<Response, super::ApiError> {
+    let r = tokio::task::spawn_blocking(|| crate::resources::collect(std::path::Path::new("/")))
+        .await
+        .map_err(|e| crate::instance::InstanceError::Internal(e.to_string()))?;
+    Ok(sync(r))
 }
 
 /// `GET /1.0`.
