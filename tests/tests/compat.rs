@@ -335,7 +335,19 @@ fn pylxd_drives_ctld() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     for step in [
-        "connect", "create", "all", "start", "execute", "files", "stop", "delete",
+        "connect",
+        "create",
+        "all",
+        "start",
+        "execute",
+        "files",
+        "snapshots",
+        "stop",
+        "stopped files",
+        "rename",
+        "profiles",
+        "delete",
+        "image",
     ] {
         assert!(
             stdout.contains(&format!("ok {step}\n")),
