@@ -12,6 +12,8 @@
 #   BENCH_DEBIAN_RUNS=N  timed runs of the debian/bookworm launch (default 10)
 #   BENCH_BUILD_CACHE=DIR  ctld --build-cache (default /var/cache/ctl-tests/build, shared
 #                      with the tests: a debootstrap of today is reused)
+#   BENCH_SNAP_MIB=N   size of the instance snapshotted, restored and copied (default 1024)
+#   BENCH_SNAP_RUNS=N  timed runs of those three (default 5)
 #   TMPDIR             where the temporary state directory goes (default /tmp)
 set -euo pipefail
 
@@ -415,8 +417,25 @@ bench ctl_list_n_running "$QCTL list >/dev/null 2>>$QERR"
 RSS_N=$(rss_mib)
 run_ctl delete --force "${names[@]}"
 
+# (f) snapshot, restore and copy of a stopped instance holding 1 GiB of its own files
+# (BENCH_SNAP_MIB to change the size; BENCH_SNAP_RUNS timed runs, default 5: each run
+# copies all of it unless the filesystem reflinks).
+SNAP_MIB=${BENCH_SNAP_MIB:-1024}
+SNAP_RUNS=${BENCH_SNAP_RUNS:-5}
+echo
+echo "--- filling an instance with $SNAP_MIB MiB (ctl exec big -- dd)"
+run_ctl launch busybox big
+run_ctl exec big -- dd if=/dev/urandom of=/root/big bs=1M count="$SNAP_MIB"
+run_ctl stop --force big
+BENCH_N=$SNAP_RUNS bench ctl_snapshot_big "$QCTL snapshot create big s 2>>$QERR" \
+    --prepare "$QCTL snapshot delete big s >/dev/null 2>&1 || true"
+BENCH_N=$SNAP_RUNS bench ctl_restore_big "$QCTL restore big s 2>>$QERR"
+BENCH_N=$SNAP_RUNS bench ctl_copy_big "$QCTL copy big bigcopy --instance-only 2>>$QERR" \
+    --prepare "$QCTL delete bigcopy >/dev/null 2>&1 || true"
+run_ctl delete --force big bigcopy
+
 # --- summary --------------------------------------------------------------------------------
-export OUT LIST_N RUNS WARMUP LXC_NOTE RSS_IDLE RSS_N STAMP DEBIAN_BUILD_S
+export SNAP_MIB OUT LIST_N RUNS WARMUP LXC_NOTE RSS_IDLE RSS_N STAMP DEBIAN_BUILD_S
 export COMMIT KERNEL CGFS DIRFS HFV
 COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 KERNEL=$(uname -r)
@@ -456,6 +475,9 @@ rows = [
     ("list, 1 running instance (lxc-ls -f)", "ctl_list_1", "lxc_ls_1", ""),
     (f"list, {n} stopped instances (made by ctl init)", "ctl_list_n_stopped", None, ""),
     (f"list, {n} running instances", "ctl_list_n_running", None, "≤ 50 for 1000"),
+    (f"snapshot a stopped instance with {os.environ['SNAP_MIB']} MiB of changes", "ctl_snapshot_big", None, ""),
+    (f"restore that snapshot", "ctl_restore_big", None, ""),
+    (f"copy that instance (--instance-only)", "ctl_copy_big", None, ""),
 ]
 e = os.environ
 print(f"# ctl benchmark {e['STAMP']}")
