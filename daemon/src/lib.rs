@@ -12,6 +12,7 @@
 //! - [`paths`]: every filesystem location the daemon uses.
 
 pub mod api;
+pub mod clock;
 pub mod db;
 pub mod events;
 pub mod images;

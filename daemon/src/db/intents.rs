@@ -57,7 +57,7 @@ pub async fn begin(db: impl SqliteExecutor<'_>, kind: Kind, name: &str) -> Resul
     )
     .bind(kind.as_str())
     .bind(name)
-    .bind(crate::instance::now_rfc3339())
+    .bind(crate::clock::now_rfc3339())
     .execute(db)
     .await?;
     Ok(())

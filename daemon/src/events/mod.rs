@@ -92,7 +92,7 @@ impl Events {
         if !self.has_listeners() {
             return;
         }
-        let event = event(kind, crate::instance::now_rfc3339(), metadata());
+        let event = event(kind, crate::clock::now_rfc3339(), metadata());
         let text = serde_json::to_string(&event).unwrap_or_default();
         // An error only means every listener left in the meantime.
         let _ = self.tx.send(Arc::new(Published { kind, event, text }));

@@ -100,7 +100,7 @@ pub struct ImageStore {
 }
 
 fn now() -> String {
-    crate::instance::now_rfc3339()
+    crate::clock::now_rfc3339()
 }
 
 /// The host architecture in Incus' naming.

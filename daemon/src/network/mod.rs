@@ -764,7 +764,7 @@ impl Networks {
             description: req.description,
             kind: "bridge".into(),
             config: stored,
-            created_at: crate::instance::now_rfc3339(),
+            created_at: crate::clock::now_rfc3339(),
         };
         let m = managed(row.clone())?;
         let spec = m.bridge_spec();

@@ -107,7 +107,7 @@ pub enum OpError {
 }
 
 fn now() -> String {
-    crate::instance::now_rfc3339()
+    crate::clock::now_rfc3339()
 }
 
 impl Operations {
