@@ -21,8 +21,9 @@ use tokio::sync::oneshot;
 
 use super::{ApiError, AppState, accepted, instance_resources, parse_json};
 use crate::instance::ExecPlan;
+use crate::instance::exec::OUTPUT_GRACE;
 use crate::operations::OpHandle;
-use crate::worker::exec::{Control, ExecChild, spawn_exec};
+use crate::worker::exec::{Control, ExecChild};
 
 /// How long an exec waits for its websockets before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,8 +31,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// PTY) and `control`.
 const STREAMS: [&str; 4] = ["0", "1", "2", "control"];
 const INTERACTIVE_STREAMS: [&str; 2] = ["0", "control"];
-/// How long output may still flow after the command exited.
-const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 pub(super) type Slot = (String, Option<oneshot::Sender<WebSocket>>);
 
@@ -139,9 +138,10 @@ pub async fn post_exec(
     );
     state.execs.register(&op.id, slots);
     let execs = state.execs.clone();
+    let svc = state.instances.clone();
     tokio::spawn(async move {
         let id = handle.id.clone();
-        let result = run(plan, receivers, &handle, metadata).await;
+        let result = run(&svc, plan, receivers, &handle, metadata).await;
         execs.remove(&id);
         match result {
             Ok(()) => handle.succeed(),
@@ -182,76 +182,19 @@ fn run_without_websockets(
     });
     let events = state.events.clone();
     let (n, command) = (name.to_string(), req.command.clone());
+    let svc = state.instances.clone();
     tokio::spawn(async move {
-        let result = async {
-            let ExecChild { mut child, control } = spawn_exec(&plan.program, &plan.args, &plan.env)
-                .map_err(|e| format!("start exec helper: {e}"))?;
-            drop(control);
-            drop(child.stdin.take());
-            let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
-                return Err("exec helper pipes missing".to_string());
-            };
-            let mut metadata = json!({});
-            let sink = |path: Option<std::path::PathBuf>| async move {
-                match path {
-                    Some(p) => {
-                        if let Some(dir) = p.parent() {
-                            let _ = tokio::fs::create_dir_all(dir).await;
-                        }
-                        // The guest's output: root's alone, like the console log.
-                        tokio::fs::OpenOptions::new()
-                            .write(true)
-                            .create(true)
-                            .truncate(true)
-                            .mode(0o600)
-                            .open(&p)
-                            .await
-                            .map(|f| Box::new(f) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>)
-                    }
-                    None => Ok(Box::new(tokio::io::sink())
-                        as Box<dyn tokio::io::AsyncWrite + Send + Unpin>),
+        let record = files.as_ref().map(|f| (f[0].1.clone(), f[1].1.clone()));
+        match svc.exec_recorded(&plan, record).await {
+            Ok(code) => {
+                let mut metadata = json!({ "return": code });
+                if let (Some(m), Some(f)) = (metadata.as_object_mut(), &files) {
+                    m.insert("output".into(), json!({ f[0].0: f[0].2, f[1].0: f[1].2 }));
                 }
-            };
-            let paths = files.as_ref().map(|f| (f[0].1.clone(), f[1].1.clone()));
-            let mut out_file = sink(paths.as_ref().map(|p| p.0.clone()))
-                .await
-                .map_err(|e| format!("record stdout: {e}"))?;
-            let mut err_file = sink(paths.as_ref().map(|p| p.1.clone()))
-                .await
-                .map_err(|e| format!("record stderr: {e}"))?;
-            let copy_out = tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut out, &mut out_file).await;
-                let _ = out_file.flush().await;
-            });
-            let copy_err = tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut err, &mut err_file).await;
-                let _ = err_file.flush().await;
-            });
-            let status = child
-                .wait()
-                .await
-                .map_err(|e| format!("wait for command: {e}"))?;
-            // Output held open by something the command left behind gets a grace, no more.
-            for mut c in [copy_out, copy_err] {
-                if tokio::time::timeout(OUTPUT_GRACE, &mut c).await.is_err() {
-                    c.abort();
-                }
-            }
-            if let (Some(m), Some(f)) = (metadata.as_object_mut(), &files) {
-                m.insert("output".into(), json!({ f[0].0: f[0].2, f[1].0: f[1].2 }));
-            }
-            if let Some(m) = metadata.as_object_mut() {
-                m.insert("return".into(), json!(status.code().unwrap_or(-1)));
-            }
-            Ok::<_, String>(metadata)
-        }
-        .await;
-        match result {
-            Ok(metadata) => {
                 handle.set_metadata(metadata);
                 handle.succeed();
             }
-            Err(e) => handle.fail(e),
+            Err(e) => handle.fail(e.to_string()),
         }
     });
     events.instance_exec(&n, &command);
@@ -284,6 +227,7 @@ pub async fn websocket(
 /// run the command, pump the streams, record the exit code. Interactive: stream `0` carries
 /// both directions of the PTY.
 async fn run(
+    instances: &crate::instance::Instances,
     plan: ExecPlan,
     mut receivers: HashMap<&'static str, oneshot::Receiver<WebSocket>>,
     handle: &OpHandle,
@@ -302,8 +246,7 @@ async fn run(
     let ExecChild {
         mut child,
         control: control_pipe,
-    } = spawn_exec(&plan.program, &plan.args, &plan.env)
-        .map_err(|e| format!("start exec helper: {e}"))?;
+    } = instances.spawn_exec(&plan).map_err(|e| e.to_string())?;
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {

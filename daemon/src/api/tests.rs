@@ -422,3 +422,60 @@ async fn events_endpoint_wants_a_websocket_and_known_types() {
         assert!(error.contains(want), "{uri}: {error}");
     }
 }
+
+#[tokio::test]
+async fn a_recorded_exec_runs_through_the_worker_and_keeps_its_output() {
+    let h = harness().await;
+    let op = run_op(
+        &h.app,
+        "POST",
+        "/1.0/instances",
+        r#"{"name":"c1","source":{"type":"image","alias":"busybox"},"start":true}"#,
+    )
+    .await;
+    assert_eq!(op["status"], "Success", "{op}");
+    // The fake worker's exec helper is /bin/echo with the command as its arguments.
+    let op = run_op(
+        &h.app,
+        "POST",
+        "/1.0/instances/c1/exec",
+        r#"{"command":["hello","world"],"wait-for-websocket":false,"record-output":true}"#,
+    )
+    .await;
+    assert_eq!(op["status"], "Success", "{op}");
+    assert_eq!(op["metadata"]["return"], 0, "{op}");
+    let url = op["metadata"]["output"]["1"].as_str().unwrap_or_default();
+    assert!(url.starts_with("/1.0/instances/c1/logs/exec_"), "{op}");
+    let (status, _, body) = get_raw(&h.app, url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, b"hello world\n");
+    // Without recording: the exit code only.
+    let op = run_op(
+        &h.app,
+        "POST",
+        "/1.0/instances/c1/exec",
+        r#"{"command":["x"],"wait-for-websocket":false}"#,
+    )
+    .await;
+    assert_eq!(op["metadata"]["return"], 0, "{op}");
+    assert!(op["metadata"].get("output").is_none(), "{op}");
+}
+
+/// A GET whose body is returned as bytes.
+async fn get_raw(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .uri(uri)
+        .body(axum::body::Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let res = app
+        .clone()
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (parts.status, parts.headers, bytes.to_vec())
+}

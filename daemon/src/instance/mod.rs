@@ -8,6 +8,7 @@ pub mod backup_index;
 mod backups;
 pub mod config;
 pub mod copy;
+pub mod exec;
 pub mod files;
 pub mod idmap;
 pub mod import;
