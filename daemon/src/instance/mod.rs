@@ -8,6 +8,8 @@ pub mod backup_index;
 mod backups;
 pub mod config;
 pub mod copy;
+pub mod cron;
+pub mod expiry;
 pub mod files;
 pub mod idmap;
 pub mod import;
@@ -16,6 +18,8 @@ pub mod profiles;
 mod proxies;
 pub mod publish;
 pub mod sftp;
+pub mod snapshot_name;
+mod snapshot_tasks;
 mod snapshots;
 mod update;
 
@@ -41,6 +45,7 @@ use crate::worker::{ExecSpec, InitProcess, Interface, SpawnSpec, Worker, WorkerE
 
 pub use config::ConfigError;
 pub use name::NameError;
+pub use snapshots::SnapshotPlan;
 
 /// How long a clean stop may take when the request gives no timeout.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
