@@ -111,11 +111,11 @@ pub struct ImagesPost {
 /// Where a new image comes from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImagesPostSource {
-    /// `instance`, or `image` to copy from an image server (others, like `snapshot` or
-    /// `url`, are refused).
+    /// `instance`, `snapshot` (`name` is `INSTANCE/SNAPSHOT`), or `image` to copy from an
+    /// image server (others, like `url`, are refused).
     #[serde(rename = "type")]
     pub kind: String,
-    /// The instance name.
+    /// The instance name, or `INSTANCE/SNAPSHOT`.
     #[serde(default, deserialize_with = "crate::null_as_default")]
     pub name: String,
     /// For `image`: the server's URL, its protocol (`simplestreams`), `mode` (`pull`) and

@@ -50,7 +50,7 @@ pub struct Instance {
 pub struct InstanceSnapshot {
     pub name: String,
     pub created_at: String,
-    /// The zero time: snapshots do not expire yet.
+    /// When the snapshot is deleted (RFC 3339), or the zero time: never.
     #[serde(default)]
     pub expires_at: String,
     #[serde(default)]
@@ -75,13 +75,26 @@ pub struct InstanceSnapshot {
     pub size: i64,
 }
 
-/// `POST /1.0/instances/{name}/snapshots`: a name (empty: `snapN`), never stateful.
+/// `POST /1.0/instances/{name}/snapshots`: a name (empty: from `snapshots.pattern`, by
+/// default `snapN`), never stateful, and an optional expiry (absent: from
+/// `snapshots.expiry.manual`, else `snapshots.expiry`; the zero time: never).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceSnapshotsPost {
     #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub stateful: bool,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// `PUT`/`PATCH /1.0/instances/{name}/snapshots/{snapshot}`: what may change of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSnapshotPut {
+    /// RFC 3339; the zero time: never. Absent from a `PATCH`: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// An instance with its state, as `recursion=2` returns it.

@@ -5,6 +5,7 @@
 //! clients can follow. This crate is serde only: no I/O, no async, no database types.
 
 pub mod event;
+pub mod expiry;
 pub mod image;
 pub mod instance;
 pub mod network;
@@ -22,9 +23,9 @@ pub use image::{
 };
 pub use instance::{
     Instance, InstanceBackup, InstanceBackupPost, InstanceBackupsPost, InstanceExecPost,
-    InstanceFull, InstancePost, InstancePut, InstanceSnapshot, InstanceSnapshotsPost,
-    InstanceSource, InstanceState, InstanceStateCpu, InstanceStateMemory, InstanceStatePut,
-    InstancesPost, StateAction,
+    InstanceFull, InstancePost, InstancePut, InstanceSnapshot, InstanceSnapshotPut,
+    InstanceSnapshotsPost, InstanceSource, InstanceState, InstanceStateCpu, InstanceStateMemory,
+    InstanceStatePut, InstancesPost, StateAction,
 };
 pub use network::{
     DnsmasqState, InstanceStateNetwork, Network, NetworkLease, NetworkPut, NetworkState,

@@ -73,6 +73,11 @@ struct Args {
     #[arg(long, env = "CTL_HEADER_TIMEOUT", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     header_timeout: u64,
+    /// Seconds between two looks for expired snapshots (tests shorten it; the first look is
+    /// at start-up).
+    #[arg(long, env = "CTL_SNAPSHOT_EXPIRY_INTERVAL", default_value_t = 60, hide = true,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    snapshot_expiry_interval: u64,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -165,8 +170,11 @@ fn run() -> anyhow::Result<()> {
         options,
         limits,
         args.http_address,
-        args.image_cache_expiry_days,
         args.image_shift,
+        Housekeeping {
+            image_cache_expiry_days: args.image_cache_expiry_days,
+            snapshot_expiry_interval: std::time::Duration::from_secs(args.snapshot_expiry_interval),
+        },
     ))
 }
 
@@ -220,15 +228,27 @@ fn recover(paths: &Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The periods of the daemon's background clean-ups.
+struct Housekeeping {
+    /// Days after which an unused cached image goes (0: never).
+    image_cache_expiry_days: u64,
+    /// How often expired snapshots are looked for.
+    snapshot_expiry_interval: std::time::Duration,
+}
+
 async fn serve(
     paths: Paths,
     events: ctld::events::Events,
     options: ctld::server::Options,
     limits: ctld::server::ConnLimits,
     http_address: Option<String>,
-    image_cache_expiry_days: u64,
     image_shift: worker::ImageShift,
+    housekeeping: Housekeeping,
 ) -> anyhow::Result<()> {
+    let Housekeeping {
+        image_cache_expiry_days,
+        snapshot_expiry_interval,
+    } = housekeeping;
     let mut worker = HostWorker::new(
         paths.exe.clone(),
         paths.cgroup_root.clone(),
@@ -282,6 +302,8 @@ async fn serve(
         None => None,
     };
     let instances = state.instances.clone();
+    // Expired snapshots go now and every interval; schedules are checked each minute.
+    instances.spawn_snapshot_tasks(snapshot_expiry_interval);
     // Instances whose boot keys say so come up once the API answers (their starts are
     // ordinary API-visible starts).
     let autostart = {

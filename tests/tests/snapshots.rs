@@ -83,7 +83,7 @@ fn snapshots_restore_files_config_and_owners() {
     d.ok(&["snapshot", "delete", "c1", "snap0", "before-upgrade"]);
     assert_eq!(
         d.ok(&["snapshot", "list", "c1", "--format", "csv"]).trim(),
-        "NAME,TAKEN AT,SIZE"
+        "NAME,TAKEN AT,EXPIRES AT,SIZE"
     );
     let dir = d.path().join("containers/c1/snapshots");
     let left: Vec<_> = std::fs::read_dir(&dir)
@@ -176,7 +176,82 @@ fn lxc_takes_restores_and_deletes_snapshots() {
     ok(&["delete", "c1/s1"]);
     assert_eq!(
         d.ok(&["snapshot", "list", "c1", "--format", "csv"]).trim(),
-        "NAME,TAKEN AT,SIZE"
+        "NAME,TAKEN AT,EXPIRES AT,SIZE"
     );
     ok(&["delete", "-f", "c1"]);
+}
+
+#[test]
+fn a_snapshot_publishes_as_an_image_of_its_files() {
+    if !require_root("a_snapshot_publishes_as_an_image_of_its_files") {
+        return;
+    }
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "c1"]);
+    sh(&d, "echo before > /root/before && rm /bin/vi");
+    d.ok(&["snapshot", "create", "c1", "snap0"]);
+    sh(
+        &d,
+        "echo after > /root/after && echo changed > /root/before",
+    );
+
+    // Bad sources: 400 or 404, and no image.
+    let images_before = d.ok(&["image", "list", "--format", "csv"]);
+    let (code, body) = d.http(
+        "POST",
+        "/1.0/images",
+        Some(r#"{"source":{"type":"snapshot","name":"c1"}}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = d.http(
+        "POST",
+        "/1.0/images",
+        Some(r#"{"source":{"type":"snapshot","name":"c1/nope"}}"#),
+    );
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(d.ok(&["image", "list", "--format", "csv"]), images_before);
+
+    // From a running instance's snapshot: the snapshot's files, not the instance's now.
+    d.ok(&["publish", "c1/snap0", "--alias", "fromsnap"]);
+    assert_eq!(d.state("c1")["status"], "Running");
+    d.ok(&["launch", "fromsnap", "c2"]);
+    let c2 = |script: &str| d.ok(&["exec", "c2", "--", "sh", "-c", script]);
+    assert_eq!(c2("cat /root/before").trim(), "before");
+    assert_eq!(c2("ls /root/after 2>/dev/null || echo gone").trim(), "gone");
+    assert_eq!(
+        c2("ls /bin/vi 2>/dev/null || echo gone").trim(),
+        "gone",
+        "the snapshot's whiteout is in the image"
+    );
+    assert!(
+        c2("ls /bin/sh").contains("/bin/sh"),
+        "the image layer is there"
+    );
+    d.ok(&["delete", "-f", "c2", "c1"]);
+    d.ok(&["image", "delete", "fromsnap"]);
+}
+
+#[test]
+fn lxc_publishes_a_snapshot() {
+    if !require_root("lxc_publishes_a_snapshot") {
+        return;
+    }
+    let d = Daemon::start();
+    let Some(lxc) = ctl_tests::clients::Cli::lxc(&d) else {
+        return;
+    };
+    d.ok(&["launch", "busybox", "c1"]);
+    sh(&d, "echo before > /root/before");
+    lxc.ok(&["snapshot", "c1", "s0"]);
+    sh(&d, "echo after > /root/after");
+    lxc.ok(&["publish", "c1/s0", "--alias", "fromlxc"]);
+    let aliases = d.ok(&["image", "alias", "list", "--format", "csv"]);
+    assert!(aliases.contains("fromlxc"), "{aliases}");
+    lxc.ok(&["launch", "fromlxc", "c2"]);
+    let c2 = |script: &str| d.ok(&["exec", "c2", "--", "sh", "-c", script]);
+    assert_eq!(c2("cat /root/before").trim(), "before");
+    assert_eq!(c2("ls /root/after 2>/dev/null || echo gone").trim(), "gone");
+    lxc.ok(&["delete", "-f", "c2"]);
+    lxc.ok(&["delete", "-f", "c1"]);
+    lxc.ok(&["image", "delete", "fromlxc"]);
 }

@@ -63,7 +63,7 @@ pub struct ExportArgs {
 /// Arguments of `ctl publish`.
 #[derive(Debug, Clone, Args)]
 pub struct PublishArgs {
-    /// The (stopped) instance to make an image of
+    /// The (stopped) instance to make an image of, or a snapshot: INSTANCE/SNAPSHOT
     pub name: String,
     /// An alias for the new image (repeatable)
     #[arg(long = "alias", value_name = "ALIAS")]
@@ -426,11 +426,20 @@ pub(super) fn alias_list(names: &[String]) -> Vec<ImageAlias> {
         .collect()
 }
 
+/// The source type `ctl publish NAME` asks for: `snapshot` for `INSTANCE/SNAPSHOT`.
+pub fn publish_source_kind(name: &str) -> &'static str {
+    if name.contains('/') {
+        "snapshot"
+    } else {
+        "instance"
+    }
+}
+
 /// `ctl publish NAME`: returns the new image's fingerprint.
 pub async fn publish(client: &Client, args: &PublishArgs) -> Result<String, Error> {
     let request = ImagesPost {
         source: Some(ImagesPostSource {
-            kind: "instance".into(),
+            kind: publish_source_kind(&args.name).into(),
             name: args.name.clone(),
             ..Default::default()
         }),

@@ -48,8 +48,41 @@ pub struct RenameArgs {
 pub struct CreateArgs {
     /// Instance name
     pub name: String,
-    /// Snapshot name
+    /// Snapshot name (default: from `snapshots.pattern`, else the next snapN)
     pub snapshot: Option<String>,
+    /// When the snapshot expires: a span like `1d 3H` (S, M(inutes), H, d, w, m(onths),
+    /// y) or an RFC 3339 time (default: from `snapshots.expiry.manual`/`snapshots.expiry`)
+    #[arg(long, conflicts_with = "no_expiry")]
+    pub expiry: Option<String>,
+    /// Never expire, whatever the instance's `snapshots.expiry` says
+    #[arg(long)]
+    pub no_expiry: bool,
+}
+
+/// The `expires_at` a `ctl snapshot create` sends: `None` leaves it to the instance's keys.
+pub fn expires_at(args: &CreateArgs, now: time::OffsetDateTime) -> Result<Option<String>, Error> {
+    use time::format_description::well_known::Rfc3339;
+    if args.no_expiry {
+        return Ok(Some("0001-01-01T00:00:00Z".into()));
+    }
+    let Some(text) = &args.expiry else {
+        return Ok(None);
+    };
+    if let Ok(t) = time::OffsetDateTime::parse(text.trim(), &Rfc3339) {
+        return Ok(Some(
+            t.format(&Rfc3339)
+                .map_err(|e| Error::Usage(e.to_string()))?,
+        ));
+    }
+    let span = ctl_api::expiry::Span::parse(text)
+        .map_err(|e| Error::Usage(e.to_string()))?
+        .ok_or_else(|| Error::Usage("--expiry needs a span like 2d or a time".into()))?;
+    let at = span
+        .after(now)
+        .ok_or_else(|| Error::Usage(format!("expiry \"{text}\" is too far away")))?;
+    at.format(&Rfc3339)
+        .map(Some)
+        .map_err(|e| Error::Usage(e.to_string()))
 }
 
 /// Arguments of `ctl snapshot list`.
@@ -82,7 +115,7 @@ pub struct DeleteArgs {
 }
 
 /// Columns of `ctl snapshot list`.
-pub const HEADER: [&str; 3] = ["NAME", "TAKEN AT", "SIZE"];
+pub const HEADER: [&str; 4] = ["NAME", "TAKEN AT", "EXPIRES AT", "SIZE"];
 
 /// Table rows of snapshots, in the order the daemon gives (oldest first).
 pub fn rows(snapshots: &[InstanceSnapshot]) -> Vec<Vec<String>> {
@@ -92,6 +125,12 @@ pub fn rows(snapshots: &[InstanceSnapshot]) -> Vec<Vec<String>> {
             vec![
                 s.name.clone(),
                 s.created_at.clone(),
+                // The zero time (and nothing): never.
+                if s.expires_at.is_empty() || s.expires_at.starts_with("0001-01-01") {
+                    String::new()
+                } else {
+                    s.expires_at.clone()
+                },
                 output::human_size(s.size.max(0) as u64),
             ]
         })
@@ -114,7 +153,10 @@ pub async fn run(
 ) -> Result<(), Error> {
     match command {
         SnapshotCommand::Create(args) => {
-            let body = json!({"name": args.snapshot.clone().unwrap_or_default()});
+            let mut body = json!({"name": args.snapshot.clone().unwrap_or_default()});
+            if let Some(t) = expires_at(args, time::OffsetDateTime::now_utc())? {
+                body["expires_at"] = json!(t);
+            }
             client
                 .run_operation(Method::POST, &snapshots_path(&args.name), Some(&body))
                 .await?;
@@ -179,16 +221,59 @@ mod tests {
     #[test]
     fn snapshot_rows_show_name_time_and_size() {
         let s: Vec<InstanceSnapshot> = serde_json::from_value(json!([
-            {"name": "snap0", "created_at": "2026-12-05T08:00:00Z", "architecture": "x86_64", "size": 2048}
+            {"name": "snap0", "created_at": "2026-12-05T08:00:00Z", "architecture": "x86_64", "size": 2048,
+             "expires_at": "0001-01-01T00:00:00Z"},
+            {"name": "snap1", "created_at": "2026-12-05T09:00:00Z", "architecture": "x86_64", "size": 0,
+             "expires_at": "2026-12-07T09:00:00Z"}
         ]))
         .unwrap_or_default();
         assert_eq!(
             rows(&s),
-            vec![vec![
-                "snap0".to_string(),
-                "2026-12-05T08:00:00Z".into(),
-                "2.00KiB".into()
-            ]]
+            vec![
+                vec![
+                    "snap0".to_string(),
+                    "2026-12-05T08:00:00Z".into(),
+                    "".into(),
+                    "2.00KiB".into()
+                ],
+                vec![
+                    "snap1".to_string(),
+                    "2026-12-05T09:00:00Z".into(),
+                    "2026-12-07T09:00:00Z".into(),
+                    "0B".into()
+                ]
+            ]
         );
+    }
+
+    #[test]
+    fn create_sends_a_span_as_a_time_or_the_zero_time() {
+        let now = time::OffsetDateTime::UNIX_EPOCH;
+        let args = |expiry: Option<&str>, no_expiry| CreateArgs {
+            name: "c1".into(),
+            snapshot: None,
+            expiry: expiry.map(String::from),
+            no_expiry,
+        };
+        assert_eq!(expires_at(&args(None, false), now).ok(), Some(None));
+        assert_eq!(
+            expires_at(&args(None, true), now).ok().flatten().as_deref(),
+            Some("0001-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            expires_at(&args(Some("2d 3H"), false), now)
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("1970-01-03T03:00:00Z")
+        );
+        assert_eq!(
+            expires_at(&args(Some("2030-01-01T00:00:00Z"), false), now)
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("2030-01-01T00:00:00Z")
+        );
+        assert!(expires_at(&args(Some("soon"), false), now).is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! Images in and out: `POST /1.0/images` (import an uploaded tarball, raw or multipart, or
-//! publish an instance from a JSON body), `GET /1.0/images/{fingerprint}/export` (the image
+//! publish an instance or one of its snapshots from a JSON body), `GET /1.0/images/{fingerprint}/export` (the image
 //! file, streamed), and `POST`/`DELETE` of `/1.0/images/aliases`.
 //!
 //! Uploads stream to a file under `$CTL_DIR/tmp` as they arrive (see
@@ -281,8 +281,9 @@ where
 /// Publish a stopped instance as an image.
 async fn publish(state: AppState, req: ImagesPost) -> Result<Response, ApiError> {
     let source = req.source.clone().unwrap_or_default();
-    match source.kind.as_str() {
-        "instance" | "container" => {}
+    let snapshot = match source.kind.as_str() {
+        "instance" | "container" => false,
+        "snapshot" => true,
         "image" => return copy(state, req).await,
         "" => {
             return Err(ApiError::BadRequest(
@@ -292,13 +293,26 @@ async fn publish(state: AppState, req: ImagesPost) -> Result<Response, ApiError>
         }
         other => {
             return Err(ApiError::BadRequest(format!(
-                "image source type \"{other}\" is not supported (only \"instance\" and \"image\")"
+                "image source type \"{other}\" is not supported (only \"instance\", \
+                 \"snapshot\" and \"image\")"
             )));
         }
-    }
+    };
     if source.name.is_empty() {
         return Err(ApiError::BadRequest("source.name is required".into()));
     }
+    let snapshot_of = match (snapshot, source.name.split_once('/')) {
+        (true, Some((instance, snap))) if !instance.is_empty() && !snap.is_empty() => {
+            Some((instance.to_string(), snap.to_string()))
+        }
+        (true, _) => {
+            return Err(ApiError::BadRequest(format!(
+                "source.name \"{}\" of a snapshot must be INSTANCE/SNAPSHOT",
+                source.name
+            )));
+        }
+        (false, _) => None,
+    };
     let compression = match req.compression_algorithm.as_str() {
         "" => Compression::DEFAULT,
         c => Compression::parse(c).ok_or_else(|| {
@@ -311,13 +325,20 @@ async fn publish(state: AppState, req: ImagesPost) -> Result<Response, ApiError>
     for alias in &aliases {
         state.images.check_alias_free(alias).await?;
     }
-    let held = state.instances.hold_stopped(&source.name).await?;
+    let held = match &snapshot_of {
+        Some((instance, snap)) => state.instances.hold_snapshot(instance, snap).await?,
+        None => state.instances.hold_stopped(&source.name).await?,
+    };
     let store = state.images.clone();
     let properties = req.properties;
     let public = req.public;
     Ok(image_task(
         &state,
-        "Publishing instance",
+        if snapshot_of.is_some() {
+            "Publishing snapshot"
+        } else {
+            "Publishing instance"
+        },
         super::instance_resources(&held.name),
         async move {
             let made = store

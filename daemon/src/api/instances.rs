@@ -7,8 +7,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use ctl_api::{
-    InstanceFull, InstancePost, InstancePut, InstanceSnapshotsPost, InstanceStatePut,
-    InstancesPost, StateAction,
+    InstanceFull, InstancePost, InstancePut, InstanceSnapshotPut, InstanceSnapshotsPost,
+    InstanceStatePut, InstancesPost, StateAction,
 };
 
 use super::{
@@ -262,8 +262,8 @@ pub async fn put_state(
     })
 }
 
-/// `GET /1.0/instances/{name}/snapshots`: ctl has no snapshots yet, so the list is empty
-/// (clients like `lxc list` ask for it per instance).
+/// `GET /1.0/instances/{name}/snapshots`: the instance's snapshots, oldest first (URLs, or
+/// objects with `recursion=1`).
 pub async fn list_snapshots(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -291,18 +291,58 @@ pub async fn create_snapshot(
     } else {
         parse_json(&body)?
     };
-    let snapshot = state.instances.plan_snapshot(&name, &req).await?;
+    let plan = state.instances.plan_snapshot(&name, &req).await?;
     let svc = state.instances.clone();
     let mut resources = instance_resources(&name);
     resources.insert(
         "instances_snapshots".into(),
-        vec![format!("/1.0/instances/{name}/snapshots/{snapshot}")],
+        vec![format!("/1.0/instances/{name}/snapshots/{}", plan.name)],
     );
     Ok(spawn_task(
         &state,
         "Snapshotting instance",
         resources,
-        async move { svc.create_snapshot(&name, &snapshot).await },
+        async move { svc.create_snapshot(&name, &plan).await },
+    ))
+}
+
+/// `PUT /1.0/instances/{name}/snapshots/{snapshot}`: replace what may change of a snapshot
+/// (its `expires_at`; absent: never). An operation, as in Incus.
+pub async fn put_snapshot(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    update_snapshot(state, path, body, false).await
+}
+
+/// `PATCH /1.0/instances/{name}/snapshots/{snapshot}`: change the fields given.
+pub async fn patch_snapshot(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    update_snapshot(state, path, body, true).await
+}
+
+async fn update_snapshot(
+    State(state): State<AppState>,
+    Path((name, snapshot)): Path<(String, String)>,
+    body: Bytes,
+    patch: bool,
+) -> Result<Response, ApiError> {
+    let req: InstanceSnapshotPut = parse_json(&body)?;
+    let expires_at = state
+        .instances
+        .plan_snapshot_update(&name, &snapshot, &req, patch)
+        .await?;
+    let svc = state.instances.clone();
+    let n = name.clone();
+    Ok(spawn_task(
+        &state,
+        "Updating snapshot",
+        instance_resources(&name),
+        async move { svc.update_snapshot(&n, &snapshot, expires_at).await },
     ))
 }
 

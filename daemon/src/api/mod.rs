@@ -98,6 +98,8 @@ pub fn router(state: AppState) -> Router {
             "/1.0/instances/{name}/snapshots/{snapshot}",
             get(instances::get_snapshot)
                 .post(instances::rename_snapshot)
+                .put(instances::put_snapshot)
+                .patch(instances::patch_snapshot)
                 .delete(instances::delete_snapshot),
         )
         .route(

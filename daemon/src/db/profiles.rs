@@ -279,6 +279,7 @@ mod tests {
                 config: Config::new(),
                 devices: Devices::new(),
                 profiles: vec!["p1".into()],
+                expires_at: String::new(),
             },
         )
         .await?;

@@ -14,6 +14,8 @@ pub struct SnapshotRow {
     pub config: Config,
     pub devices: Devices,
     pub profiles: Vec<String>,
+    /// RFC 3339 in UTC, or empty: never expires.
+    pub expires_at: String,
 }
 
 fn json<T: serde::de::DeserializeOwned>(
@@ -32,14 +34,15 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SnapshotRow, DbError> {
         config: json(r, "config")?,
         devices: json(r, "devices")?,
         profiles: json(r, "profiles")?,
+        expires_at: r.try_get("expires_at")?,
     })
 }
 
 /// Record a snapshot; `Conflict` if the instance has one of that name.
 pub async fn insert(db: impl SqliteExecutor<'_>, row: &SnapshotRow) -> Result<(), DbError> {
     let res = sqlx::query(
-        "INSERT INTO snapshots (instance, name, created_at, config, devices, profiles) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO snapshots (instance, name, created_at, config, devices, profiles, \
+         expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&row.instance)
     .bind(&row.name)
@@ -47,6 +50,7 @@ pub async fn insert(db: impl SqliteExecutor<'_>, row: &SnapshotRow) -> Result<()
     .bind(to_json(&row.config))
     .bind(to_json(&row.devices))
     .bind(to_json(&row.profiles))
+    .bind(&row.expires_at)
     .execute(db)
     .await;
     match res {
@@ -94,6 +98,32 @@ pub async fn delete(
         .execute(db)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Set when a snapshot expires (`""`: never); whether it was there.
+pub async fn set_expiry(
+    db: impl SqliteExecutor<'_>,
+    instance: &str,
+    name: &str,
+    expires_at: &str,
+) -> Result<bool, DbError> {
+    let done = sqlx::query("UPDATE snapshots SET expires_at = ? WHERE instance = ? AND name = ?")
+        .bind(expires_at)
+        .bind(instance)
+        .bind(name)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Every snapshot that has an expiry, of every instance (the caller compares the times).
+pub async fn expiring(pool: &Pool) -> Result<Vec<SnapshotRow>, DbError> {
+    sqlx::query("SELECT * FROM snapshots WHERE expires_at != '' ORDER BY instance, name")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -153,6 +183,7 @@ mod tests {
             config: Config::from([("limits.memory".into(), "64MiB".into())]),
             devices: Devices::new(),
             profiles: vec!["default".into()],
+            expires_at: String::new(),
         };
         insert(&pool, &snap("c1", "snap0", "1")).await?;
         insert(&pool, &snap("c1", "snap1", "2")).await?;
@@ -171,6 +202,16 @@ mod tests {
             get(&pool, "c1", "snap1").await?,
             Some(snap("c1", "snap1", "2"))
         );
+        assert!(expiring(&pool).await?.is_empty());
+        assert!(set_expiry(&pool, "c2", "snap0", "2030-01-01T00:00:00Z").await?);
+        assert!(!set_expiry(&pool, "c2", "nope", "2030-01-01T00:00:00Z").await?);
+        let exp = expiring(&pool).await?;
+        assert_eq!(exp.len(), 1);
+        assert_eq!(
+            (exp[0].instance.as_str(), exp[0].name.as_str()),
+            ("c2", "snap0")
+        );
+        assert_eq!(exp[0].expires_at, "2030-01-01T00:00:00Z");
         assert!(delete(&pool, "c1", "snap1").await?);
         assert!(!delete(&pool, "c1", "snap1").await?);
         super::super::instances::delete(&pool, "c1").await?;

@@ -58,6 +58,11 @@ const KEYS: &[&str] = &[
     "security.syscalls.deny",
     "security.syscalls.deny_compat",
     "security.syscalls.deny_default",
+    "snapshots.schedule",
+    "snapshots.schedule.stopped",
+    "snapshots.pattern",
+    "snapshots.expiry",
+    "snapshots.expiry.manual",
 ];
 
 /// Keys that cannot change while the instance runs. (The `security.*` and `raw.idmap` keys
@@ -101,6 +106,35 @@ pub fn validate(
     syscall_policy(config, false)?;
     stop_signal(config)?;
     boot(config)?;
+    snapshot_keys(config)?;
+    Ok(())
+}
+
+/// The `snapshots.*` keys: a readable schedule, a boolean, expiry spans, and a pattern that
+/// renders to a valid snapshot name.
+fn snapshot_keys(config: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    if let Some(v) = config.get("snapshots.schedule") {
+        super::cron::Schedule::parse(v)
+            .map_err(|e| invalid("snapshots.schedule", v, e.to_string()))?;
+    }
+    boolean("snapshots.schedule.stopped", config)?;
+    for key in ["snapshots.expiry", "snapshots.expiry.manual"] {
+        if let Some(v) = config.get(key) {
+            ctl_api::expiry::Span::parse(v).map_err(|e| invalid(key, v, e.to_string()))?;
+        }
+    }
+    if let Some(v) = config.get("snapshots.pattern") {
+        let now = chrono::Local::now().fixed_offset();
+        let name = super::snapshot_name::next_name(v, &now, &[])
+            .map_err(|e| invalid("snapshots.pattern", v, e.to_string()))?;
+        if !super::snapshot_name::valid(&name) {
+            return Err(invalid(
+                "snapshots.pattern",
+                v,
+                format!("it gives \"{name}\", not a valid snapshot name"),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -641,6 +675,33 @@ mod tests {
         for bad in ["0", "65", "-1", "SIGFOO", "RTMIN+99", "RTMIN-1", ""] {
             assert!(sig(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn snapshot_keys_are_checked() {
+        let ok = |k: &str, v: &str| validate(&cfg(&[(k, v)]), &cfg(&[]), &host()).is_ok();
+        let bad_key = |k: &str, v: &str| {
+            matches!(validate(&cfg(&[(k, v)]), &cfg(&[]), &host()),
+                Err(ConfigError::Invalid { key, .. }) if key == k)
+        };
+        assert!(ok("snapshots.schedule", "*/5 * * * *"));
+        assert!(ok("snapshots.schedule", "@daily, 0 6 * * 1-5"));
+        assert!(ok("snapshots.schedule", ""));
+        assert!(bad_key("snapshots.schedule", "every day"));
+        assert!(bad_key("snapshots.schedule", "* * * *"));
+        assert!(ok("snapshots.schedule.stopped", "true"));
+        assert!(bad_key("snapshots.schedule.stopped", "sometimes"));
+        assert!(ok("snapshots.expiry", "1d 2H"));
+        assert!(bad_key("snapshots.expiry", "2 days"));
+        assert!(bad_key("snapshots.expiry.manual", "1d 1d"));
+        assert!(ok("snapshots.pattern", "auto-%d"));
+        assert!(ok(
+            "snapshots.pattern",
+            "{{ creation_date|date:'2006-01-02_15-04-05' }}"
+        ));
+        assert!(bad_key("snapshots.pattern", "a/%d"), "not a snapshot name");
+        assert!(bad_key("snapshots.pattern", "%d-%d"));
+        assert!(bad_key("snapshots.pattern", "{{ creation_date }}"));
     }
 
     #[test]

@@ -222,6 +222,7 @@ impl Instances {
                 config: imported_config(&s.config),
                 devices: imported_devices(&s.devices),
                 profiles: profiles_of(s),
+                expires_at: String::new(),
             })
             .collect();
         let inserted = async {

@@ -8,7 +8,9 @@ pub mod backup_index;
 mod backups;
 pub mod config;
 pub mod copy;
+pub mod cron;
 pub mod exec;
+pub mod expiry;
 pub mod files;
 pub mod idmap;
 pub mod import;
@@ -19,6 +21,8 @@ mod proxies;
 pub mod publish;
 mod reconcile;
 pub mod sftp;
+pub mod snapshot_name;
+mod snapshot_tasks;
 mod snapshots;
 mod state;
 mod update;
@@ -41,6 +45,7 @@ use crate::worker::{InitProcess, Worker, WorkerError};
 
 pub use config::ConfigError;
 pub use name::NameError;
+pub use snapshots::SnapshotPlan;
 
 /// How long a clean stop may take when the request gives no timeout.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -15,8 +15,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ctl_api::{InstanceSnapshot, InstanceSnapshotsPost};
+use ctl_api::{InstanceSnapshot, InstanceSnapshotPut, InstanceSnapshotsPost};
 
+use super::expiry;
+use super::snapshot_name::{self, MAX_NAME};
 use super::{InstanceError, Instances, idmap, now_rfc3339};
 use crate::db::intents::Kind;
 use crate::db::{self, snapshots::SnapshotRow};
@@ -25,18 +27,9 @@ use crate::paths::overlay_dirs;
 /// The mark of a snapshot being deleted (see [`Instances::delete_snapshot`]).
 const DELETING: &str = ".deleting";
 
-/// The longest snapshot name.
-const MAX_NAME: usize = 63;
-
 /// A snapshot name: letters, digits, `-`, `_`, `.` (not first), as Incus takes them.
 pub(super) fn check_name(name: &str) -> Result<(), InstanceError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+    if snapshot_name::valid(name) {
         Ok(())
     } else {
         Err(InstanceError::Invalid(format!(
@@ -44,6 +37,13 @@ pub(super) fn check_name(name: &str) -> Result<(), InstanceError> {
              (not first)"
         )))
     }
+}
+
+/// A snapshot to take: its name and expiry (RFC 3339 in UTC, `""` never), both checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPlan {
+    pub name: String,
+    pub expires_at: String,
 }
 
 impl Instances {
@@ -84,7 +84,11 @@ impl Instances {
         InstanceSnapshot {
             name: s.name,
             created_at: s.created_at,
-            expires_at: crate::images::ZERO_TIME.into(),
+            expires_at: if s.expires_at.is_empty() {
+                crate::images::ZERO_TIME.into()
+            } else {
+                s.expires_at
+            },
             last_used_at: crate::images::ZERO_TIME.into(),
             architecture: row.architecture.clone(),
             ephemeral: false,
@@ -132,45 +136,83 @@ impl Instances {
     }
 
     /// Check a snapshot request before its operation starts: the instance exists, the name
-    /// is valid and free (an empty name becomes the first free `snapN`). Stateful
-    /// snapshots are refused (no CRIU).
+    /// is valid and free (an empty name comes from `snapshots.pattern`, by default the next
+    /// `snapN`), the expiry readable (absent: from `snapshots.expiry.manual`, else
+    /// `snapshots.expiry`). Stateful snapshots are refused (no CRIU).
     pub async fn plan_snapshot(
         &self,
         name: &str,
         req: &InstanceSnapshotsPost,
-    ) -> Result<String, InstanceError> {
-        self.row(name).await?;
+    ) -> Result<SnapshotPlan, InstanceError> {
+        let row = self.expanded_row(name).await?;
         if req.stateful {
             return Err(InstanceError::Invalid(
                 "stateful snapshots are not supported".into(),
             ));
         }
-        let taken: Vec<String> = db::snapshots::list(&self.db, name)
-            .await?
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
+        let expires_at = match &req.expires_at {
+            Some(t) => expiry::from_request(t),
+            None => {
+                let span = row
+                    .config
+                    .get("snapshots.expiry.manual")
+                    .filter(|v| !v.trim().is_empty())
+                    .or_else(|| row.config.get("snapshots.expiry"))
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                expiry::from_span(span, time::OffsetDateTime::now_utc())
+            }
+        }
+        .map_err(|e| InstanceError::Invalid(e.to_string()))?;
         let snapshot = if req.name.is_empty() {
-            (0..)
-                .map(|n| format!("snap{n}"))
-                .find(|n| !taken.contains(n))
-                .unwrap_or_default()
+            self.next_snapshot_name(&row).await?
         } else {
             req.name.clone()
         };
         check_name(&snapshot)?;
-        if taken.contains(&snapshot) {
+        if db::snapshots::get(&self.db, name, &snapshot)
+            .await?
+            .is_some()
+        {
             return Err(InstanceError::SnapshotExists {
                 instance: name.to_string(),
                 snapshot,
             });
         }
-        Ok(snapshot)
+        Ok(SnapshotPlan {
+            name: snapshot,
+            expires_at,
+        })
     }
 
-    /// Take snapshot `snapshot` of instance `name`: a running instance is frozen for the
-    /// copy (and thawed after, unless it was frozen already).
-    pub async fn create_snapshot(&self, name: &str, snapshot: &str) -> Result<(), InstanceError> {
+    /// The next name `snapshots.pattern` gives instance `row` (its expanded record) now.
+    pub(super) async fn next_snapshot_name(
+        &self,
+        row: &super::InstanceRow,
+    ) -> Result<String, InstanceError> {
+        let taken: Vec<String> = db::snapshots::list(&self.db, &row.name)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        let pattern = row
+            .config
+            .get("snapshots.pattern")
+            .map(String::as_str)
+            .unwrap_or_default();
+        let now = chrono::Local::now().fixed_offset();
+        snapshot_name::next_name(pattern, &now, &taken)
+            .map_err(|e| InstanceError::Invalid(e.to_string()))
+    }
+
+    /// Take the snapshot `plan` names of instance `name`: a running instance is frozen for
+    /// the copy (and thawed after, unless it was frozen already).
+    pub async fn create_snapshot(
+        &self,
+        name: &str,
+        plan: &SnapshotPlan,
+    ) -> Result<(), InstanceError> {
+        let snapshot = plan.name.as_str();
         check_name(snapshot)?;
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
@@ -230,6 +272,7 @@ impl Instances {
             config: row.config.clone(),
             devices: row.devices.clone(),
             profiles: row.profiles.clone(),
+            expires_at: plan.expires_at.clone(),
         };
         let recorded = async {
             let mut tx = self.db.begin().await?;
@@ -243,7 +286,7 @@ impl Instances {
             let _ = tokio::fs::remove_dir_all(&dir).await;
             return Err(e.into());
         }
-        tracing::info!(instance = %name, snapshot, "snapshot taken");
+        tracing::info!(instance = %name, snapshot, expires_at = %plan.expires_at, "snapshot taken");
         self.events.instance(
             "instance-snapshot-created",
             &format!("{name}/{snapshot}"),
@@ -256,9 +299,28 @@ impl Instances {
     /// deleted, then the record goes, then the files (a crash in between leaves marked files
     /// that the next start removes; unmarked files are never removed for want of a record).
     pub async fn delete_snapshot(&self, name: &str, snapshot: &str) -> Result<(), InstanceError> {
+        self.delete_snapshot_if(name, snapshot, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Self::delete_snapshot`], only if the snapshot has expired at `expired_at` when
+    /// `Some` (checked under the instance's lock, so an expiry moved meanwhile is kept);
+    /// whether it was deleted.
+    pub(super) async fn delete_snapshot_if(
+        &self,
+        name: &str,
+        snapshot: &str,
+        expired_at: Option<time::OffsetDateTime>,
+    ) -> Result<bool, InstanceError> {
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
-        self.snapshot_row(name, snapshot).await?;
+        let row = self.snapshot_row(name, snapshot).await?;
+        if let Some(now) = expired_at
+            && !expiry::has_passed(&row.expires_at, now)
+        {
+            return Ok(false);
+        }
         let dir = self.snapshot_dir(name, snapshot);
         let marker = dir.join(DELETING);
         tokio::fs::write(&marker, b"")
@@ -274,6 +336,50 @@ impl Instances {
         }
         self.events.instance(
             "instance-snapshot-deleted",
+            &format!("{name}/{snapshot}"),
+            BTreeMap::new(),
+        );
+        Ok(true)
+    }
+
+    /// Check a snapshot update (`PUT`/`PATCH`) before its operation starts; the expiry to
+    /// store (`None`: unchanged, which only a `PATCH` without `expires_at` gives).
+    pub async fn plan_snapshot_update(
+        &self,
+        name: &str,
+        snapshot: &str,
+        req: &InstanceSnapshotPut,
+        patch: bool,
+    ) -> Result<Option<String>, InstanceError> {
+        self.snapshot_row(name, snapshot).await?;
+        match (&req.expires_at, patch) {
+            (None, true) => Ok(None),
+            (None, false) => Ok(Some(String::new())),
+            (Some(t), _) => expiry::from_request(t)
+                .map(Some)
+                .map_err(|e| InstanceError::Invalid(e.to_string())),
+        }
+    }
+
+    /// Set when snapshot `snapshot` of `name` expires (`""`: never; `None`: unchanged, as
+    /// [`Self::plan_snapshot_update`] gives it).
+    pub async fn update_snapshot(
+        &self,
+        name: &str,
+        snapshot: &str,
+        expires_at: Option<String>,
+    ) -> Result<(), InstanceError> {
+        let Some(expires_at) = expires_at else {
+            return Ok(());
+        };
+        let expires_at = expires_at.as_str();
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        self.snapshot_row(name, snapshot).await?;
+        db::snapshots::set_expiry(&self.db, name, snapshot, expires_at).await?;
+        tracing::info!(instance = %name, snapshot, expires_at, "snapshot expiry set");
+        self.events.instance(
+            "instance-snapshot-updated",
             &format!("{name}/{snapshot}"),
             BTreeMap::new(),
         );
