@@ -910,3 +910,64 @@ fn device_nodes_planted_inside_are_never_opened_for_writing() {
     let ls = d.ok(&["exec", "dev", "--", "ls", "-l", "/root/node"]);
     assert!(ls.starts_with('c'), "{ls}");
 }
+
+#[test]
+fn kernel_filesystems_inside_are_never_reached() {
+    root_or_skip!("kernel_filesystems_inside_are_never_reached");
+    let d = with_instance();
+    // The container unmasks what it can and points its own paths at kernel files. Writes
+    // there would be host root's: they must be refused before anything is opened. (The
+    // bodies are empty, so even a broken check writes nothing to the kernel.)
+    exec(
+        &d,
+        "umount /proc/sys 2>/dev/null; umount /proc/sysrq-trigger 2>/dev/null; \
+         ln -s /proc/sysrq-trigger /root/sq; ln -s /proc/sys/vm/drop_caches /root/dc; \
+         ln -s /sys/kernel /root/sk; true",
+    );
+    for path in ["/root/dc", "/root/sk/uevent_helper"] {
+        let a = request(&d, "POST", &files_uri(path), &[], b"");
+        assert_eq!(a.status, 400, "POST {path}: {}", a.text());
+        assert!(
+            a.text().contains("kernel filesystem"),
+            "{path}: {}",
+            a.text()
+        );
+    }
+    // Read, a final symlink is the link itself (not followed); through one, refused.
+    let a = request(&d, "GET", &files_uri("/root/dc"), &[], b"");
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-incus-type"), Some("symlink"), "{}", a.head);
+    // Absent where the kernel has no magic SysRq: then not found, never written.
+    for path in ["/root/sq", "/proc/sysrq-trigger"] {
+        let a = request(&d, "POST", &files_uri(path), &[], b"");
+        assert!(
+            a.status == 400 || a.status == 404,
+            "POST {path}: {}",
+            a.text()
+        );
+    }
+    // ctld is no process of the container's: its /proc/self leads nowhere.
+    let a = request(&d, "GET", &files_uri("/proc/self/environ"), &[], b"");
+    assert!(a.status == 400 || a.status == 404, "{}", a.text());
+    for path in [
+        "/proc/cpuinfo",
+        "/sys/kernel/uevent_helper",
+        "/root/sk/uevent_helper",
+    ] {
+        let a = request(&d, "GET", &files_uri(path), &[], b"");
+        assert_eq!(a.status, 400, "GET {path}: {}", a.text());
+    }
+    let a = request(
+        &d,
+        "DELETE",
+        &files_uri("/proc/sys/vm/drop_caches"),
+        &[],
+        b"",
+    );
+    assert_eq!(a.status, 400, "{}", a.text());
+    // Files elsewhere, and the symlinks themselves, are still the container's.
+    let a = request(&d, "POST", &files_uri("/root/plain"), &[], b"ok");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = request(&d, "DELETE", &files_uri("/root/sq"), &[], b"");
+    assert_eq!(a.status, 200, "{}", a.text());
+}

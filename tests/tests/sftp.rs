@@ -462,4 +462,42 @@ fn the_upgrade_answers_101_then_speaks_sftp_and_refuses_before_it() {
         .unwrap_or_else(|e| panic!("read version: {e}"));
     assert_eq!(head[4], 2, "not SSH_FXP_VERSION: {head:?}");
     assert_eq!(&head[5..9], &[0, 0, 0, 3]);
+    // The rest of the version packet (its extension pairs).
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let mut extensions = vec![0u8; len.saturating_sub(5)];
+    s.read_exact(&mut extensions)
+        .unwrap_or_else(|e| panic!("read version: {e}"));
+
+    // SSH_FXP_STAT answers SSH_FXP_ATTRS while the instance runs; once it stopped, the
+    // session's old root is no longer used: SSH_FXP_STATUS (failure).
+    let stat = |s: &mut UnixStream, id: u8| -> Vec<u8> {
+        let path = b"/etc/passwd";
+        let mut p = vec![17, 0, 0, 0, id, 0, 0, 0, path.len() as u8];
+        p.extend_from_slice(path);
+        let mut packet = (p.len() as u32).to_be_bytes().to_vec();
+        packet.extend_from_slice(&p);
+        s.write_all(&packet)
+            .unwrap_or_else(|e| panic!("send stat: {e}"));
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len)
+            .unwrap_or_else(|e| panic!("read: {e}"));
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body)
+            .unwrap_or_else(|e| panic!("read: {e}"));
+        body
+    };
+    assert_eq!(stat(&mut s, 1)[0], 105, "not SSH_FXP_ATTRS");
+    d.ok(&["stop", "-f", &c]);
+    let answer = stat(&mut s, 2);
+    assert_eq!(answer[0], 101, "not SSH_FXP_STATUS: {answer:?}");
+    assert_eq!(
+        &answer[5..9],
+        &[0, 0, 0, 4],
+        "not SSH_FX_FAILURE: {answer:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&answer).contains("stopped"),
+        "{answer:?}"
+    );
+    d.ok(&["start", &c]);
 }

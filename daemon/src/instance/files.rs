@@ -22,6 +22,9 @@ use crate::worker::files::{self, FileContent, FileInfo, InnerPath, Perms, RootDi
 pub(crate) struct FileRoot {
     pub(crate) root: RootDir,
     pub(crate) held: Option<OwnedMutexGuard<()>>,
+    /// The init whose root it is (a running instance): a long user of the root (an SFTP
+    /// session) stops using it once that init is gone.
+    pub(crate) init: Option<crate::worker::InitProcess>,
 }
 
 impl Instances {
@@ -39,7 +42,13 @@ impl Instances {
             .await
             .map_err(|e| InstanceError::Internal(e.to_string()))?;
             match opened {
-                (Ok(root), _) => return Ok(FileRoot { root, held: None }),
+                (Ok(root), _) => {
+                    return Ok(FileRoot {
+                        root,
+                        held: None,
+                        init: Some(init),
+                    });
+                }
                 (Err(e), false) => return Err(e.into()),
                 // Stopped meanwhile: reach it as a stopped one.
                 (Err(_), true) => {}
@@ -72,6 +81,7 @@ impl Instances {
         Ok(FileRoot {
             root,
             held: Some(held),
+            init: None,
         })
     }
 
@@ -83,7 +93,9 @@ impl Instances {
         f: impl FnOnce(&RootDir, &InnerPath) -> Result<T, files::FileError> + Send + 'static,
     ) -> Result<T, InstanceError> {
         let path = InnerPath::parse(path)?;
-        let FileRoot { root, held: _held } = self.file_root(name).await?;
+        let FileRoot {
+            root, held: _held, ..
+        } = self.file_root(name).await?;
         tokio::task::spawn_blocking(move || f(&root, &path))
             .await
             .map_err(|e| InstanceError::Internal(e.to_string()))?
@@ -116,7 +128,7 @@ impl Instances {
     {
         let inner = InnerPath::parse(path)?;
         let (opened, _held) = match self.file_root(name).await {
-            Ok(FileRoot { root, held }) => {
+            Ok(FileRoot { root, held, .. }) => {
                 let p = inner.clone();
                 let opened =
                     tokio::task::spawn_blocking(move || files::open_for_upload(&root, &p, &opts))

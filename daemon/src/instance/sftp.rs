@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::{InstanceError, Instances};
 use crate::worker::files::posix::{self, OpenOptions, SetAttrs, Stat};
 use crate::worker::files::{FileError, InnerPath, Perms, RootDir};
+use crate::worker::{InitProcess, Worker};
 
 /// The most bytes one `READ` answers (clients ask for 32 to 128 KiB).
 const MAX_READ: u32 = 256 * 1024;
@@ -52,6 +53,8 @@ pub enum SftpError {
     BadMessage(String),
     #[error("operation not supported")]
     Unsupported,
+    #[error("the instance stopped: its files are no longer reachable through this session")]
+    Stopped,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -87,6 +90,9 @@ pub struct SftpSession {
     root: Arc<RootDir>,
     /// A stopped instance's lifecycle lock, held for the session (see [`super::files`]).
     _held: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// A running instance's init: once it is gone every request fails, so the old root is
+    /// never used beside the overlay of a later start.
+    init: Option<(InitProcess, Arc<dyn Worker>)>,
     handles: HashMap<String, Opened>,
     next_handle: u64,
 }
@@ -95,11 +101,12 @@ impl Instances {
     /// Begin an SFTP session on instance `name`'s files (its root opened now: errors come
     /// before the connection is upgraded).
     pub async fn sftp_session(&self, name: &str) -> Result<SftpSession, InstanceError> {
-        let super::files::FileRoot { root, held } = self.file_root(name).await?;
+        let super::files::FileRoot { root, held, init } = self.file_root(name).await?;
         Ok(SftpSession {
             instance: name.to_string(),
             root: Arc::new(root),
             _held: held,
+            init: init.map(|i| (i, self.worker.clone())),
             handles: HashMap::new(),
             next_handle: 0,
         })
@@ -123,12 +130,21 @@ impl SftpSession {
         .await;
     }
 
+    /// `Stopped` once the running instance the session began on is gone.
+    fn check_live(&self) -> Result<(), SftpError> {
+        match &self.init {
+            Some((init, worker)) if !worker.is_alive(init) => Err(SftpError::Stopped),
+            _ => Ok(()),
+        }
+    }
+
     /// Run `f` on the root for `path` on a blocking thread.
     async fn on_root<T: Send + 'static>(
         &self,
         path: &str,
         f: impl FnOnce(&RootDir, &InnerPath) -> Result<T, FileError> + Send + 'static,
     ) -> Result<T, SftpError> {
+        self.check_live()?;
         let path = inner(path)?;
         let root = self.root.clone();
         blocking(move || f(&root, &path).map_err(SftpError::from)).await
@@ -145,6 +161,7 @@ impl SftpSession {
     }
 
     fn file(&self, handle: &str) -> Result<(Arc<File>, InnerPath), SftpError> {
+        self.check_live()?;
         match self.handles.get(handle) {
             Some(Opened::File { file, path }) => Ok((file.clone(), path.clone())),
             _ => Err(SftpError::BadHandle),

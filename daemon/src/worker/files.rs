@@ -83,6 +83,10 @@ impl FileError {
                 refused("a symlink that may not be followed here, or too many levels of symlinks")
             }
             Some(libc::EXDEV) => refused("the path leaves the instance's root"),
+            Some(KERNEL_FS) => refused(
+                "on a kernel filesystem (proc, sys, cgroup, devpts...): not reachable through \
+                 the file API (use exec)",
+            ),
             Some(
                 n @ (libc::ENOTDIR
                 | libc::EISDIR
@@ -98,6 +102,43 @@ impl FileError {
             ) => refused(&lowercase_first(Errno::from_raw(n).desc())),
             _ => FileError::Io { path, source },
         }
+    }
+}
+
+/// The filesystems the file API works on (`statfs` magic numbers): ones that hold files,
+/// on disk, in memory or over the network.
+const FILES_FILESYSTEMS: &[u32] = &[
+    0x794c_7630, // overlay
+    0x0000_ef53, // ext2/3/4
+    0x5846_5342, // xfs
+    0x9123_683e, // btrfs
+    0x0102_1994, // tmpfs
+    0x8584_58f6, // ramfs
+    0x2fc1_2fc1, // zfs
+    0xf2f5_2010, // f2fs
+    0xca45_1a4e, // bcachefs
+    0x7371_7368, // squashfs
+    0x0000_6969, // nfs
+    0x0000_4d44, // vfat
+    0x2011_bab0, // exfat
+];
+
+/// `EMEDIUMTYPE` marks a path on a kernel filesystem (never an answer of `openat2`).
+const KERNEL_FS: i32 = libc::EMEDIUMTYPE;
+
+/// Refuse `fd` unless it is on one of [`FILES_FILESYSTEMS`]. ctld works in a container's
+/// root as host root: `/proc`, `/sys`, cgroup, debugfs, tracefs, securityfs, bpf, configfs,
+/// devpts, mqueue and FUSE mounts inside it are kernel interfaces (or the container's own
+/// server), where a write as host root would reach the host kernel (a container can unmount
+/// what masks them and point a symlink there). They stay reachable from inside, by exec.
+fn on_files_filesystem(fd: &OwnedFd) -> io::Result<()> {
+    let fs = nix::sys::statfs::fstatfs(fd).map_err(errno_io)?;
+    // The magic is 32 bits; the field is a signed word on some architectures.
+    let magic = fs.filesystem_type().0 as u64 as u32;
+    if FILES_FILESYSTEMS.contains(&magic) {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(KERNEL_FS))
     }
 }
 
@@ -293,13 +334,15 @@ impl RootDir {
         })
     }
 
-    /// `openat2` of `rel` (relative to the root) with `flags`, retried on `EAGAIN`.
+    /// `openat2` of `rel` (relative to the root) with `flags`, retried on `EAGAIN`; what it
+    /// reaches must be on a filesystem of files ([`on_files_filesystem`]).
     fn walk(&self, rel: &CStr, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
         let flags = (flags | OFlag::O_CLOEXEC).bits();
         let mut last = io::Error::from_raw_os_error(libc::EAGAIN);
         for _ in 0..RETRIES {
             match sys::openat2(self.fd.as_fd(), rel, flags, mode, RESOLVE) {
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => last = e,
+                Ok(fd) => return on_files_filesystem(&fd).map(|()| fd),
                 other => return other,
             }
         }
@@ -1015,28 +1058,29 @@ mod tests {
     }
 
     #[test]
-    fn magic_links_are_refused() {
-        // /proc/self/root is a magic link to the host's root.
+    fn magic_links_and_kernel_filesystems_are_refused() {
+        // /proc/self/root is a magic link to the host's root; /proc is a kernel filesystem:
+        // neither is followed nor even looked at.
         let Ok(root) = RootDir::open(Path::new("/proc/self")) else {
             return;
         };
-        let res = read(&root, &p("/root/etc/hostname"));
-        assert!(matches!(res, Err(FileError::Refused { .. })), "{res:?}");
-        // The link itself may be looked at, not followed.
-        let res = read(&root, &p("/root"));
+        for path in ["/root/etc/hostname", "/root", "/status"] {
+            let res = read(&root, &p(path));
+            assert!(
+                matches!(res, Err(FileError::Refused { .. })),
+                "{path}: {res:?}"
+            );
+        }
+        let res = read(&root, &p("/status"));
         assert!(
-            matches!(
-                res,
-                Ok((
-                    FileInfo {
-                        kind: FileKind::Symlink,
-                        ..
-                    },
-                    _
-                ))
-            ),
+            matches!(&res, Err(FileError::Refused { reason, .. }) if reason.contains("kernel filesystem")),
             "{res:?}"
         );
+        // Only read here: were the check broken, a write would reach the host kernel.
+        if let Ok(sys) = RootDir::open(Path::new("/sys/kernel")) {
+            let res = read(&sys, &p("/uevent_helper"));
+            assert!(matches!(res, Err(FileError::Refused { .. })), "{res:?}");
+        }
     }
 
     #[test]
