@@ -79,6 +79,10 @@ pub const HOLE_BLOCK: usize = 4096;
 /// The copy buffer of a regular file (a multiple of [`HOLE_BLOCK`]).
 const COPY_BUF: usize = 256 * 1024;
 
+/// At most this many skipped entries are named in [`Unpacked::skipped`] (a hostile tarball
+/// may hold millions of device nodes).
+pub const MAX_SKIPPED_LISTED: usize = 100;
+
 /// Size caps of one unpack, checked against each regular file's declared size before any of
 /// it is written. Hard links, symlinks and directories count as nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,7 +302,9 @@ pub fn unpack<R: Read>(
                 Done::Dir(mtime) => dir_times.push((target, mtime)),
                 Done::Skipped => {
                     tracing::debug!(entry = %String::from_utf8_lossy(&raw), ?kind, "skipped");
-                    out.skipped.push(String::from_utf8_lossy(&raw).into_owned());
+                    if out.skipped.len() < MAX_SKIPPED_LISTED {
+                        out.skipped.push(String::from_utf8_lossy(&raw).into_owned());
+                    }
                 }
             }
         }
@@ -969,7 +975,9 @@ pub fn unpack_backup<R: Read>(
                 Done::Dir(mtime) => dir_times.push((target, mtime)),
                 Done::Skipped => {
                     tracing::debug!(entry = %String::from_utf8_lossy(&raw), ?kind, "skipped");
-                    out.skipped.push(String::from_utf8_lossy(&raw).into_owned());
+                    if out.skipped.len() < MAX_SKIPPED_LISTED {
+                        out.skipped.push(String::from_utf8_lossy(&raw).into_owned());
+                    }
                 }
             }
         }
@@ -1376,6 +1384,20 @@ mod tests {
         let rootfs = tmp.path().join("image/rootfs");
         assert!(fs::symlink_metadata(rootfs.join("dev/null")).is_err());
         assert_eq!(fs::read_to_string(rootfs.join("ok"))?, "fine");
+        Ok(())
+    }
+
+    #[test]
+    fn only_the_first_skipped_entries_are_listed() -> TestResult {
+        let names: Vec<String> = (0..MAX_SKIPPED_LISTED + 50)
+            .map(|i| format!("rootfs/dev/n{i}"))
+            .collect();
+        let mut entries = vec![META, ("rootfs/dev/", Dir, "")];
+        entries.extend(names.iter().map(|n| (n.as_str(), Char, "")));
+        let (_tmp, r) = try_unpack(&tarball(&entries));
+        let r = r?;
+        assert_eq!(r.skipped.len(), MAX_SKIPPED_LISTED);
+        assert_eq!(r.skipped[0], "rootfs/dev/n0");
         Ok(())
     }
 

@@ -126,6 +126,9 @@ impl Instances {
         plan: &CreatePlan,
         src: &CopySource,
     ) -> Result<(), InstanceError> {
+        // Until the record exists, no profile it names can go or change (profiles first,
+        // then instances: the lock order everywhere).
+        let _profiles = self.profiles_lock.lock().await;
         // The source holds still (no start, stop, restore or delete) while it is copied.
         let lock = self.lock_for(&src.instance);
         let _g = lock.lock().await;

@@ -149,6 +149,8 @@ impl Instances {
         let name = &prepared.name;
         let records = &prepared.records;
         let fingerprint = self.images.ensure_empty().await?;
+        // Until the record exists, no profile it names can go or change.
+        let _profiles = self.profiles_lock.lock().await;
         let lock = self.lock_for(name);
         let _g = lock.lock().await;
         let dir = self.paths.container(name);

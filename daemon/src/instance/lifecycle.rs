@@ -401,7 +401,11 @@ impl Instances {
             let Ok(row) = me.row(&name).await else {
                 return;
             };
-            if !row.ephemeral || me.running_init(&row).is_some() {
+            // Still the instance whose init exited (not a new one of that name), stopped.
+            if !row.ephemeral
+                || Self::init_of(&row) != Some(init)
+                || me.running_init(&row).is_some()
+            {
                 return;
             }
             tracing::info!(instance = %name, "ephemeral instance stopped: deleting it");

@@ -120,14 +120,29 @@ impl SftpSession {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         tracing::debug!(instance = %self.instance, "sftp session started");
-        russh_sftp::server::run(
-            Fused {
-                inner: io,
-                failed: false,
-            },
-            self,
-        )
-        .await;
+        let instance = self.instance.clone();
+        // A session on a stopped instance holds its lifecycle lock: an idle one is closed
+        // (the lock goes with it), so a forgotten client cannot hold up its start for ever.
+        let idle_limit = self._held.is_some().then_some(STOPPED_IDLE_LIMIT);
+        let last_read = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+        let io = Fused {
+            inner: io,
+            failed: false,
+            last_read: last_read.clone(),
+        };
+        let run = russh_sftp::server::run(io, self);
+        match idle_limit {
+            None => run.await,
+            Some(limit) => {
+                tokio::select! {
+                    () = run => {}
+                    () = idle(last_read, limit) => {
+                        tracing::info!(instance = %instance,
+                            "sftp session on a stopped instance idle: closed");
+                    }
+                }
+            }
+        }
     }
 
     /// `Stopped` once the running instance the session began on is gone.
@@ -529,6 +544,23 @@ impl SftpSession {
 struct Fused<S> {
     inner: S,
     failed: bool,
+    /// When the client last sent something.
+    last_read: Arc<std::sync::Mutex<tokio::time::Instant>>,
+}
+
+/// How long a session on a stopped instance may stay silent.
+const STOPPED_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Resolves once nothing was read for `limit`.
+async fn idle(last_read: Arc<std::sync::Mutex<tokio::time::Instant>>, limit: std::time::Duration) {
+    loop {
+        let last = *last_read.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = last + limit;
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Fused<S> {
@@ -540,7 +572,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Fused<S> {
         if self.failed {
             return Poll::Ready(Ok(()));
         }
+        let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            *self.last_read.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        }
         if let Poll::Ready(Err(e)) = &polled {
             tracing::debug!(error = %e, "sftp connection failed");
             self.failed = true;
@@ -579,6 +615,30 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Fused<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn idleness_is_counted_from_the_last_read() {
+        use std::time::Duration;
+        let last = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+        let limit = Duration::from_millis(300);
+        let bumper = {
+            let last = last.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+                }
+            })
+        };
+        let started = tokio::time::Instant::now();
+        let done = tokio::time::timeout(Duration::from_secs(10), idle(last.clone(), limit)).await;
+        assert!(done.is_ok(), "never idle");
+        let _ = bumper.await;
+        // Five reads 100 ms apart kept it alive; it ended a whole limit after the last one.
+        assert!(started.elapsed() >= Duration::from_millis(500) + limit);
+        let last = *last.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(last.elapsed() >= limit);
+    }
 
     #[test]
     fn extended_strings_are_parsed_or_refused() {
