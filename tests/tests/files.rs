@@ -971,3 +971,64 @@ fn kernel_filesystems_inside_are_never_reached() {
     let a = request(&d, "DELETE", &files_uri("/root/sq"), &[], b"");
     assert_eq!(a.status, 200, "{}", a.text());
 }
+
+#[test]
+fn lxc_and_incus_push_pull_and_edit_files_of_a_stopped_instance() {
+    root_or_skip!("lxc_and_incus_push_pull_and_edit_files_of_a_stopped_instance");
+    let d = Daemon::start();
+    let (Some(lxc), Some(incus)) = (
+        ctl_tests::clients::Cli::lxc(&d),
+        ctl_tests::clients::Cli::incus(&d),
+    ) else {
+        return;
+    };
+    d.ok(&["launch", "busybox", "c1"]);
+    d.ok(&["stop", "-f", "c1"]);
+    let local = temp_dir();
+    let src = local.path().join("src.txt");
+    std::fs::write(&src, "pushed while stopped\n").unwrap_or_else(|e| panic!("{e}"));
+    // `file edit` without a terminal takes the new content from stdin.
+    let edited = local.path().join("edited.txt");
+    std::fs::write(&edited, "pushed while stopped\nedited\n").unwrap_or_else(|e| panic!("{e}"));
+    for (cli, name) in [(&lxc, "lxc"), (&incus, "incus")] {
+        let target = format!("c1/root/{name}.txt");
+        cli.ok(&["file", "push", "--uid", "1000", path_str(&src), &target]);
+        let back = local.path().join(format!("{name}.back"));
+        cli.ok(&["file", "pull", &target, path_str(&back)]);
+        assert_eq!(
+            std::fs::read_to_string(&back).unwrap_or_default(),
+            "pushed while stopped\n",
+            "{name}"
+        );
+        let stdin = std::fs::File::open(&edited).unwrap_or_else(|e| panic!("{e}"));
+        let out = cli
+            .command(&["file", "edit", &target])
+            .stdin(stdin)
+            .output()
+            .unwrap_or_else(|e| panic!("{name} file edit: {e}"));
+        assert!(out.status.success(), "{name} file edit: {out:?}");
+        cli.ok(&["file", "delete", "c1/etc/inittab"]);
+        cli.fails(&["file", "pull", "c1/etc/inittab", path_str(&back)]);
+        d.ok(&["file", "push", path_str(&src), "c1/etc/inittab"]);
+    }
+    // Started, the container sees what both clients wrote, with the owners they gave.
+    d.ok(&["start", "c1"]);
+    for name in ["lxc", "incus"] {
+        assert_eq!(
+            exec(&d, &format!("cat /root/{name}.txt")),
+            "pushed while stopped\nedited\n",
+            "{name}"
+        );
+        assert_eq!(
+            exec(&d, &format!("stat -c %u /root/{name}.txt")).trim(),
+            "1000",
+            "{name}"
+        );
+    }
+    // And incus restores snapshots (an unknown one is an error).
+    incus.ok(&["snapshot", "create", "c1", "s0"]);
+    exec(&d, "echo after > /root/after");
+    incus.ok(&["snapshot", "restore", "c1", "s0"]);
+    assert!(!exists_inside(&d, "/root/after"));
+    incus.fails(&["snapshot", "restore", "c1", "nope"]);
+}
