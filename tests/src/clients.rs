@@ -30,6 +30,15 @@ fn found(path: &std::path::Path, what: &str) -> bool {
     ok
 }
 
+/// The Incus 6.0 client `.ci/run` unpacks (or `$CTL_INCUS`), if it is there; else a printed
+/// skip, or a failure under `CTL_REQUIRE_ALL`.
+pub fn incus_program() -> Option<PathBuf> {
+    let program = std::env::var_os("CTL_INCUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/ctl-tests/incus-client/usr/bin/incus"));
+    found(&program, "incus client").then_some(program)
+}
+
 impl Cli {
     /// Debian's `lxc` (package `lxd-client`), if installed.
     pub fn lxc(d: &Daemon) -> Option<Cli> {
@@ -39,11 +48,7 @@ impl Cli {
 
     /// Incus 6.0's client, unpacked by `.ci/run` (or at `$CTL_INCUS`).
     pub fn incus(d: &Daemon) -> Option<Cli> {
-        let program = std::env::var_os("CTL_INCUS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/var/cache/ctl-tests/incus-client/usr/bin/incus"));
-        found(&program, "incus client")
-            .then(|| Cli::new(d, program, "incus", "INCUS_DIR", "INCUS_CONF"))
+        incus_program().map(|program| Cli::new(d, program, "incus", "INCUS_DIR", "INCUS_CONF"))
     }
 
     fn new(

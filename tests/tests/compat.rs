@@ -245,30 +245,12 @@ fn lxd_lxc_cli_drives_ctld() {
     }
 }
 
-/// The Incus 6.0 client (Debian trixie's `incus-client`, unpacked by `.ci/run` into the
-/// tests' cache; `CTL_INCUS` names another binary).
-fn incus_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("CTL_INCUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/ctl-tests/incus-client/usr/bin/incus"));
-    let found = path.is_file();
-    if !found {
-        assert!(
-            std::env::var_os("CTL_REQUIRE_ALL").is_none(),
-            "{} is missing (.ci/run unpacks it); CTL_REQUIRE_ALL forbids skipping",
-            path.display()
-        );
-        eprintln!("SKIP: no incus client at {}", path.display());
-    }
-    found.then_some(path)
-}
-
 #[test]
 fn incus_client_drives_ctld() {
     if !require_root("incus_client_drives_ctld") {
         return;
     }
-    let Some(incus) = incus_binary() else {
+    let Some(incus) = ctl_tests::clients::incus_program() else {
         return;
     };
     let d = Daemon::start();

@@ -6,7 +6,7 @@
 //! and cgroup parent, cleaned up by `Daemon`'s drop even when an assertion fails.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -296,23 +296,6 @@ fn profile_security_and_environment_keys_take_effect_where_incus_applies_them() 
     assert_eq!(out.trim(), "ok");
 }
 
-/// The Incus 6.0 client (as `compat.rs` finds it).
-fn incus_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("CTL_INCUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/ctl-tests/incus-client/usr/bin/incus"));
-    let found = path.is_file();
-    if !found {
-        assert!(
-            std::env::var_os("CTL_REQUIRE_ALL").is_none(),
-            "{} is missing (.ci/run unpacks it); CTL_REQUIRE_ALL forbids skipping",
-            path.display()
-        );
-        eprintln!("SKIP: no incus client at {}", path.display());
-    }
-    found.then_some(path)
-}
-
 /// Run `tool` (an LXD or Incus client) against `d` until it succeeds; returns stdout.
 fn client_ok(d: &Daemon, tool: &Path, conf: &Path, args: &[&str]) -> String {
     let o = Command::new(tool)
@@ -408,7 +391,7 @@ fn lxc_manages_profiles() {
 #[test]
 fn incus_manages_profiles() {
     root_or_skip!("incus_manages_profiles");
-    let Some(incus) = incus_binary() else {
+    let Some(incus) = ctl_tests::clients::incus_program() else {
         return;
     };
     client_flow(&incus);

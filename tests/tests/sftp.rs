@@ -14,23 +14,6 @@ use std::time::Duration;
 
 use ctl_tests::{Daemon, require_root, unique};
 
-/// The Incus 6.0 client (`.ci/run` unpacks it; `CTL_INCUS` names another binary).
-fn incus_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("CTL_INCUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/ctl-tests/incus-client/usr/bin/incus"));
-    let found = path.is_file();
-    if !found {
-        assert!(
-            std::env::var_os("CTL_REQUIRE_ALL").is_none(),
-            "{} is missing (.ci/run unpacks it); CTL_REQUIRE_ALL forbids skipping",
-            path.display()
-        );
-        eprintln!("SKIP: no incus client at {}", path.display());
-    }
-    found.then_some(path)
-}
-
 /// `incus` pointed at one daemon's socket, with its own config dir.
 struct Incus {
     bin: PathBuf,
@@ -122,7 +105,7 @@ fn incus_file_commands_run_over_sftp() {
     if !require_root("incus_file_commands_run_over_sftp") {
         return;
     }
-    let Some(bin) = incus_binary() else {
+    let Some(bin) = ctl_tests::clients::incus_program() else {
         return;
     };
     let d = Daemon::start();
@@ -292,7 +275,7 @@ fn sftp_paths_never_leave_the_container() {
     if !require_root("sftp_paths_never_leave_the_container") {
         return;
     }
-    let Some(bin) = incus_binary() else {
+    let Some(bin) = ctl_tests::clients::incus_program() else {
         return;
     };
     let d = Daemon::start();
