@@ -1,11 +1,13 @@
 //! The crash suite: ctld is killed with SIGKILL at random moments inside bursts of
-//! launches, deletes, publishes and network creates and deletes; after each restart the host
-//! and the database must agree, and nothing ctld made may be left without an owner.
+//! launches, deletes, copies, renames, snapshots, publishes and network creates and
+//! deletes; after each restart the host and the database must agree, and nothing ctld made
+//! may be left without an owner.
 //!
 //! After every kill and restart it checks, against the real host:
 //! - every instance `list` shows RUNNING has a live init and answers `exec`; every STOPPED
 //!   one starts (no ghost: a record whose files are gone could not);
 //! - every instance has its directory, and every directory with a backup file a record;
+//!   every snapshot its directory, and every snapshot directory a record;
 //! - cgroups under the daemon's parent, host-side veths on its bridges, mounts under its
 //!   state directory belong to running instances only;
 //! - bridges and nftables tables named for this run belong to recorded networks, and each
@@ -215,6 +217,26 @@ fn check(d: &Daemon, prefix: &str) -> Findings {
                 .push(format!("container directory {name} without a record"));
         }
     }
+    // Snapshots: a directory for each record, a record for each directory.
+    for name in &recorded {
+        let (_, v) = d.http("GET", &format!("/1.0/instances/{name}/snapshots"), None);
+        let snaps: BTreeSet<String> = v["metadata"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str()?.rsplit('/').next().map(str::to_owned))
+            .collect();
+        let dirs = dir_names(&containers.join(name).join("snapshots"));
+        for s in dirs.difference(&snaps) {
+            f.leaks
+                .push(format!("{name}: snapshot directory {s} without a record"));
+        }
+        for s in snaps.difference(&dirs) {
+            f.inconsistencies.push(format!(
+                "{name}: snapshot {s} recorded without its directory"
+            ));
+        }
+    }
     // Every instance runs now (the stopped ones were started above).
     let running: BTreeSet<String> = statuses(d)
         .into_iter()
@@ -400,17 +422,29 @@ fn sigkill_at_random_moments_leaves_no_ghost_and_no_leak() {
         // The burst: launches, deletes of what earlier rounds made, a publish, a network
         // create and the delete of an earlier one, all at once.
         let mut children = Vec::new();
-        for i in 0..4 {
-            let name = format!("r{round}c{i}");
-            children.push(spawn_ctl(&d, &["launch", "busybox", &name]));
-        }
         let existing: Vec<String> = d
             .instances()
             .into_iter()
             .filter(|n| n != "pubsrc")
             .collect();
+        // A stopped one to rename in the burst.
+        let mover = format!("r{round}mv");
+        d.ok(&["init", "busybox", &mover]);
+        for i in 0..4 {
+            let name = format!("r{round}c{i}");
+            children.push(spawn_ctl(&d, &["launch", "busybox", &name]));
+        }
         for victim in existing.iter().take(2) {
             children.push(spawn_ctl(&d, &["delete", "--force", victim]));
+        }
+        children.push(spawn_ctl(&d, &["move", &mover, &format!("{mover}x")]));
+        // A copy (with snapshots) and a snapshot of one that stays.
+        if let Some(src) = existing.get(2) {
+            children.push(spawn_ctl(&d, &["copy", src, &format!("r{round}cp")]));
+            children.push(spawn_ctl(
+                &d,
+                &["snapshot", "create", src, &format!("s{round}")],
+            ));
         }
         let alias = format!("r{round}img");
         children.push(spawn_ctl(&d, &["publish", "pubsrc", "--alias", &alias]));

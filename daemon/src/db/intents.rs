@@ -30,6 +30,8 @@ pub enum Kind {
     SnapshotRename,
     /// A backup's tarball renamed into place before its row (`instance/backup`).
     BackupCreate,
+    /// A running instance frozen while its files are copied (`instance`).
+    CopyFreeze,
 }
 
 impl Kind {
@@ -43,6 +45,7 @@ impl Kind {
             Kind::InstanceRename => "instance-rename",
             Kind::SnapshotRename => "snapshot-rename",
             Kind::BackupCreate => "backup-create",
+            Kind::CopyFreeze => "copy-freeze",
         }
     }
 }

@@ -383,24 +383,14 @@ impl Instances {
         work: &Path,
     ) -> Result<PathBuf, InstanceError> {
         let (mut upper, _, _) = overlay_dirs(&self.paths.container(name));
-        let freeze = self.running_init(row).is_some() && !self.worker.is_frozen(name);
         if self.running_init(row).is_some() {
-            if freeze {
-                let n = name.to_string();
-                self.blocking_worker(move |w| w.set_frozen(&n, true))
-                    .await?;
-            }
+            let frozen = self.freeze_for_copy(row).await?;
             let copy = work.join("upper");
             let copied = {
                 let (from, to) = (upper.clone(), copy.clone());
                 self.blocking_worker(move |w| w.copy_tree(&from, &to)).await
             };
-            if freeze {
-                let n = name.to_string();
-                if let Err(e) = self.blocking_worker(move |w| w.set_frozen(&n, false)).await {
-                    tracing::warn!(instance = %name, error = %e, "could not thaw after a backup");
-                }
-            }
+            self.thaw_after_copy(name, frozen).await;
             copied?;
             upper = copy;
         }

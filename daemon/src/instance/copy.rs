@@ -184,14 +184,10 @@ impl Instances {
             Some(s) => self.snapshot_dir(&src.instance, s).join("upper"),
             None => overlay_dirs(&self.paths.container(&src.instance)).0,
         };
-        let freeze = src.snapshot.is_none()
-            && self.running_init(source).is_some()
-            && !self.worker.is_frozen(&src.instance);
-        if freeze {
-            let n = src.instance.clone();
-            self.blocking_worker(move |w| w.set_frozen(&n, true))
-                .await?;
-        }
+        let frozen = match src.snapshot {
+            None => self.freeze_for_copy(source).await?,
+            Some(_) => false,
+        };
         let copied = {
             let dir = dir.clone();
             self.blocking_worker(move |w| {
@@ -205,13 +201,7 @@ impl Instances {
             })
             .await
         };
-        if freeze {
-            let n = src.instance.clone();
-            if let Err(e) = self.blocking_worker(move |w| w.set_frozen(&n, false)).await {
-                tracing::warn!(instance = %src.instance, error = %e,
-                    "could not thaw after a copy");
-            }
-        }
+        self.thaw_after_copy(&src.instance, frozen).await;
         copied?;
         for s in snapshots {
             let from = self.snapshot_dir(&src.instance, &s.name);

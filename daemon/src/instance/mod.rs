@@ -558,6 +558,43 @@ impl Instances {
         }
     }
 
+    /// Freeze `name` for a consistent copy of its files, if it runs and is not frozen
+    /// already; returns whether it was frozen here. Journaled: a crash before
+    /// [`Instances::thaw_after_copy`] leaves an intent the start-up reconcile thaws it by
+    /// (a freeze of the user's own is never undone).
+    async fn freeze_for_copy(&self, row: &InstanceRow) -> Result<bool, InstanceError> {
+        if self.running_init(row).is_none() || self.worker.is_frozen(&row.name) {
+            return Ok(false);
+        }
+        db::intents::begin(&self.db, Kind::CopyFreeze, &row.name).await?;
+        let n = row.name.clone();
+        if let Err(e) = self.blocking_worker(move |w| w.set_frozen(&n, true)).await {
+            let n = row.name.clone();
+            let _ = self.blocking_worker(move |w| w.set_frozen(&n, false)).await;
+            let _ = db::intents::finish(&self.db, Kind::CopyFreeze, &row.name).await;
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Thaw what [`Instances::freeze_for_copy`] froze (`frozen`), and end its intent.
+    async fn thaw_after_copy(&self, name: &str, frozen: bool) {
+        if !frozen {
+            return;
+        }
+        let n = name.to_string();
+        match self.blocking_worker(move |w| w.set_frozen(&n, false)).await {
+            Ok(()) => {
+                if let Err(e) = db::intents::finish(&self.db, Kind::CopyFreeze, name).await {
+                    tracing::warn!(instance = %name, error = %e, "copy-freeze intent left");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(instance = %name, error = %e, "could not thaw after a copy");
+            }
+        }
+    }
+
     async fn blocking_worker<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Worker) -> Result<T, WorkerError> + Send + 'static,

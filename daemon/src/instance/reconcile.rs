@@ -18,6 +18,22 @@ impl Instances {
     pub async fn reconcile(&self) -> Result<(), InstanceError> {
         // First: a rename cut off puts its directory where its record is.
         self.reconcile_renames().await?;
+        // Freezes for a copy that a crash left in place: thawed, whatever the freezer says
+        // now (one cut off mid-freeze may still be FREEZING, and FROZEN a moment later).
+        // The copy held the instance's lock, so no freeze of the user's came in between; a
+        // user's own freeze has no intent and stays.
+        for name in db::intents::pending(&self.db, Kind::CopyFreeze).await? {
+            let row = db::instances::get(&self.db, &name).await?;
+            if row.as_ref().is_some_and(|r| self.running_init(r).is_some()) {
+                tracing::warn!(instance = %name, "thawing an instance a crash left frozen for a copy");
+                let n = name.clone();
+                if let Err(e) = self.blocking_worker(move |w| w.set_frozen(&n, false)).await {
+                    tracing::warn!(instance = %name, error = %e, "could not thaw");
+                    continue;
+                }
+            }
+            db::intents::finish(&self.db, Kind::CopyFreeze, &name).await?;
+        }
         let rows = db::instances::list(&self.db).await?;
         let profiles = db::profiles::list(&self.db).await?;
         // Every record's backup file is brought up to date (installs older than the file

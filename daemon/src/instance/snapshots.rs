@@ -228,12 +228,13 @@ impl Instances {
         }
         let key = format!("{name}/{snapshot}");
         db::intents::begin(&self.db, Kind::SnapshotCreate, &key).await?;
-        let freeze = self.running_init(&row).is_some() && !self.worker.is_frozen(name);
-        if freeze {
-            let n = name.to_string();
-            self.blocking_worker(move |w| w.set_frozen(&n, true))
-                .await?;
-        }
+        let frozen = match self.freeze_for_copy(&row).await {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = db::intents::finish(&self.db, Kind::SnapshotCreate, &key).await;
+                return Err(e);
+            }
+        };
         let (upper, _, _) = overlay_dirs(&self.paths.container(name));
         let dir = self.snapshot_dir(name, snapshot);
         let tmp = self
@@ -254,12 +255,7 @@ impl Instances {
             })
             .await
         };
-        if freeze {
-            let n = name.to_string();
-            if let Err(e) = self.blocking_worker(move |w| w.set_frozen(&n, false)).await {
-                tracing::warn!(instance = %name, error = %e, "could not thaw after a snapshot");
-            }
-        }
+        self.thaw_after_copy(name, frozen).await;
         if let Err(e) = copied {
             let _ = tokio::fs::remove_dir_all(&tmp).await;
             let _ = db::intents::finish(&self.db, Kind::SnapshotCreate, &key).await;
