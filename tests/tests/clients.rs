@@ -88,16 +88,18 @@ fn two_thousand_idle_connections_time_out_and_list_still_answers() {
     );
     assert_eq!(closed, 2000, "idle connections must time out");
     drop(idle);
-    // The memory they took is given back (RSS under 40 MiB once they are gone).
+    // The memory they took is given back: RSS within 8 MiB of where it was before they
+    // opened (they took ~20 MiB), whatever the build's own baseline.
+    let bound = before + 8 * 1024;
     let mut after = rss_kib(d.pid());
     wait_until(Duration::from_secs(5), || {
         after = rss_kib(d.pid());
-        after < 40 * 1024
+        after < bound
     });
     println!("RSS after they closed: {after} KiB");
     assert!(
-        after < 40 * 1024,
-        "RSS {after} KiB after the connections closed"
+        after < bound,
+        "RSS {after} KiB after the connections closed ({before} KiB before them)"
     );
     let list_after = timed_list(&d);
     assert!(list_after < Duration::from_secs(2));
