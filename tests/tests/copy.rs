@@ -234,6 +234,15 @@ fn ephemeral_instances_go_when_they_stop() {
     d.ok(&["restart", "-f", "e3"]);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(d.state("e3")["status"], "Running");
+    // Made ephemeral while it runs: its stop deletes it too.
+    d.ok(&["launch", "busybox", "e4"]);
+    let (code, v) = d.http("PATCH", "/1.0/instances/e4", Some(r#"{"ephemeral": true}"#));
+    assert_eq!(code, 200, "{v}");
+    let _ = d.ctl(&["exec", "e4", "--", "poweroff", "-f"]);
+    assert!(
+        gone("e4"),
+        "an instance made ephemeral is deleted when it stops"
+    );
     // A plain instance stays.
     d.ok(&["launch", "busybox", "p1"]);
     d.ok(&["stop", "-f", "p1"]);

@@ -140,6 +140,10 @@ impl Instances {
         let all = db::profiles::list(&self.db).await?;
         let description = put.description.clone().unwrap_or(row.description.clone());
         let ephemeral = put.ephemeral.unwrap_or(row.ephemeral);
+        // Made ephemeral while it runs: from now on its stop deletes it.
+        let watch = (ephemeral && !row.ephemeral)
+            .then(|| self.running_init(&row))
+            .flatten();
         let plan = self
             .plan_update(row, all.clone(), all, cfg, devices, profiles)
             .await?;
@@ -161,6 +165,9 @@ impl Instances {
             return Err(e.into());
         }
         self.save_backup_or_warn(name).await;
+        if let Some(init) = watch {
+            self.watch_ephemeral(name, init);
+        }
         self.events
             .instance("instance-updated", name, BTreeMap::new());
         Ok(())

@@ -37,9 +37,13 @@ fn cpath(p: &Path) -> Result<CString, String> {
         .map_err(|_| format!("{}: path contains a NUL byte", p.display()))
 }
 
-/// The overlay of `layers` as a detached mount. `userns` is the user namespace whose map the
-/// lower layer is seen through (needed iff `layers.idmap_lower`).
-pub fn overlay(layers: &Layers<'_>, userns: Option<&File>) -> Result<OwnedFd, String> {
+/// The overlay of `layers` as a detached mount with `attrs`. `userns` is the user namespace
+/// whose map the lower layer is seen through (needed iff `layers.idmap_lower`).
+pub fn overlay(
+    layers: &Layers<'_>,
+    userns: Option<&File>,
+    attrs: sys::MountAttrs,
+) -> Result<OwnedFd, String> {
     let lower = cpath(layers.lower)?;
     // Held until the overlay exists: the lower layer's path names this descriptor.
     let mut _idmapped = None;
@@ -74,12 +78,13 @@ pub fn overlay(layers: &Layers<'_>, userns: Option<&File>) -> Result<OwnedFd, St
     }
     set(c"upperdir", &cpath(layers.upper)?)?;
     set(c"workdir", &cpath(layers.work)?)?;
-    sys::fs_create_and_mount(fsfd.as_fd())
+    sys::fs_create_and_mount(fsfd.as_fd(), attrs)
         .map_err(|e| format!("mount overlay over {}: {e}", layers.upper.display()))
 }
 
-/// The root of a stopped container: [`overlay`] made in this process, with a user namespace
-/// of map `id_map` from `ctld forkuserns` (binary `exe`) when the lower layer is id-mapped.
+/// The root of a stopped container: [`overlay`] made in this process (nosuid, nodev,
+/// noexec: ctld only reads and writes files there), with a user namespace of map `id_map`
+/// from `ctld forkuserns` (binary `exe`) when the lower layer is id-mapped.
 pub fn detached_root(
     exe: &Path,
     layers: &Layers<'_>,
@@ -88,12 +93,12 @@ pub fn detached_root(
     match (layers.idmap_lower, id_map) {
         (true, Some(map)) => {
             let holder = UsernsHolder::spawn(exe, map)?;
-            let root = overlay(layers, Some(&holder.userns));
+            let root = overlay(layers, Some(&holder.userns), sys::MountAttrs::INERT);
             holder.release();
             root
         }
         (true, None) => Err("an id-mapped image layer needs the container's id map".into()),
-        (false, _) => overlay(layers, None),
+        (false, _) => overlay(layers, None, sys::MountAttrs::INERT),
     }
 }
 
@@ -160,4 +165,57 @@ pub fn forkuserns_main() -> i32 {
     }
     let _ = io::stdin().read(&mut [0u8; 1]);
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_root_is_an_overlay_that_runs_nothing() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = |n: &str| {
+            let p = tmp.path().join(n);
+            std::fs::create_dir(&p).unwrap_or_else(|e| panic!("{e}"));
+            p
+        };
+        let (lower, upper, work) = (dir("lower"), dir("upper"), dir("work"));
+        std::fs::write(lower.join("from-image"), "x").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(upper.join("own"), "y").unwrap_or_else(|e| panic!("{e}"));
+        let layers = Layers {
+            lower: &lower,
+            idmap_lower: false,
+            upper: &upper,
+            work: &work,
+        };
+        let root = match detached_root(Path::new("/proc/self/exe"), &layers, None) {
+            Ok(r) => r,
+            // Not root (or no overlay here): nothing to check.
+            Err(e) if e.contains("EPERM") || e.contains("Operation not permitted") => return,
+            Err(e) => panic!("{e}"),
+        };
+        let fs = nix::sys::statvfs::fstatvfs(&root).unwrap_or_else(|e| panic!("{e}"));
+        use nix::sys::statvfs::FsFlags;
+        for flag in [FsFlags::ST_NOSUID, FsFlags::ST_NODEV, FsFlags::ST_NOEXEC] {
+            assert!(
+                fs.flags().contains(flag),
+                "{flag:?} missing: {:?}",
+                fs.flags()
+            );
+        }
+        // Both layers are seen through it, and nothing is attached anywhere.
+        let at = format!("/proc/self/fd/{}", root.as_raw_fd());
+        assert_eq!(
+            std::fs::read_to_string(format!("{at}/from-image"))
+                .ok()
+                .as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            std::fs::read_to_string(format!("{at}/own")).ok().as_deref(),
+            Some("y")
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        assert!(!mounts.contains(&*tmp.path().to_string_lossy()), "{mounts}");
+    }
 }

@@ -579,7 +579,7 @@ fn overlay_root(spec: &SpawnSpec, pid: i32) -> Result<OwnedFd, String> {
         upper: &spec.upper,
         work: &spec.work,
     };
-    super::rootfs::overlay(&layers, userns.as_ref())
+    super::rootfs::overlay(&layers, userns.as_ref(), super::sys::MountAttrs::NONE)
         .map_err(|e| format!("{e} (root of {})", spec.rootfs.display()))
 }
 

@@ -415,9 +415,27 @@ pub fn fsconfig_string(
     Ok(())
 }
 
+/// `MOUNT_ATTR_*` flags of a new mount ([`fs_create_and_mount`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MountAttrs(u32);
+
+impl MountAttrs {
+    /// No restriction (a container's own root).
+    pub const NONE: MountAttrs = MountAttrs(0);
+    /// `nosuid`, `nodev`, `noexec`: a tree only ctld reads and writes, never runs from.
+    pub const INERT: MountAttrs = MountAttrs(0x2 | 0x4 | 0x8);
+
+    fn bits(self) -> libc::c_uint {
+        self.0
+    }
+}
+
 /// `fsconfig(FSCONFIG_CMD_CREATE)` then `fsmount(2)`: create the superblock configured in
 /// `fs` and return a detached mount of it.
-pub fn fs_create_and_mount(fs: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedFd> {
+pub fn fs_create_and_mount(
+    fs: std::os::fd::BorrowedFd<'_>,
+    attrs: MountAttrs,
+) -> io::Result<OwnedFd> {
     use std::os::fd::AsRawFd;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
@@ -436,7 +454,14 @@ pub fn fs_create_and_mount(fs: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedF
         return Err(io::Error::last_os_error());
     }
     // SAFETY: integer arguments only; on success a new descriptor we own.
-    let ret = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attrs.bits(),
+        )
+    };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
