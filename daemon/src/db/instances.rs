@@ -305,6 +305,21 @@ pub(crate) mod tests {
         Ok(pool)
     }
 
+    /// [`pool_with_image`] with plain instances `c1` and `c2` (profile `default`).
+    pub(crate) async fn pool_with_c1_c2() -> Result<Pool, DbError> {
+        let pool = pool_with_image().await?;
+        let (cfg, dev) = (Config::new(), Devices::new());
+        let profiles = ["default".to_string()];
+        for name in ["c1", "c2"] {
+            let row = NewInstance {
+                profiles: &profiles,
+                ..new(name, &cfg, &dev)
+            };
+            insert(&pool, &row).await?;
+        }
+        Ok(pool)
+    }
+
     fn new<'a>(name: &'a str, cfg: &'a Config, dev: &'a Devices) -> NewInstance<'a> {
         NewInstance {
             name,

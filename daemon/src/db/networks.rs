@@ -233,25 +233,7 @@ mod tests {
     use crate::db::instances;
 
     async fn pool() -> Result<Pool, DbError> {
-        let pool = instances::tests::pool_with_image().await?;
-        for name in ["c1", "c2"] {
-            instances::insert(
-                &pool,
-                &instances::NewInstance {
-                    name,
-                    description: "",
-                    architecture: "x86_64",
-                    ephemeral: false,
-                    image_fingerprint: "abc",
-                    config: &BTreeMap::new(),
-                    devices: &BTreeMap::new(),
-                    profiles: &["default".to_string()],
-                    created_at: "t",
-                },
-            )
-            .await?;
-        }
-        Ok(pool)
+        instances::tests::pool_with_c1_c2().await
     }
 
     fn net(name: &str) -> NetworkRow {

@@ -158,24 +158,7 @@ mod tests {
 
     #[tokio::test]
     async fn snapshots_are_per_instance_and_go_with_it() -> Result<(), DbError> {
-        let pool = super::super::instances::tests::pool_with_image().await?;
-        for name in ["c1", "c2"] {
-            super::super::instances::insert(
-                &pool,
-                &super::super::instances::NewInstance {
-                    name,
-                    description: "",
-                    architecture: "x86_64",
-                    ephemeral: false,
-                    image_fingerprint: "abc",
-                    config: &Config::new(),
-                    devices: &Devices::new(),
-                    profiles: &["default".to_string()],
-                    created_at: "t",
-                },
-            )
-            .await?;
-        }
+        let pool = super::super::instances::tests::pool_with_c1_c2().await?;
         let snap = |instance: &str, name: &str, at: &str| SnapshotRow {
             instance: instance.into(),
             name: name.into(),
