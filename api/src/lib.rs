@@ -15,6 +15,7 @@ pub mod resources;
 pub mod response;
 pub mod server;
 pub mod status;
+pub mod storage;
 
 pub use event::{Event, EventLifecycle, EventLogging, EventType, UnknownEventType};
 pub use image::{
@@ -37,6 +38,11 @@ pub use resources::Resources;
 pub use response::{Response, ResponseType};
 pub use server::{Server, ServerEnvironment};
 pub use status::StatusCode;
+pub use storage::{
+    StoragePool, StoragePoolPut, StoragePoolResources, StoragePoolsPost, StorageVolume,
+    StorageVolumePost, StorageVolumePut, StorageVolumeSnapshot, StorageVolumeSnapshotPost,
+    StorageVolumeSnapshotsPost, StorageVolumeSource, StorageVolumeState, StorageVolumesPost,
+};
 
 /// The API version this crate describes.
 pub const API_VERSION: &str = "1.0";
