@@ -23,4 +23,5 @@ pub mod paths;
 pub mod recover;
 pub mod resources;
 pub mod server;
+pub mod storage;
 pub mod worker;

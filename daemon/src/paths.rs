@@ -120,11 +120,19 @@ impl Paths {
     }
 }
 
-/// The overlay directories of a container directory.
+/// The overlay directories of a container (or snapshot) directory: `upper` and `work`,
+/// inside `layer/` when the layer is a btrfs subvolume (see
+/// [`crate::worker::Placement::subvolume`]), and the `rootfs` mount point.
 pub fn overlay_dirs(container: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let layer = container.join("layer");
+    let base = if layer.is_dir() {
+        layer
+    } else {
+        container.to_path_buf()
+    };
     (
-        container.join("upper"),
-        container.join("work"),
+        base.join("upper"),
+        base.join("work"),
         container.join("rootfs"),
     )
 }

@@ -30,6 +30,8 @@ pub enum StartError {
     Network(#[from] crate::network::NetworkError),
     #[error(transparent)]
     Image(#[from] crate::images::ImageError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -175,6 +177,8 @@ pub async fn build_state(
     images.reconcile().await?;
     let version = worker.cgroup_version();
     let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
+    // Pools first: the instances' files are on them.
+    instances.storage().mount_all().await?;
     let networks = instances.networks().clone();
     networks.enable_host_services(networks_dir);
     networks.reconcile().await?;
@@ -184,6 +188,9 @@ pub async fn build_state(
         tracing::error!(network = %name, error = %e, "could not create the default network");
     }
     instances.reconcile().await?;
+    if let Err(e) = instances.storage().prune_images().await {
+        tracing::warn!(error = %e, "pool copies of images not pruned");
+    }
     Ok(AppState {
         networks,
         instances,

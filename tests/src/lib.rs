@@ -496,6 +496,25 @@ impl Drop for Daemon {
         for name in self.instances() {
             let _ = self.ctl(&["delete", "--force", &name]);
         }
+        // Storage pools may be loop files mounted on the host: their custom volumes, then
+        // the pools themselves go (the daemon unmounts them and frees the loop devices).
+        let (_, v) = self.http("GET", "/1.0/storage-pools?recursion=1", None);
+        for pool in v["metadata"].as_array().cloned().unwrap_or_default() {
+            let name = pool["name"].as_str().unwrap_or_default().to_string();
+            let (_, vols) = self.http(
+                "GET",
+                &format!("/1.0/storage-pools/{name}/volumes/custom"),
+                None,
+            );
+            for vol in vols["metadata"].as_array().cloned().unwrap_or_default() {
+                if let Some(url) = vol.as_str() {
+                    let _ = self.http("DELETE", url, None);
+                }
+            }
+            if name != "default" {
+                let _ = self.http("DELETE", &format!("/1.0/storage-pools/{name}"), None);
+            }
+        }
         // Networks are host bridges: none may outlive the test. Profiles may point at
         // them, so their devices go first.
         let (_, v) = self.http("GET", "/1.0/networks", None);
@@ -544,6 +563,24 @@ impl Drop for Daemon {
         for p in cgroup_parents(&self.cgroup_parent) {
             rmdir_tree(&p);
         }
+        // Mounts left under the state dir (a pool the daemon could not delete): detached,
+        // deepest first, which also frees their loop devices.
+        unmount_under(self.path());
+    }
+}
+
+/// Detach every mount at or below `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .map(str::to_owned)
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount").args(["-l", &m]).status();
     }
 }
 

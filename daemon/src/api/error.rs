@@ -21,6 +21,8 @@ pub enum ApiError {
     Network(#[from] NetworkError),
     #[error(transparent)]
     Operation(#[from] OpError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -40,6 +42,7 @@ impl ApiError {
             ApiError::Instance(e) => instance_status(e),
             ApiError::Image(e) => image_status(e),
             ApiError::Network(e) => network_status(e),
+            ApiError::Storage(e) => storage_status(e),
             ApiError::Operation(OpError::NotFound) => StatusCode::NOT_FOUND,
             ApiError::Operation(OpError::NotCancellable) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -48,6 +51,18 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+fn storage_status(e: &crate::storage::StorageError) -> StatusCode {
+    use crate::storage::StorageError as S;
+    match e {
+        S::PoolNotFound(_) | S::VolumeNotFound { .. } | S::SnapshotNotFound { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        S::Exists(_) | S::InUse(_) => StatusCode::CONFLICT,
+        S::Invalid(_) => StatusCode::BAD_REQUEST,
+        S::Db(_) | S::Io { .. } | S::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -74,6 +89,7 @@ fn instance_status(e: &InstanceError) -> StatusCode {
         }
         I::Image(e) => image_status(e),
         I::File(e) => file_status(e),
+        I::Storage(e) => storage_status(e),
         I::Db(_) | I::Worker(_) | I::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

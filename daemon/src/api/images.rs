@@ -97,11 +97,16 @@ pub async fn delete(
     let mut resources = std::collections::BTreeMap::new();
     resources.insert("images".to_string(), vec![format!("/1.0/images/{fp}")]);
     store.check_unused(&fp).await?;
+    let storage = state.instances.storage().clone();
     Ok(super::spawn_task(
         &state,
         "Deleting image",
         resources,
-        async move { store.delete(&fp).await.map_err(Into::into) },
+        async move {
+            store.delete(&fp).await?;
+            // And the btrfs pools' copies of it.
+            Ok(storage.forget_image(&fp).await?)
+        },
     ))
 }
 

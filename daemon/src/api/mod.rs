@@ -19,6 +19,7 @@ pub mod projects;
 pub mod server_info;
 pub mod sftp;
 pub mod simplestreams;
+pub mod storage;
 #[cfg(test)]
 mod tests;
 
@@ -140,6 +141,51 @@ pub fn router(state: AppState) -> Router {
                 .patch(profiles::patch)
                 .post(profiles::rename)
                 .delete(profiles::delete),
+        )
+        .route(
+            "/1.0/storage-pools",
+            get(storage::list).post(storage::create),
+        )
+        .route(
+            "/1.0/storage-pools/{pool}",
+            get(storage::get_one)
+                .put(storage::put)
+                .patch(storage::patch)
+                .delete(storage::delete),
+        )
+        .route(
+            "/1.0/storage-pools/{pool}/resources",
+            get(storage::resources),
+        )
+        .route(
+            "/1.0/storage-pools/{pool}/volumes",
+            get(storage::list_volumes).post(storage::create_volume),
+        )
+        .route(
+            "/1.0/storage-pools/{pool}/volumes/{kind}",
+            get(storage::list_volumes).post(storage::create_volume),
+        )
+        .route(
+            "/1.0/storage-pools/{pool}/volumes/{kind}/{name}",
+            get(storage::get_volume)
+                .put(storage::put_volume)
+                .patch(storage::patch_volume)
+                .post(storage::rename_volume)
+                .delete(storage::delete_volume),
+        )
+        .route(
+            "/1.0/storage-pools/{pool}/volumes/{kind}/{name}/state",
+            get(storage::volume_state),
+        )
+        .route(
+            "/1.0/storage-pools/{pool}/volumes/{kind}/{name}/snapshots",
+            get(storage::list_snapshots).post(storage::create_snapshot),
+        )
+        .route(
+            "/1.0/storage-pools/{pool}/volumes/{kind}/{name}/snapshots/{snap}",
+            get(storage::get_snapshot)
+                .post(storage::rename_snapshot)
+                .delete(storage::delete_snapshot),
         )
         .route("/1.0/resources", get(server_info::resources))
         .route("/1.0/projects", get(projects::list))

@@ -43,6 +43,12 @@ pub const API_EXTENSIONS: &[&str] = &[
     "resources_cpu_socket",
     "resources_system",
     "resources_v2",
+    "storage",
+    "storage_api_local_volume_handling",
+    "storage_api_volume_rename",
+    "storage_api_volume_snapshots",
+    "storage_volume_state",
+    "storage_volume_state_total",
     "warnings",
 ];
 

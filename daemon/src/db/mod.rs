@@ -12,6 +12,7 @@ pub mod intents;
 pub mod networks;
 pub mod profiles;
 pub mod snapshots;
+pub mod storage;
 
 use std::fs::{OpenOptions, Permissions};
 use std::io;

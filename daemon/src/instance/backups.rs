@@ -400,8 +400,8 @@ impl Instances {
             snapshots: snapshots
                 .iter()
                 .map(|s| {
-                    let snap_upper = self.paths.container(name).join("snapshots").join(&s.name);
-                    let tree = Tree::overlay(snap_upper.join("upper"), lower.clone())
+                    let snap_dir = self.paths.container(name).join("snapshots").join(&s.name);
+                    let tree = Tree::overlay(overlay_dirs(&snap_dir).0, lower.clone())
                         .with_upper_ids(idmap::from_json(s.config.get(idmap::VOLATILE_ON_DISK)));
                     (s.name.clone(), tree)
                 })

@@ -27,7 +27,7 @@ use super::{
 use crate::db::intents::Kind;
 use crate::db::{self, snapshots::SnapshotRow};
 use crate::images::ImageRef;
-use crate::paths::overlay_dirs;
+
 use crate::worker::WorkerError;
 
 /// What a copy copies.
@@ -150,10 +150,24 @@ impl Instances {
             self.blocking_worker(move |w| w.remove_container_dir(&d))
                 .await?;
         }
+        // The copy goes to the pool its root disk names (the source's, unless the request
+        // names another), which must be able to enforce its `size`.
+        let profiles = plan.request.profiles.clone().unwrap_or_default();
+        let (pool, size) = self
+            .check_devices(&plan.name, &profiles, &plan.request.devices)
+            .await?
+            .root
+            .unwrap_or_else(|| (crate::storage::DEFAULT_POOL.to_string(), None));
+        let pool_info = self.storage.check_root(&pool, size).await?;
         db::intents::begin(&self.db, Kind::InstanceCreate, &plan.name).await?;
-        let made = self.copy_files(plan, src, &source, &snapshots).await;
+        let made = self
+            .copy_files(plan, src, &source, &snapshots, &pool_info)
+            .await;
         let made = match made {
-            Ok(()) => self.record_copy(plan, &source, &snapshots).await,
+            Ok(()) => match self.storage.apply_root_quota(&pool, &dir, size).await {
+                Ok(()) => self.record_copy(plan, &source, &snapshots, &pool).await,
+                Err(e) => Err(e.into()),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = made {
@@ -178,11 +192,14 @@ impl Instances {
         src: &CopySource,
         source: &db::InstanceRow,
         snapshots: &[SnapshotRow],
+        pool: &crate::storage::PoolInfo,
     ) -> Result<(), InstanceError> {
         let dir = self.paths.container(&plan.name);
+        let place = self.storage.placement(pool, &plan.name);
+        let subvolume = place.subvolume;
         let from = match &src.snapshot {
-            Some(s) => self.snapshot_dir(&src.instance, s).join("upper"),
-            None => overlay_dirs(&self.paths.container(&src.instance)).0,
+            Some(s) => self.snapshot_dir(&src.instance, s),
+            None => self.paths.container(&src.instance),
         };
         let frozen = match src.snapshot {
             None => self.freeze_for_copy(source).await?,
@@ -190,16 +207,8 @@ impl Instances {
         };
         let copied = {
             let dir = dir.clone();
-            self.blocking_worker(move |w| {
-                w.prepare_container_dir(&dir)?;
-                let (upper, _, _) = overlay_dirs(&dir);
-                std::fs::remove_dir(&upper).map_err(|source| WorkerError::Io {
-                    path: upper.clone(),
-                    source,
-                })?;
-                w.copy_tree(&from, &upper)
-            })
-            .await
+            self.blocking_worker(move |w| w.prepare_container_dir(&dir, &place, Some(&from)))
+                .await
         };
         self.thaw_after_copy(&src.instance, frozen).await;
         copied?;
@@ -213,7 +222,7 @@ impl Instances {
                         source,
                     })?;
                 }
-                w.copy_tree(&from, &to)
+                w.copy_layer(&from, &to, subvolume)
             })
             .await?;
         }
@@ -227,6 +236,7 @@ impl Instances {
         plan: &CreatePlan,
         source: &db::InstanceRow,
         snapshots: &[SnapshotRow],
+        pool: &str,
     ) -> Result<(), InstanceError> {
         let profiles = plan.request.profiles.clone().unwrap_or_default();
         let nics = self
@@ -234,6 +244,7 @@ impl Instances {
             .await?
             .nics;
         let mut cfg = plan.request.config.clone();
+        cfg.insert(crate::storage::VOLATILE_POOL.into(), pool.to_string());
         assign_volatile_nics(&mut cfg, &nics);
         let t = now_rfc3339();
         let inserted = async {
@@ -354,7 +365,7 @@ impl Instances {
         db::intents::begin(&self.db, Kind::InstanceRename, &key).await?;
         let moved = {
             let (from, to) = (from.clone(), to.clone());
-            tokio::task::spawn_blocking(move || std::fs::rename(&from, &to))
+            tokio::task::spawn_blocking(move || crate::storage::rename_container_dir(&from, &to))
                 .await
                 .map_err(|e| InstanceError::Internal(e.to_string()))?
         };
@@ -374,7 +385,15 @@ impl Instances {
         }
         .await;
         if let Err(e) = renamed {
-            let back = tokio::fs::rename(&to, &from).await;
+            let back = {
+                let (from, to) = (from.clone(), to.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::storage::rename_container_dir(&to, &from)
+                })
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r)
+            };
             if back.is_ok() {
                 let _ = db::intents::finish(&self.db, Kind::InstanceRename, &key).await;
             }
@@ -413,7 +432,7 @@ impl Instances {
             let (src, dst) = if renamed { (&from, &to) } else { (&to, &from) };
             if src.exists() && !dst.exists() {
                 tracing::warn!(old, new, "finishing a rename that a crash interrupted");
-                std::fs::rename(src, dst).map_err(|e| {
+                crate::storage::rename_container_dir(src, dst).map_err(|e| {
                     InstanceError::Internal(format!("rename {}: {e}", src.display()))
                 })?;
             }

@@ -66,7 +66,7 @@ impl Instances {
         // The map the instance's own files were last shifted to (none before its first
         // start): the image layer is seen through the same one, so copy-ups match.
         let id_map = idmap::from_json(row.config.get(idmap::VOLATILE_ON_DISK));
-        let layer = self.images.rootfs(&row.image_fingerprint);
+        let layer = self.lower_of(&row).await?;
         let root = self
             .blocking_worker(move |w| {
                 let lower = w.lower_layer(&layer, id_map.as_ref())?;

@@ -57,6 +57,11 @@ fn imported_config(config: &BTreeMap<String, String>) -> BTreeMap<String, String
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     cfg.insert(idmap::VOLATILE_ON_DISK.into(), idmap::to_json(None));
+    // Imports land on the `default` pool (the root disk is dropped too).
+    cfg.insert(
+        crate::storage::VOLATILE_POOL.into(),
+        crate::storage::DEFAULT_POOL.into(),
+    );
     cfg
 }
 
@@ -168,7 +173,7 @@ impl Instances {
             let (dir, unpacked) = (dir.clone(), prepared.work.path().join("unpacked"));
             let snapshots: Vec<String> = records.snapshots.iter().map(|s| s.name.clone()).collect();
             self.blocking_worker(move |w| {
-                w.prepare_container_dir(&dir)?;
+                w.prepare_container_dir(&dir, &crate::worker::Placement::default(), None)?;
                 let upper = dir.join("upper");
                 std::fs::remove_dir(&upper).map_err(io_at(&upper))?;
                 let from = unpacked.join("container");

@@ -4,6 +4,7 @@
 //! deletes an ephemeral instance when it stops.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
@@ -50,10 +51,24 @@ impl Instances {
         let all = db::profiles::list(&self.db).await?;
         let row = profiles::expanded(&own, &all);
         let limits = config::limits(&row.config, &self.host, name)?;
-        let spec = self.spawn_spec(&row)?;
+        let lower = self.lower_of(&row).await?;
+        let spec = self.spawn_spec(&row, lower)?;
         // Networking first: a bad NIC refuses the start before anything exists.
-        let CheckedDevices { nics, proxies } = self
+        let CheckedDevices {
+            nics,
+            proxies,
+            root,
+        } = self
             .check_devices_with(&all, name, &row.profiles, &row.devices)
+            .await?;
+        // The root disk's quota, as the config says now (a restore or copy brings a layer
+        // without it; a profile may have changed `size` while the instance was stopped).
+        self.storage
+            .apply_root_quota(
+                crate::storage::instance_pool(&row.config),
+                &self.paths.container(name),
+                root.and_then(|(_, size)| size),
+            )
             .await?;
         // Proxies left by a run that ended on its own (before its watcher noticed).
         self.stop_proxies(name).await;
@@ -296,13 +311,35 @@ impl Instances {
         // again here, as what a start would use.
         let proxies = network::config::proxy_devices(&expanded).map_err(NetworkError::from)?;
         let nics = self.networks.resolve_nics(name, &expanded).await?;
-        Ok(CheckedDevices { nics, proxies })
+        let root = crate::storage::config::root_disk(&expanded).map_err(InstanceError::Invalid)?;
+        if let Some((pool, _)) = &root {
+            self.storage.check_root(pool, None).await?;
+        }
+        Ok(CheckedDevices {
+            nics,
+            proxies,
+            root,
+        })
     }
 
-    pub(super) fn spawn_spec(&self, row: &InstanceRow) -> Result<SpawnSpec, InstanceError> {
+    /// The image layer an instance mounts: the image store's, or its pool's copy.
+    pub(super) async fn lower_of(&self, row: &InstanceRow) -> Result<PathBuf, InstanceError> {
+        Ok(self
+            .storage
+            .image_layer(
+                crate::storage::instance_pool(&row.config),
+                &row.image_fingerprint,
+            )
+            .await?)
+    }
+
+    pub(super) fn spawn_spec(
+        &self,
+        row: &InstanceRow,
+        lower: PathBuf,
+    ) -> Result<SpawnSpec, InstanceError> {
         let dir = self.paths.container(&row.name);
         let (upper, work, rootfs) = overlay_dirs(&dir);
-        let lower = self.images.rootfs(&row.image_fingerprint);
         let init = match config::init_command(&row.config)? {
             Some(argv) => argv,
             None if has_path(&upper, &lower, "sbin/init") => vec!["/sbin/init".to_string()],

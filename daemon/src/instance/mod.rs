@@ -106,6 +106,8 @@ pub enum InstanceError {
         source: network::proxy::ProxyError,
     },
     #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
     Worker(#[from] WorkerError),
@@ -133,6 +135,8 @@ pub struct CreatePlan {
 struct CheckedDevices {
     nics: Vec<ResolvedNic>,
     proxies: BTreeMap<String, network::proxy::ProxySpec>,
+    /// The root disk's pool (which exists) and `size`, when there is a root disk.
+    root: Option<(String, Option<u64>)>,
 }
 
 /// What `/1.0/metrics` reports for one running instance.
@@ -181,6 +185,8 @@ pub struct Instances {
     /// instance's lock: a profile change sees every instance that uses it, and nothing
     /// changes their records meanwhile.
     profiles_lock: Arc<Mutex<()>>,
+    /// Storage pools: where each instance's files go, image layers per pool, quotas.
+    storage: crate::storage::Storage,
 }
 
 impl Instances {
@@ -196,6 +202,7 @@ impl Instances {
         };
         Instances {
             networks: Networks::new(db.clone(), worker.clone()),
+            storage: crate::storage::Storage::new(db.clone(), paths.clone()),
             db,
             worker,
             paths,
@@ -220,6 +227,20 @@ impl Instances {
     /// The networks service.
     pub fn networks(&self) -> &Networks {
         &self.networks
+    }
+
+    /// The storage service.
+    pub fn storage(&self) -> &crate::storage::Storage {
+        &self.storage
+    }
+
+    /// Whether an instance's pool is btrfs (its layers are subvolumes).
+    pub(super) async fn on_btrfs(&self, row: &InstanceRow) -> Result<bool, InstanceError> {
+        Ok(self
+            .storage
+            .pool_info(crate::storage::instance_pool(&row.config))
+            .await?
+            .is_btrfs())
     }
 
     /// The worker (for server info).
@@ -422,11 +443,19 @@ impl Instances {
             .unwrap_or_else(|| vec![profiles::DEFAULT.to_string()]);
         // Until the record exists, no profile it names can go or change.
         let _profiles = self.profiles_lock.lock().await;
-        let nics = self
+        let checked = self
             .check_devices(&plan.name, &profiles, &plan.request.devices)
-            .await?
-            .nics;
+            .await?;
+        let nics = checked.nics;
         assign_volatile_nics(&mut cfg, &nics);
+        // The pool the root disk names (the `default` pool when there is no root disk),
+        // which must be able to enforce its `size`.
+        let (pool, size) = checked
+            .root
+            .unwrap_or_else(|| (crate::storage::DEFAULT_POOL.to_string(), None));
+        let pool_info = self.storage.check_root(&pool, size).await?;
+        let place = self.storage.placement(&pool_info, &plan.name);
+        cfg.insert(crate::storage::VOLATILE_POOL.into(), pool.clone());
         let dir = self.paths.container(&plan.name);
         if backup::holds_container(&dir) {
             // A real container whose record was lost: never replaced, only recovered.
@@ -444,8 +473,16 @@ impl Instances {
         db::intents::begin(&self.db, Kind::InstanceCreate, &plan.name).await?;
         {
             let dir = dir.clone();
-            self.blocking_worker(move |w| w.prepare_container_dir(&dir))
+            self.blocking_worker(move |w| w.prepare_container_dir(&dir, &place, None))
                 .await?;
+        }
+        if let Err(e) = self.storage.apply_root_quota(&pool, &dir, size).await {
+            let dir = dir.clone();
+            let _ = self
+                .blocking_worker(move |w| w.remove_container_dir(&dir))
+                .await;
+            let _ = db::intents::finish(&self.db, Kind::InstanceCreate, &plan.name).await;
+            return Err(e.into());
         }
         // The image's `create` templates (`/etc/hostname`...) go into the upper layer.
         let templated = {

@@ -67,7 +67,7 @@ impl Instances {
         Ok(HeldInstance {
             name: row.name.clone(),
             source: PublishSource {
-                upper: self.snapshot_dir(name, snapshot).join("upper"),
+                upper: overlay_dirs(&self.snapshot_dir(name, snapshot)).0,
                 lower: self.images.rootfs(&row.image_fingerprint),
                 upper_ids: super::idmap::from_json(s.config.get(super::idmap::VOLATILE_ON_DISK)),
                 architecture: row.architecture.clone(),

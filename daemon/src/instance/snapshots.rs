@@ -46,6 +46,10 @@ pub struct SnapshotPlan {
     pub expires_at: String,
 }
 
+/// Where a restore puts the fresh copy of a snapshot's layer before it takes the instance's
+/// place (in the instance's directory, so on its pool).
+const RESTORE_DIR: &str = ".restore";
+
 impl Instances {
     pub(super) fn snapshots_dir(&self, instance: &str) -> PathBuf {
         self.paths.container(instance).join("snapshots")
@@ -75,7 +79,7 @@ impl Instances {
         s: SnapshotRow,
         with_size: bool,
     ) -> InstanceSnapshot {
-        let upper = self.snapshot_dir(&s.instance, &s.name).join("upper");
+        let (upper, _, _) = overlay_dirs(&self.snapshot_dir(&s.instance, &s.name));
         let size = if with_size {
             self.worker.disk_usage(&upper) as i64
         } else {
@@ -235,7 +239,8 @@ impl Instances {
                 return Err(e);
             }
         };
-        let (upper, _, _) = overlay_dirs(&self.paths.container(name));
+        let container = self.paths.container(name);
+        let subvolume = self.on_btrfs(&row).await?;
         let dir = self.snapshot_dir(name, snapshot);
         let tmp = self
             .snapshots_dir(name)
@@ -247,7 +252,7 @@ impl Instances {
                     path: tmp.clone(),
                     source,
                 })?;
-                w.copy_tree(&upper, &tmp.join("upper"))?;
+                w.copy_layer(&container, &tmp, subvolume)?;
                 std::fs::rename(&tmp, &dir).map_err(|source| crate::worker::WorkerError::Io {
                     path: dir.clone(),
                     source,
@@ -468,14 +473,15 @@ impl Instances {
         if was_running {
             self.stop_locked(name, None, false, None).await?;
         }
-        let fresh = self.paths.container(name).join("upper.restore");
-        let from = self.snapshot_dir(name, snapshot).join("upper");
+        let fresh = self.paths.container(name).join(RESTORE_DIR);
+        let from = self.snapshot_dir(name, snapshot);
+        let subvolume = self.on_btrfs(&row).await?;
         {
             let (fresh, from) = (fresh.clone(), from.clone());
             self.blocking_worker(move |w| {
                 // A copy a failed restore left behind.
-                let _ = std::fs::remove_dir_all(&fresh);
-                w.copy_tree(&from, &fresh)
+                let _ = crate::worker::btrfs::remove_tree(&fresh);
+                w.copy_layer(&from, &fresh, subvolume)
             })
             .await?;
         }
@@ -544,20 +550,34 @@ impl Instances {
     /// again.
     async fn swap_in_restored(&self, name: &str) -> Result<(), InstanceError> {
         let container = self.paths.container(name);
-        let (upper, _, _) = overlay_dirs(&container);
-        let fresh = container.join("upper.restore");
-        let trash = self.paths.trash();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            if fresh.exists() {
-                if upper.exists() {
-                    std::fs::create_dir_all(&trash)?;
-                    let aside = trash.join(uuid::Uuid::new_v4().simple().to_string());
-                    std::fs::rename(&upper, &aside)?;
-                    let _ = std::fs::remove_dir_all(&aside);
+            // `upper.restore`: the fresh `upper` of a restore an older ctld began.
+            let legacy = container.join("upper.restore");
+            let fresh = container.join(RESTORE_DIR);
+            let units: Vec<(std::path::PathBuf, &str)> = if legacy.exists() {
+                vec![(legacy, "upper")]
+            } else {
+                // The fresh copy's layer: a `layer` subvolume, or `upper` (its `work` is
+                // not needed: the container keeps its own).
+                ["layer", "upper"]
+                    .into_iter()
+                    .map(|u| (fresh.join(u), u))
+                    .filter(|(p, _)| p.exists())
+                    .take(1)
+                    .collect()
+            };
+            for (from, unit) in units {
+                let target = container.join(unit);
+                if target.exists() {
+                    // Set aside inside the container's own directory: it may be on a pool
+                    // other than the state directory's filesystem.
+                    let aside = container.join(format!(".old-{}", uuid::Uuid::new_v4().simple()));
+                    std::fs::rename(&target, &aside)?;
+                    let _ = crate::worker::btrfs::remove_tree(&aside);
                 }
-                std::fs::rename(&fresh, &upper)?;
+                std::fs::rename(&from, &target)?;
             }
-            Ok(())
+            crate::worker::btrfs::remove_tree(&fresh)
         })
         .await
         .map_err(|e| InstanceError::Internal(e.to_string()))?

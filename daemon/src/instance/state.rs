@@ -71,7 +71,7 @@ impl Instances {
                             } else {
                                 ifaces.next().unwrap_or_default()
                             };
-                            me.state_with(r, status, false, &profiles, Some(own))
+                            me.state_with(r, status, None, &profiles, Some(own))
                         });
                         (me.to_api(r, status, &profiles), state)
                     })
@@ -92,21 +92,26 @@ impl Instances {
     pub async fn state(&self, name: &str) -> Result<InstanceState, InstanceError> {
         let row = self.row(name).await?;
         let profiles = db::profiles::list(&self.db).await?;
+        let pool = self
+            .storage
+            .pool_info(crate::storage::instance_pool(&row.config))
+            .await?;
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            me.state_with(&row, me.status(&row), true, &profiles, None)
+            me.state_with(&row, me.status(&row), Some(&pool), &profiles, None)
         })
         .await
         .map_err(|e| InstanceError::Internal(e.to_string()))
     }
 
-    /// State from `/proc` and the cgroup; `disk` walks the upper dir (not done for lists);
-    /// `ifaces`: the container's interfaces when the caller read them already.
+    /// State from `/proc` and the cgroup; with the instance's pool, `disk` (not done for
+    /// lists): its layer's usage from the pool's quota accounting, or a walk of the upper
+    /// dir; `ifaces`: the container's interfaces when the caller read them already.
     pub(super) fn state_with(
         &self,
         row: &InstanceRow,
         status: StatusCode,
-        disk: bool,
+        disk: Option<&crate::storage::PoolInfo>,
         profiles: &[db::ProfileRow],
         ifaces: Option<Vec<Interface>>,
     ) -> InstanceState {
@@ -130,12 +135,20 @@ impl Instances {
                 swap_usage: usage.swap,
                 swap_usage_peak: 0,
             },
-            disk: if disk {
-                let upper = overlay_dirs(&self.paths.container(&row.name)).0;
-                let used = self.worker.disk_usage(&upper);
-                BTreeMap::from([("root".to_string(), serde_json::json!({ "usage": used }))])
-            } else {
-                BTreeMap::new()
+            disk: match disk {
+                Some(pool) => {
+                    let dir = self.paths.container(&row.name);
+                    let used = crate::storage::Storage::root_usage(pool, &dir)
+                        .unwrap_or_else(|| self.worker.disk_usage(&overlay_dirs(&dir).0));
+                    let mut root = serde_json::json!({ "usage": used });
+                    let expanded = crate::network::expand(profiles, &row.profiles, &row.devices);
+                    if let Ok(Some((_, Some(size)))) = crate::storage::config::root_disk(&expanded)
+                    {
+                        root["total"] = serde_json::json!(size);
+                    }
+                    BTreeMap::from([("root".to_string(), root)])
+                }
+                None => BTreeMap::new(),
             },
             network: running.then(|| {
                 let ifaces = ifaces.unwrap_or_else(|| match Self::init_of(row) {

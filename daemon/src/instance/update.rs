@@ -192,7 +192,7 @@ impl Instances {
         let old_expanded = expand_config(&before, &row.profiles, &row.config);
         // The keys of profiles mix with the instance's own: check what a start would use.
         config::validate(&expanded, &expanded, &self.host)?;
-        let CheckedDevices { nics, proxies } = self
+        let CheckedDevices { nics, proxies, .. } = self
             .check_devices_with(&after, &name, &profiles, &devices)
             .await?;
         let init = self.running_init(&row);

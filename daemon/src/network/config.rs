@@ -376,6 +376,8 @@ pub fn devices(
                 proxy_device(name, dev)?;
             }
             Some("none") => {}
+            // The root disk: its pool and size are the storage service's to check.
+            Some("disk") if crate::storage::config::is_root_disk(dev) => {}
             Some(t) => {
                 return Err(ConfigError::Device {
                     device: name.clone(),

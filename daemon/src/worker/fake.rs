@@ -59,7 +59,12 @@ impl Worker for FakeWorker {
         CgroupVersion::V2
     }
 
-    fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {
+    fn prepare_container_dir(
+        &self,
+        dir: &Path,
+        _place: &crate::worker::Placement,
+        _layer_from: Option<&Path>,
+    ) -> Result<(), WorkerError> {
         self.record(format!("prepare_container_dir {}", name_of(dir)));
         std::fs::create_dir_all(dir.join("upper")).map_err(|source| WorkerError::Io {
             path: dir.to_path_buf(),
@@ -70,6 +75,12 @@ impl Worker for FakeWorker {
     fn copy_tree(&self, from: &Path, to: &Path) -> Result<(), WorkerError> {
         self.record(format!("copy_tree {} {}", name_of(from), name_of(to)));
         let _ = std::fs::create_dir_all(to);
+        Ok(())
+    }
+
+    fn copy_layer(&self, from: &Path, to: &Path, _subvolume: bool) -> Result<(), WorkerError> {
+        self.record(format!("copy_layer {} {}", name_of(from), name_of(to)));
+        let _ = std::fs::create_dir_all(to.join("upper"));
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 //! and no fork from a tokio thread: children are started by re-executing ctld into the
 //! hidden `forkstart`/`forkexec`/`forkprobe` entries.
 
+pub mod btrfs;
 pub mod caps;
 pub mod cgroup;
 pub mod console;
@@ -108,14 +109,39 @@ pub struct StoppedRoot {
     pub id_map: Option<spec::IdMap>,
 }
 
+/// Where a container's (or a snapshot's) files go, as its storage pool says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The directory in a pool that `containers/<name>` is a symlink to; `None`:
+    /// `containers/<name>` itself holds the files (the `default` pool, on the state dir).
+    pub home: Option<PathBuf>,
+    /// Whether the writable layer is a btrfs subvolume (`layer/`, holding `upper` and
+    /// `work`: overlayfs moves files from `work` to `upper`, which btrfs allows only
+    /// inside one subvolume).
+    pub subvolume: bool,
+}
+
 /// Host operations at the granularity the instance lifecycle needs.
 pub trait Worker: Send + Sync + 'static {
     /// The cgroup layout detected at start-up.
     fn cgroup_version(&self) -> CgroupVersion;
-    /// Create a container's directory (mode 0700) with its overlay `upper`, `work` and
-    /// `rootfs` dirs.
-    fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError>;
-    /// Remove a container's directory (renamed aside first, so the name is free at once).
+    /// Create a container's directory (mode 0700; in a pool's own directory with `dir` a
+    /// symlink to it when `place.home` is set) with its `rootfs` mount point and its writable
+    /// layer (see [`crate::paths::overlay_dirs`]): empty, or a copy of the layer of the
+    /// container or snapshot directory `layer_from`.
+    fn prepare_container_dir(
+        &self,
+        dir: &Path,
+        place: &Placement,
+        layer_from: Option<&Path>,
+    ) -> Result<(), WorkerError>;
+    /// Copy the writable layer of the container or snapshot directory `from` into the
+    /// directory `to` (made if missing; it must hold no layer yet): a btrfs snapshot (O(1))
+    /// when both are on one btrfs pool and `subvolume` is set, else a [`Worker::copy_tree`]
+    /// of `upper` into a new layer.
+    fn copy_layer(&self, from: &Path, to: &Path, subvolume: bool) -> Result<(), WorkerError>;
+    /// Remove a container's directory (renamed aside first, so the name is free at once;
+    /// for a symlink into a pool, the pool's directory and then the link).
     fn remove_container_dir(&self, dir: &Path) -> Result<(), WorkerError>;
     /// Copy the tree `from` to `to` (which must not exist) exactly: owners, modes, times,
     /// every extended attribute (overlay's opaque-directory marks among them), device nodes
@@ -424,6 +450,24 @@ impl HostWorker {
     }
 }
 
+/// An empty writable layer in the container or snapshot directory `holder`: `upper` and
+/// `work`, inside a new `layer` subvolume when `subvolume` is set.
+fn make_layer(holder: &Path, subvolume: bool) -> Result<(), WorkerError> {
+    let base = if subvolume {
+        let layer = holder.join("layer");
+        btrfs::create_subvolume(&layer).map_err(io_err(&layer))?;
+        fs::set_permissions(&layer, fs::Permissions::from_mode(0o700)).map_err(io_err(&layer))?;
+        layer
+    } else {
+        holder.to_path_buf()
+    };
+    for sub in ["upper", "work"] {
+        let p = base.join(sub);
+        fs::create_dir_all(&p).map_err(io_err(&p))?;
+    }
+    Ok(())
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WorkerError + '_ {
     move |source| WorkerError::Io {
         path: path.to_path_buf(),
@@ -510,19 +554,51 @@ impl Worker for HostWorker {
         }
     }
 
-    fn prepare_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {
+    fn prepare_container_dir(
+        &self,
+        dir: &Path,
+        place: &Placement,
+        layer_from: Option<&Path>,
+    ) -> Result<(), WorkerError> {
         // Root's alone: the layers hold setuid files, the console log the guest's output.
+        let real = place.home.as_deref().unwrap_or(dir);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)
-            .map_err(io_err(dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
-        for sub in ["upper", "work", "rootfs"] {
-            let p = dir.join(sub);
-            fs::create_dir_all(&p).map_err(io_err(&p))?;
+            .create(real)
+            .map_err(io_err(real))?;
+        fs::set_permissions(real, fs::Permissions::from_mode(0o700)).map_err(io_err(real))?;
+        if let Some(home) = &place.home {
+            match fs::read_link(dir) {
+                Ok(to) if &to == home => {}
+                Ok(_) => {
+                    // A link a crash left (its create never recorded): replaced.
+                    fs::remove_file(dir).map_err(io_err(dir))?;
+                    std::os::unix::fs::symlink(home, dir).map_err(io_err(dir))?;
+                }
+                Err(_) => std::os::unix::fs::symlink(home, dir).map_err(io_err(dir))?,
+            }
         }
-        Ok(())
+        let rootfs = real.join("rootfs");
+        fs::create_dir_all(&rootfs).map_err(io_err(&rootfs))?;
+        match layer_from {
+            Some(from) => self.copy_layer(from, real, place.subvolume),
+            None => make_layer(real, place.subvolume),
+        }
+    }
+
+    fn copy_layer(&self, from: &Path, to: &Path, subvolume: bool) -> Result<(), WorkerError> {
+        fs::create_dir_all(to).map_err(io_err(to))?;
+        let from_layer = from.join("layer");
+        if subvolume && btrfs::is_subvolume(&from_layer) && btrfs::same_btrfs(from, to) {
+            let to_layer = to.join("layer");
+            return btrfs::snapshot(&from_layer, &to_layer).map_err(io_err(&to_layer));
+        }
+        make_layer(to, subvolume)?;
+        let (from_upper, _, _) = crate::paths::overlay_dirs(from);
+        let (to_upper, _, _) = crate::paths::overlay_dirs(to);
+        fs::remove_dir(&to_upper).map_err(io_err(&to_upper))?;
+        self.copy_tree(&from_upper, &to_upper)
     }
 
     fn copy_tree(&self, from: &Path, to: &Path) -> Result<(), WorkerError> {
@@ -555,13 +631,24 @@ impl Worker for HostWorker {
     }
 
     fn remove_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {
+        // A container in another pool: `dir` links to its directory there, which is set
+        // aside in that pool (a rename across filesystems would fail), then the link goes.
+        if let Ok(home) = fs::read_link(dir) {
+            if let Some(parent) = home.parent().filter(|_| home.exists()) {
+                let aside = parent.join(format!(".deleting-{}", uuid::Uuid::new_v4().simple()));
+                fs::rename(&home, &aside).map_err(io_err(&home))?;
+                fs::remove_file(dir).map_err(io_err(dir))?;
+                return btrfs::remove_tree(&aside).map_err(io_err(&aside));
+            }
+            return fs::remove_file(dir).map_err(io_err(dir));
+        }
         if !dir.exists() {
             return Ok(());
         }
         fs::create_dir_all(&self.trash).map_err(io_err(&self.trash))?;
         let aside = self.trash.join(uuid::Uuid::new_v4().simple().to_string());
         fs::rename(dir, &aside).map_err(io_err(dir))?;
-        fs::remove_dir_all(&aside).map_err(io_err(&aside))
+        btrfs::remove_tree(&aside).map_err(io_err(&aside))
     }
 
     fn create_cgroup(

@@ -1,0 +1,380 @@
+//! `/1.0/storage-pools[/{pool}[/resources|/volumes…]]`: pools and custom volumes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use ctl_api::{
+    StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut,
+    StorageVolumeSnapshotPost, StorageVolumeSnapshotsPost, StorageVolumesPost,
+};
+
+use super::{ApiError, AppState, parse_json, recursion, spawn_task, sync};
+
+fn only_custom(kind: &str) -> Result<(), ApiError> {
+    if kind == "custom" {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "volume type \"{kind}\": only custom volumes are managed here"
+        )))
+    }
+}
+
+/// `GET /1.0/storage-pools?recursion=0|1`.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let all = state.instances.storage().pools().await?;
+    if recursion(&q)? >= 1 {
+        return Ok(sync(all));
+    }
+    Ok(sync(
+        all.iter()
+            .map(|p| format!("/1.0/storage-pools/{}", p.name))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `POST /1.0/storage-pools`: 400 for a bad name, driver or config, 409 if taken.
+pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: StoragePoolsPost = parse_json(&body)?;
+    state.instances.storage().create_pool(req).await?;
+    Ok(sync(serde_json::json!({})))
+}
+
+/// `GET /1.0/storage-pools/{pool}`.
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(pool): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(sync(state.instances.storage().pool(&pool).await?))
+}
+
+/// `PUT /1.0/storage-pools/{pool}`.
+pub async fn put(
+    State(state): State<AppState>,
+    Path(pool): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: StoragePoolPut = parse_json(&body)?;
+    state
+        .instances
+        .storage()
+        .update_pool(&pool, req, false)
+        .await?;
+    Ok(sync(serde_json::json!({})))
+}
+
+/// `PATCH /1.0/storage-pools/{pool}`.
+pub async fn patch(
+    State(state): State<AppState>,
+    Path(pool): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: StoragePoolPut = parse_json(&body)?;
+    state
+        .instances
+        .storage()
+        .update_pool(&pool, req, true)
+        .await?;
+    Ok(sync(serde_json::json!({})))
+}
+
+/// `DELETE /1.0/storage-pools/{pool}`: 409 while anything uses it.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(pool): Path<String>,
+) -> Result<Response, ApiError> {
+    state.instances.storage().delete_pool(&pool).await?;
+    Ok(sync(serde_json::json!({})))
+}
+
+/// `GET /1.0/storage-pools/{pool}/resources`.
+pub async fn resources(
+    State(state): State<AppState>,
+    Path(pool): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(sync(state.instances.storage().resources(&pool).await?))
+}
+
+/// `GET /1.0/storage-pools/{pool}/volumes[/{type}]?recursion=0|1`.
+pub async fn list_volumes(
+    State(state): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let pool = params.get("pool").cloned().unwrap_or_default();
+    let mut all = state.instances.storage().volumes(&pool).await?;
+    if let Some(kind) = params.get("kind") {
+        all.retain(|v| &v.kind == kind);
+    }
+    if recursion(&q)? >= 1 {
+        return Ok(sync(all));
+    }
+    Ok(sync(
+        all.iter()
+            .map(|v| format!("/1.0/storage-pools/{pool}/volumes/{}/{}", v.kind, v.name))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `POST /1.0/storage-pools/{pool}/volumes[/custom]`: an empty volume (synchronous) or a
+/// copy (`source.type=copy`, an operation, as clients expect).
+pub async fn create_volume(
+    State(state): State<AppState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let pool = params.get("pool").cloned().unwrap_or_default();
+    if let Some(kind) = params.get("kind") {
+        only_custom(kind)?;
+    }
+    let req: StorageVolumesPost = parse_json(&body)?;
+    if req.source.kind != "copy" {
+        state.instances.storage().create_volume(&pool, req).await?;
+        return Ok(sync(serde_json::json!({})));
+    }
+    let storage = state.instances.storage().clone();
+    let resources = BTreeMap::from([(
+        "storage_volumes".to_string(),
+        vec![format!(
+            "/1.0/storage-pools/{pool}/volumes/custom/{}",
+            req.name
+        )],
+    )]);
+    Ok(spawn_task(
+        &state,
+        "Copying storage volume",
+        resources,
+        async move { Ok(storage.create_volume(&pool, req).await?) },
+    ))
+}
+
+/// `GET /1.0/storage-pools/{pool}/volumes/{type}/{name}`.
+pub async fn get_volume(
+    State(state): State<AppState>,
+    Path((pool, kind, name)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    if kind != "custom" {
+        let v = state
+            .instances
+            .storage()
+            .volumes(&pool)
+            .await?
+            .into_iter()
+            .find(|v| v.kind == kind && v.name == name)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("storage volume \"{kind}/{name}\" not found"))
+            })?;
+        return Ok(sync(v));
+    }
+    Ok(sync(state.instances.storage().volume(&pool, &name).await?))
+}
+
+/// `PUT /1.0/storage-pools/{pool}/volumes/custom/{name}` (a `restore` restores).
+pub async fn put_volume(
+    State(state): State<AppState>,
+    Path((pool, kind, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    only_custom(&kind)?;
+    let req: StorageVolumePut = parse_json(&body)?;
+    state
+        .instances
+        .storage()
+        .update_volume(&pool, &name, req, false)
+        .await?;
+    Ok(sync(serde_json::json!({})))
+}
+
+/// `PATCH /1.0/storage-pools/{pool}/volumes/custom/{name}`.
+pub async fn patch_volume(
+    State(state): State<AppState>,
+    Path((pool, kind, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    only_custom(&kind)?;
+    let req: StorageVolumePut = parse_json(&body)?;
+    state
+        .instances
+        .storage()
+        .update_volume(&pool, &name, req, true)
+        .await?;
+    Ok(sync(serde_json::json!({})))
+}
+
+/// `POST /1.0/storage-pools/{pool}/volumes/custom/{name}`: rename (an operation).
+pub async fn rename_volume(
+    State(state): State<AppState>,
+    Path((pool, kind, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    only_custom(&kind)?;
+    let req: StorageVolumePost = parse_json(&body)?;
+    let storage = state.instances.storage().clone();
+    // Checked now so a bad name or an unknown volume is a 4xx, not a failed operation.
+    storage.volume(&pool, &name).await?;
+    crate::storage::config::check_name("storage volume", &req.name)
+        .map_err(ApiError::BadRequest)?;
+    let resources = BTreeMap::from([(
+        "storage_volumes".to_string(),
+        vec![format!("/1.0/storage-pools/{pool}/volumes/custom/{name}")],
+    )]);
+    Ok(spawn_task(
+        &state,
+        "Renaming storage volume",
+        resources,
+        async move { Ok(storage.rename_volume(&pool, &name, req).await?) },
+    ))
+}
+
+/// `DELETE /1.0/storage-pools/{pool}/volumes/custom/{name}`: 409 while in use.
+pub async fn delete_volume(
+    State(state): State<AppState>,
+    Path((pool, kind, name)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    only_custom(&kind)?;
+    state
+        .instances
+        .storage()
+        .delete_volume(&pool, &name)
+        .await?;
+    Ok(sync(serde_json::json!({})))
+}
+
+/// `GET /1.0/storage-pools/{pool}/volumes/custom/{name}/state`.
+pub async fn volume_state(
+    State(state): State<AppState>,
+    Path((pool, kind, name)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    only_custom(&kind)?;
+    Ok(sync(
+        state.instances.storage().volume_state(&pool, &name).await?,
+    ))
+}
+
+/// `GET …/volumes/custom/{name}/snapshots?recursion=0|1`.
+pub async fn list_snapshots(
+    State(state): State<AppState>,
+    Path((pool, kind, name)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    only_custom(&kind)?;
+    let all = state
+        .instances
+        .storage()
+        .volume_snapshots(&pool, &name)
+        .await?;
+    if recursion(&q)? >= 1 {
+        return Ok(sync(all));
+    }
+    Ok(sync(
+        all.iter()
+            .map(|s| {
+                format!(
+                    "/1.0/storage-pools/{pool}/volumes/custom/{name}/snapshots/{}",
+                    s.name
+                )
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `POST …/volumes/custom/{name}/snapshots` (an operation).
+pub async fn create_snapshot(
+    State(state): State<AppState>,
+    Path((pool, kind, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    only_custom(&kind)?;
+    let req: StorageVolumeSnapshotsPost = if body.is_empty() {
+        StorageVolumeSnapshotsPost::default()
+    } else {
+        parse_json(&body)?
+    };
+    let storage = state.instances.storage().clone();
+    storage.volume(&pool, &name).await?;
+    if !req.name.is_empty() {
+        crate::storage::config::check_name("snapshot", &req.name).map_err(ApiError::BadRequest)?;
+    }
+    let resources = BTreeMap::from([(
+        "storage_volumes".to_string(),
+        vec![format!("/1.0/storage-pools/{pool}/volumes/custom/{name}")],
+    )]);
+    Ok(spawn_task(
+        &state,
+        "Snapshotting storage volume",
+        resources,
+        async move {
+            storage
+                .create_volume_snapshot(&pool, &name, req)
+                .await
+                .map(|_| ())
+                .map_err(Into::into)
+        },
+    ))
+}
+
+/// `GET …/volumes/custom/{name}/snapshots/{snap}`.
+pub async fn get_snapshot(
+    State(state): State<AppState>,
+    Path((pool, kind, name, snap)): Path<(String, String, String, String)>,
+) -> Result<Response, ApiError> {
+    only_custom(&kind)?;
+    Ok(sync(
+        state
+            .instances
+            .storage()
+            .volume_snapshot(&pool, &name, &snap)
+            .await?,
+    ))
+}
+
+/// `POST …/volumes/custom/{name}/snapshots/{snap}`: rename (an operation).
+pub async fn rename_snapshot(
+    State(state): State<AppState>,
+    Path((pool, kind, name, snap)): Path<(String, String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    only_custom(&kind)?;
+    let req: StorageVolumeSnapshotPost = parse_json(&body)?;
+    let storage = state.instances.storage().clone();
+    storage.volume_snapshot(&pool, &name, &snap).await?;
+    let resources = BTreeMap::from([(
+        "storage_volumes".to_string(),
+        vec![format!("/1.0/storage-pools/{pool}/volumes/custom/{name}")],
+    )]);
+    Ok(spawn_task(
+        &state,
+        "Renaming storage volume snapshot",
+        resources,
+        async move {
+            Ok(storage
+                .rename_volume_snapshot(&pool, &name, &snap, &req.name)
+                .await?)
+        },
+    ))
+}
+
+/// `DELETE …/volumes/custom/{name}/snapshots/{snap}` (an operation).
+pub async fn delete_snapshot(
+    State(state): State<AppState>,
+    Path((pool, kind, name, snap)): Path<(String, String, String, String)>,
+) -> Result<Response, ApiError> {
+    only_custom(&kind)?;
+    let storage = state.instances.storage().clone();
+    storage.volume_snapshot(&pool, &name, &snap).await?;
+    let resources = BTreeMap::from([(
+        "storage_volumes".to_string(),
+        vec![format!("/1.0/storage-pools/{pool}/volumes/custom/{name}")],
+    )]);
+    Ok(spawn_task(
+        &state,
+        "Deleting storage volume snapshot",
+        resources,
+        async move { Ok(storage.delete_volume_snapshot(&pool, &name, &snap).await?) },
+    ))
+}
