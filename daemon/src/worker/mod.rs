@@ -22,6 +22,7 @@ pub mod net;
 pub mod netns;
 pub mod probe;
 pub mod proc;
+pub mod quota;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spawn;

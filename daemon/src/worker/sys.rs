@@ -690,6 +690,180 @@ pub fn bpf_prog_attach(
     Ok(())
 }
 
+/// The kernel's `struct fsxattr` (`include/uapi/linux/fs.h`), read and written by
+/// [`fs_get_xattr`] and [`fs_set_xattr`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsXattr {
+    /// `FS_XFLAG_*`.
+    pub xflags: u32,
+    pub extsize: u32,
+    pub nextents: u32,
+    /// The project id (project quotas).
+    pub projid: u32,
+    pub cowextsize: u32,
+    pad: [u8; 8],
+}
+
+/// `_IOC(dir, 'X', nr, sizeof(struct fsxattr))`, as the kernel's `_IOR`/`_IOW` build it.
+const fn fsxattr_ioctl(dir: libc::c_ulong, nr: libc::c_ulong) -> libc::c_ulong {
+    const SIZE: libc::c_ulong = std::mem::size_of::<FsXattr>() as libc::c_ulong;
+    (dir << 30) | (SIZE << 16) | ((b'X' as libc::c_ulong) << 8) | nr
+}
+const _: () = assert!(std::mem::size_of::<FsXattr>() == 28);
+/// `FS_IOC_FSGETXATTR`: `_IOR('X', 31, struct fsxattr)` (`_IOC_READ` is 2).
+const FS_IOC_FSGETXATTR: libc::c_ulong = fsxattr_ioctl(2, 31);
+/// `FS_IOC_FSSETXATTR`: `_IOW('X', 32, struct fsxattr)` (`_IOC_WRITE` is 1).
+const FS_IOC_FSSETXATTR: libc::c_ulong = fsxattr_ioctl(1, 32);
+const _: () = assert!(FS_IOC_FSGETXATTR == 0x801c_581f && FS_IOC_FSSETXATTR == 0x401c_5820);
+
+/// `ioctl(FS_IOC_FSGETXATTR)`: the extended attributes (flags, project id) of the file or
+/// directory `fd` is open on (not an `O_PATH` descriptor: those take no ioctls).
+pub fn fs_get_xattr(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<FsXattr> {
+    use std::os::fd::AsRawFd;
+    let mut attr = FsXattr::default();
+    // SAFETY: FS_IOC_FSGETXATTR writes one `struct fsxattr` through the pointer; `attr` is a
+    // valid, writable value of that layout (checked size 28) alive for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, &mut attr as *mut FsXattr) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(attr)
+}
+
+/// `ioctl(FS_IOC_FSSETXATTR)`: set the flags and project id of the file or directory `fd`
+/// is open on (changing a project id needs the initial user namespace).
+pub fn fs_set_xattr(fd: std::os::fd::BorrowedFd<'_>, attr: &FsXattr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: FS_IOC_FSSETXATTR only reads one `struct fsxattr` from the pointer, which
+    // points at a valid value of that layout alive for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR, attr as *const FsXattr) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The kernel's `struct fs_quota_statv` (`include/uapi/linux/dqblk_xfs.h`), filled in by
+/// [`quota_state`]; only the fields ctld reads are public.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuotaStateV {
+    version: i8,
+    pad1: u8,
+    /// `FS_QUOTA_{U,G,P}DQ_{ACCT,ENFD}`.
+    pub flags: u16,
+    incoredqs: u32,
+    files: [[u64; 3]; 3],
+    btimelimit: i32,
+    itimelimit: i32,
+    rtbtimelimit: i32,
+    bwarnlimit: u16,
+    iwarnlimit: u16,
+    rtbwarnlimit: u16,
+    pad3: u16,
+    pad4: u32,
+    pad2: [u64; 7],
+}
+const _: () = assert!(std::mem::size_of::<QuotaStateV>() == 160);
+
+/// `quotactl_fd(2)` (Linux 5.14) with a command whose argument is `addr`.
+///
+/// # Safety
+/// `addr` must point at a value of the type and size `cmd` reads or writes, alive for the
+/// call.
+unsafe fn quotactl_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    cmd: libc::c_int,
+    qtype: libc::c_int,
+    id: u32,
+    addr: *mut libc::c_void,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: integer arguments and `addr`, valid for `cmd` by this function's contract.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_quotactl_fd,
+            fd.as_raw_fd(),
+            libc::QCMD(cmd, qtype) as libc::c_uint,
+            id as libc::c_int,
+            addr,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `quotactl_fd(Q_XGETQSTATV)`: the state of the quota types of the filesystem `fd` is on
+/// (`qtype` only selects the command; the answer covers all three). ext4 and xfs answer it.
+pub fn quota_state(fd: std::os::fd::BorrowedFd<'_>, qtype: libc::c_int) -> io::Result<QuotaStateV> {
+    /// `XQM_CMD(8)`.
+    const Q_XGETQSTATV: libc::c_int = ((b'X' as libc::c_int) << 8) + 8;
+    let mut state = QuotaStateV {
+        version: 1, // FS_QSTATV_VERSION1
+        ..QuotaStateV::default()
+    };
+    // SAFETY: Q_XGETQSTATV reads the version and writes one `struct fs_quota_statv`
+    // (size 160, checked above) through `addr`, which points at `state`.
+    unsafe {
+        quotactl_fd(
+            fd,
+            Q_XGETQSTATV,
+            qtype,
+            0,
+            (&mut state as *mut QuotaStateV).cast(),
+        )
+    }?;
+    Ok(state)
+}
+
+/// `quotactl_fd(Q_GETQUOTA)`: limits and usage of quota `id` of type `qtype` on the
+/// filesystem `fd` is on (`struct if_dqblk`, libc's `dqblk`).
+pub fn quota_get(
+    fd: std::os::fd::BorrowedFd<'_>,
+    qtype: libc::c_int,
+    id: u32,
+) -> io::Result<libc::dqblk> {
+    // SAFETY: dqblk is plain old data (integers); all-zero is a valid value.
+    let mut dq: libc::dqblk = unsafe { std::mem::zeroed() };
+    // SAFETY: Q_GETQUOTA writes one `struct if_dqblk` (libc's `dqblk`, the same layout)
+    // through `addr`, which points at `dq`.
+    unsafe {
+        quotactl_fd(
+            fd,
+            libc::Q_GETQUOTA,
+            qtype,
+            id,
+            (&mut dq as *mut libc::dqblk).cast(),
+        )
+    }?;
+    Ok(dq)
+}
+
+/// `quotactl_fd(Q_SETQUOTA)`: set the fields of quota `id` that `dq.dqb_valid` (`QIF_*`)
+/// names.
+pub fn quota_set(
+    fd: std::os::fd::BorrowedFd<'_>,
+    qtype: libc::c_int,
+    id: u32,
+    dq: &libc::dqblk,
+) -> io::Result<()> {
+    // SAFETY: Q_SETQUOTA only reads one `struct if_dqblk` (libc's `dqblk`) through `addr`;
+    // the cast to a mutable pointer is what the syscall's signature asks for, nothing is
+    // written.
+    unsafe {
+        quotactl_fd(
+            fd,
+            libc::Q_SETQUOTA,
+            qtype,
+            id,
+            (dq as *const libc::dqblk).cast_mut().cast(),
+        )
+    }
+}
+
 /// Raise this process's soft limit on open files to its hard limit (at most 2^20); returns
 /// the new soft limit. Containers inherit it, as under LXD and Incus (whose service units
 /// raise theirs the same way).
