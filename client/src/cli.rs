@@ -117,6 +117,11 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::profile::ProfileCommand,
     },
+    /// Manage storage pools and volumes
+    Storage {
+        #[command(subcommand)]
+        command: cmd::storage::StorageCommand,
+    },
     /// Print the daemon's events (lifecycle, operations, log) as they happen
     Monitor(cmd::monitor::MonitorArgs),
     /// Show the client and server versions
@@ -233,6 +238,10 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
         Command::Profile { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();
             cmd::profile::run(&client, command, stdin_is_terminal, out).await?;
+        }
+        Command::Storage { command } => {
+            let stdin_is_terminal = std::io::stdin().is_terminal();
+            cmd::storage::run(&client, command, stdin_is_terminal, out).await?;
         }
         Command::Snapshot { command } => cmd::snapshot::run(&client, command, out).await?,
         Command::Restore(args) => {

@@ -318,3 +318,140 @@ async fn config_show_and_get() {
     );
     assert_eq!((get.status.code(), get.stdout), (Some(0), b"\n".to_vec()));
 }
+
+/// Answer one request per connection with `answers` in order; return each request's first
+/// line and its body.
+async fn serve_in_order(
+    listener: UnixListener,
+    answers: Vec<(&str, Value)>,
+) -> Vec<(String, Value)> {
+    let mut seen = Vec::new();
+    for (status, envelope) in answers {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            break;
+        };
+        let (line, body) = read_request(&mut stream).await;
+        seen.push((line, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+        respond(&mut stream, status, &envelope).await;
+    }
+    seen
+}
+
+fn sync(metadata: Value) -> (&'static str, Value) {
+    let envelope = json!({"type": "sync", "status": "Success", "status_code": 200,
+                          "operation": "", "error_code": 0, "error": "", "metadata": metadata});
+    ("200 OK", envelope)
+}
+
+/// The async answer of operation `id` (running) and its wait's answer (done).
+fn operation_then_done(id: &str) -> [(&'static str, Value); 2] {
+    let op = json!({"id": id, "class": "task", "description": "", "created_at": "",
+                    "updated_at": "", "status": "Running", "status_code": 103,
+                    "may_cancel": false, "resources": {"instances": ["/1.0/instances/c1"]},
+                    "err": "", "location": "", "metadata": null});
+    let created = json!({"type": "async", "status": "Operation created", "status_code": 100,
+                         "operation": format!("/1.0/operations/{id}"), "error_code": 0,
+                         "error": "", "metadata": op});
+    let mut done = op;
+    done["status"] = json!("Success");
+    done["status_code"] = json!(200);
+    [("202 Accepted", created), sync(done)]
+}
+
+#[tokio::test]
+async fn storage_volume_edit_reads_stdin_and_pool_errors_are_one_line() {
+    let (dir, listener) = fake_server();
+    let in_use = json!({"type": "error", "status": "", "status_code": 0, "operation": "",
+                        "error_code": 400, "metadata": null,
+                        "error": "storage pool \"default\" is in use"});
+    let mut answers = operation_then_done("op3").to_vec();
+    answers.push(("400 Bad Request", in_use));
+    let server = tokio::spawn(serve_in_order(listener, answers));
+    let child = ctl(dir.path())
+        .args(["storage", "volume", "edit", "default", "data"])
+        .stdin(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        panic!("cannot run ctl");
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let yaml = "name: data\ntype: custom\ndescription: edited\nconfig:\n  size: 2GiB\n";
+        let _ = stdin.write_all(yaml.as_bytes()).await;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await;
+    let Ok(Ok(edit)) = output else {
+        panic!("ctl storage volume edit did not finish");
+    };
+    let delete = ctl(dir.path())
+        .args(["storage", "delete", "default"])
+        .output()
+        .await;
+    let Ok(delete) = delete else {
+        panic!("cannot run ctl");
+    };
+    let seen = server.await.unwrap_or_default();
+
+    assert_eq!(String::from_utf8_lossy(&edit.stderr), "");
+    assert_eq!(edit.status.code(), Some(0));
+    assert_eq!(
+        seen,
+        [
+            (
+                "PUT /1.0/storage-pools/default/volumes/custom/data HTTP/1.1".to_string(),
+                json!({"description": "edited", "config": {"size": "2GiB"}})
+            ),
+            (
+                "GET /1.0/operations/op3/wait?timeout=-1 HTTP/1.1".to_string(),
+                Value::Null
+            ),
+            (
+                "DELETE /1.0/storage-pools/default HTTP/1.1".to_string(),
+                Value::Null
+            ),
+        ]
+    );
+    assert_eq!(delete.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&delete.stderr),
+        "Error: storage pool \"default\" is in use\n"
+    );
+    assert!(delete.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn launch_with_a_storage_pool_sends_a_root_disk() {
+    let (dir, listener) = fake_server();
+    let server = tokio::spawn(serve_in_order(
+        listener,
+        operation_then_done("op4").to_vec(),
+    ));
+    let output = ctl(dir.path())
+        .args([
+            "launch",
+            "busybox",
+            "c1",
+            "-s",
+            "fast",
+            "-d",
+            "root,size=64MiB",
+        ])
+        .env("CTL_CONF", dir.path().join("conf"))
+        .output()
+        .await;
+    let Ok(output) = output else {
+        panic!("cannot run ctl");
+    };
+    let seen = server.await.unwrap_or_default();
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "Launching c1\n");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].0, "POST /1.0/instances HTTP/1.1");
+    assert_eq!(
+        seen[0].1["devices"],
+        json!({"root": {"type": "disk", "path": "/", "pool": "fast", "size": "64MiB"}})
+    );
+    assert_eq!(
+        seen[1].0,
+        "GET /1.0/operations/op4/wait?timeout=-1 HTTP/1.1"
+    );
+}

@@ -36,6 +36,14 @@ fn bash_completes_subcommands_and_nested_ones() {
     got.sort();
     assert_eq!(got, vec!["rename", "restore"]);
     assert!(complete_in_bash(&["ctl", "pro"]).contains(&"profile".to_string()));
+    assert_eq!(complete_in_bash(&["ctl", "stor"]), vec!["storage"]);
+    assert_eq!(
+        complete_in_bash(&["ctl", "storage", "volume", "att"]),
+        vec!["attach", "attach-profile"]
+    );
+    let mut got = complete_in_bash(&["ctl", "storage", "volume", "snapshot", "re"]);
+    got.sort();
+    assert_eq!(got, vec!["rename", "restore"]);
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! `ctl launch` and `ctl init`: create an instance from an image (and start it).
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 
 use clap::Args;
+use ctl_api::instance::DeviceMap;
 use ctl_api::{InstanceSource, InstancesPost, Operation};
 
 use super::{Error, parse_key_value};
@@ -29,6 +31,10 @@ pub struct CreateArgs {
     /// Give the instance an `eth0` on this managed network (instead of its profiles' one)
     #[arg(short = 'n', long = "network", value_name = "NETWORK")]
     pub network: Option<String>,
+    /// Put the instance's root disk in this storage pool (a `root` disk device of its own,
+    /// instead of its profiles' one; `-d root,size=...` changes it further)
+    #[arg(short = 's', long = "storage", value_name = "POOL")]
+    pub storage: Option<String>,
     /// Make the instance ephemeral (deleted when it stops)
     #[arg(short = 'e', long)]
     pub ephemeral: bool,
@@ -103,17 +109,21 @@ pub fn request(args: &CreateArgs, start: bool, remotes: &Config) -> Result<Insta
     } else {
         Some(args.profiles.clone())
     };
-    let devices = args
-        .network
-        .iter()
-        .map(|net| {
-            let nic = [("type", "nic"), ("network", net.as_str()), ("name", "eth0")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            ("eth0".to_string(), nic)
-        })
-        .collect();
+    let device = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let mut devices = DeviceMap::new();
+    if let Some(net) = &args.network {
+        let nic = device(&[("type", "nic"), ("network", net), ("name", "eth0")]);
+        devices.insert("eth0".to_string(), nic);
+    }
+    if let Some(pool) = &args.storage {
+        let root = device(&[("type", "disk"), ("path", "/"), ("pool", pool)]);
+        devices.insert("root".to_string(), root);
+    }
     Ok(InstancesPost {
         name: args.name.clone().unwrap_or_default(),
         source: remote_image_source(&args.image, remotes)?,
@@ -254,6 +264,7 @@ mod tests {
             profiles: Vec::new(),
             no_profiles: false,
             network: None,
+            storage: None,
             ephemeral: false,
             device_overrides: Vec::new(),
         };
@@ -279,6 +290,69 @@ mod tests {
         args.no_profiles = true;
         let body = serde_json::to_value(request(&args, true, &remotes).ok()).unwrap_or_default();
         assert_eq!(body["profiles"], json!([]));
+    }
+
+    fn parse_launch(args: &[&str]) -> CreateArgs {
+        use clap::Parser;
+        let argv = ["ctl", "launch"].into_iter().chain(args.iter().copied());
+        match crate::cli::Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(crate::cli::Command::Launch(args)) => args,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn storage_pool_gives_a_root_disk_that_device_overrides_change() {
+        let args = parse_launch(&["busybox", "c1", "-s", "fast", "-d", "root,size=64MiB"]);
+        assert_eq!(args.storage.as_deref(), Some("fast"));
+        let mut req = request(&args, true, &Config::default()).expect("request");
+        assert_eq!(
+            serde_json::to_value(&req.devices).unwrap_or_default(),
+            json!({"root": {"type": "disk", "path": "/", "pool": "fast"}})
+        );
+        // The root disk is the request's own: no profile is read.
+        let server = crate::test_support::FakeServer::serve(Vec::new());
+        apply_device_overrides(&server.client(), &args, &mut req)
+            .await
+            .expect("overrides");
+        assert!(server.seen().is_empty());
+        assert_eq!(
+            serde_json::to_value(&req.devices).unwrap_or_default(),
+            json!({"root": {"type": "disk", "path": "/", "pool": "fast", "size": "64MiB"}})
+        );
+        let long = parse_launch(&["busybox", "--storage", "fast", "-n", "lab"]);
+        let req = request(&long, false, &Config::default()).expect("request");
+        assert_eq!(
+            req.devices.keys().collect::<Vec<_>>(),
+            ["eth0", "root"],
+            "-n and -s together"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_storage_a_root_override_copies_the_profiles_root() {
+        use crate::test_support::{Seen, sync_envelope};
+        let args = parse_launch(&["busybox", "c1", "-d", "root,size=64MiB"]);
+        let mut req = request(&args, true, &Config::default()).expect("request");
+        let default = json!({"name": "default", "description": "", "config": {},
+            "devices": {"root": {"type": "disk", "path": "/", "pool": "default"}},
+            "used_by": [], "project": "default"});
+        let server = crate::test_support::FakeServer::serve(vec![sync_envelope(default)]);
+        apply_device_overrides(&server.client(), &args, &mut req)
+            .await
+            .expect("overrides");
+        assert_eq!(
+            server.seen(),
+            [Seen::new(
+                "GET",
+                "/1.0/profiles/default",
+                serde_json::Value::Null
+            )]
+        );
+        assert_eq!(
+            serde_json::to_value(&req.devices).unwrap_or_default(),
+            json!({"root": {"type": "disk", "path": "/", "pool": "default", "size": "64MiB"}})
+        );
     }
 
     #[test]

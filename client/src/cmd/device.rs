@@ -144,6 +144,18 @@ pub async fn run(
         DeviceCommand::Set(a) => &a.name,
     };
     let instance = client.instance(name).await?;
+    run_on(client, name, &instance, command, out).await
+}
+
+/// Run a device subcommand on an instance already read (`GET`), so a caller that had to
+/// read it to choose the device does not read it twice.
+pub async fn run_on(
+    client: &Client,
+    name: &str,
+    instance: &ctl_api::Instance,
+    command: &DeviceCommand,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     match command {
         DeviceCommand::List(_) => {
             for d in instance.devices.keys() {

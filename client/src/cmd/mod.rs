@@ -21,6 +21,7 @@ pub mod profile;
 pub mod remote;
 pub mod snapshot;
 pub mod state;
+pub mod storage;
 pub mod top;
 pub mod version;
 

@@ -61,11 +61,21 @@ pub struct CreateArgs {
 
 /// The `expires_at` a `ctl snapshot create` sends: `None` leaves it to the instance's keys.
 pub fn expires_at(args: &CreateArgs, now: time::OffsetDateTime) -> Result<Option<String>, Error> {
+    expiry_time(args.expiry.as_deref(), args.no_expiry, now)
+}
+
+/// The `expires_at` of `--expiry TEXT` / `--no-expiry` (shared by instance and volume
+/// snapshots): the zero time for never, `None` when neither is given.
+pub fn expiry_time(
+    expiry: Option<&str>,
+    no_expiry: bool,
+    now: time::OffsetDateTime,
+) -> Result<Option<String>, Error> {
     use time::format_description::well_known::Rfc3339;
-    if args.no_expiry {
+    if no_expiry {
         return Ok(Some("0001-01-01T00:00:00Z".into()));
     }
-    let Some(text) = &args.expiry else {
+    let Some(text) = expiry else {
         return Ok(None);
     };
     if let Ok(t) = time::OffsetDateTime::parse(text.trim(), &Rfc3339) {
