@@ -429,7 +429,14 @@ impl Storage {
                 cfg.clone()
             };
             if patch {
-                next.extend(cfg);
+                // An empty value unsets the key.
+                for (k, v) in cfg {
+                    if v.is_empty() {
+                        next.remove(&k);
+                    } else {
+                        next.insert(k, v);
+                    }
+                }
             }
             // A PUT from `edit` carries the keys ctld filled in: they must stay as they are.
             for (k, v) in &next {
@@ -957,12 +964,28 @@ fn apply_quota(info: &PoolInfo, dir: &Path, size: Option<u64>) -> Result<(), Sto
         return Ok(());
     }
     let (upper, work, _) = crate::paths::overlay_dirs(dir);
-    if size.is_none() && !quota::project_quota_supported(&upper) {
-        return Ok(());
+    if !quota::project_quota_supported(&upper) {
+        return match size {
+            Some(_) => Err(StorageError::Invalid(format!(
+                "storage pool \"{}\" (dir) cannot enforce a root disk size: its filesystem \
+                 has no project quotas",
+                info.row.name
+            ))),
+            None => Ok(()),
+        };
     }
     let id = project_id(&upper);
+    if size.is_none() {
+        // No walk on the start path: a limit an earlier `size` set is lifted, if any.
+        return quota::set_project_limit(&upper, id, None).map_err(io_at(&upper));
+    }
+    // Both dirs in one project (overlayfs moves files from `work` into `upper`; ext4 refuses
+    // a rename into another project's directory). The tree is walked only when its top is
+    // not in the project yet (a new layer, a copy, a restore, a rename).
     for d in [&upper, &work] {
-        quota::set_project(d, id).map_err(io_at(d))?;
+        if quota::project_of(d).map_err(io_at(d))? != id {
+            quota::set_project(d, id).map_err(io_at(d))?;
+        }
     }
     quota::set_project_limit(&upper, id, size).map_err(io_at(&upper))
 }

@@ -100,7 +100,9 @@ fn apply_volume_quota(info: &PoolInfo, dir: &Path, size: Option<u64>) -> Result<
         return Ok(());
     }
     let id = project_id(dir);
-    quota::set_project(dir, id).map_err(io_at(dir))?;
+    if quota::project_of(dir).map_err(io_at(dir))? != id {
+        quota::set_project(dir, id).map_err(io_at(dir))?;
+    }
     quota::set_project_limit(dir, id, size).map_err(io_at(dir))
 }
 
@@ -342,8 +344,15 @@ impl Storage {
         }
         if let Some(cfg) = put.config {
             let next = if patch {
+                // An empty value unsets the key.
                 let mut n = row.config.clone();
-                n.extend(cfg);
+                for (k, v) in cfg {
+                    if v.is_empty() {
+                        n.remove(&k);
+                    } else {
+                        n.insert(k, v);
+                    }
+                }
                 n
             } else {
                 cfg
@@ -375,9 +384,34 @@ impl Storage {
         req: StorageVolumePost,
     ) -> Result<(), StorageError> {
         if !req.pool.is_empty() && req.pool != pool {
-            return Err(StorageError::Invalid(
-                "moving a volume to another pool: copy it, then delete it".into(),
-            ));
+            // A move to another pool: a copy with its snapshots, then the source goes (a
+            // used volume is refused before anything is copied).
+            let (users, _) = volume_users(self, pool, name).await?;
+            if !users.is_empty() {
+                return Err(StorageError::InUse(format!(
+                    "storage volume \"{name}\" is in use by {}",
+                    users.join(", ")
+                )));
+            }
+            let row = self.volume_row(pool, name).await?;
+            self.create_volume(
+                &req.pool,
+                StorageVolumesPost {
+                    name: req.name.clone(),
+                    kind: "custom".into(),
+                    description: row.description.clone(),
+                    config: row.config.clone(),
+                    source: ctl_api::StorageVolumeSource {
+                        name: name.to_string(),
+                        kind: "copy".into(),
+                        pool: pool.to_string(),
+                        volume_only: false,
+                    },
+                    content_type: String::new(),
+                },
+            )
+            .await?;
+            return self.delete_volume(pool, name).await;
         }
         config::check_name("storage volume", &req.name).map_err(StorageError::Invalid)?;
         let _guard = self.lock.lock().await;

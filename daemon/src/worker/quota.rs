@@ -100,6 +100,12 @@ fn project_quota_state(dir: &Path) -> io::Result<bool> {
     Ok(state.flags & want == want)
 }
 
+/// The project id of the directory `dir` itself (not following a final symlink).
+pub fn project_of(dir: &Path) -> io::Result<u32> {
+    let fd = open_dir(dir, OFlags::NOFOLLOW)?;
+    Ok(sys::fs_get_xattr(fd.as_fd()).map_err(at(dir))?.projid)
+}
+
 /// Give `dir` and every file and directory below it (same filesystem, never following
 /// symlinks, no crossing mount points) project id `id`, and set `FS_XFLAG_PROJINHERIT` on
 /// directories so what is created later inherits it (FS_IOC_FSGETXATTR/FS_IOC_FSSETXATTR).
