@@ -137,8 +137,16 @@ impl Storage {
         if info.is_btrfs()
             && let Ok(rd) = std::fs::read_dir(info.root.join("images"))
         {
+            let images = db::images::list(&self.db).await?;
             for e in rd.flatten() {
                 let fp = e.file_name().to_string_lossy().into_owned();
+                // Clients parse the time: an image gone from the store shows the epoch.
+                let created_at = images
+                    .iter()
+                    .find(|i| i.fingerprint == fp)
+                    .map(|i| i.uploaded_at.clone())
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
                 if !fp.starts_with('.') {
                     out.push(StorageVolume {
                         name: fp.clone(),
@@ -147,6 +155,7 @@ impl Storage {
                         location: "none".into(),
                         content_type: "filesystem".into(),
                         project: "default".into(),
+                        created_at,
                         ..StorageVolume::default()
                     });
                 }
