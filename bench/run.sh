@@ -67,6 +67,10 @@ cleanup() {
             # shellcheck disable=SC2086  # names are ctl instance names: no spaces or globs
             "$CTL" delete --force $names >/dev/null || echo "cleanup: ctl delete --force failed for: $names"
         fi
+        # The btrfs pool (a loop file the daemon made and mounted) goes with its instances.
+        if "$CTL" storage show benchbtrfs >/dev/null 2>&1; then
+            "$CTL" storage delete benchbtrfs >/dev/null || echo "cleanup: ctl storage delete benchbtrfs failed"
+        fi
         # The NIC measurement's network (bridge, dnsmasq, nftables table) goes with it.
         if [ -n "$BENCH_NET" ] && "$CTL" network show "$BENCH_NET" >/dev/null 2>&1; then
             "$CTL" network delete "$BENCH_NET" >/dev/null || echo "cleanup: ctl network delete $BENCH_NET failed"
@@ -243,6 +247,14 @@ launch-next)
 launch-cleanup)
     # shellcheck disable=SC2046
     "$ctl" delete --force $(all launch bl) >/dev/null
+    ;;
+btrfs-next)
+    n=$(bump btrfs)
+    printf 'exec %q launch busybox bb%d -s benchbtrfs >/dev/null 2>>%q\n' "$ctl" "$n" "$w/ctl-errors.log" >"$w/btrfs.sh"
+    ;;
+btrfs-cleanup)
+    # shellcheck disable=SC2046
+    "$ctl" delete --force $(all btrfs bb) >/dev/null
     ;;
 debian-next)
     n=$(bump debian)
@@ -434,6 +446,30 @@ BENCH_N=$SNAP_RUNS bench ctl_copy_big "$QCTL copy big bigcopy --instance-only 2>
     --prepare "$QCTL delete bigcopy >/dev/null 2>&1 || true"
 run_ctl delete --force big bigcopy
 
+# (g) the same on a btrfs pool (a loop file ctld makes): the instance's layer is a
+# subvolume over the pool's copy of the image, so launch, snapshot, restore and copy are
+# subvolume creates and snapshots whatever the size.
+if command -v mkfs.btrfs >/dev/null; then
+    echo
+    echo "--- btrfs pool on a loop file; filling an instance with $SNAP_MIB MiB"
+    run_ctl storage create benchbtrfs btrfs "size=$((SNAP_MIB * 3 + 2048))MiB"
+    run_ctl launch busybox warm-btrfs -s benchbtrfs   # the pool's copy of the image, once
+    run_ctl delete --force warm-btrfs
+    bench ctl_launch_btrfs ". $(q "$WORK/btrfs.sh")" \
+        --prepare "bash $(q "$HOOK") btrfs-next" \
+        --cleanup "bash $(q "$HOOK") btrfs-cleanup"
+    run_ctl launch busybox bigb -s benchbtrfs
+    run_ctl exec bigb -- dd if=/dev/urandom of=/root/big bs=1M count="$SNAP_MIB"
+    run_ctl stop --force bigb
+    BENCH_N=$SNAP_RUNS bench ctl_snapshot_big_btrfs "$QCTL snapshot create bigb s 2>>$QERR" \
+        --prepare "$QCTL snapshot delete bigb s >/dev/null 2>&1 || true"
+    BENCH_N=$SNAP_RUNS bench ctl_restore_big_btrfs "$QCTL restore bigb s 2>>$QERR"
+    BENCH_N=$SNAP_RUNS bench ctl_copy_big_btrfs "$QCTL copy bigb bigbcopy --instance-only 2>>$QERR" \
+        --prepare "$QCTL delete bigbcopy >/dev/null 2>&1 || true"
+    run_ctl delete --force bigb bigbcopy
+    run_ctl storage delete benchbtrfs
+fi
+
 # --- summary --------------------------------------------------------------------------------
 export SNAP_MIB OUT LIST_N RUNS WARMUP LXC_NOTE RSS_IDLE RSS_N STAMP DEBIAN_BUILD_S
 export COMMIT KERNEL CGFS DIRFS HFV
@@ -478,6 +514,10 @@ rows = [
     (f"snapshot a stopped instance with {os.environ['SNAP_MIB']} MiB of changes", "ctl_snapshot_big", None, ""),
     (f"restore that snapshot", "ctl_restore_big", None, ""),
     (f"copy that instance (--instance-only)", "ctl_copy_big", None, ""),
+    ("launch busybox on a btrfs pool (layer subvolume over the pool's image)", "ctl_launch_btrfs", None, ""),
+    (f"btrfs pool: snapshot a stopped instance with {os.environ['SNAP_MIB']} MiB of changes", "ctl_snapshot_big_btrfs", None, "O(1)"),
+    (f"btrfs pool: restore that snapshot", "ctl_restore_big_btrfs", None, "O(1)"),
+    (f"btrfs pool: copy that instance (--instance-only)", "ctl_copy_big_btrfs", None, "O(1)"),
 ]
 e = os.environ
 print(f"# ctl benchmark {e['STAMP']}")

@@ -112,3 +112,21 @@ assert pyimg.files.get("/etc/hello") == b"from python\n"
 pyimg.delete(wait=True)
 img.delete(wait=True)
 print("ok image")
+
+# Storage: pools and custom volumes through pylxd's storage API.
+pool = c.storage_pools.create({"name": "pypool", "driver": "dir", "config": {}})
+assert "pypool" in [p.name for p in c.storage_pools.all()]
+assert c.storage_pools.get("pypool").driver == "dir"
+assert c.storage_pools.get("default").driver == "dir"
+res = pool.resources.get()
+assert res.space["total"] > 0, res.space
+vol = pool.volumes.create({"name": "pyvol", "type": "custom", "config": {}})
+assert "pyvol" in [v.name for v in pool.volumes.all() if v.type == "custom"]
+vol = pool.volumes.get("custom", "pyvol")
+vol.put({"description": "from pylxd", "config": {}})
+assert pool.volumes.get("custom", "pyvol").description == "from pylxd"
+vol.delete()
+assert "pyvol" not in [v.name for v in pool.volumes.all()]
+pool.delete()
+assert "pypool" not in [p.name for p in c.storage_pools.all()]
+print("ok storage")

@@ -330,6 +330,7 @@ fn pylxd_drives_ctld() {
         "profiles",
         "delete",
         "image",
+        "storage",
     ] {
         assert!(
             stdout.contains(&format!("ok {step}\n")),

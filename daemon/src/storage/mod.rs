@@ -376,7 +376,10 @@ impl Storage {
         }
         for other in self.pool_infos().await? {
             let r = canonical_or_self(&other.root);
-            if canonical.starts_with(&r) || r.starts_with(&canonical) {
+            // A pool on the state directory itself (`default`) holds ctld's own place for
+            // pools: only the reverse (the state directory inside the new pool) overlaps.
+            let inside_other = r != state && canonical.starts_with(&r);
+            if inside_other || r.starts_with(&canonical) {
                 return Err(StorageError::Invalid(format!(
                     "source \"{}\" overlaps storage pool \"{}\"",
                     path.display(),
