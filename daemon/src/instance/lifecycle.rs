@@ -49,10 +49,14 @@ impl Instances {
         // back into the instance's own.
         let all = db::profiles::list(&self.db).await?;
         let row = profiles::expanded(&own, &all);
-        let limits = config::limits(&row.config, &self.host, name)?;
+        let mut limits = config::limits(&row.config, &self.host, name)?;
         let spec = self.spawn_spec(&row)?;
         // Networking first: a bad NIC refuses the start before anything exists.
-        let CheckedDevices { nics, proxies } = self
+        let CheckedDevices {
+            nics,
+            proxies,
+            disks,
+        } = self
             .check_devices_with(&all, name, &row.profiles, &row.devices)
             .await?;
         // Proxies left by a run that ended on its own (before its watcher noticed).
@@ -99,6 +103,13 @@ impl Instances {
         }
         drop(range_guard);
         let mut spec = spec;
+        // Disk devices last in the mount table: over everything else, parents first.
+        spec.mounts.extend(
+            super::disk_devices::mounts(&disks)
+                .into_iter()
+                .map(crate::worker::spec::MountEntry::Disk),
+        );
+        limits.io_throttle = super::disk_devices::throttles(&disks);
         if id_map.is_some() {
             spec.namespaces.push(crate::worker::spec::Namespace::User);
             // Its cgroup hierarchies may be writable: the kernel keeps every file the
@@ -270,7 +281,8 @@ impl Instances {
 
     /// Check an instance's profiles and devices: profiles exist, devices are known types
     /// with valid keys, NICs point at existing networks or bridges, static addresses fit,
-    /// proxy devices parse. Returns the NICs and proxies of the expanded devices.
+    /// proxy devices parse, disk sources exist (or are not required) where they may be.
+    /// Returns the NICs, proxies and disks of the expanded devices.
     pub(super) async fn check_devices(
         &self,
         name: &str,
@@ -295,8 +307,13 @@ impl Instances {
         // A profile's devices were checked when it was saved; a proxy of one is checked
         // again here, as what a start would use.
         let proxies = network::config::proxy_devices(&expanded).map_err(NetworkError::from)?;
+        let disks = self.resolve_disks(&expanded)?;
         let nics = self.networks.resolve_nics(name, &expanded).await?;
-        Ok(CheckedDevices { nics, proxies })
+        Ok(CheckedDevices {
+            nics,
+            proxies,
+            disks,
+        })
     }
 
     pub(super) fn spawn_spec(&self, row: &InstanceRow) -> Result<SpawnSpec, InstanceError> {
