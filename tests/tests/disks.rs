@@ -47,17 +47,13 @@ fn sh(d: &Daemon, name: &str, script: &str) -> Run {
 /// Run `script` in the container; it must succeed; its trimmed stdout.
 fn sh_ok(d: &Daemon, name: &str, script: &str) -> String {
     let r = sh(d, name, script);
-    assert_eq!(
-        r.code,
-        0,
-        "{script}: {r:?}\n--- ctld log ---\n{}",
-        d.log()
-    );
+    assert_eq!(r.code, 0, "{script}: {r:?}\n--- ctld log ---\n{}", d.log());
     r.stdout.trim().to_string()
 }
 
 fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
+    p.to_str()
+        .unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
 }
 
 fn add_device(d: &Daemon, name: &str, dev: &str, keys: &[&str]) {
@@ -67,7 +63,10 @@ fn add_device(d: &Daemon, name: &str, dev: &str, keys: &[&str]) {
 }
 
 fn status(d: &Daemon, name: &str) -> String {
-    d.state(name)["status"].as_str().unwrap_or_default().to_string()
+    d.state(name)["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -78,7 +77,12 @@ fn shift_shows_host_owners_and_a_plain_bind_shows_nobody() {
     let name = unique("dsk");
     d.ok(&["init", "busybox", &name]);
     let source = format!("source={}", path_str(src.path()));
-    add_device(&d, &name, "shifted", &[&source, "path=/shifted", "shift=true"]);
+    add_device(
+        &d,
+        &name,
+        "shifted",
+        &[&source, "path=/shifted", "shift=true"],
+    );
     add_device(&d, &name, "plain", &[&source, "path=/mnt/plain"]);
     d.ok(&["start", &name]);
     assert!(d.init_host_uid(&name) != 0, "the container is unprivileged");
@@ -108,13 +112,22 @@ fn read_only_binds_cannot_be_made_writable() {
     // With shift the container's root owns the files: only the locked read-only flag
     // stands between it and a write.
     let source = format!("source={}", path_str(src.path()));
-    add_device(&d, &name, "ro", &[&source, "path=/ro", "shift=true", "readonly=true"]);
+    add_device(
+        &d,
+        &name,
+        "ro",
+        &[&source, "path=/ro", "shift=true", "readonly=true"],
+    );
     add_device(&d, &name, "rw", &[&source, "path=/rw", "shift=true"]);
     d.ok(&["start", &name]);
     // The container's root can change the flags of a bind that is not locked (so the
     // refusals below are the lock's doing, not a mount command that cannot work).
     sh_ok(&d, &name, "mount -o remount,bind,ro /rw");
-    assert_ne!(sh(&d, &name, "echo x > /rw/new.txt").code, 0, "/rw made read-only");
+    assert_ne!(
+        sh(&d, &name, "echo x > /rw/new.txt").code,
+        0,
+        "/rw made read-only"
+    );
     assert_eq!(sh_ok(&d, &name, "cat /ro/root.txt"), "root");
     let w = sh(&d, &name, "echo x > /ro/new.txt");
     assert_ne!(w.code, 0, "{w:?}");
@@ -140,12 +153,25 @@ fn hot_plug_adds_and_removes_binds_on_a_running_container() {
     d.ok(&["launch", "busybox", &name]);
     let pid = d.init_pid(&name);
     let source = format!("source={}", path_str(src.path()));
-    add_device(&d, &name, "data", &[&source, "path=/srv/data", "shift=true"]);
+    add_device(
+        &d,
+        &name,
+        "data",
+        &[&source, "path=/srv/data", "shift=true"],
+    );
     assert_eq!(sh_ok(&d, &name, "stat -c %u /srv/data/user.txt"), "1000");
     // A single file, read-only (the locked path of the hot-plug), at a new path.
     let fsource = format!("source={}", path_str(&file));
-    add_device(&d, &name, "conf", &[&fsource, "path=/etc/app/app.conf", "readonly=true"]);
-    assert_eq!(sh_ok(&d, &name, "cat /etc/app/app.conf"), "hello from the host");
+    add_device(
+        &d,
+        &name,
+        "conf",
+        &[&fsource, "path=/etc/app/app.conf", "readonly=true"],
+    );
+    assert_eq!(
+        sh_ok(&d, &name, "cat /etc/app/app.conf"),
+        "hello from the host"
+    );
     assert_ne!(sh(&d, &name, "echo x >> /etc/app/app.conf").code, 0);
     // The mount point was made for the container's root.
     assert_eq!(sh_ok(&d, &name, "stat -c %u /etc/app"), "0");
@@ -245,7 +271,11 @@ fn bad_sources_are_refused_and_optional_ones_skipped() {
         &d,
         &name,
         "opt",
-        &["source=/nonexistent-ctl-disk", "path=/opt/x", "required=false"],
+        &[
+            "source=/nonexistent-ctl-disk",
+            "path=/opt/x",
+            "required=false",
+        ],
     );
     d.ok(&["start", &name]);
     assert_eq!(status(&d, &name), "Running");
@@ -263,7 +293,16 @@ fn the_lxc_client_adds_a_disk() {
     let name = unique("dsk");
     d.ok(&["launch", "busybox", &name]);
     let source = format!("source={}", path_str(src.path()));
-    lxc.ok(&["config", "device", "add", &name, "data", "disk", &source, "path=/data"]);
+    lxc.ok(&[
+        "config",
+        "device",
+        "add",
+        &name,
+        "data",
+        "disk",
+        &source,
+        "path=/data",
+    ]);
     assert_eq!(sh_ok(&d, &name, "cat /data/user.txt"), "user");
     let shown = lxc.ok(&["config", "device", "show", &name]);
     assert!(shown.contains("path: /data"), "{shown}");
@@ -296,7 +335,10 @@ impl LoopFs {
             .output()
             .unwrap_or_else(|e| panic!("losetup: {e}"));
         let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(out.status.success() && !device.is_empty(), "losetup: {out:?}");
+        assert!(
+            out.status.success() && !device.is_empty(),
+            "losetup: {out:?}"
+        );
         // From here on, drop cleans up.
         let fs = LoopFs {
             _dir: dir,
@@ -365,7 +407,12 @@ fn io_limits_become_cgroup_rules_for_the_backing_device() {
         &d,
         &name,
         "fast",
-        &[&source, "path=/loop", "limits.read=10MB", "limits.write=100iops"],
+        &[
+            &source,
+            "path=/loop",
+            "limits.read=10MB",
+            "limits.write=100iops",
+        ],
     );
     assert_eq!(sh_ok(&d, &name, "cat /loop/data.txt"), "on loop");
     let rules = io_rules(&d, &name);
@@ -374,7 +421,11 @@ fn io_limits_become_cgroup_rules_for_the_backing_device() {
     assert!(v1 || v2, "no rule for {dev}: {rules:?}");
     // Kept across a restart (the start path writes them with the cgroup).
     d.ok(&["restart", &name]);
-    assert!(io_rules(&d, &name).contains(&dev), "{}", io_rules(&d, &name));
+    assert!(
+        io_rules(&d, &name).contains(&dev),
+        "{}",
+        io_rules(&d, &name)
+    );
     // Removing the device lifts them.
     d.ok(&["config", "device", "remove", &name, "fast"]);
     let rules = io_rules(&d, &name);

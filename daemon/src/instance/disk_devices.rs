@@ -91,9 +91,8 @@ impl Instances {
 
     /// Check one mount disk against the host.
     fn resolve_disk(&self, d: &MountDisk, state_dir: &Path) -> Result<ResolvedDisk, InstanceError> {
-        let bad = |reason: String| {
-            InstanceError::Invalid(format!("device \"{}\": {reason}", d.device))
-        };
+        let bad =
+            |reason: String| InstanceError::Invalid(format!("device \"{}\": {reason}", d.device));
         let host = match &d.source {
             DiskSource::Host(p) => p.clone(),
             DiskSource::Volume { pool, volume } => self
@@ -145,7 +144,8 @@ impl Instances {
         &self,
         expanded: &network::Devices,
     ) -> Result<Vec<ResolvedDisk>, InstanceError> {
-        let parsed = disks::parse_all(expanded).map_err(|e| InstanceError::Invalid(e.to_string()))?;
+        let parsed =
+            disks::parse_all(expanded).map_err(|e| InstanceError::Invalid(e.to_string()))?;
         if parsed.is_empty() {
             return Ok(Vec::new());
         }
@@ -176,8 +176,7 @@ impl Instances {
         new: &[ResolvedDisk],
     ) -> DiskChange {
         let (was, will) = (disk_entries(was), disk_entries(will));
-        let changed =
-            |a: &BTreeMap<_, _>, b: &BTreeMap<_, _>, k: &String| a.get(k) != b.get(k);
+        let changed = |a: &BTreeMap<_, _>, b: &BTreeMap<_, _>, k: &String| a.get(k) != b.get(k);
         let old_by_name: BTreeMap<&str, &ResolvedDisk> =
             old.iter().map(|d| (d.disk.device.as_str(), d)).collect();
         let mut change = DiskChange::default();

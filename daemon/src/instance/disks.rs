@@ -192,7 +192,8 @@ pub fn parse(device: &str, config: &BTreeMap<String, String>) -> Result<DiskDevi
     if path == "/" {
         if get("source").is_some() {
             return Err(err(
-                "path \"/\" is the root disk: it takes \"pool\" and \"size\", not \"source\"".into(),
+                "path \"/\" is the root disk: it takes \"pool\" and \"size\", not \"source\""
+                    .into(),
             ));
         }
         if let Some(k) = config.keys().find(|k| !ROOT_KEYS.contains(&k.as_str())) {
@@ -407,7 +408,10 @@ mod tests {
 
     #[test]
     fn the_root_disk_and_volumes() {
-        let root = parse("root", &map(&[("path", "/"), ("pool", "default"), ("size", "10GiB")]));
+        let root = parse(
+            "root",
+            &map(&[("path", "/"), ("pool", "default"), ("size", "10GiB")]),
+        );
         assert_eq!(root, Ok(DiskDevice::Root));
         let v = mount(&[("pool", "p1"), ("source", "vol1"), ("path", "/v")])
             .unwrap_or_else(|e| panic!("{e}"));
@@ -427,25 +431,62 @@ mod tests {
         let cases: &[Case] = &[
             (&[("source", "/srv")], &["path"]),
             (&[("path", "/data")], &["source"]),
-            (&[("source", "srv"), ("path", "/data")], &["source", "absolute"]),
-            (&[("source", "/srv"), ("path", "data")], &["path", "absolute"]),
+            (
+                &[("source", "srv"), ("path", "/data")],
+                &["source", "absolute"],
+            ),
+            (
+                &[("source", "/srv"), ("path", "data")],
+                &["path", "absolute"],
+            ),
             (&[("source", "/srv"), ("path", "/data/../etc")], &["\"..\""]),
             (&[("source", "/srv/../etc"), ("path", "/data")], &["\"..\""]),
-            (&[("source", "/srv"), ("path", "/d"), ("colour", "red")], &["colour"]),
-            (&[("source", "/srv"), ("path", "/d"), ("readonly", "maybe")], &["readonly"]),
-            (&[("source", "/srv"), ("path", "/d"), ("shift", "2")], &["shift"]),
-            (&[("source", "/srv"), ("path", "/d"), ("required", "x")], &["required"]),
-            (&[("source", "/srv"), ("path", "/d"), ("recursive", "x")], &["recursive"]),
             (
-                &[("source", "/srv"), ("path", "/d"), ("propagation", "sideways")],
+                &[("source", "/srv"), ("path", "/d"), ("colour", "red")],
+                &["colour"],
+            ),
+            (
+                &[("source", "/srv"), ("path", "/d"), ("readonly", "maybe")],
+                &["readonly"],
+            ),
+            (
+                &[("source", "/srv"), ("path", "/d"), ("shift", "2")],
+                &["shift"],
+            ),
+            (
+                &[("source", "/srv"), ("path", "/d"), ("required", "x")],
+                &["required"],
+            ),
+            (
+                &[("source", "/srv"), ("path", "/d"), ("recursive", "x")],
+                &["recursive"],
+            ),
+            (
+                &[
+                    ("source", "/srv"),
+                    ("path", "/d"),
+                    ("propagation", "sideways"),
+                ],
                 &["propagation", "rslave"],
             ),
-            (&[("source", "/srv"), ("path", "/d"), ("limits.read", "fast")], &["limits.read"]),
-            (&[("source", "/srv"), ("path", "/d"), ("limits.write", "10XB")], &["XB"]),
-            (&[("source", "/srv"), ("path", "/d"), ("limits.max", "0")], &["limits.max"]),
+            (
+                &[("source", "/srv"), ("path", "/d"), ("limits.read", "fast")],
+                &["limits.read"],
+            ),
+            (
+                &[("source", "/srv"), ("path", "/d"), ("limits.write", "10XB")],
+                &["XB"],
+            ),
+            (
+                &[("source", "/srv"), ("path", "/d"), ("limits.max", "0")],
+                &["limits.max"],
+            ),
             (&[("source", "/srv"), ("path", "/")], &["root disk"]),
             (&[("path", "/"), ("readonly", "true")], &["readonly"]),
-            (&[("pool", "p"), ("source", "a/b"), ("path", "/v")], &["custom volume"]),
+            (
+                &[("pool", "p"), ("source", "a/b"), ("path", "/v")],
+                &["custom volume"],
+            ),
         ];
         for (pairs, words) in cases {
             let e = parse("d", &map(pairs)).expect_err("must be refused");
@@ -460,10 +501,22 @@ mod tests {
     #[test]
     fn one_device_per_path_and_parents_first() {
         let devs = BTreeMap::from([
-            ("a".to_string(), map(&[("source", "/s1"), ("path", "/data/sub")])),
-            ("b".to_string(), map(&[("source", "/s2"), ("path", "/data")])),
-            ("root".to_string(), map(&[("path", "/"), ("pool", "default")])),
-            ("eth0".to_string(), map(&[("type", "nic"), ("network", "n")])),
+            (
+                "a".to_string(),
+                map(&[("source", "/s1"), ("path", "/data/sub")]),
+            ),
+            (
+                "b".to_string(),
+                map(&[("source", "/s2"), ("path", "/data")]),
+            ),
+            (
+                "root".to_string(),
+                map(&[("path", "/"), ("pool", "default")]),
+            ),
+            (
+                "eth0".to_string(),
+                map(&[("type", "nic"), ("network", "n")]),
+            ),
         ]);
         let got = parse_all(&devs).unwrap_or_else(|e| panic!("{e}"));
         let paths: Vec<&str> = got.iter().map(|m| m.path.as_str()).collect();
@@ -492,7 +545,10 @@ mod tests {
             "/var/lib/ctld/containers/c1/upper",
             "/var/lib",
         ] {
-            assert!(check_source_location(Path::new(bad), state).is_err(), "{bad}");
+            assert!(
+                check_source_location(Path::new(bad), state).is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -503,7 +559,15 @@ mod tests {
         assert_eq!(parse_rate("1kB"), Ok(Rate::Bytes(1000)));
         assert_eq!(parse_rate("512"), Ok(Rate::Bytes(512)));
         assert_eq!(parse_rate("100iops"), Ok(Rate::Iops(100)));
-        for bad in ["", "MB", "10 MB", "-1MB", "0iops", "1.5MB", "99999999999PiB"] {
+        for bad in [
+            "",
+            "MB",
+            "10 MB",
+            "-1MB",
+            "0iops",
+            "1.5MB",
+            "99999999999PiB",
+        ] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }

@@ -211,8 +211,7 @@ impl Instances {
         let old_disks = self.resolve_disks_lenient(&old_devices);
         if init.is_some() {
             let new_devices = network::expand(&after, &profiles, &devices);
-            disk_change =
-                Instances::disk_change(&old_devices, &new_devices, &old_disks, &disks);
+            disk_change = Instances::disk_change(&old_devices, &new_devices, &old_disks, &disks);
             let (was, was_proxies) = split_proxies(old_devices);
             let (will, will_proxies) = split_proxies(new_devices);
             nic_change = NicChange::between(&was, &will);

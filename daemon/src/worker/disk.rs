@@ -123,7 +123,11 @@ pub fn make_target(
                     )
                     .map(drop)
                 } else {
-                    nix::sys::stat::mkdirat(&parent, cname.as_c_str(), Mode::from_bits_truncate(0o755))
+                    nix::sys::stat::mkdirat(
+                        &parent,
+                        cname.as_c_str(),
+                        Mode::from_bits_truncate(0o755),
+                    )
                 };
                 match made {
                     Ok(()) => {
@@ -332,8 +336,7 @@ fn hotplug_add(req: &MountRequest, pidfd: &OwnedFd, disk: &DiskMount) -> Result<
         ),
         false => None,
     };
-    let owner =
-        container_root_ids(pid).map_err(|e| format!("id map of the container: {e}"))?;
+    let owner = container_root_ids(pid).map_err(|e| format!("id map of the container: {e}"))?;
     // Alive with the same start time after the opens: they are that init's.
     check_alive(req)?;
     let target = make_target(root.as_fd(), &disk.target, disk.file, owner)
@@ -425,7 +428,10 @@ pub fn parse_dev(text: &str) -> Option<(u32, u32)> {
 /// An error says why there is none (tmpfs, overlay, btrfs and other filesystems on no
 /// block device of their own).
 pub fn block_device(sys_dev_block: &Path, dev: u64) -> Result<(u32, u32), String> {
-    let (maj, min) = (nix::sys::stat::major(dev) as u32, nix::sys::stat::minor(dev) as u32);
+    let (maj, min) = (
+        nix::sys::stat::major(dev) as u32,
+        nix::sys::stat::minor(dev) as u32,
+    );
     let link = sys_dev_block.join(format!("{maj}:{min}"));
     let Ok(real) = fs::canonicalize(&link) else {
         return Err(format!(
@@ -494,7 +500,10 @@ mod tests {
         make_target(root.as_fd(), "srv/one.conf", true, None)?;
         assert!(root_dir.join("srv/one.conf").is_file());
         make_target(root.as_fd(), "link/x", false, None)?;
-        assert!(root_dir.join("etc/x").is_dir(), "the symlink stayed in the root");
+        assert!(
+            root_dir.join("etc/x").is_dir(),
+            "the symlink stayed in the root"
+        );
         make_target(root.as_fd(), "up/escaped", false, None)?;
         assert!(root_dir.join("escaped").is_dir(), "`..` stops at the root");
         assert!(!tmp.path().join("escaped").exists());

@@ -35,9 +35,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cgroup::{
-    CgroupLimits, CgroupStats, CgroupUsage, CgroupVersion, CpuAllowance, IoThrottle,
-};
+pub use cgroup::{CgroupLimits, CgroupStats, CgroupUsage, CgroupVersion, CpuAllowance, IoThrottle};
 pub use exec::ExecSpec;
 pub use net::{BridgeSpec, Interface, NicSpec, ResolverSpec};
 pub use spawn::InitProcess;

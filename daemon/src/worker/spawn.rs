@@ -622,8 +622,8 @@ fn disk_trees(spec: &SpawnSpec, pid: i32) -> Result<Vec<OwnedFd>, String> {
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| format!("socketpair: {e}"))?;
-        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("pipe: {e}"))?;
+        let (err_r, err_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         let forked = sys::SingleThreaded::check_now().and_then(|p| sys::fork_process(&p));
         match forked {
             Err(e) => return Err(format!("fork: {e}")),

@@ -198,7 +198,7 @@ impl Propagation {
     /// The `MS_*` propagation flag and whether it applies to the whole tree.
     pub fn flag(self) -> (u64, bool) {
         use Propagation::*;
-        let (flag, recursive): (libc::c_ulong, bool) = match self {
+        let (flag, recursive): (u64, bool) = match self {
             Private => (libc::MS_PRIVATE, false),
             Shared => (libc::MS_SHARED, false),
             Slave => (libc::MS_SLAVE, false),
@@ -208,7 +208,7 @@ impl Propagation {
             Rslave => (libc::MS_SLAVE, true),
             Runbindable => (libc::MS_UNBINDABLE, true),
         };
-        (u64::from(flag), recursive)
+        (flag, recursive)
     }
 }
 

@@ -129,8 +129,11 @@ pub struct IoThrottle {
     pub write_iops: Option<u64>,
 }
 
+/// Which limit of an [`IoThrottle`] a throttle file takes.
+type ThrottleField = fn(&IoThrottle) -> Option<u64>;
+
 /// The v1 `blkio` throttle files, with the field of [`IoThrottle`] each one takes.
-const V1_THROTTLE_FILES: [(&str, fn(&IoThrottle) -> Option<u64>); 4] = [
+const V1_THROTTLE_FILES: [(&str, ThrottleField); 4] = [
     ("blkio.throttle.read_bps_device", |t| t.read_bps),
     ("blkio.throttle.write_bps_device", |t| t.write_bps),
     ("blkio.throttle.read_iops_device", |t| t.read_iops),
@@ -324,7 +327,11 @@ pub fn settings(limits: &CgroupLimits, version: CgroupVersion) -> Vec<CgroupSett
         for t in &limits.io_throttle {
             for (file, value) in V1_THROTTLE_FILES {
                 let v = value(t).unwrap_or(0);
-                out.push(setting("blkio", file, format!("{}:{} {v}", t.major, t.minor)));
+                out.push(setting(
+                    "blkio",
+                    file,
+                    format!("{}:{} {v}", t.major, t.minor),
+                ));
             }
         }
     }
@@ -863,7 +870,10 @@ mod tests {
             ..CgroupLimits::default()
         };
         let v1 = settings(&l, CgroupVersion::Hybrid);
-        assert_eq!(find(&v1, "blkio.throttle.read_bps_device"), ["7:3 10000000"]);
+        assert_eq!(
+            find(&v1, "blkio.throttle.read_bps_device"),
+            ["7:3 10000000"]
+        );
         assert_eq!(find(&v1, "blkio.throttle.write_bps_device"), ["7:3 0"]);
         assert_eq!(find(&v1, "blkio.throttle.write_iops_device"), ["7:3 100"]);
         let v2 = settings(&l, CgroupVersion::V2);
@@ -871,7 +881,13 @@ mod tests {
             find(&v2, "io.max"),
             ["7:3 rbps=10000000 wbps=max riops=max wiops=100"]
         );
-        assert!(find(&settings(&CgroupLimits::default(), CgroupVersion::V2), "io.max").is_empty());
+        assert!(
+            find(
+                &settings(&CgroupLimits::default(), CgroupVersion::V2),
+                "io.max"
+            )
+            .is_empty()
+        );
         assert_eq!(
             stale_io_rules("7:3 10000000\n8:0 5000\n", &l.io_throttle, false),
             ["8:0 0"]
