@@ -1,5 +1,5 @@
 //! The `ctld` binary: argument parsing, logging, signals, and the hidden re-exec entries
-//! (`forkstart`, `forkexec`, `forkprobe`) that must run before any async runtime exists.
+//! (`forkstart`, `forkexec`, `forkmount`, `forkprobe`) that must run before any async runtime exists.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -101,6 +101,10 @@ fn main() {
             std::process::exit(worker::probe::forkprobe_main(&dir))
         }
         Some("forkuserns") => std::process::exit(worker::rootfs::forkuserns_main()),
+        Some("forkmount") => {
+            let spec = std::env::var(worker::disk::SPEC_ENV).unwrap_or_default();
+            std::process::exit(worker::disk::forkmount_main(&spec))
+        }
         Some("forkexec") => {
             let spec = std::env::var(worker::exec::SPEC_ENV).unwrap_or_default();
             std::process::exit(worker::exec::forkexec_main(&spec))

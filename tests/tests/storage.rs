@@ -318,3 +318,61 @@ fn dir_pools_refusals_and_custom_volumes() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn custom_volume_outlives_the_container_that_wrote_it() {
+    if !require_root("custom_volume_outlives_the_container_that_wrote_it") {
+        return;
+    }
+    let d = Daemon::start();
+    d.ok(&["storage", "volume", "create", "default", "db"]);
+    d.ok(&["launch", "busybox", "c1"]);
+    // Attached to a running (unprivileged) container: mounted at once, id-mapped, so the
+    // container's root owns what it writes and the host sees the container's own ids.
+    d.ok(&[
+        "storage",
+        "volume",
+        "attach",
+        "default",
+        "db",
+        "c1",
+        "/var/lib/db",
+    ]);
+    let w = sh(
+        &d,
+        "c1",
+        "echo kept > /var/lib/db/file && stat -c %u /var/lib/db/file",
+    );
+    assert_eq!(w.stdout.trim(), "0", "{w:?}");
+    let on_host = d.path().join("custom/db/file");
+    assert_eq!(
+        std::fs::read_to_string(&on_host).unwrap_or_default(),
+        "kept\n"
+    );
+    let (code, v) = d.http(
+        "DELETE",
+        "/1.0/storage-pools/default/volumes/custom/db",
+        None,
+    );
+    assert_eq!(code, 409, "in use: {v}");
+    let used = d.ok(&["storage", "volume", "show", "default", "db"]);
+    assert!(used.contains("/1.0/instances/c1"), "{used}");
+
+    d.ok(&["delete", "-f", "c1"]);
+    assert!(on_host.is_file(), "the volume outlives the container");
+    d.ok(&["launch", "busybox", "c2"]);
+    d.ok(&[
+        "storage", "volume", "attach", "default", "db", "c2", "/data",
+    ]);
+    assert_eq!(sh(&d, "c2", "cat /data/file").stdout.trim(), "kept");
+    // And after a restart of the container, from its devices.
+    d.ok(&["restart", "-f", "c2"]);
+    assert_eq!(sh(&d, "c2", "cat /data/file").stdout.trim(), "kept");
+    // An unknown volume is refused before anything changes.
+    let bad = d.ctl(&["storage", "volume", "attach", "default", "nope", "c2", "/x"]);
+    assert_ne!(bad.code, 0, "{bad:?}");
+    d.ok(&["storage", "volume", "detach", "default", "db", "c2"]);
+    assert_ne!(sh(&d, "c2", "test -e /data/file").code, 0, "detached live");
+    d.ok(&["storage", "volume", "delete", "default", "db"]);
+    assert!(!d.path().join("custom/db").exists());
+}

@@ -50,7 +50,7 @@ impl Instances {
         // back into the instance's own.
         let all = db::profiles::list(&self.db).await?;
         let row = profiles::expanded(&own, &all);
-        let limits = config::limits(&row.config, &self.host, name)?;
+        let mut limits = config::limits(&row.config, &self.host, name)?;
         let lower = self.lower_of(&row).await?;
         let spec = self.spawn_spec(&row, lower)?;
         // Networking first: a bad NIC refuses the start before anything exists.
@@ -58,6 +58,7 @@ impl Instances {
             nics,
             proxies,
             root,
+            disks,
         } = self
             .check_devices_with(&all, name, &row.profiles, &row.devices)
             .await?;
@@ -114,6 +115,13 @@ impl Instances {
         }
         drop(range_guard);
         let mut spec = spec;
+        // Disk devices last in the mount table: over everything else, parents first.
+        spec.mounts.extend(
+            super::disk_devices::mounts(&disks)
+                .into_iter()
+                .map(crate::worker::spec::MountEntry::Disk),
+        );
+        limits.io_throttle = super::disk_devices::throttles(&disks);
         if id_map.is_some() {
             spec.namespaces.push(crate::worker::spec::Namespace::User);
             // Its cgroup hierarchies may be writable: the kernel keeps every file the
@@ -285,7 +293,8 @@ impl Instances {
 
     /// Check an instance's profiles and devices: profiles exist, devices are known types
     /// with valid keys, NICs point at existing networks or bridges, static addresses fit,
-    /// proxy devices parse. Returns the NICs and proxies of the expanded devices.
+    /// proxy devices parse, disk sources exist (or are not required) where they may be.
+    /// Returns the NICs, proxies and disks of the expanded devices.
     pub(super) async fn check_devices(
         &self,
         name: &str,
@@ -310,6 +319,7 @@ impl Instances {
         // A profile's devices were checked when it was saved; a proxy of one is checked
         // again here, as what a start would use.
         let proxies = network::config::proxy_devices(&expanded).map_err(NetworkError::from)?;
+        let disks = self.resolve_disks(&expanded).await?;
         let nics = self.networks.resolve_nics(name, &expanded).await?;
         let root = crate::storage::config::root_disk(&expanded).map_err(InstanceError::Invalid)?;
         if let Some((pool, _)) = &root {
@@ -319,6 +329,7 @@ impl Instances {
             nics,
             proxies,
             root,
+            disks,
         })
     }
 

@@ -9,6 +9,8 @@ mod backups;
 pub mod config;
 pub mod copy;
 pub mod cron;
+mod disk_devices;
+pub mod disks;
 pub mod exec;
 pub mod expiry;
 pub mod files;
@@ -130,13 +132,14 @@ pub struct CreatePlan {
     pub copy: Option<copy::CopySource>,
 }
 
-/// An instance's expanded devices, checked: its NICs and its `proxy` devices.
+/// An instance's expanded devices, checked: its NICs, its `proxy` and its `disk` devices.
 #[derive(Debug, Clone, Default)]
 struct CheckedDevices {
     nics: Vec<ResolvedNic>,
     proxies: BTreeMap<String, network::proxy::ProxySpec>,
     /// The root disk's pool (which exists) and `size`, when there is a root disk.
     root: Option<(String, Option<u64>)>,
+    disks: Vec<disk_devices::ResolvedDisk>,
 }
 
 /// What `/1.0/metrics` reports for one running instance.

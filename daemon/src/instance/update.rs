@@ -2,13 +2,14 @@
 //! or the profiles it applies (a profile's PUT/PATCH). Both take one path, plan → apply →
 //! record: the whole expansion (profiles in order, then the instance's own keys) is checked
 //! before anything happens; a running instance then gets at once what can change live
-//! (limits, NICs, proxy devices), and the rest waits for its next start; a failure puts
-//! back what was applied.
+//! (limits, NICs, proxy and disk devices), and the rest waits for its next start; a failure
+//! puts back what was applied.
 
 use std::collections::BTreeMap;
 
 use ctl_api::InstancePut;
 
+use super::disk_devices::{self, DiskChange, DisksApplied};
 use super::profiles::expand_config;
 use super::{CheckedDevices, InstanceError, Instances, assign_volatile_nics, config};
 use crate::db::{self, InstanceRow, ProfileRow};
@@ -38,6 +39,7 @@ pub(super) struct UpdatePlan {
     init: Option<InitProcess>,
     nic_change: NicChange,
     proxies_changed: bool,
+    disk_change: DiskChange,
     old_limits: CgroupLimits,
     new_limits: CgroupLimits,
 }
@@ -48,6 +50,7 @@ pub(super) struct Applied {
     /// The proxy devices that ran before (when they were changed).
     previous_proxies: Option<BTreeMap<String, ProxySpec>>,
     nics_touched: bool,
+    disks: Option<DisksApplied>,
     limits: bool,
 }
 
@@ -85,10 +88,11 @@ impl NicChange {
     }
 }
 
-/// Split expanded devices into (every device but the proxies, the proxies).
+/// Split expanded devices into (the NICs, the proxies); other devices are left out.
 fn split_proxies(devices: network::Devices) -> (network::Devices, network::Devices) {
     devices
         .into_iter()
+        .filter(|(_, d)| d.get("type").map(String::as_str) != Some("disk"))
         .partition(|(_, d)| d.get("type").map(String::as_str) != Some("proxy"))
 }
 
@@ -192,16 +196,25 @@ impl Instances {
         let old_expanded = expand_config(&before, &row.profiles, &row.config);
         // The keys of profiles mix with the instance's own: check what a start would use.
         config::validate(&expanded, &expanded, &self.host)?;
-        let CheckedDevices { nics, proxies, .. } = self
+        let CheckedDevices {
+            nics,
+            proxies,
+            disks,
+            ..
+        } = self
             .check_devices_with(&after, &name, &profiles, &devices)
             .await?;
         let init = self.running_init(&row);
         let mut nic_change = NicChange::default();
         let mut proxies_changed = false;
+        let mut disk_change = DiskChange::default();
+        let old_devices = network::expand(&before, &row.profiles, &row.devices);
+        let old_disks = self.resolve_disks_lenient(&old_devices).await;
         if init.is_some() {
-            let (was, was_proxies) =
-                split_proxies(network::expand(&before, &row.profiles, &row.devices));
-            let (will, will_proxies) = split_proxies(network::expand(&after, &profiles, &devices));
+            let new_devices = network::expand(&after, &profiles, &devices);
+            disk_change = Instances::disk_change(&old_devices, &new_devices, &old_disks, &disks);
+            let (was, was_proxies) = split_proxies(old_devices);
+            let (will, will_proxies) = split_proxies(new_devices);
             nic_change = NicChange::between(&was, &will);
             proxies_changed = was_proxies != will_proxies;
         }
@@ -236,8 +249,10 @@ impl Instances {
                 "\"{key}\" cannot be changed while the instance is running; stop it first"
             )));
         }
-        let new_limits = config::limits(&expanded, &self.host, &name)?;
-        let old_limits = config::limits(&old_expanded, &self.host, &name)?;
+        let mut new_limits = config::limits(&expanded, &self.host, &name)?;
+        new_limits.io_throttle = disk_devices::throttles(&disks);
+        let mut old_limits = config::limits(&old_expanded, &self.host, &name)?;
+        old_limits.io_throttle = disk_devices::throttles(&old_disks);
         Ok(UpdatePlan {
             name,
             row,
@@ -251,13 +266,14 @@ impl Instances {
             init,
             nic_change,
             proxies_changed,
+            disk_change,
             old_limits,
             new_limits,
         })
     }
 
     /// Apply a planned change to the host: leases of a stopped instance; proxy devices,
-    /// NICs and limits of a running one. Nothing is recorded. A failure undoes what this
+    /// NICs, disk devices and limits of a running one. Nothing is recorded. A failure undoes what this
     /// call applied.
     pub(super) async fn apply_update(&self, plan: &UpdatePlan) -> Result<Applied, InstanceError> {
         let mut applied = Applied::default();
@@ -298,6 +314,12 @@ impl Instances {
             }
             Some(_) => {}
         }
+        if let Some(init) = plan.init
+            && !plan.disk_change.is_empty()
+        {
+            let done = self.hotplug_disks(name, &init, &plan.disk_change).await?;
+            applied.disks = Some(done);
+        }
         if plan.init.is_some() && plan.new_limits != plan.old_limits {
             applied.limits = true;
             let (n, limits) = (name.to_string(), plan.new_limits.clone());
@@ -320,6 +342,11 @@ impl Instances {
             {
                 tracing::warn!(instance = %name, error = %e, "could not restore the limits");
             }
+        }
+        if let Some(done) = applied.disks
+            && let Some(init) = plan.init
+        {
+            self.undo_hotplug_disks(name, &init, done).await;
         }
         if applied.nics_touched
             && let Err(e) = self.restore_nics(plan).await

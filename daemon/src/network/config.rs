@@ -364,7 +364,8 @@ pub fn proxy_devices(
 }
 
 /// Check every device of a map: `nic` devices key by key, `proxy` devices by their spec,
-/// any other type refused. Returns the NICs, sorted by device name.
+/// `disk` devices by [`crate::instance::disks`], any other type refused. Returns the NICs,
+/// sorted by device name.
 pub fn devices(
     devices: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> Result<Vec<NicDevice>, ConfigError> {
@@ -375,9 +376,7 @@ pub fn devices(
             Some("proxy") => {
                 proxy_device(name, dev)?;
             }
-            Some("none") => {}
-            // The root disk: its pool and size are the storage service's to check.
-            Some("disk") if crate::storage::config::is_root_disk(dev) => {}
+            Some("none" | "disk") => {}
             Some(t) => {
                 return Err(ConfigError::Device {
                     device: name.clone(),
@@ -392,6 +391,10 @@ pub fn devices(
             }
         }
     }
+    crate::instance::disks::parse_all(devices).map_err(|e| ConfigError::Device {
+        device: e.device,
+        reason: e.reason,
+    })?;
     let mut seen = std::collections::HashSet::new();
     for n in &nics {
         if !seen.insert(n.name.as_str()) {
@@ -591,7 +594,13 @@ mod tests {
         assert!(devices(&devs).is_err(), "two nics named eth0 inside");
         devs.remove("eth1");
         devs.insert("root".to_string(), map(&[("type", "disk"), ("path", "/")]));
+        assert_eq!(devices(&devs).map(|n| n.len()), Ok(1), "the root disk");
+        devs.insert("data".to_string(), map(&[("type", "disk"), ("path", "/d")]));
+        assert!(devices(&devs).is_err(), "a disk without source");
+        devs.remove("data");
+        devs.insert("gpu".to_string(), map(&[("type", "gpu")]));
         assert!(devices(&devs).is_err(), "unknown device type");
+        devs.remove("gpu");
         devs.insert("root".to_string(), map(&[("path", "/")]));
         assert!(devices(&devs).is_err(), "no type");
     }

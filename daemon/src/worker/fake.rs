@@ -394,6 +394,25 @@ impl Worker for FakeWorker {
         }
     }
 
+    fn mount_disk(
+        &self,
+        init: &InitProcess,
+        disk: &super::spec::DiskMount,
+    ) -> Result<(), WorkerError> {
+        self.record(format!(
+            "mount_disk {} {} /{}",
+            init.pid,
+            disk.source.display(),
+            disk.target
+        ));
+        Ok(())
+    }
+
+    fn unmount_disk(&self, init: &InitProcess, target: &str) -> Result<(), WorkerError> {
+        self.record(format!("unmount_disk {} /{target}", init.pid));
+        Ok(())
+    }
+
     fn open_root(&self, init: &InitProcess) -> Result<super::files::RootDir, WorkerError> {
         let dir = self.files_root.lock().ok().and_then(|d| d.clone());
         let path = dir

@@ -12,6 +12,7 @@ pub mod btrfs;
 pub mod caps;
 pub mod cgroup;
 pub mod console;
+pub mod disk;
 pub mod exec;
 #[cfg(test)]
 pub mod fake;
@@ -36,7 +37,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cgroup::{CgroupLimits, CgroupStats, CgroupUsage, CgroupVersion, CpuAllowance};
+pub use cgroup::{CgroupLimits, CgroupStats, CgroupUsage, CgroupVersion, CpuAllowance, IoThrottle};
 pub use exec::ExecSpec;
 pub use net::{BridgeSpec, Interface, NicSpec, ResolverSpec};
 pub use spawn::InitProcess;
@@ -58,6 +59,8 @@ pub enum WorkerError {
     },
     #[error(transparent)]
     Net(#[from] net::NetError),
+    #[error("disk device on /{target}: {reason}")]
+    Disk { target: String, reason: String },
     #[error("signal {pid}: {source}")]
     Signal {
         pid: i32,
@@ -216,6 +219,12 @@ pub trait Worker: Send + Sync + 'static {
     /// The root of a stopped container, for the file API: its overlay as a detached mount
     /// that nothing else sees (see [`rootfs`]).
     fn open_stopped_root(&self, root: &StoppedRoot) -> Result<files::RootDir, WorkerError>;
+    /// Bind `disk` into the running container whose init is `init` (`ctld forkmount`, see
+    /// [`disk`]).
+    fn mount_disk(&self, init: &InitProcess, disk: &spec::DiskMount) -> Result<(), WorkerError>;
+    /// Detach the mount on `target` (relative to the root) inside the running container;
+    /// nothing mounted there is fine.
+    fn unmount_disk(&self, init: &InitProcess, target: &str) -> Result<(), WorkerError>;
 
     // ----- networking (see [`net`]) -----
 
@@ -792,6 +801,32 @@ impl Worker for HostWorker {
             }
         })?;
         Ok(files::RootDir::of_mount(fd, root.id_map.clone()))
+    }
+
+    fn mount_disk(&self, init: &InitProcess, disk: &spec::DiskMount) -> Result<(), WorkerError> {
+        let req = disk::MountRequest {
+            pid: init.pid,
+            starttime: init.starttime,
+            action: disk::MountAction::Add(disk.clone()),
+        };
+        disk::run_forkmount(&self.exe, &req).map_err(|reason| WorkerError::Disk {
+            target: disk.target.clone(),
+            reason,
+        })
+    }
+
+    fn unmount_disk(&self, init: &InitProcess, target: &str) -> Result<(), WorkerError> {
+        let req = disk::MountRequest {
+            pid: init.pid,
+            starttime: init.starttime,
+            action: disk::MountAction::Remove {
+                target: target.to_string(),
+            },
+        };
+        disk::run_forkmount(&self.exe, &req).map_err(|reason| WorkerError::Disk {
+            target: target.to_string(),
+            reason,
+        })
     }
 
     fn open_netns(&self, init: &InitProcess) -> Result<netns::NetNs, WorkerError> {

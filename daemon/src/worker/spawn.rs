@@ -430,10 +430,19 @@ fn monitor(spec: &SpawnSpec) -> i32 {
         Ok(fd) => fd,
         Err(e) => return abort(e),
     };
+    let disks = match disk_trees(spec, pid) {
+        Ok(d) => d,
+        Err(e) => return abort(e),
+    };
     if let Err(e) = send_fd(&rootfs_tx, &root) {
         return abort(format!("hand over the root filesystem: {e}"));
     }
     drop(root);
+    for d in disks {
+        if let Err(e) = send_fd(&rootfs_tx, &d) {
+            return abort(format!("hand over a disk device: {e}"));
+        }
+    }
     drop(rootfs_tx);
     if let Err(e) = File::from(go_w).write_all(b"1") {
         return abort(format!("start init: {e}"));
@@ -583,6 +592,78 @@ fn overlay_root(spec: &SpawnSpec, pid: i32) -> Result<OwnedFd, String> {
         .map_err(|e| format!("{e} (root of {})", spec.rootfs.display()))
 }
 
+/// The `disk` devices of the spec as detached mounts, in order, each made by a child of
+/// the monitor ([`super::disk::prepare_tree`] may change the namespaces of its process).
+fn disk_trees(spec: &SpawnSpec, pid: i32) -> Result<Vec<OwnedFd>, String> {
+    let disks: Vec<&super::spec::DiskMount> = spec
+        .mounts
+        .iter()
+        .filter_map(|m| match m {
+            MountEntry::Disk(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    if disks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let userns = match &spec.id_map {
+        Some(_) => Some(
+            File::open(format!("/proc/{pid}/ns/user"))
+                .map_err(|e| format!("user namespace of the init: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut out = Vec::with_capacity(disks.len());
+    for d in disks {
+        let (tx, rx) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| format!("socketpair: {e}"))?;
+        let (err_r, err_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let forked = sys::SingleThreaded::check_now().and_then(|p| sys::fork_process(&p));
+        match forked {
+            Err(e) => return Err(format!("fork: {e}")),
+            Ok(CloneResult::Child) => {
+                drop(rx);
+                drop(err_r);
+                let code = match super::disk::prepare_tree(d, userns.as_ref()) {
+                    Ok(fd) => match send_fd(&tx, &fd) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            let _ = File::from(err_w).write_all(format!("send: {e}").as_bytes());
+                            1
+                        }
+                    },
+                    Err(e) => {
+                        let _ = File::from(err_w).write_all(e.as_bytes());
+                        1
+                    }
+                };
+                sys::exit_now(code);
+            }
+            Ok(CloneResult::Parent(child)) => {
+                drop(tx);
+                drop(err_w);
+                let mut msg = String::new();
+                // EOF once the child exits (it holds the only write end).
+                let _ = File::from(err_r).read_to_string(&mut msg);
+                let _ = waitpid(Pid::from_raw(child), None);
+                if !msg.is_empty() {
+                    return Err(format!("disk device /{}: {msg}", d.target));
+                }
+                let fd = sys::recv_fd(&rx)
+                    .map_err(|e| format!("disk device /{}: no mount received: {e}", d.target))?;
+                out.push(fd);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Send descriptor `fd` over the Unix socket `sock` (one byte of data, the descriptor as
 /// `SCM_RIGHTS`).
 fn send_fd(sock: &OwnedFd, fd: &OwnedFd) -> io::Result<()> {
@@ -636,6 +717,15 @@ fn container_child(
             .map_err(|e| format!("become the container's root: {e}"))?;
     }
     let root = sys::recv_fd(&rootfs).map_err(|e| format!("receive the root filesystem: {e}"))?;
+    let disk_count = spec
+        .mounts
+        .iter()
+        .filter(|m| matches!(m, MountEntry::Disk(_)))
+        .count();
+    let mut disks = Vec::with_capacity(disk_count);
+    for _ in 0..disk_count {
+        disks.push(sys::recv_fd(&rootfs).map_err(|e| format!("receive a disk device: {e}"))?);
+    }
     drop(rootfs);
     if spec.namespaces.contains(&Namespace::Cgroup) {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
@@ -671,7 +761,7 @@ fn container_child(
         }
     };
     let spec = &spec_mounts;
-    setup_rootfs(spec, root)?;
+    setup_rootfs(spec, root, disks)?;
     if spec.namespaces.contains(&Namespace::Net) {
         sys::interface_up("lo").map_err(|e| format!("bring up lo: {e}"))?;
     }
@@ -807,7 +897,7 @@ fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
 /// which is the container's `rootfs` dir, make the standard mounts inside it, then
 /// `pivot_root` into it. Paths are relative to the root: the init may not be allowed to
 /// walk the host path to it.
-fn setup_rootfs(spec: &SpawnSpec, root: OwnedFd) -> Result<(), String> {
+fn setup_rootfs(spec: &SpawnSpec, root: OwnedFd, disks: Vec<OwnedFd>) -> Result<(), String> {
     let none: Option<&str> = None;
     nix::mount::mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| format!("make mounts private: {e}"))?;
@@ -820,8 +910,9 @@ fn setup_rootfs(spec: &SpawnSpec, root: OwnedFd) -> Result<(), String> {
     nix::unistd::fchdir(&root).map_err(|e| format!("enter the root filesystem: {e}"))?;
     drop(root);
     let here = Path::new(".");
+    let mut disks = disks.into_iter();
     for entry in &spec.mounts {
-        apply_mount(here, entry)?;
+        apply_mount(here, entry, &mut disks)?;
     }
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
@@ -829,9 +920,30 @@ fn setup_rootfs(spec: &SpawnSpec, root: OwnedFd) -> Result<(), String> {
     Ok(())
 }
 
-fn apply_mount(root: &Path, entry: &MountEntry) -> Result<(), String> {
+fn apply_mount(
+    root: &Path,
+    entry: &MountEntry,
+    disks: &mut impl Iterator<Item = OwnedFd>,
+) -> Result<(), String> {
     let none: Option<&str> = None;
     match entry {
+        MountEntry::Disk(d) => {
+            let tree = disks
+                .next()
+                .ok_or_else(|| format!("disk device /{}: no mount", d.target))?;
+            let dir = nix::fcntl::open(
+                root,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| format!("open the root: {e}"))?;
+            // The init is the container's root already: what it makes is the container's.
+            let target = super::disk::make_target(dir.as_fd(), &d.target, d.file, None)
+                .map_err(|e| format!("mount point /{}: {e}", d.target))?;
+            super::disk::attach(tree, target, dir.as_fd(), d)?;
+        }
         MountEntry::Dir { path, mode } => {
             let p = inside(root, path)?;
             if !p.is_dir() {

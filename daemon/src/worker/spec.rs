@@ -145,6 +145,89 @@ pub enum MountEntry {
     /// Hide a path of the rootfs: a file gets `/dev/null` bound over it, a directory an
     /// empty read-only tmpfs; skipped when the path does not exist.
     Mask { path: String },
+    /// A `disk` device: a host path bound in (see [`DiskMount`]). The monitor prepares the
+    /// mount as host root and hands it to the init, which attaches it.
+    Disk(DiskMount),
+}
+
+/// Mount propagation of a `disk` device (`propagation`; the `r` forms apply to the whole
+/// tree of a recursive bind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    #[default]
+    Private,
+    Shared,
+    Slave,
+    Unbindable,
+    Rprivate,
+    Rshared,
+    Rslave,
+    Runbindable,
+}
+
+impl Propagation {
+    /// The key's values, as LXD spells them.
+    pub const NAMES: &[&str] = &[
+        "private",
+        "shared",
+        "slave",
+        "unbindable",
+        "rprivate",
+        "rshared",
+        "rslave",
+        "runbindable",
+    ];
+
+    /// Parse a `propagation` value.
+    pub fn parse(v: &str) -> Option<Propagation> {
+        use Propagation::*;
+        Some(match v {
+            "private" => Private,
+            "shared" => Shared,
+            "slave" => Slave,
+            "unbindable" => Unbindable,
+            "rprivate" => Rprivate,
+            "rshared" => Rshared,
+            "rslave" => Rslave,
+            "runbindable" => Runbindable,
+            _ => return None,
+        })
+    }
+
+    /// The `MS_*` propagation flag and whether it applies to the whole tree.
+    pub fn flag(self) -> (u64, bool) {
+        use Propagation::*;
+        let (flag, recursive): (u64, bool) = match self {
+            Private => (libc::MS_PRIVATE, false),
+            Shared => (libc::MS_SHARED, false),
+            Slave => (libc::MS_SLAVE, false),
+            Unbindable => (libc::MS_UNBINDABLE, false),
+            Rprivate => (libc::MS_PRIVATE, true),
+            Rshared => (libc::MS_SHARED, true),
+            Rslave => (libc::MS_SLAVE, true),
+            Runbindable => (libc::MS_UNBINDABLE, true),
+        };
+        (flag, recursive)
+    }
+}
+
+/// A host file or directory bound into a container (a `disk` device with a `source`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskMount {
+    /// The canonical host path.
+    pub source: PathBuf,
+    /// Where inside, relative to the container's root (`data`, `srv/x`), no `..`.
+    pub target: String,
+    /// The source is a file (the target is created as an empty file, not a directory).
+    pub file: bool,
+    /// Read-only; in a user-namespaced container the flag is locked (no remount rw).
+    pub readonly: bool,
+    /// Id-map the mount onto the container's user namespace (host uid N shows as N).
+    pub shift: bool,
+    /// Bind the mounts below the source too.
+    pub recursive: bool,
+    pub propagation: Propagation,
 }
 
 /// Mount flags the spec may ask for.

@@ -378,6 +378,127 @@ pub fn mount_set_idmap(
     Ok(())
 }
 
+/// `open_tree(2)` flags for [`open_tree`].
+pub mod tree {
+    /// A detached copy of the mount (else an `O_PATH`-like handle on it).
+    pub const CLONE: libc::c_uint = 1;
+    /// With the mounts below it.
+    pub const RECURSIVE: libc::c_uint = 0x8000;
+    /// `path` is empty: the descriptor (or the working directory, for `AT_FDCWD`) is meant.
+    pub const EMPTY_PATH: libc::c_uint = 0x1000;
+}
+
+/// `open_tree(2)` of `path` relative to `dir` (`None`: the working directory), `flags` from
+/// [`tree`]; always close-on-exec. With [`tree::CLONE`] the result holds a detached copy.
+pub fn open_tree(
+    dir: Option<std::os::fd::BorrowedFd<'_>>,
+    path: &std::ffi::CStr,
+    flags: libc::c_uint,
+) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    let flags = flags | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: `path` is a valid NUL-terminated string alive for the call; the other
+    // arguments are integers. On success the result is a new descriptor we own.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ret` is a freshly opened descriptor not owned by anything else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// What [`mount_setattr`] changes on a mount.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MountChange {
+    /// Make it read-only.
+    pub rdonly: bool,
+    /// An `MS_*` propagation type (0: unchanged).
+    pub propagation: u64,
+    /// Apply to the mounts below it too.
+    pub recursive: bool,
+}
+
+/// `mount_setattr(2)` on the mount `mnt` is the root of (`AT_EMPTY_PATH`): read-only,
+/// propagation, and an id map from the user namespace `userns` (only on a mount never
+/// attached).
+pub fn mount_setattr(
+    mnt: std::os::fd::BorrowedFd<'_>,
+    change: MountChange,
+    userns: Option<std::os::fd::BorrowedFd<'_>>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let mut attr = MountAttr {
+        attr_set: 0,
+        attr_clr: 0,
+        propagation: change.propagation,
+        userns_fd: 0,
+    };
+    if change.rdonly {
+        attr.attr_set |= MOUNT_ATTR_RDONLY;
+    }
+    if let Some(ns) = userns {
+        attr.attr_set |= MOUNT_ATTR_IDMAP;
+        attr.userns_fd = ns.as_raw_fd() as u64;
+    }
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if change.recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: the path is an empty NUL-terminated string (the descriptor is meant); `attr`
+    // is a valid `mount_attr` of the size passed, alive for the call, only read.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `move_mount(2)` from descriptor to descriptor: attach the detached mount `mnt` on the
+/// file or directory `target` is an (`O_PATH`) descriptor of.
+pub fn move_mount_onto(
+    mnt: std::os::fd::BorrowedFd<'_>,
+    target: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    // SAFETY: both paths are empty NUL-terminated strings (the descriptors are meant).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `fsopen(2)`: a filesystem context for `fstype`, to be configured with [`fsconfig_string`].
 pub fn fsopen(fstype: &std::ffi::CStr) -> io::Result<OwnedFd> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;

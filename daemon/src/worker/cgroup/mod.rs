@@ -113,6 +113,67 @@ pub struct CgroupLimits {
     pub processes: Option<u64>,
     /// `limits.disk.priority` (0-10, 5 = default).
     pub disk_priority: Option<u32>,
+    /// `limits.read`/`limits.write` of `disk` devices, one entry per block device.
+    pub io_throttle: Vec<IoThrottle>,
+}
+
+/// I/O limits on one block device (a `disk` device's `limits.read`, `limits.write`,
+/// `limits.max`), bytes or operations per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoThrottle {
+    pub major: u32,
+    pub minor: u32,
+    pub read_bps: Option<u64>,
+    pub write_bps: Option<u64>,
+    pub read_iops: Option<u64>,
+    pub write_iops: Option<u64>,
+}
+
+/// Which limit of an [`IoThrottle`] a throttle file takes.
+type ThrottleField = fn(&IoThrottle) -> Option<u64>;
+
+/// The v1 `blkio` throttle files, with the field of [`IoThrottle`] each one takes.
+const V1_THROTTLE_FILES: [(&str, ThrottleField); 4] = [
+    ("blkio.throttle.read_bps_device", |t| t.read_bps),
+    ("blkio.throttle.write_bps_device", |t| t.write_bps),
+    ("blkio.throttle.read_iops_device", |t| t.read_iops),
+    ("blkio.throttle.write_iops_device", |t| t.write_iops),
+];
+
+impl IoThrottle {
+    /// The line for v2 `io.max` (`max` for no limit).
+    fn io_max_line(&self) -> String {
+        let v = |x: Option<u64>| x.map_or("max".to_string(), |x| x.to_string());
+        format!(
+            "{}:{} rbps={} wbps={} riops={} wiops={}",
+            self.major,
+            self.minor,
+            v(self.read_bps),
+            v(self.write_bps),
+            v(self.read_iops),
+            v(self.write_iops)
+        )
+    }
+}
+
+/// The writes that lift the rules of devices in a throttle file's `current` text (`MAJ:MIN
+/// ...` lines, v1 or v2) that `wanted` no longer limits: `MAJ:MIN 0` on v1, every limit
+/// `max` on v2.
+pub fn stale_io_rules(current: &str, wanted: &[IoThrottle], v2: bool) -> Vec<String> {
+    current
+        .lines()
+        .filter_map(|l| layout_dev(l.split_whitespace().next()?))
+        .filter(|(maj, min)| !wanted.iter().any(|t| t.major == *maj && t.minor == *min))
+        .map(|(maj, min)| match v2 {
+            true => format!("{maj}:{min} rbps=max wbps=max riops=max wiops=max"),
+            false => format!("{maj}:{min} 0"),
+        })
+        .collect()
+}
+
+fn layout_dev(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 impl Default for CgroupLimits {
@@ -126,6 +187,7 @@ impl Default for CgroupLimits {
             memory_swap: true,
             processes: None,
             disk_priority: None,
+            io_throttle: Vec::new(),
         }
     }
 }
@@ -219,6 +281,9 @@ pub fn settings(limits: &CgroupLimits, version: CgroupVersion) -> Vec<CgroupSett
             .disk_priority
             .map_or(100, |p| (p * 100).clamp(1, 10000));
         out.push(optional("", "io.weight", format!("default {io}")));
+        for t in &limits.io_throttle {
+            out.push(setting("", "io.max", t.io_max_line()));
+        }
     } else {
         out.push(setting("cpu", "cpu.shares", shares(limits)));
         // Quota off first: the kernel checks a new period against the current quota.
@@ -258,6 +323,17 @@ pub fn settings(limits: &CgroupLimits, version: CgroupVersion) -> Vec<CgroupSett
             .disk_priority
             .map_or(500, |p| (p * 100).clamp(10, 1000));
         out.push(optional("blkio", "blkio.weight", io));
+        // 0 lifts a rule: a limit no longer set on a device still limited is lifted.
+        for t in &limits.io_throttle {
+            for (file, value) in V1_THROTTLE_FILES {
+                let v = value(t).unwrap_or(0);
+                out.push(setting(
+                    "blkio",
+                    file,
+                    format!("{}:{} {v}", t.major, t.minor),
+                ));
+            }
+        }
     }
     out
 }
@@ -478,8 +554,32 @@ impl<'a> Cgroup<'a> {
         Ok(())
     }
 
+    /// Lift the I/O rules of devices `limits` no longer names (a `disk` device removed).
+    fn lift_stale_io_rules(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        let v2 = self.layout.version.is_v2();
+        let files: Vec<&str> = match v2 {
+            true => vec!["io.max"],
+            false => V1_THROTTLE_FILES.iter().map(|(f, _)| *f).collect(),
+        };
+        let outer = self.dir(if v2 { "" } else { "blkio" });
+        // The inner cgroup mirrors the limits (see `apply`): its rules go too.
+        for dir in [outer.join(INNER), outer] {
+            for f in &files {
+                let path = dir.join(f);
+                let Some(current) = read_trim(&path) else {
+                    continue;
+                };
+                for line in stale_io_rules(&current, &limits.io_throttle, v2) {
+                    fs::write(&path, &line).map_err(io_err(&path))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Write `limits` into the existing cgroup (creation and live updates).
     pub fn apply(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        self.lift_stale_io_rules(limits)?;
         for s in settings(limits, self.layout.version) {
             let path = self.dir(s.controller).join(s.file);
             // cgroupfs answers EACCES, not ENOENT, for a file it does not have.
@@ -758,6 +858,47 @@ mod tests {
     }
 
     #[test]
+    fn io_throttles_both_layouts_and_stale_rules() {
+        let l = CgroupLimits {
+            io_throttle: vec![IoThrottle {
+                major: 7,
+                minor: 3,
+                read_bps: Some(10_000_000),
+                write_iops: Some(100),
+                ..IoThrottle::default()
+            }],
+            ..CgroupLimits::default()
+        };
+        let v1 = settings(&l, CgroupVersion::Hybrid);
+        assert_eq!(
+            find(&v1, "blkio.throttle.read_bps_device"),
+            ["7:3 10000000"]
+        );
+        assert_eq!(find(&v1, "blkio.throttle.write_bps_device"), ["7:3 0"]);
+        assert_eq!(find(&v1, "blkio.throttle.write_iops_device"), ["7:3 100"]);
+        let v2 = settings(&l, CgroupVersion::V2);
+        assert_eq!(
+            find(&v2, "io.max"),
+            ["7:3 rbps=10000000 wbps=max riops=max wiops=100"]
+        );
+        assert!(
+            find(
+                &settings(&CgroupLimits::default(), CgroupVersion::V2),
+                "io.max"
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            stale_io_rules("7:3 10000000\n8:0 5000\n", &l.io_throttle, false),
+            ["8:0 0"]
+        );
+        assert_eq!(
+            stale_io_rules("8:0 rbps=5 wbps=max riops=max wiops=max", &[], true),
+            ["8:0 rbps=max wbps=max riops=max wiops=max"]
+        );
+    }
+
+    #[test]
     fn v1_quota_sets_period_then_quota() {
         let l = CgroupLimits {
             cpu: Some(CpuAllowance::Quota {
@@ -832,6 +973,7 @@ mod tests {
             memory_swap: false,
             processes: None,
             disk_priority: Some(7),
+            io_throttle: Vec::new(),
         };
         let v1 = settings(&l, CgroupVersion::Hybrid);
         assert_eq!(find(&v1, "cpuset.cpus"), vec!["1"]);
