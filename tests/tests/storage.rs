@@ -110,6 +110,23 @@ fn btrfs_pool_instances_snapshots_copies_quota_and_cleanup() {
     );
     assert_eq!(big.stdout.trim().lines().last(), Some("ok"), "{big:?}");
     sh(&d, "c1", "rm /root/big && echo one > /root/a");
+    // A size given live takes effect at once on the running instance, and goes again.
+    d.ok(&["config", "device", "set", "c2", "root", "size=32MiB"]);
+    let dd = sh(&d, "c2", "dd if=/dev/zero of=/root/more bs=1M count=10");
+    assert_ne!(dd.code, 0, "past the new quota: {dd:?}");
+    d.ok(&["config", "device", "set", "c2", "root", "size="]);
+    let dd = sh(
+        &d,
+        "c2",
+        "rm /root/more; dd if=/dev/zero of=/root/more bs=1M count=10 && echo ok",
+    );
+    assert!(dd.stdout.contains("ok"), "no quota any more: {dd:?}");
+    // The pool of an instance's root disk cannot change in place.
+    let moved = d.ctl(&["config", "device", "set", "c2", "root", "pool=default"]);
+    assert!(
+        moved.code != 0 && moved.stderr.contains("cannot change"),
+        "{moved:?}"
+    );
 
     // Snapshots are subvolumes (O(1)), restore brings the files back.
     d.ok(&["snapshot", "create", "c1", "s0"]);

@@ -40,6 +40,9 @@ pub(super) struct UpdatePlan {
     nic_change: NicChange,
     proxies_changed: bool,
     disk_change: DiskChange,
+    /// The root disk's `size` before and after, when it changes (applied at once, running
+    /// or not: the quota is on the instance's files).
+    root_size: Option<(Option<u64>, Option<u64>)>,
     old_limits: CgroupLimits,
     new_limits: CgroupLimits,
 }
@@ -51,6 +54,7 @@ pub(super) struct Applied {
     previous_proxies: Option<BTreeMap<String, ProxySpec>>,
     nics_touched: bool,
     disks: Option<DisksApplied>,
+    root_size: bool,
     limits: bool,
 }
 
@@ -200,10 +204,33 @@ impl Instances {
             nics,
             proxies,
             disks,
-            ..
+            root,
         } = self
             .check_devices_with(&after, &name, &profiles, &devices)
             .await?;
+        // The root disk stays on the instance's pool (moving it is a copy); its `size`
+        // may change if the pool can enforce it.
+        let pool = crate::storage::instance_pool(&row.config).to_string();
+        if let Some((p, _)) = &root
+            && p != &pool
+        {
+            return Err(InstanceError::Invalid(format!(
+                "the root disk's pool cannot change from \"{pool}\" to \"{p}\" (copy the \
+                 instance to the other pool instead)"
+            )));
+        }
+        let old_root = crate::storage::config::root_disk(&network::expand(
+            &before,
+            &row.profiles,
+            &row.devices,
+        ))
+        .ok()
+        .flatten();
+        let (old_size, new_size) = (old_root.and_then(|(_, s)| s), root.and_then(|(_, s)| s));
+        let root_size = (old_size != new_size).then_some((old_size, new_size));
+        if root_size.is_some() {
+            self.storage.check_root(&pool, new_size).await?;
+        }
         let init = self.running_init(&row);
         let mut nic_change = NicChange::default();
         let mut proxies_changed = false;
@@ -267,6 +294,7 @@ impl Instances {
             nic_change,
             proxies_changed,
             disk_change,
+            root_size,
             old_limits,
             new_limits,
         })
@@ -292,7 +320,19 @@ impl Instances {
         applied: &mut Applied,
     ) -> Result<(), InstanceError> {
         let name = plan.name.as_str();
-        // Proxies first (a port in use is the likeliest failure).
+        // The root disk's quota first: a pool that refuses it changes nothing else.
+        if let Some((_, size)) = plan.root_size {
+            applied.root_size = true;
+            self.storage
+                .apply_root_quota(
+                    crate::storage::instance_pool(&plan.row.config),
+                    &self.paths.container(name),
+                    size,
+                )
+                .await?;
+            tracing::info!(instance = %name, size = ?size, "root disk quota changed");
+        }
+        // Proxies (a port in use is the likeliest failure).
         if let Some(init) = plan.init
             && plan.proxies_changed
         {
@@ -358,6 +398,19 @@ impl Instances {
             && let Err(e) = self.apply_proxies(name, &init, &previous).await
         {
             tracing::warn!(instance = %name, error = %e, "could not restore proxy devices");
+        }
+        if applied.root_size
+            && let Some((old, _)) = plan.root_size
+            && let Err(e) = self
+                .storage
+                .apply_root_quota(
+                    crate::storage::instance_pool(&plan.row.config),
+                    &self.paths.container(name),
+                    old,
+                )
+                .await
+        {
+            tracing::warn!(instance = %name, error = %e, "could not restore the root disk quota");
         }
     }
 

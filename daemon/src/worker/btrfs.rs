@@ -168,16 +168,28 @@ pub fn enable_quota(mount: &Path) -> io::Result<()> {
     run("btrfs", &["quota".as_ref(), "enable".as_ref(), abs(mount)?]).map(|_| ())
 }
 
-/// Limit what the subvolume `path` refers to (`None`: no limit).
+/// Limit what the subvolume `path` refers to (`None`: no limit). The change is made
+/// through the subvolume's parent directory: a change made through the subvolume itself
+/// starts a transaction charged to its own qgroup, which fails (EDQUOT) once it is over
+/// the limit, so a full instance could never be given more room.
 pub fn limit(path: &Path, bytes: Option<u64>) -> io::Result<()> {
     let size = bytes.map_or_else(|| "none".to_string(), |b| b.to_string());
+    let id = run(
+        "btrfs",
+        &["inspect-internal".as_ref(), "rootid".as_ref(), abs(path)?],
+    )?;
+    let qgroup = format!("0/{}", id.trim());
+    let parent = path
+        .parent()
+        .ok_or_else(|| io::Error::other("a subvolume has a parent"))?;
     run(
         "btrfs",
         &[
             "qgroup".as_ref(),
             "limit".as_ref(),
             size.as_ref(),
-            abs(path)?,
+            qgroup.as_ref(),
+            abs(parent)?,
         ],
     )
     .map(|_| ())
