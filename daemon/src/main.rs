@@ -223,12 +223,17 @@ fn recover(paths: &Paths) -> anyhow::Result<()> {
             Outcome::Skipped { dir, reason } => {
                 println!("skipped {}: {reason}", dir.display());
             }
+            Outcome::PoolRecovered { name } => println!("recovered storage pool {name}"),
+            Outcome::VolumeRecovered { pool, name } => {
+                println!("recovered storage volume {name} of pool {pool}")
+            }
         }
     }
-    println!(
-        "{recovered} instance(s) recovered, {} skipped",
-        outcomes.len() - recovered
-    );
+    let skipped = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Skipped { .. }))
+        .count();
+    println!("{recovered} instance(s) recovered, {skipped} skipped");
     Ok(())
 }
 

@@ -23,6 +23,10 @@ pub enum Outcome {
     },
     /// Left as it was, and why.
     Skipped { dir: PathBuf, reason: String },
+    /// A storage pool's record came back from `storage.json` (and the pool was mounted).
+    PoolRecovered { name: String },
+    /// A custom volume's record came back from `storage.json`.
+    VolumeRecovered { pool: String, name: String },
 }
 
 /// Container directories under `containers` that have a backup file (not marked as being
@@ -41,24 +45,82 @@ pub fn directories_with_backups(containers: &Path) -> Vec<PathBuf> {
 }
 
 /// Whether the database lost its instances: it records none while `containers` holds
-/// directories with backup files. Returns how many such directories exist.
+/// directories with backup files, or links to directories in pools that are not mounted
+/// (the pools' records went with the rest). Returns how many such entries exist.
 pub async fn lost_instances(pool: &Pool, containers: &Path) -> Result<Option<usize>, DbError> {
     if !db::instances::names(pool).await?.is_empty() {
         return Ok(None);
     }
-    let n = directories_with_backups(containers).len();
+    let dangling = std::fs::read_dir(containers)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()) && !e.path().exists())
+                .count()
+        })
+        .unwrap_or(0);
+    let n = directories_with_backups(containers).len() + dangling;
     Ok((n > 0).then_some(n))
+}
+
+/// Bring back the storage records `storage.json` has and the database lacks (pools first,
+/// then their custom volumes), and mount the pools ctld mounts, so the instances on them are
+/// reachable again.
+pub async fn recover_storage(pool: &Pool, paths: &Paths) -> Result<Vec<Outcome>, DbError> {
+    let mut out = Vec::new();
+    let record = match crate::storage::record::read(&paths.dir) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(out),
+        Err(e) => {
+            out.push(Outcome::Skipped {
+                dir: paths.dir.join(crate::storage::record::FILE),
+                reason: e.to_string(),
+            });
+            return Ok(out);
+        }
+    };
+    for p in &record.pools {
+        if db::storage::pool(pool, &p.name).await?.is_none() {
+            db::storage::insert_pool(pool, &p.row()).await?;
+            out.push(Outcome::PoolRecovered {
+                name: p.name.clone(),
+            });
+        }
+    }
+    for v in &record.volumes {
+        if db::storage::pool(pool, &v.pool).await?.is_some()
+            && db::storage::volume(pool, &v.pool, &v.name).await?.is_none()
+        {
+            db::storage::insert_volume(pool, &v.row()).await?;
+            for s in v.snapshot_rows() {
+                db::storage::insert_volume_snapshot(pool, &v.pool, &v.name, &s).await?;
+            }
+            out.push(Outcome::VolumeRecovered {
+                pool: v.pool.clone(),
+                name: v.name.clone(),
+            });
+        }
+    }
+    let storage = crate::storage::Storage::new(pool.clone(), std::sync::Arc::new(paths.clone()));
+    if let Err(e) = storage.mount_all().await {
+        out.push(Outcome::Skipped {
+            dir: paths.dir.join("storage-pools"),
+            reason: e.to_string(),
+        });
+    }
+    storage.save_record().await;
+    Ok(out)
 }
 
 /// Insert the records of every container directory the database does not know.
 pub async fn recover(pool: &Pool, paths: &Paths) -> Result<Vec<Outcome>, DbError> {
+    // Pools first: instances on them are reachable only once they are mounted.
+    let mut out = recover_storage(pool, paths).await?;
     let known = db::instances::names(pool).await?;
     let profiles: Vec<String> = db::profiles::list(pool)
         .await?
         .into_iter()
         .map(|p| p.name)
         .collect();
-    let mut out = Vec::new();
     for dir in directories_with_backups(&paths.containers()) {
         let b = match backup::read(&dir) {
             Ok(b) => b,
@@ -130,6 +192,11 @@ async fn recover_one(
         .iter()
         .cloned()
         .partition(|p| profiles.contains(p));
+    // The backup file may predate the last stop (it is written when the record changes,
+    // not at each start and stop): a recovered instance waits to be started, never
+    // autostarts on a power state that may be stale.
+    let mut config = i.config.clone();
+    config.remove(crate::instance::config::LAST_POWER);
     db::instances::insert(
         pool,
         &db::NewInstance {
@@ -138,7 +205,7 @@ async fn recover_one(
             architecture: &i.architecture,
             ephemeral: i.ephemeral,
             image_fingerprint: fp,
-            config: &i.config,
+            config: &config,
             devices: &i.devices,
             profiles: &kept,
             created_at: &i.created_at,

@@ -353,3 +353,57 @@ fn stale_partial_downloads_go_at_start_up_recent_ones_stay() {
     assert!(recent.join("rootfs.part").exists(), "a recent one is kept");
     assert!(d.log().contains("removing a partial download"));
 }
+
+/// A lost database and a reboot (the pool's loop mount gone) with instances and a custom
+/// volume on a btrfs pool: the start is refused, `ctld recover` brings the pool back from
+/// `storage.json` (mounted again), then its volume and the instances on it, with their files.
+#[test]
+fn recover_brings_back_storage_pools_and_what_is_on_them() {
+    if !require_root("recover_brings_back_storage_pools_and_what_is_on_them") {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.ok(&["storage", "create", "bt", "btrfs", "size=512MiB"]);
+    d.ok(&["storage", "volume", "create", "bt", "vol"]);
+    d.ok(&["launch", "busybox", "c1", "-s", "bt"]);
+    d.ok(&["storage", "volume", "attach", "bt", "vol", "c1", "/data"]);
+    d.ok(&[
+        "exec",
+        "c1",
+        "--",
+        "sh",
+        "-c",
+        "echo precious > /root/data && echo kept > /data/f",
+    ]);
+    d.ok(&["stop", "-f", "c1"]);
+    let root = d.path().join("storage-pools/bt");
+
+    // The database is lost, and the host rebooted (the pool is no longer mounted).
+    d.kill(9);
+    for f in ["ctld.db", "ctld.db-wal", "ctld.db-shm"] {
+        let _ = std::fs::remove_file(d.path().join(f));
+    }
+    std::fs::write(d.path().join("ctld.db"), b"").unwrap_or_else(|e| panic!("{e}"));
+    ctl_tests::unmount_under(&root);
+    assert!(!d.path().join("containers/c1").exists(), "unreachable now");
+    let refused = ctld(&d, &[]);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(text(&refused).contains("recover"), "{}", text(&refused));
+
+    let recovered = ctld(&d, &["recover"]);
+    let out = text(&recovered);
+    assert!(recovered.status.success(), "{out}");
+    assert!(out.contains("recovered storage pool bt"), "{out}");
+    assert!(
+        out.contains("recovered storage volume vol of pool bt"),
+        "{out}"
+    );
+    assert!(out.contains("recovered c1"), "{out}");
+    d.restart();
+    assert_eq!(d.state("c1")["status"], "Stopped", "{}", d.log());
+    d.ok(&["start", "c1"]);
+    assert_eq!(
+        d.ok(&["exec", "c1", "--", "cat", "/root/data", "/data/f"]),
+        "precious\nkept\n"
+    );
+}

@@ -21,6 +21,7 @@
 //! both drivers.
 
 pub mod config;
+pub mod record;
 pub mod volumes;
 
 use std::collections::BTreeMap;
@@ -189,6 +190,32 @@ impl Storage {
             .collect())
     }
 
+    /// Rewrite `storage.json` from the database (see [`record`]). A failure is logged: the
+    /// change it follows is made, and the next change writes the file again.
+    pub(crate) async fn save_record(&self) {
+        let result = async {
+            let pools = db::storage::pools(&self.db).await?;
+            let mut volumes = Vec::new();
+            for v in db::storage::volumes(&self.db, None).await? {
+                let snaps = db::storage::volume_snapshots(&self.db, &v.pool, &v.name).await?;
+                volumes.push(record::VolumeRecord::of(&v, &snaps));
+            }
+            Ok::<_, DbError>(record::Record {
+                pools: pools.iter().map(record::PoolRecord::from).collect(),
+                volumes,
+            })
+        }
+        .await;
+        let dir = self.paths.dir.clone();
+        let written = match result {
+            Ok(r) => blocking(move || record::write(&dir, &r).map_err(io_at(&dir))).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "storage.json not written");
+        }
+    }
+
     /// Start-up: mount the pools ctld mounts (loop files, devices) that are not mounted.
     /// A pool that cannot be mounted is logged and shows `Unavailable`; its instances fail
     /// to start, and nothing of theirs is touched.
@@ -336,6 +363,7 @@ impl Storage {
             return Err(e.into());
         }
         tracing::info!(pool = %req.name, driver = %req.driver, "storage pool created");
+        self.save_record().await;
         Ok(())
     }
 
@@ -471,6 +499,7 @@ impl Storage {
             row.config = next;
         }
         db::storage::update_pool(&self.db, &row).await?;
+        self.save_record().await;
         Ok(())
     }
 
@@ -496,6 +525,7 @@ impl Storage {
         }
         db::storage::delete_pool(&self.db, name).await?;
         tracing::info!(pool = %name, "storage pool deleted");
+        self.save_record().await;
         Ok(())
     }
 

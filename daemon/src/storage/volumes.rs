@@ -330,6 +330,7 @@ impl Storage {
             return Err(e.into());
         }
         tracing::info!(pool, volume = %req.name, "storage volume created");
+        self.save_record().await;
         Ok(())
     }
 
@@ -382,6 +383,7 @@ impl Storage {
             row.config = next;
         }
         db::storage::update_volume(&self.db, &row).await?;
+        self.save_record().await;
         Ok(())
     }
 
@@ -473,6 +475,7 @@ impl Storage {
             .await;
             return Err(e.into());
         }
+        self.save_record().await;
         Ok(())
     }
 
@@ -498,6 +501,7 @@ impl Storage {
         })
         .await?;
         tracing::info!(pool, volume = %name, "storage volume deleted");
+        self.save_record().await;
         Ok(())
     }
 
@@ -611,6 +615,7 @@ impl Storage {
             let _ = blocking(move || btrfs::remove_tree(&to).map_err(io_at(&to))).await;
             return Err(e.into());
         }
+        self.save_record().await;
         Ok(snap)
     }
 
@@ -625,6 +630,7 @@ impl Storage {
         let info = self.pool_info(pool).await?;
         self.volume_snapshot_checked(pool, name, snapshot).await?;
         db::storage::delete_volume_snapshot(&self.db, pool, name, snapshot).await?;
+        self.save_record().await;
         let dir = info.volume_snapshots_dir(name).join(snapshot);
         blocking(move || btrfs::remove_tree(&dir).map_err(io_at(&dir))).await
     }
@@ -655,6 +661,7 @@ impl Storage {
             let _ = db::storage::rename_volume_snapshot(&self.db, pool, name, new, snapshot).await;
             return Err(io_at(&a)(e));
         }
+        self.save_record().await;
         Ok(())
     }
 
