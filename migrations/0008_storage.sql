@@ -37,6 +37,7 @@ CREATE TABLE storage_volume_snapshots (
 UPDATE profiles
 SET devices = json_set(devices, '$.root', json('{"path":"/","pool":"default","type":"disk"}'))
 WHERE name = 'default'
+  AND json_extract(devices, '$.root') IS NULL
   AND NOT EXISTS (
       SELECT 1 FROM json_each(profiles.devices)
       WHERE json_extract(json_each.value, '$.type') = 'disk'

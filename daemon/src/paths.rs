@@ -107,7 +107,7 @@ impl Paths {
     /// The directories under `dir` the daemon makes at start-up, with their modes: `dir`
     /// itself is traversable (the socket's group reaches the socket), everything holding
     /// image or container content (setuid files, secrets) is root's alone.
-    pub fn state_dirs(&self) -> [(PathBuf, u32); 7] {
+    pub fn state_dirs(&self) -> [(PathBuf, u32); 11] {
         [
             (self.dir.clone(), 0o711),
             (self.containers(), 0o700),
@@ -116,6 +116,12 @@ impl Paths {
             (self.trash(), 0o700),
             (self.downloads(), 0o700),
             (self.run(), 0o700),
+            // The default pool's custom volumes and their snapshots (files a container's
+            // root made, setuid ones among them), other pools and their loop files.
+            (self.dir.join("custom"), 0o700),
+            (self.dir.join("custom-snapshots"), 0o700),
+            (self.dir.join("storage-pools"), 0o700),
+            (self.dir.join("disks"), 0o700),
         ]
     }
 }

@@ -51,13 +51,24 @@ pub async fn lost_instances(pool: &Pool, containers: &Path) -> Result<Option<usi
     if !db::instances::names(pool).await?.is_empty() {
         return Ok(None);
     }
+    // Links into pools count when the pools' records are gone too (`storage.json` names a
+    // pool the database lacks): a link a crash left dangling alone does not stop a start.
+    let mut pools_lost = false;
+    if let Some(dir) = containers.parent()
+        && let Ok(Some(record)) = crate::storage::record::read(dir)
+    {
+        for p in &record.pools {
+            pools_lost |= db::storage::pool(pool, &p.name).await?.is_none();
+        }
+    }
     let dangling = std::fs::read_dir(containers)
         .map(|rd| {
             rd.flatten()
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()) && !e.path().exists())
                 .count()
         })
-        .unwrap_or(0);
+        .unwrap_or(0)
+        * usize::from(pools_lost);
     let n = directories_with_backups(containers).len() + dangling;
     Ok((n > 0).then_some(n))
 }

@@ -142,6 +142,34 @@ fn btrfs_pool_instances_snapshots_copies_quota_and_cleanup() {
     assert_ne!(dd.code, 0, "the quota holds after a restore: {dd:?}");
     sh(&d, "c1", "rm /root/big");
 
+    // A snapshot on the pool is deleted there (not through the state dir's trash, which is
+    // on another filesystem), and the daemon still starts after.
+    d.ok(&["snapshot", "create", "c1", "gone"]);
+    d.ok(&["snapshot", "delete", "c1", "gone"]);
+    assert!(!root.join("containers/c1/snapshots/gone").exists());
+    assert!(!subvolumes(&root).contains("snapshots/gone"));
+    // Root's alone: what containers' roots wrote (setuid files among them) is out of reach
+    // of the host's other users.
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [
+        root.clone(),
+        root.join("containers"),
+        root.join("custom"),
+        root.join("images"),
+    ] {
+        let mode = std::fs::metadata(&dir)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
+    let opts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let line = opts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(&*root.to_string_lossy()))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("nosuid") && line.contains("nodev"), "{line}");
+
     // A copy is a snapshot of the layer, on the pool, with the snapshot.
     d.ok(&["copy", "c1", "c3"]);
     assert!(subvolumes(&root).contains("containers/c3/layer"));
@@ -179,6 +207,18 @@ fn btrfs_pool_instances_snapshots_copies_quota_and_cleanup() {
         let shown = incus.ok(&["storage", "show", "bt"]);
         assert!(shown.contains("driver: btrfs"), "{shown}");
     }
+
+    // A volume moved in from a dir pool becomes a subvolume of its own, so its size is a
+    // quota on it alone.
+    d.ok(&["storage", "volume", "create", "default", "mv"]);
+    d.ok(&["storage", "volume", "move", "default/mv", "bt/mv"]);
+    assert!(
+        subvolumes(&root).contains("custom/mv"),
+        "{}",
+        subvolumes(&root)
+    );
+    d.ok(&["storage", "volume", "set", "bt", "mv", "size=8MiB"]);
+    d.ok(&["storage", "volume", "delete", "bt", "mv"]);
 
     // In use: 409, and nothing changes.
     let (code, _) = d.http("DELETE", "/1.0/storage-pools/bt", None);

@@ -138,6 +138,16 @@ pub async fn create_volume(
         return Ok(sync(serde_json::json!({})));
     }
     let storage = state.instances.storage().clone();
+    // Checked now, so bad input is a 4xx and not a failed operation.
+    crate::storage::config::check_name("storage volume", &req.name)
+        .map_err(ApiError::BadRequest)?;
+    let src_pool = if req.source.pool.is_empty() {
+        pool.clone()
+    } else {
+        req.source.pool.clone()
+    };
+    let src_volume = req.source.name.split('/').next().unwrap_or_default();
+    storage.volume(&src_pool, src_volume).await?;
     let resources = BTreeMap::from([(
         "storage_volumes".to_string(),
         vec![format!(

@@ -285,7 +285,7 @@ pub async fn volume_snapshots(
 
 /// Insert a snapshot of a custom volume; `Conflict` if the name is taken.
 pub async fn insert_volume_snapshot(
-    db: &Pool,
+    db: impl SqliteExecutor<'_>,
     pool: &str,
     volume: &str,
     row: &VolumeSnapshotRow,

@@ -63,14 +63,16 @@ impl Instances {
             .check_devices_with(&all, name, &row.profiles, &row.devices)
             .await?;
         // The root disk's quota, as the config says now (a restore or copy brings a layer
-        // without it; a profile may have changed `size` while the instance was stopped).
-        self.storage
-            .apply_root_quota(
-                crate::storage::instance_pool(&row.config),
-                &self.paths.container(name),
-                root.and_then(|(_, size)| size),
-            )
-            .await?;
+        // without it). Lifting one is the update's work: a start without `size` costs nothing.
+        if let Some(size) = root.and_then(|(_, size)| size) {
+            self.storage
+                .apply_root_quota(
+                    crate::storage::instance_pool(&row.config),
+                    &self.paths.container(name),
+                    Some(size),
+                )
+                .await?;
+        }
         // Proxies left by a run that ended on its own (before its watcher noticed).
         self.stop_proxies(name).await;
         let mut cfg = row.config.clone();

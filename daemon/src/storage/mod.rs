@@ -241,6 +241,20 @@ impl Storage {
                 Err(e) => tracing::error!(pool = %name, error = %e, "storage pool not mounted"),
             }
         }
+        // Removals a crash cut off (set aside as `.deleting-*`, their names already free).
+        for info in self.pool_infos().await? {
+            let dir = info.root.join("containers");
+            let _ = blocking(move || {
+                for e in std::fs::read_dir(&dir).map_err(io_at(&dir))?.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(".deleting-") {
+                        tracing::warn!(dir = %e.path().display(), "finishing a removal");
+                        btrfs::remove_tree(&e.path()).map_err(io_at(&e.path()))?;
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        }
         Ok(())
     }
 
@@ -423,7 +437,7 @@ impl Storage {
                 )));
             }
         }
-        if let PoolSource::Dir(p) = source
+        if let PoolSource::Dir(p) | PoolSource::BtrfsDir(p) = source
             && p.exists()
         {
             let empty = std::fs::read_dir(p)
@@ -516,6 +530,25 @@ impl Storage {
                 used.join(", ")
             )));
         }
+        // What the database does not know but the pool holds (an instance whose record was
+        // lost, a create under way) keeps it too: never removed with the pool.
+        for sub in ["containers", "custom"] {
+            let held: Vec<String> = std::fs::read_dir(info.root.join(sub))
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| !n.starts_with(".deleting-"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !held.is_empty() {
+                return Err(StorageError::InUse(format!(
+                    "storage pool \"{name}\" still holds {sub}/{} (not recorded: see `ctld \
+                     recover`)",
+                    held.join(", ")
+                )));
+            }
+        }
         let own_file = self.own_file(name);
         let own_dir = self.own_dir(name);
         let state_dir = self.paths.dir.clone();
@@ -568,6 +601,11 @@ impl Storage {
             }
             e => e,
         })?;
+        if Self::status(&info) != "Created" {
+            return Err(StorageError::Invalid(format!(
+                "storage pool \"{pool}\" is unavailable (its filesystem is not mounted)"
+            )));
+        }
         if size.is_some() && !info.is_btrfs() {
             let root = info.root.clone();
             let supported = blocking(move || Ok(quota::project_quota_supported(&root))).await?;
@@ -664,7 +702,12 @@ impl Storage {
             };
             for e in rd.flatten() {
                 let fp = e.file_name().to_string_lossy().into_owned();
-                if fp.starts_with('.') || used.contains(&fp) || known.contains(&fp) {
+                // Only copies ctld made (marked complete) are ever removed.
+                if fp.starts_with('.')
+                    || used.contains(&fp)
+                    || known.contains(&fp)
+                    || !e.path().join(".complete").is_file()
+                {
                     continue;
                 }
                 let dir = e.path();
@@ -726,8 +769,9 @@ impl Storage {
 /// symlink into a pool, the pool's directory is renamed too and the link made anew (the
 /// new link first, so a crash leaves at least one name reaching the files).
 pub fn rename_container_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    let Ok(home) = std::fs::read_link(from) else {
-        return std::fs::rename(from, to);
+    let home = match std::fs::read_link(from) {
+        Ok(home) if is_pool_home(&home, from) => home,
+        _ => return std::fs::rename(from, to),
     };
     let name = to
         .file_name()
@@ -737,9 +781,25 @@ pub fn rename_container_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         // A link a crash left dangling.
         std::fs::remove_file(to)?;
     }
-    std::fs::rename(&home, &new_home)?;
+    // The new link first, then the directory, then the old link: a crash between two steps
+    // leaves a link that reaches the files (the reconcile finishes or undoes the rename).
     std::os::unix::fs::symlink(&new_home, to)?;
+    if let Err(e) = std::fs::rename(&home, &new_home) {
+        let _ = std::fs::remove_file(to);
+        return Err(e);
+    }
     std::fs::remove_file(from)
+}
+
+/// Whether `home` (what `$CTL_DIR/containers/NAME` links to) is the instance's directory in
+/// a pool (`<root>/containers/NAME`), not a link an administrator made to elsewhere.
+pub fn is_pool_home(home: &Path, link: &Path) -> bool {
+    home.is_absolute()
+        && home.file_name() == link.file_name()
+        && home
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "containers")
 }
 
 /// The pool an instance's config says holds it.
@@ -751,8 +811,23 @@ pub fn instance_pool(config: &BTreeMap<String, String>) -> &str {
         .unwrap_or(DEFAULT_POOL)
 }
 
+/// `p` with its nearest existing ancestor canonicalized (the rest, not made yet, appended):
+/// a new source under a symlinked parent is seen where it will really be.
 fn canonical_or_self(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+    let mut rest = Vec::new();
+    let mut cur = p.to_path_buf();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(&cur) {
+            return rest.iter().rev().fold(c, |acc: PathBuf, n| acc.join(n));
+        }
+        match (cur.file_name().map(|n| n.to_os_string()), cur.parent()) {
+            (Some(n), Some(parent)) => {
+                rest.push(n);
+                cur = parent.to_path_buf();
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
 }
 
 /// `cp -a` (see [`crate::worker::Worker::copy_tree`]) for the storage layer's own copies.
@@ -812,7 +887,14 @@ fn make_pool(source: &PoolSource, own_dir: &Path, name: &str) -> Result<Made, St
                     .create_new(true)
                     .mode(0o600)
                     .open(file)
-                    .map_err(io_at(file))?;
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::AlreadyExists => StorageError::Exists(format!(
+                            "a loop file {} (left by a create that did not finish: \
+                             remove it if it holds nothing)",
+                            file.display()
+                        )),
+                        _ => io_at(file)(e),
+                    })?;
                 made.file = Some(file.clone());
                 f.set_len(*size).map_err(io_at(file))?;
                 drop(f);
@@ -831,12 +913,16 @@ fn make_pool(source: &PoolSource, own_dir: &Path, name: &str) -> Result<Made, St
         if !matches!(source, PoolSource::Dir(_)) {
             btrfs::enable_quota(&root).map_err(io_at(&root))?;
         }
-        for sub in ["containers", "custom", "custom-snapshots"] {
+        use std::os::unix::fs::PermissionsExt;
+        // Root's alone, as the state directory's own: instances' layers and volumes hold
+        // files containers' roots made.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_at(&root))?;
+        for sub in ["containers", "custom", "custom-snapshots", "images"] {
             let d = root.join(sub);
             if !d.exists() {
                 std::fs::create_dir_all(&d).map_err(io_at(&d))?;
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
                     .map_err(io_at(&d))?;
                 made.dirs.push(d);
             }
@@ -862,21 +948,31 @@ fn mount_at(source: &Path, target: &Path, made: &mut Made) -> Result<(), Storage
     Ok(())
 }
 
-/// Whether the block device `dev` holds a btrfs (refusing any other filesystem on it:
-/// ctld never formats over data).
+/// Whether the block device `dev` holds a btrfs. Any other signature on it (a filesystem,
+/// a partition table, a RAID or LVM member) is refused, as is a device `wipefs` cannot
+/// read: ctld never formats over data.
 fn has_btrfs_signature(dev: &Path) -> Result<bool, StorageError> {
-    let out = std::process::Command::new("blkid")
-        .args(["-o", "value", "-s", "TYPE", "--"])
+    let out = std::process::Command::new("wipefs")
+        .args(["--no-act", "--noheadings", "--output", "TYPE"])
         .arg(dev)
         .output()
         .map_err(io_at(dev))?;
-    let fs = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    match fs.as_str() {
-        "btrfs" => Ok(true),
-        "" => Ok(false),
+    if !out.status.success() {
+        return Err(StorageError::Invalid(format!(
+            "source \"{}\": cannot read its signatures: {}",
+            dev.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kinds: Vec<&str> = text.split_whitespace().collect();
+    match kinds.as_slice() {
+        [] => Ok(false),
+        ["btrfs"] => Ok(true),
         other => Err(StorageError::Invalid(format!(
-            "source \"{}\" holds a {other} filesystem: ctld formats only empty devices",
-            dev.display()
+            "source \"{}\" holds {}: ctld formats only empty devices",
+            dev.display(),
+            other.join(", ")
         ))),
     }
 }
@@ -946,15 +1042,42 @@ fn remove_pool_files(
     if info.is_btrfs() {
         let images = root.join("images");
         if let Ok(rd) = std::fs::read_dir(&images) {
-            for e in rd.flatten() {
+            for e in rd
+                .flatten()
+                .filter(|e| e.path().join(".complete").is_file())
+            {
                 let _ = btrfs::set_readonly(&e.path(), false);
                 btrfs::remove_tree(&e.path()).map_err(io_at(&e.path()))?;
             }
         }
+        let _ = std::fs::remove_dir(&images);
+    }
+    for sub in ["containers", "custom", "custom-snapshots"] {
+        if root == state_dir {
+            break;
+        }
+        let d = root.join(sub);
+        // Only `.deleting-*` leftovers of removals a crash cut off can be in it now.
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                btrfs::remove_tree(&e.path()).map_err(io_at(&e.path()))?;
+            }
+        }
+        let _ = std::fs::remove_dir(&d);
     }
     if info.mount_source().is_some() {
         if btrfs::is_mountpoint(root) {
-            btrfs::unmount(root).map_err(io_at(root))?;
+            // Not detached: a pool something still has open is in use.
+            nix::mount::umount2(root.as_path(), nix::mount::MntFlags::empty()).map_err(|e| {
+                if e == nix::errno::Errno::EBUSY {
+                    StorageError::InUse(format!(
+                        "storage pool at {} is busy (a process uses it)",
+                        root.display()
+                    ))
+                } else {
+                    io_at(root)(std::io::Error::from(e))
+                }
+            })?;
         }
         if own_file.exists() {
             std::fs::remove_file(own_file).map_err(io_at(own_file))?;

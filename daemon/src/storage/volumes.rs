@@ -80,15 +80,47 @@ fn make_volume_dir(info: &PoolInfo, dir: &Path) -> Result<(), StorageError> {
 }
 
 /// Copy the volume (or snapshot) directory `from` to `to` (which must not exist): a btrfs
-/// snapshot when both are on one btrfs filesystem, else `cp -a`.
+/// snapshot when both are on one btrfs filesystem, a new subvolume filled by `cp -a` when
+/// only `to` is on btrfs (so it has a quota of its own), else `cp -a`.
 fn copy_volume_dir(from: &Path, to: &Path) -> Result<(), StorageError> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+    let parent = to
+        .parent()
+        .ok_or_else(|| StorageError::Internal(format!("{}: no parent", to.display())))?;
+    std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+    if std::fs::symlink_metadata(to).is_ok() {
+        return Err(StorageError::Exists(format!("{}", to.display())));
     }
-    if btrfs::is_subvolume(from) && to.parent().is_some_and(|p| btrfs::same_btrfs(from, p)) {
+    if btrfs::is_subvolume(from) && btrfs::same_btrfs(from, parent) {
         return btrfs::snapshot(from, to).map_err(io_at(to));
     }
+    if btrfs::is_btrfs(parent) {
+        btrfs::create_subvolume(to).map_err(io_at(to))?;
+        let copied = copy_contents(from, to);
+        if copied.is_err() {
+            let _ = btrfs::remove_tree(to);
+        }
+        return copied;
+    }
     super::copy_tree(from, to)
+}
+
+/// `cp -a FROM/. TO`: the contents (and the root's owner and mode) into an existing `to`.
+fn copy_contents(from: &Path, to: &Path) -> Result<(), StorageError> {
+    let out = std::process::Command::new("cp")
+        .args(["-a", "--preserve=all", "--reflink=auto", "-T", "--"])
+        .arg(from)
+        .arg(to)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(io_at(from))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(StorageError::Internal(format!(
+        "copying {}: {}",
+        from.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 /// Set or clear a volume's quota.
@@ -276,11 +308,14 @@ impl Storage {
         {
             let (info, dir, snaps_dir) = (info.clone(), dir.clone(), snaps_dir.clone());
             blocking(move || {
-                if dir.exists() {
-                    return Err(StorageError::Exists(format!(
-                        "a directory for volume at {}",
-                        dir.display()
-                    )));
+                for d in [&dir, &snaps_dir] {
+                    if std::fs::symlink_metadata(d).is_ok() {
+                        return Err(StorageError::Exists(format!(
+                            "files without a record at {} (left by a create a crash cut \
+                             off: move them away)",
+                            d.display()
+                        )));
+                    }
                 }
                 let made = (|| {
                     match &copy {
@@ -313,10 +348,12 @@ impl Storage {
             created_at: crate::clock::now_rfc3339(),
         };
         let recorded = async {
-            db::storage::insert_volume(&self.db, &row).await?;
+            let mut tx = self.db.begin().await?;
+            db::storage::insert_volume(&mut *tx, &row).await?;
             for s in &snapshots {
-                db::storage::insert_volume_snapshot(&self.db, pool, &req.name, s).await?;
+                db::storage::insert_volume_snapshot(&mut *tx, pool, &req.name, s).await?;
             }
+            tx.commit().await?;
             Ok::<(), DbError>(())
         }
         .await;
@@ -598,12 +635,10 @@ impl Storage {
             info.volume_snapshots_dir(name).join(&snap),
         );
         {
+            // `copy_volume_dir` refuses an existing directory: files without a record are
+            // never overwritten.
             let to = to.clone();
-            blocking(move || {
-                btrfs::remove_tree(&to).map_err(io_at(&to))?;
-                copy_volume_dir(&from, &to)
-            })
-            .await?;
+            blocking(move || copy_volume_dir(&from, &to)).await?;
         }
         let row = VolumeSnapshotRow {
             name: snap.clone(),
@@ -656,10 +691,14 @@ impl Storage {
                 "snapshot \"{new}\" of volume \"{name}\""
             )));
         }
-        db::storage::rename_volume_snapshot(&self.db, pool, name, snapshot, new).await?;
-        if let Err(e) = std::fs::rename(&a, &b) {
-            let _ = db::storage::rename_volume_snapshot(&self.db, pool, name, new, snapshot).await;
-            return Err(io_at(&a)(e));
+        // The files first: a crash between leaves the row on the old name and the files on
+        // the new one, which a snapshot of the new name refuses to overwrite.
+        std::fs::rename(&a, &b).map_err(io_at(&a))?;
+        if let Err(e) =
+            db::storage::rename_volume_snapshot(&self.db, pool, name, snapshot, new).await
+        {
+            let _ = std::fs::rename(&b, &a);
+            return Err(e.into());
         }
         self.save_record().await;
         Ok(())
@@ -709,14 +748,21 @@ impl Storage {
         let from = info.volume_snapshots_dir(name).join(snapshot);
         let name = name.to_string();
         blocking(move || {
+            // A fresh copy of the snapshot, exchanged with the volume in one step (a crash
+            // leaves the volume as it was or as restored, never missing); the old files,
+            // now under the fresh copy's name, go after.
             let fresh = dir.with_file_name(format!(".restore-{name}"));
             btrfs::remove_tree(&fresh).map_err(io_at(&fresh))?;
             copy_volume_dir(&from, &fresh)?;
-            let aside = dir.with_file_name(format!(".old-{name}"));
-            btrfs::remove_tree(&aside).map_err(io_at(&aside))?;
-            std::fs::rename(&dir, &aside).map_err(io_at(&dir))?;
-            std::fs::rename(&fresh, &dir).map_err(io_at(&fresh))?;
-            btrfs::remove_tree(&aside).map_err(io_at(&aside))?;
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &fresh,
+                nix::fcntl::AT_FDCWD,
+                &dir,
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+            )
+            .map_err(|e| io_at(&dir)(std::io::Error::from(e)))?;
+            btrfs::remove_tree(&fresh).map_err(io_at(&fresh))?;
             apply_volume_quota(&info, &dir, size)
         })
         .await

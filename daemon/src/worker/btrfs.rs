@@ -168,11 +168,18 @@ pub fn enable_quota(mount: &Path) -> io::Result<()> {
     run("btrfs", &["quota".as_ref(), "enable".as_ref(), abs(mount)?]).map(|_| ())
 }
 
-/// Limit what the subvolume `path` refers to (`None`: no limit). The change is made
+/// Limit what the subvolume `path` refers to (`None`: no limit); refused for a plain
+/// directory (its subvolume's qgroup is not its own). The change is made
 /// through the subvolume's parent directory: a change made through the subvolume itself
 /// starts a transaction charged to its own qgroup, which fails (EDQUOT) once it is over
 /// the limit, so a full instance could never be given more room.
 pub fn limit(path: &Path, bytes: Option<u64>) -> io::Result<()> {
+    if !is_subvolume(path) {
+        return Err(io::Error::other(format!(
+            "{}: not a btrfs subvolume, no quota of its own",
+            path.display()
+        )));
+    }
     let size = bytes.map_or_else(|| "none".to_string(), |b| b.to_string());
     let id = run(
         "btrfs",
@@ -222,13 +229,7 @@ fn parse_qgroup_referenced(out: &str) -> Option<u64> {
 pub fn mkfs(source: &Path, label: &str) -> io::Result<()> {
     run(
         "mkfs.btrfs",
-        &[
-            "-q".as_ref(),
-            "-f".as_ref(),
-            "-L".as_ref(),
-            label.as_ref(),
-            abs(source)?,
-        ],
+        &["-q".as_ref(), "-L".as_ref(), label.as_ref(), abs(source)?],
     )
     .map(|_| ())
 }
@@ -237,10 +238,12 @@ pub fn mkfs(source: &Path, label: &str) -> io::Result<()> {
 /// that is freed when it is unmounted (`autoclear`), a block device directly.
 pub fn mount(source: &Path, target: &Path) -> io::Result<()> {
     let is_file = std::fs::metadata(source)?.is_file();
+    // `nosuid`, `nodev`: a pool holds what containers' roots wrote (id-mapped volumes
+    // among them); none of it may raise privileges on the host.
     let opts = if is_file {
-        "loop,user_subvol_rm_allowed"
+        "loop,nosuid,nodev"
     } else {
-        "user_subvol_rm_allowed"
+        "nosuid,nodev"
     };
     run(
         "mount",

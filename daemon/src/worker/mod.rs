@@ -572,8 +572,10 @@ impl Worker for HostWorker {
     ) -> Result<(), WorkerError> {
         // Root's alone: the layers hold setuid files, the console log the guest's output.
         let real = place.home.as_deref().unwrap_or(dir);
+        // A pool's directory for the instance must be new: one a crash left (or another
+        // instance's) is never taken over.
         fs::DirBuilder::new()
-            .recursive(true)
+            .recursive(place.home.is_none())
             .mode(0o700)
             .create(real)
             .map_err(io_err(real))?;
@@ -600,8 +602,13 @@ impl Worker for HostWorker {
     fn copy_layer(&self, from: &Path, to: &Path, subvolume: bool) -> Result<(), WorkerError> {
         fs::create_dir_all(to).map_err(io_err(to))?;
         let from_layer = from.join("layer");
+        let to_layer = to.join("layer");
+        for taken in [&to_layer, &to.join("upper")] {
+            if fs::symlink_metadata(taken).is_ok() {
+                return Err(io_err(taken)(io::Error::from(io::ErrorKind::AlreadyExists)));
+            }
+        }
         if subvolume && btrfs::is_subvolume(&from_layer) && btrfs::same_btrfs(from, to) {
-            let to_layer = to.join("layer");
             return btrfs::snapshot(&from_layer, &to_layer).map_err(io_err(&to_layer));
         }
         make_layer(to, subvolume)?;
@@ -643,8 +650,12 @@ impl Worker for HostWorker {
     fn remove_container_dir(&self, dir: &Path) -> Result<(), WorkerError> {
         // A container in another pool: `dir` links to its directory there, which is set
         // aside in that pool (a rename across filesystems would fail), then the link goes.
+        // (A link an administrator made to elsewhere is only a link: it alone goes.)
         if let Ok(home) = fs::read_link(dir) {
-            if let Some(parent) = home.parent().filter(|_| home.exists()) {
+            if let Some(parent) = home
+                .parent()
+                .filter(|_| crate::storage::is_pool_home(&home, dir) && home.is_dir())
+            {
                 let aside = parent.join(format!(".deleting-{}", uuid::Uuid::new_v4().simple()));
                 fs::rename(&home, &aside).map_err(io_err(&home))?;
                 fs::remove_file(dir).map_err(io_err(dir))?;
@@ -656,8 +667,17 @@ impl Worker for HostWorker {
             return Ok(());
         }
         fs::create_dir_all(&self.trash).map_err(io_err(&self.trash))?;
-        let aside = self.trash.join(uuid::Uuid::new_v4().simple().to_string());
-        fs::rename(dir, &aside).map_err(io_err(dir))?;
+        let mut aside = self.trash.join(uuid::Uuid::new_v4().simple().to_string());
+        if let Err(e) = fs::rename(dir, &aside) {
+            // On another filesystem than the trash (a snapshot of an instance in another
+            // pool): set aside beside itself.
+            if e.raw_os_error() != Some(libc::EXDEV) {
+                return Err(io_err(dir)(e));
+            }
+            let parent = dir.parent().unwrap_or(dir);
+            aside = parent.join(format!(".deleting-{}", uuid::Uuid::new_v4().simple()));
+            fs::rename(dir, &aside).map_err(io_err(dir))?;
+        }
         btrfs::remove_tree(&aside).map_err(io_err(&aside))
     }
 
