@@ -37,13 +37,12 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 fn subvolumes(root: &Path) -> String {
-    let out = Command::new("btrfs")
+    Command::new("btrfs")
         .args(["subvolume", "list", "-o"])
         .arg(root)
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    out
+        .unwrap_or_default()
 }
 
 #[test]

@@ -429,13 +429,13 @@ impl Storage {
                 )));
             }
         }
-        if let PoolSource::BtrfsDir(p) = source {
-            if !p.is_dir() || !btrfs::is_btrfs(p) {
-                return Err(StorageError::Invalid(format!(
-                    "source \"{}\" is not a directory on a btrfs filesystem",
-                    p.display()
-                )));
-            }
+        if let PoolSource::BtrfsDir(p) = source
+            && (!p.is_dir() || !btrfs::is_btrfs(p))
+        {
+            return Err(StorageError::Invalid(format!(
+                "source \"{}\" is not a directory on a btrfs filesystem",
+                p.display()
+            )));
         }
         if let PoolSource::Dir(p) | PoolSource::BtrfsDir(p) = source
             && p.exists()

@@ -51,7 +51,7 @@ fn run(program: &str, args: &[&std::ffi::OsStr]) -> io::Result<String> {
 /// Whether `path` is on a btrfs filesystem.
 pub fn is_btrfs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC)
+        .map(|s| s.filesystem_type().0 == BTRFS_SUPER_MAGIC)
         .unwrap_or(false)
 }
 
@@ -68,8 +68,8 @@ pub fn is_subvolume(path: &Path) -> bool {
 pub fn same_btrfs(a: &Path, b: &Path) -> bool {
     match (nix::sys::statfs::statfs(a), nix::sys::statfs::statfs(b)) {
         (Ok(x), Ok(y)) => {
-            x.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC
-                && y.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC
+            x.filesystem_type().0 == BTRFS_SUPER_MAGIC
+                && y.filesystem_type().0 == BTRFS_SUPER_MAGIC
                 && format!("{:?}", x.filesystem_id()) == format!("{:?}", y.filesystem_id())
         }
         _ => false,
