@@ -1068,14 +1068,14 @@ fn remove_pool_files(
     if info.mount_source().is_some() {
         if btrfs::is_mountpoint(root) {
             // Not detached: a pool something still has open is in use.
-            nix::mount::umount2(root.as_path(), nix::mount::MntFlags::empty()).map_err(|e| {
-                if e == nix::errno::Errno::EBUSY {
+            btrfs::unmount_now(root).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EBUSY) {
                     StorageError::InUse(format!(
                         "storage pool at {} is busy (a process uses it)",
                         root.display()
                     ))
                 } else {
-                    io_at(root)(std::io::Error::from(e))
+                    io_at(root)(e)
                 }
             })?;
         }

@@ -270,6 +270,11 @@ pub fn is_mountpoint(target: &Path) -> bool {
         .any(|m| super::mounts::unescape(m) == want)
 }
 
+/// Unmount `target` now, or fail (EBUSY while something uses it).
+pub fn unmount_now(target: &Path) -> io::Result<()> {
+    nix::mount::umount2(target, nix::mount::MntFlags::empty()).map_err(io::Error::from)
+}
+
 /// Unmount `target` (detached if busy: containers still running on the pool keep it alive
 /// until they stop; the loop device goes with the last user).
 pub fn unmount(target: &Path) -> io::Result<()> {
