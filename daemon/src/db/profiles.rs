@@ -216,7 +216,11 @@ mod tests {
         let mut p = get(&pool, "default")
             .await?
             .ok_or(DbError::Conflict("none".into()))?;
-        assert!(p.devices.is_empty());
+        assert_eq!(
+            p.devices.keys().collect::<Vec<_>>(),
+            ["root"],
+            "only the root disk LXD and Incus clients expect"
+        );
         p.devices.insert(
             "eth0".into(),
             [("type", "nic"), ("network", "ctlbr0")]

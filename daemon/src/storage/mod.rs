@@ -830,29 +830,9 @@ fn canonical_or_self(p: &Path) -> PathBuf {
     }
 }
 
-/// `cp -a` (see [`crate::worker::Worker::copy_tree`]) for the storage layer's own copies.
+/// `cp -a` (see [`crate::worker::copy_archive`]) for the storage layer's own copies.
 fn copy_tree(from: &Path, to: &Path) -> Result<(), StorageError> {
-    let out = std::process::Command::new("cp")
-        .args([
-            "-a",
-            "--preserve=all",
-            "--reflink=auto",
-            "--no-target-directory",
-            "--",
-        ])
-        .arg(from)
-        .arg(to)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(io_at(from))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(StorageError::Internal(format!(
-        "copying {}: {}",
-        from.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
+    crate::worker::copy_archive(from, to).map_err(io_at(to))
 }
 
 /// What [`make_pool`] made, for [`undo_pool`].

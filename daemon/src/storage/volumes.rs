@@ -52,6 +52,18 @@ async fn volume_users(
     Ok((out, running))
 }
 
+/// 409 while an instance or a profile names the volume.
+async fn ensure_unused(s: &Storage, pool: &str, volume: &str) -> Result<(), StorageError> {
+    let (users, _) = volume_users(s, pool, volume).await?;
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(StorageError::InUse(format!(
+        "storage volume \"{volume}\" is in use by {}",
+        users.join(", ")
+    )))
+}
+
 fn to_api(v: &VolumeRow, used_by: Vec<String>) -> StorageVolume {
     StorageVolume {
         name: v.name.clone(),
@@ -95,32 +107,13 @@ fn copy_volume_dir(from: &Path, to: &Path) -> Result<(), StorageError> {
     }
     if btrfs::is_btrfs(parent) {
         btrfs::create_subvolume(to).map_err(io_at(to))?;
-        let copied = copy_contents(from, to);
+        let copied = super::copy_tree(from, to);
         if copied.is_err() {
             let _ = btrfs::remove_tree(to);
         }
         return copied;
     }
     super::copy_tree(from, to)
-}
-
-/// `cp -a FROM/. TO`: the contents (and the root's owner and mode) into an existing `to`.
-fn copy_contents(from: &Path, to: &Path) -> Result<(), StorageError> {
-    let out = std::process::Command::new("cp")
-        .args(["-a", "--preserve=all", "--reflink=auto", "-T", "--"])
-        .arg(from)
-        .arg(to)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(io_at(from))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(StorageError::Internal(format!(
-        "copying {}: {}",
-        from.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
 }
 
 /// Set or clear a volume's quota.
@@ -434,13 +427,7 @@ impl Storage {
         if !req.pool.is_empty() && req.pool != pool {
             // A move to another pool: a copy with its snapshots, then the source goes (a
             // used volume is refused before anything is copied).
-            let (users, _) = volume_users(self, pool, name).await?;
-            if !users.is_empty() {
-                return Err(StorageError::InUse(format!(
-                    "storage volume \"{name}\" is in use by {}",
-                    users.join(", ")
-                )));
-            }
+            ensure_unused(self, pool, name).await?;
             let row = self.volume_row(pool, name).await?;
             self.create_volume(
                 &req.pool,
@@ -465,13 +452,7 @@ impl Storage {
         let _guard = self.lock.lock().await;
         let info = self.pool_info(pool).await?;
         self.volume_row(pool, name).await?;
-        let (users, _) = volume_users(self, pool, name).await?;
-        if !users.is_empty() {
-            return Err(StorageError::InUse(format!(
-                "storage volume \"{name}\" is in use by {}",
-                users.join(", ")
-            )));
-        }
+        ensure_unused(self, pool, name).await?;
         if db::storage::volume(&self.db, pool, &req.name)
             .await?
             .is_some()
@@ -521,13 +502,7 @@ impl Storage {
         let _guard = self.lock.lock().await;
         let info = self.pool_info(pool).await?;
         self.volume_row(pool, name).await?;
-        let (users, _) = volume_users(self, pool, name).await?;
-        if !users.is_empty() {
-            return Err(StorageError::InUse(format!(
-                "storage volume \"{name}\" is in use by {}",
-                users.join(", ")
-            )));
-        }
+        ensure_unused(self, pool, name).await?;
         // The row goes first: files without a row are never reused by a new volume of the
         // name (its create refuses an existing directory) and are logged at start-up.
         db::storage::delete_volume(&self.db, pool, name).await?;

@@ -460,6 +460,32 @@ impl HostWorker {
     }
 }
 
+/// `cp -a` of the tree `from` as `to`, or into `to` when it is an existing directory (its
+/// contents, and the root's owner, mode and attributes): GNU cp knows every file type and
+/// attribute (overlay's xattrs, whiteouts, hard links), and reflinks where it can.
+pub fn copy_archive(from: &Path, to: &Path) -> io::Result<()> {
+    let out = std::process::Command::new("cp")
+        .args([
+            "-a",
+            "--preserve=all",
+            "--reflink=auto",
+            "--no-target-directory",
+            "--",
+        ])
+        .arg(from)
+        .arg(to)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "copying {}: {}",
+        from.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
 /// An empty writable layer in the container or snapshot directory `holder`: `upper` and
 /// `work`, inside a new `layer` subvolume when `subvolume` is set.
 fn make_layer(holder: &Path, subvolume: bool) -> Result<(), WorkerError> {
@@ -619,31 +645,12 @@ impl Worker for HostWorker {
     }
 
     fn copy_tree(&self, from: &Path, to: &Path) -> Result<(), WorkerError> {
-        // GNU cp knows every file type and attribute, and reflinks where it can.
-        let out = std::process::Command::new("cp")
-            .args([
-                "-a",
-                "--preserve=all",
-                "--reflink=auto",
-                "--no-target-directory",
-                "--",
-            ])
-            .arg(from)
-            .arg(to)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(io_err(from))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let _ = fs::remove_dir_all(to);
-        Err(WorkerError::Io {
-            path: to.to_path_buf(),
-            source: io::Error::other(format!(
-                "copying {}: {}",
-                from.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
+        copy_archive(from, to).map_err(|e| {
+            let _ = fs::remove_dir_all(to);
+            WorkerError::Io {
+                path: to.to_path_buf(),
+                source: e,
+            }
         })
     }
 

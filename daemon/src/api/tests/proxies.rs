@@ -105,7 +105,11 @@ async fn bad_proxy_devices_are_refused_everywhere_and_change_nothing() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
         assert!(error_of(&v).contains("\"web\""), "{v}");
         let (_, v) = call(&h.app, "GET", "/1.0/profiles/default", "").await;
-        assert_eq!(v["metadata"]["devices"], serde_json::json!({}));
+        assert_eq!(
+            v["metadata"]["devices"],
+            serde_json::json!({"root": {"path": "/", "pool": "default", "type": "disk"}}),
+            "only its root disk, as before"
+        );
     }
 }
 
