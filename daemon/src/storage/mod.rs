@@ -104,6 +104,8 @@ pub struct PoolInfo {
     pub row: PoolRow,
     /// Where `containers/`, `custom/` and `images/` are.
     pub root: PathBuf,
+    /// The loop file or device ctld mounts at `root` (btrfs pools it made or formatted).
+    mount: Option<PathBuf>,
 }
 
 impl PoolInfo {
@@ -113,12 +115,7 @@ impl PoolInfo {
 
     /// The file or device the pool's filesystem is on, when ctld mounts it.
     fn mount_source(&self) -> Option<PathBuf> {
-        if !self.is_btrfs() {
-            return None;
-        }
-        let s = self.row.config.get("source")?;
-        let p = PathBuf::from(s);
-        (s.starts_with("/dev/") || p.is_file()).then_some(p)
+        self.mount.clone()
     }
 
     /// An instance's directory in the pool.
@@ -164,13 +161,19 @@ impl Storage {
     }
 
     fn info(&self, row: PoolRow) -> PoolInfo {
-        let root = match (row.driver.as_str(), row.config.get("source")) {
-            ("dir", Some(s)) if !s.is_empty() => PathBuf::from(s),
-            ("dir", _) => self.paths.dir.clone(),
-            (_, Some(s)) if !s.starts_with("/dev/") && !Path::new(s).is_file() => PathBuf::from(s),
-            _ => self.own_dir(&row.name),
+        // What the source is follows from where it is (a loop file ctld makes lives in
+        // `disks/`), not from what is there now: a missing loop file is still one.
+        let source = row.config.get("source").filter(|s| !s.is_empty());
+        let mounted =
+            |s: &String| s.starts_with("/dev/") || Path::new(s) == self.own_file(&row.name);
+        let (root, mount) = match (row.driver.as_str(), source) {
+            ("dir", Some(s)) => (PathBuf::from(s), None),
+            ("dir", None) => (self.paths.dir.clone(), None),
+            (_, Some(s)) if mounted(s) => (self.own_dir(&row.name), Some(PathBuf::from(s))),
+            (_, Some(s)) => (PathBuf::from(s), None),
+            (_, None) => (self.own_dir(&row.name), None),
         };
-        PoolInfo { row, root }
+        PoolInfo { row, root, mount }
     }
 
     /// One pool, resolved.
