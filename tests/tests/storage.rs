@@ -177,6 +177,16 @@ fn btrfs_pool_instances_snapshots_copies_quota_and_cleanup() {
     let snaps = d.ok(&["snapshot", "list", "c3", "--format", "csv"]);
     assert!(snaps.contains("s0"), "{snaps}");
 
+    // A backup of an instance on the pool (with its snapshot) imports back (to `default`).
+    let tarball = d.path().join("tmp/c3.tar.gz");
+    d.ok(&["export", "c3", &tarball.to_string_lossy()]);
+    d.ok(&["import", &tarball.to_string_lossy(), "c3b"]);
+    d.ok(&["start", "c3b"]);
+    assert_eq!(sh(&d, "c3b", "cat /root/a").stdout.trim(), "one");
+    let snaps = d.ok(&["snapshot", "list", "c3b", "--format", "csv"]);
+    assert!(snaps.contains("s0"), "{snaps}");
+    d.ok(&["delete", "-f", "c3b"]);
+
     // Publish, and launch the published image on the pool.
     d.ok(&["stop", "-f", "c1"]);
     d.ok(&["publish", "c1", "--alias", "pub1"]);
