@@ -261,24 +261,6 @@ impl Storage {
         Ok(())
     }
 
-    /// Shutdown of a test daemon or a host: unmount the pools ctld mounted (detached where
-    /// running containers still use them).
-    pub async fn unmount_all(&self) -> Result<(), StorageError> {
-        for info in self.pool_infos().await? {
-            if info.mount_source().is_some() {
-                let root = info.root.clone();
-                blocking(move || {
-                    if btrfs::is_mountpoint(&root) {
-                        btrfs::unmount(&root).map_err(io_at(&root))?;
-                    }
-                    Ok(())
-                })
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
     fn status(info: &PoolInfo) -> &'static str {
         let ready = if info.mount_source().is_some() {
             btrfs::is_mountpoint(&info.root)
