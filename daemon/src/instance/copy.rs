@@ -27,7 +27,6 @@ use super::{
 use crate::db::intents::Kind;
 use crate::db::{self, snapshots::SnapshotRow};
 use crate::images::ImageRef;
-
 use crate::worker::WorkerError;
 
 /// What a copy copies.
