@@ -179,6 +179,7 @@ pub async fn build_state(
     let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     // Pools first: the instances' files are on them.
     instances.storage().mount_all().await?;
+    instances.storage().reconcile_volumes().await?;
     let networks = instances.networks().clone();
     networks.enable_host_services(networks_dir);
     networks.reconcile().await?;

@@ -407,3 +407,48 @@ fn recover_brings_back_storage_pools_and_what_is_on_them() {
         "precious\nkept\n"
     );
 }
+
+/// Volume changes a crash cut off end as before or as after at the next start: a rename
+/// whose directory moved but whose row did not goes back where the row is; a create that made
+/// its directory but no row leaves nothing, and the name can be used again.
+#[test]
+fn a_volume_change_cut_short_by_a_crash_is_finished_or_undone() {
+    if !require_root("a_volume_change_cut_short_by_a_crash_is_finished_or_undone") {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.ok(&["storage", "volume", "create", "default", "v1"]);
+    std::fs::write(d.path().join("custom/v1/f"), "kept").unwrap_or_else(|e| panic!("{e}"));
+    d.kill(9);
+    // The state a crash in the middle of `rename v1 v2` leaves: files moved, row not.
+    std::fs::rename(d.path().join("custom/v1"), d.path().join("custom/v2"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let intent =
+        "INSERT INTO intents (kind, name, created_at) VALUES (?2, ?1, '2026-01-01T00:00:00Z')";
+    sql_one_row(
+        &d,
+        &intent.replace("?2", "'volume-rename'"),
+        "default/v1/v2",
+    );
+    // And in the middle of `create orphan`: its directory made, no row.
+    std::fs::create_dir(d.path().join("custom/orphan")).unwrap_or_else(|e| panic!("{e}"));
+    sql_one_row(
+        &d,
+        &intent.replace("?2", "'volume-create'"),
+        "default/orphan",
+    );
+    d.restart();
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("custom/v1/f")).unwrap_or_default(),
+        "kept",
+        "the files went back where the row is"
+    );
+    assert!(!d.path().join("custom/v2").exists());
+    assert!(
+        !d.path().join("custom/orphan").exists(),
+        "the half-made volume is gone"
+    );
+    d.ok(&["storage", "volume", "create", "default", "orphan"]);
+    d.ok(&["storage", "volume", "rename", "default", "v1", "v2"]);
+    assert!(d.path().join("custom/v2/f").is_file());
+}

@@ -32,6 +32,10 @@ pub enum Kind {
     BackupCreate,
     /// A running instance frozen while its files are copied (`instance`).
     CopyFreeze,
+    /// A custom volume's directories made before its rows (`pool/volume`).
+    VolumeCreate,
+    /// A rename moving a custom volume's directories (`pool/old/new`).
+    VolumeRename,
 }
 
 impl Kind {
@@ -46,6 +50,8 @@ impl Kind {
             Kind::SnapshotRename => "snapshot-rename",
             Kind::BackupCreate => "backup-create",
             Kind::CopyFreeze => "copy-freeze",
+            Kind::VolumeCreate => "volume-create",
+            Kind::VolumeRename => "volume-rename",
         }
     }
 }

@@ -212,7 +212,12 @@ pub async fn update_volume(db: &Pool, row: &VolumeRow) -> Result<(), DbError> {
 }
 
 /// Rename a custom volume; `Conflict` if the new name is taken.
-pub async fn rename_volume(db: &Pool, pool: &str, old: &str, new: &str) -> Result<(), DbError> {
+pub async fn rename_volume(
+    db: impl SqliteExecutor<'_>,
+    pool: &str,
+    old: &str,
+    new: &str,
+) -> Result<(), DbError> {
     let res = sqlx::query(
         "UPDATE storage_volumes SET name = ? \
          WHERE name = ? AND pool_id = (SELECT id FROM storage_pools WHERE name = ?)",

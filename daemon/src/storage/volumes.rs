@@ -116,6 +116,17 @@ fn copy_volume_dir(from: &Path, to: &Path) -> Result<(), StorageError> {
     super::copy_tree(from, to)
 }
 
+/// Rename each `(from, to)` whose `from` exists and `to` does not (idempotent: a move a
+/// crash cut short is finished by running it again).
+fn move_dirs(moves: &[(std::path::PathBuf, std::path::PathBuf)]) -> Result<(), StorageError> {
+    for (a, b) in moves {
+        if std::fs::symlink_metadata(a).is_ok() && std::fs::symlink_metadata(b).is_err() {
+            std::fs::rename(a, b).map_err(io_at(a))?;
+        }
+    }
+    Ok(())
+}
+
 /// Set or clear a volume's quota.
 fn apply_volume_quota(info: &PoolInfo, dir: &Path, size: Option<u64>) -> Result<(), StorageError> {
     if info.is_btrfs() {
@@ -298,18 +309,21 @@ impl Storage {
         let dir = info.volume_dir(&req.name);
         let snaps_dir = info.volume_snapshots_dir(&req.name);
         let snapshots = copy.as_ref().map(|c| c.2.clone()).unwrap_or_default();
+        for d in [&dir, &snaps_dir] {
+            if std::fs::symlink_metadata(d).is_ok() {
+                return Err(StorageError::Exists(format!(
+                    "files without a record at {} (move them away)",
+                    d.display()
+                )));
+            }
+        }
+        // From here the directories are this create's: a crash before its rows leaves the
+        // intent, and the next start removes them.
+        let key = format!("{pool}/{}", req.name);
+        db::intents::begin(&self.db, Kind::VolumeCreate, &key).await?;
         {
             let (info, dir, snaps_dir) = (info.clone(), dir.clone(), snaps_dir.clone());
-            blocking(move || {
-                for d in [&dir, &snaps_dir] {
-                    if std::fs::symlink_metadata(d).is_ok() {
-                        return Err(StorageError::Exists(format!(
-                            "files without a record at {} (left by a create a crash cut \
-                             off: move them away)",
-                            d.display()
-                        )));
-                    }
-                }
+            let made = blocking(move || {
                 let made = (|| {
                     match &copy {
                         None => make_volume_dir(&info, &dir)?,
@@ -331,7 +345,11 @@ impl Storage {
                 }
                 made
             })
-            .await?;
+            .await;
+            if let Err(e) = made {
+                let _ = db::intents::finish(&self.db, Kind::VolumeCreate, &key).await;
+                return Err(e);
+            }
         }
         let row = VolumeRow {
             pool: pool.to_string(),
@@ -346,17 +364,21 @@ impl Storage {
             for s in &snapshots {
                 db::storage::insert_volume_snapshot(&mut *tx, pool, &req.name, s).await?;
             }
+            db::intents::finish(&mut *tx, Kind::VolumeCreate, &key).await?;
             tx.commit().await?;
             Ok::<(), DbError>(())
         }
         .await;
         if let Err(e) = recorded {
             let _ = db::storage::delete_volume(&self.db, pool, &req.name).await;
-            let _ = blocking(move || {
+            let removed = blocking(move || {
                 btrfs::remove_tree(&dir).map_err(io_at(&dir))?;
                 btrfs::remove_tree(&snaps_dir).map_err(io_at(&snaps_dir))
             })
             .await;
+            if removed.is_ok() {
+                let _ = db::intents::finish(&self.db, Kind::VolumeCreate, &key).await;
+            }
             return Err(e.into());
         }
         tracing::info!(pool, volume = %req.name, "storage volume created");
@@ -469,28 +491,43 @@ impl Storage {
                 info.volume_snapshots_dir(&req.name),
             ),
         ];
-        {
-            let moves = moves.clone();
-            blocking(move || {
-                for (a, b) in &moves {
-                    if a.exists() {
-                        std::fs::rename(a, b).map_err(io_at(a))?;
-                    }
-                }
-                Ok(())
-            })
-            .await?;
+        for (_, b) in &moves {
+            if std::fs::symlink_metadata(b).is_ok() {
+                return Err(StorageError::Exists(format!(
+                    "files without a record at {} (move them away)",
+                    b.display()
+                )));
+            }
         }
-        if let Err(e) = db::storage::rename_volume(&self.db, pool, name, &req.name).await {
-            let _ = blocking(move || {
-                for (a, b) in &moves {
-                    if b.exists() {
-                        std::fs::rename(b, a).map_err(io_at(b))?;
-                    }
-                }
-                Ok(())
-            })
-            .await;
+        // The directories move under an intent; the rows move with its end in one
+        // transaction. A crash between: the next start puts the directories where the row
+        // is ([`Storage::reconcile_volumes`]).
+        let key = format!("{pool}/{name}/{}", req.name);
+        db::intents::begin(&self.db, Kind::VolumeRename, &key).await?;
+        let moved = {
+            let moves = moves.clone();
+            blocking(move || move_dirs(&moves)).await
+        };
+        if let Err(e) = moved {
+            let back: Vec<_> = moves.iter().map(|(a, b)| (b.clone(), a.clone())).collect();
+            if blocking(move || move_dirs(&back)).await.is_ok() {
+                let _ = db::intents::finish(&self.db, Kind::VolumeRename, &key).await;
+            }
+            return Err(e);
+        }
+        let renamed = async {
+            let mut tx = self.db.begin().await?;
+            db::storage::rename_volume(&mut *tx, pool, name, &req.name).await?;
+            db::intents::finish(&mut *tx, Kind::VolumeRename, &key).await?;
+            tx.commit().await?;
+            Ok::<(), DbError>(())
+        }
+        .await;
+        if let Err(e) = renamed {
+            let back: Vec<_> = moves.iter().map(|(a, b)| (b.clone(), a.clone())).collect();
+            if blocking(move || move_dirs(&back)).await.is_ok() {
+                let _ = db::intents::finish(&self.db, Kind::VolumeRename, &key).await;
+            }
             return Err(e.into());
         }
         self.save_record().await;
@@ -547,6 +584,57 @@ impl Storage {
     }
 
     // ----- snapshots -----
+
+    /// Start-up: finish the volume changes a crash cut off. A create without its rows loses
+    /// the directories it made (they held nothing anyone saw); a rename's directories go
+    /// where the row is.
+    pub async fn reconcile_volumes(&self) -> Result<(), StorageError> {
+        for key in db::intents::pending(&self.db, Kind::VolumeCreate).await? {
+            if let Some((pool, name)) = key.split_once('/')
+                && db::storage::volume(&self.db, pool, name).await?.is_none()
+                && let Ok(info) = self.pool_info(pool).await
+            {
+                tracing::warn!(pool, volume = name, "removing a volume a crash cut off");
+                let (dir, snaps) = (info.volume_dir(name), info.volume_snapshots_dir(name));
+                blocking(move || {
+                    btrfs::remove_tree(&dir).map_err(io_at(&dir))?;
+                    btrfs::remove_tree(&snaps).map_err(io_at(&snaps))
+                })
+                .await?;
+            }
+            db::intents::finish(&self.db, Kind::VolumeCreate, &key).await?;
+        }
+        for key in db::intents::pending(&self.db, Kind::VolumeRename).await? {
+            let mut parts = key.splitn(3, '/');
+            if let (Some(pool), Some(old), Some(new)) = (parts.next(), parts.next(), parts.next())
+                && let Ok(info) = self.pool_info(pool).await
+            {
+                let renamed = db::storage::volume(&self.db, pool, new).await?.is_some();
+                let pairs = [
+                    (info.volume_dir(old), info.volume_dir(new)),
+                    (
+                        info.volume_snapshots_dir(old),
+                        info.volume_snapshots_dir(new),
+                    ),
+                ];
+                let moves: Vec<_> = if renamed {
+                    pairs.to_vec()
+                } else {
+                    pairs.iter().map(|(a, b)| (b.clone(), a.clone())).collect()
+                };
+                tracing::warn!(
+                    pool,
+                    old,
+                    new,
+                    renamed,
+                    "finishing a volume rename a crash cut off"
+                );
+                blocking(move || move_dirs(&moves)).await?;
+            }
+            db::intents::finish(&self.db, Kind::VolumeRename, &key).await?;
+        }
+        Ok(())
+    }
 
     /// The snapshots of a custom volume.
     pub async fn volume_snapshots(
@@ -745,6 +833,7 @@ impl Storage {
 }
 
 use crate::db::DbError;
+use crate::db::intents::Kind;
 
 fn snapshot_api(v: &VolumeRow, s: VolumeSnapshotRow) -> StorageVolumeSnapshot {
     StorageVolumeSnapshot {
