@@ -189,6 +189,20 @@ fn btrfs_pool_instances_snapshots_copies_quota_and_cleanup() {
 
     // Publish, and launch the published image on the pool.
     d.ok(&["stop", "-f", "c1"]);
+    // A restore of a stopped instance brings a new layer: its quota is set at once.
+    d.ok(&["restore", "c1", "s0"]);
+    let limit = Command::new("btrfs")
+        .args(["qgroup", "show", "-re", "--raw", "-f"])
+        .arg(root.join("containers/c1/layer"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        limit
+            .lines()
+            .any(|l| l.starts_with("0/") && l.contains(&(64u64 << 20).to_string())),
+        "{limit}"
+    );
     d.ok(&["publish", "c1", "--alias", "pub1"]);
     d.ok(&["launch", "pub1", "c4", "-s", "bt"]);
     assert_eq!(sh(&d, "c4", "cat /root/a").stdout.trim(), "one");

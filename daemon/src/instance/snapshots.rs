@@ -531,6 +531,22 @@ impl Instances {
         )
         .await?;
         self.save_backup_or_warn(name).await;
+        // The restored layer is a new one (a fresh subvolume or copy): its root disk quota,
+        // at once, so nothing written while it is stopped (file pushes) goes past it.
+        if !was_running {
+            let restored = self.row(name).await?;
+            let all = db::profiles::list(&self.db).await?;
+            let devices = crate::network::expand(&all, &restored.profiles, &restored.devices);
+            if let Ok(Some((_, Some(size)))) = crate::storage::config::root_disk(&devices) {
+                self.storage
+                    .apply_root_quota(
+                        crate::storage::instance_pool(&restored.config),
+                        &self.paths.container(name),
+                        Some(size),
+                    )
+                    .await?;
+            }
+        }
         tracing::info!(instance = %name, snapshot, "restored");
         drop(guard);
         drop(profiles_guard);
