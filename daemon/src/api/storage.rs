@@ -22,6 +22,23 @@ fn only_custom(kind: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Run `work` as an operation on the custom volume `name` of `pool`.
+fn volume_task<F>(state: &AppState, description: &str, pool: &str, name: &str, work: F) -> Response
+where
+    F: std::future::Future<Output = Result<(), crate::storage::StorageError>> + Send + 'static,
+{
+    let resources = BTreeMap::from([(
+        "storage_volumes".to_string(),
+        vec![format!("/1.0/storage-pools/{pool}/volumes/custom/{name}")],
+    )]);
+    spawn_task(
+        state,
+        description,
+        resources,
+        async move { Ok(work.await?) },
+    )
+}
+
 /// `GET /1.0/storage-pools?recursion=0|1`.
 pub async fn list(
     State(state): State<AppState>,
@@ -55,30 +72,33 @@ pub async fn get_one(
 
 /// `PUT /1.0/storage-pools/{pool}`.
 pub async fn put(
-    State(state): State<AppState>,
-    Path(pool): Path<String>,
+    state: State<AppState>,
+    pool: Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: StoragePoolPut = parse_json(&body)?;
-    state
-        .instances
-        .storage()
-        .update_pool(&pool, req, false)
-        .await?;
-    Ok(sync(serde_json::json!({})))
+    update_pool(state, pool, body, false).await
 }
 
-/// `PATCH /1.0/storage-pools/{pool}`.
+/// `PATCH /1.0/storage-pools/{pool}` (an empty value unsets a key).
 pub async fn patch(
+    state: State<AppState>,
+    pool: Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    update_pool(state, pool, body, true).await
+}
+
+async fn update_pool(
     State(state): State<AppState>,
     Path(pool): Path<String>,
     body: Bytes,
+    patch: bool,
 ) -> Result<Response, ApiError> {
     let req: StoragePoolPut = parse_json(&body)?;
     state
         .instances
         .storage()
-        .update_pool(&pool, req, true)
+        .update_pool(&pool, req, patch)
         .await?;
     Ok(sync(serde_json::json!({})))
 }
@@ -186,32 +206,34 @@ pub async fn get_volume(
 
 /// `PUT /1.0/storage-pools/{pool}/volumes/custom/{name}` (a `restore` restores).
 pub async fn put_volume(
-    State(state): State<AppState>,
-    Path((pool, kind, name)): Path<(String, String, String)>,
+    state: State<AppState>,
+    path: Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    only_custom(&kind)?;
-    let req: StorageVolumePut = parse_json(&body)?;
-    state
-        .instances
-        .storage()
-        .update_volume(&pool, &name, req, false)
-        .await?;
-    Ok(sync(serde_json::json!({})))
+    update_volume(state, path, body, false).await
 }
 
 /// `PATCH /1.0/storage-pools/{pool}/volumes/custom/{name}`.
 pub async fn patch_volume(
+    state: State<AppState>,
+    path: Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    update_volume(state, path, body, true).await
+}
+
+async fn update_volume(
     State(state): State<AppState>,
     Path((pool, kind, name)): Path<(String, String, String)>,
     body: Bytes,
+    patch: bool,
 ) -> Result<Response, ApiError> {
     only_custom(&kind)?;
     let req: StorageVolumePut = parse_json(&body)?;
     state
         .instances
         .storage()
-        .update_volume(&pool, &name, req, true)
+        .update_volume(&pool, &name, req, patch)
         .await?;
     Ok(sync(serde_json::json!({})))
 }
@@ -229,15 +251,13 @@ pub async fn rename_volume(
     storage.volume(&pool, &name).await?;
     crate::storage::config::check_name("storage volume", &req.name)
         .map_err(ApiError::BadRequest)?;
-    let resources = BTreeMap::from([(
-        "storage_volumes".to_string(),
-        vec![format!("/1.0/storage-pools/{pool}/volumes/custom/{name}")],
-    )]);
-    Ok(spawn_task(
+    let (p, n) = (pool.clone(), name.clone());
+    Ok(volume_task(
         &state,
         "Renaming storage volume",
-        resources,
-        async move { Ok(storage.rename_volume(&pool, &name, req).await?) },
+        &p,
+        &n,
+        async move { storage.rename_volume(&pool, &name, req).await },
     ))
 }
 
@@ -310,20 +330,17 @@ pub async fn create_snapshot(
     if !req.name.is_empty() {
         crate::storage::config::check_name("snapshot", &req.name).map_err(ApiError::BadRequest)?;
     }
-    let resources = BTreeMap::from([(
-        "storage_volumes".to_string(),
-        vec![format!("/1.0/storage-pools/{pool}/volumes/custom/{name}")],
-    )]);
-    Ok(spawn_task(
+    let (p, n) = (pool.clone(), name.clone());
+    Ok(volume_task(
         &state,
         "Snapshotting storage volume",
-        resources,
+        &p,
+        &n,
         async move {
             storage
                 .create_volume_snapshot(&pool, &name, req)
                 .await
                 .map(|_| ())
-                .map_err(Into::into)
         },
     ))
 }
@@ -353,18 +370,16 @@ pub async fn rename_snapshot(
     let req: StorageVolumeSnapshotPost = parse_json(&body)?;
     let storage = state.instances.storage().clone();
     storage.volume_snapshot(&pool, &name, &snap).await?;
-    let resources = BTreeMap::from([(
-        "storage_volumes".to_string(),
-        vec![format!("/1.0/storage-pools/{pool}/volumes/custom/{name}")],
-    )]);
-    Ok(spawn_task(
+    let (p, n) = (pool.clone(), name.clone());
+    Ok(volume_task(
         &state,
         "Renaming storage volume snapshot",
-        resources,
+        &p,
+        &n,
         async move {
-            Ok(storage
+            storage
                 .rename_volume_snapshot(&pool, &name, &snap, &req.name)
-                .await?)
+                .await
         },
     ))
 }
@@ -377,14 +392,12 @@ pub async fn delete_snapshot(
     only_custom(&kind)?;
     let storage = state.instances.storage().clone();
     storage.volume_snapshot(&pool, &name, &snap).await?;
-    let resources = BTreeMap::from([(
-        "storage_volumes".to_string(),
-        vec![format!("/1.0/storage-pools/{pool}/volumes/custom/{name}")],
-    )]);
-    Ok(spawn_task(
+    let (p, n) = (pool.clone(), name.clone());
+    Ok(volume_task(
         &state,
         "Deleting storage volume snapshot",
-        resources,
-        async move { Ok(storage.delete_volume_snapshot(&pool, &name, &snap).await?) },
+        &p,
+        &n,
+        async move { storage.delete_volume_snapshot(&pool, &name, &snap).await },
     ))
 }
