@@ -624,6 +624,26 @@ fn lxc_incus_and_pylxd_work_over_https() {
         assert_eq!(list.trim(), "c1,RUNNING");
         let out = lxc.ok(&["exec", "r1:c1", "--", "sh", "-c", "echo lxc-$((6*7))"]);
         assert_eq!(out.trim(), "lxc-42");
+        // Files both ways, the console log, metrics: the rest of the API over TLS.
+        let local = d.path().join("pushed.txt");
+        std::fs::write(&local, "over tls\n").unwrap_or_else(|e| panic!("{e}"));
+        lxc.ok(&[
+            "file",
+            "push",
+            &local.display().to_string(),
+            "r1:c1/root/pushed.txt",
+        ]);
+        assert_eq!(
+            lxc.ok(&["exec", "r1:c1", "--", "cat", "/root/pushed.txt"]),
+            "over tls\n"
+        );
+        assert_eq!(
+            lxc.ok(&["file", "pull", "r1:c1/root/pushed.txt", "-"]),
+            "over tls\n"
+        );
+        lxc.ok(&["console", "r1:c1", "--show-log"]);
+        let metrics = lxc.ok(&["query", "r1:/1.0/metrics"]);
+        assert!(metrics.contains("name=\"c1\""), "{metrics}");
         let mut monitor = lxc
             .command(&["monitor", "r1:", "--type", "lifecycle", "--format", "json"])
             .stdout(Stdio::piped())
