@@ -1,5 +1,5 @@
-//! The `ctl` command line: clap definitions, where the socket is, and dispatch to
-//! [`crate::cmd`].
+//! The `ctl` command line: clap definitions, which server a command addresses (the local
+//! socket, or a remote over HTTPS: see [`crate::targets`]), and dispatch to [`crate::cmd`].
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -11,6 +11,8 @@ use ctl_api::StateAction;
 use crate::Client;
 use crate::client::{DEFAULT_DIR, SOCKET_NAME};
 use crate::cmd::{self, Error, config, create, delete, exec, image, info, list, state, top};
+use crate::remotes::{Config, LOCAL, config_dir, config_path};
+use crate::targets;
 
 /// Manage system containers run by ctld.
 #[derive(Debug, Parser)]
@@ -89,7 +91,7 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::file::FileCommand,
     },
-    /// Manage the image servers this client knows
+    /// Manage the servers this client knows: ctld servers over HTTPS and image servers
     Remote {
         #[command(subcommand)]
         command: cmd::remote::RemoteCommand,
@@ -124,6 +126,12 @@ pub enum Command {
     },
     /// Print the daemon's events (lifecycle, operations, log) as they happen
     Monitor(cmd::monitor::MonitorArgs),
+    /// Print a single-use login link for the server's web UI: [REMOTE:]
+    Ui {
+        /// The server, as REMOTE: (default: the default remote)
+        #[arg(value_name = "REMOTE:")]
+        remote: Option<String>,
+    },
     /// Show the client and server versions
     Version,
     /// Print a shell completion script (bash, zsh, fish): `source <(ctl completion bash)`
@@ -152,13 +160,23 @@ pub fn socket_path(
 }
 
 impl Cli {
-    /// The client for the daemon this command line points at (reads `CTL_SOCKET`/`CTL_DIR`).
+    /// The client for the local daemon this command line points at (reads
+    /// `CTL_SOCKET`/`CTL_DIR`).
     pub fn client(&self) -> Client {
         Client::new(socket_path(
             self.dir.as_deref(),
             std::env::var_os("CTL_SOCKET"),
             std::env::var_os("CTL_DIR"),
         ))
+    }
+
+    /// The client for `remote`: `local` is the Unix socket, any other a ctld server in the
+    /// client config over HTTPS.
+    pub fn client_for(&self, remote: &str, remotes: &Config) -> Result<Client, Error> {
+        if remote == LOCAL {
+            return Ok(self.client());
+        }
+        Ok(Client::https(remotes.https_target(remote, &config_dir())?))
     }
 }
 
@@ -173,8 +191,41 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
         out.write_all(&script)?;
         return Ok(0);
     }
-    let client = cli.client();
-    match &cli.command {
+    if let Command::Remote { command } = &cli.command {
+        let mut ask = cmd::remote::add::ask_on_terminal;
+        let confirm = std::io::stdin()
+            .is_terminal()
+            .then_some(&mut ask as &mut cmd::remote::add::Confirm<'_>);
+        cmd::remote::run(command, confirm, out).await?;
+        out.flush()?;
+        return Ok(0);
+    }
+    let remotes = Config::load(&config_path())?;
+    let mut command = cli.command.clone();
+    let remote = targets::take_remote(&mut command, remotes.default_name())?;
+    let client = cli.client_for(&remote, &remotes)?;
+    dispatch(&client, &command, out)
+        .await
+        .map_err(|e| not_authorized(&client, e))
+}
+
+/// A 403 from a remote becomes [`Error::NotAuthorized`], which says what to do about it.
+fn not_authorized(client: &Client, error: Error) -> Error {
+    match (client.remote_name(), error) {
+        (Some(remote), Error::Client(crate::Error::Api { code: 403, message })) => {
+            Error::NotAuthorized {
+                remote: remote.to_string(),
+                message,
+            }
+        }
+        (_, error) => error,
+    }
+}
+
+/// Run `command` against `client`.
+async fn dispatch(client: &Client, command: &Command, out: &mut dyn Write) -> Result<u8, Error> {
+    let client = client.clone();
+    match command {
         Command::Launch(args) => create::run(&client, args, true, out).await?,
         Command::Init(args) => create::run(&client, args, false, out).await?,
         Command::Start(args) => {
@@ -233,7 +284,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
             cmd::file::run(&client, command, stdin_is_terminal, out).await?;
         }
         Command::Monitor(args) => cmd::monitor::run(&client, args, out).await?,
-        Command::Remote { command } => cmd::remote::run(command, out)?,
+        Command::Ui { .. } => cmd::ui::run(&client, out).await?,
         Command::Network { command } => cmd::network::run(&client, command, out).await?,
         Command::Profile { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();
@@ -251,8 +302,8 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
         Command::Copy(args) => cmd::copy::copy(&client, args, out).await?,
         Command::Move(args) => cmd::copy::rename(&client, args).await?,
         Command::Version => cmd::version::run(&client, out).await?,
-        // Answered above, without a daemon.
-        Command::Completion { .. } => {}
+        // Answered in `run`, without a daemon.
+        Command::Completion { .. } | Command::Remote { .. } => {}
     }
     out.flush()?;
     Ok(0)
@@ -397,8 +448,17 @@ mod tests {
         };
         assert_eq!(args.name, "c1");
         assert_eq!(args.values, vec!["raw.init", "/bin/sh -c x=1"]);
-        assert!(parse(&["config", "set", "c1"]).is_err());
-        assert!(parse(&["config", "unset", "c1"]).is_err());
+        // One word is the server form (`config set KEY=VALUE`, `config unset KEY`).
+        assert!(parse(&["config", "set"]).is_err());
+        assert!(parse(&["config", "unset"]).is_err());
+        let cli = parse(&["config", "set", "core.https_address", "127.0.0.1:8443"]).ok();
+        let Some(Command::Config {
+            command: config::ConfigCommand::Set(args),
+        }) = cli.map(|c| c.command)
+        else {
+            panic!("server config set did not parse");
+        };
+        assert!(config::server::set_is_server(&args.name, &args.values));
         let cli = parse(&["config", "show", "c1", "--expanded"]).ok();
         assert!(matches!(
             cli.map(|c| c.command),

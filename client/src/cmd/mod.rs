@@ -23,6 +23,7 @@ pub mod snapshot;
 pub mod state;
 pub mod storage;
 pub mod top;
+pub mod ui;
 pub mod version;
 
 use std::fmt::Write as _;
@@ -34,6 +35,15 @@ pub enum Error {
     Client(#[from] crate::Error),
     #[error(transparent)]
     Output(#[from] crate::output::Error),
+    #[error(transparent)]
+    Remote(#[from] crate::remotes::RemoteError),
+    /// A remote refused this client (its certificate is not trusted there, or no more).
+    #[error(
+        "not authorized by remote \"{remote}\": {message} (the server does not trust this \
+         client's certificate; on the server, `ctl config trust add NAME` makes a token to \
+         join again with `ctl remote remove {remote}` and `ctl remote add {remote} TOKEN`)"
+    )]
+    NotAuthorized { remote: String, message: String },
     #[error("cannot write the output")]
     Stdout(#[source] std::io::Error),
     /// Several targets of one command failed; each with its name.
