@@ -18,6 +18,9 @@ use tokio_rustls::client::TlsStream;
 use crate::error::Error;
 use crate::tls::pin_mismatch;
 
+/// How long a TCP connection to a remote may take to open.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A ctld reached over HTTPS.
 #[derive(Debug)]
 pub struct HttpsTarget {
@@ -93,12 +96,14 @@ pub async fn tls_connect(
     config: Arc<ClientConfig>,
 ) -> Result<TlsStream<TcpStream>, Error> {
     let name = server_name(addr)?;
-    let tcp = TcpStream::connect(addr)
+    let connect_err = |source| Error::Connect {
+        target: format!("https://{addr}"),
+        source,
+    };
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|source| Error::Connect {
-            target: format!("https://{addr}"),
-            source,
-        })?;
+        .map_err(|_| connect_err(io::Error::from(io::ErrorKind::TimedOut)))?
+        .map_err(connect_err)?;
     let _ = tcp.set_nodelay(true);
     TlsConnector::from(config)
         .connect(name, tcp)
@@ -178,6 +183,120 @@ impl AsyncWrite for Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Client;
+    use crate::test_support::{read_request, sync_envelope, write_response};
+    use crate::tls::{Identity, fingerprint, pinned_config};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    /// A self-signed server certificate and its key.
+    fn server_identity() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let Ok(key) = key else {
+            panic!("key: {key:?}");
+        };
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .and_then(|p| p.self_signed(&key));
+        let Ok(cert) = cert else {
+            panic!("cert: {cert:?}");
+        };
+        let der = PrivatePkcs8KeyDer::from(key.serialize_der());
+        (cert.der().clone(), PrivateKeyDer::Pkcs8(der))
+    }
+
+    /// A TLS server on 127.0.0.1 answering `connections` requests with `GET /1.0`'s
+    /// envelope; returns its address and the `Host` headers it saw.
+    async fn tls_server(
+        cert: CertificateDer<'static>,
+        key: PrivateKeyDer<'static>,
+        connections: usize,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(vec![cert], key));
+        let Ok(config) = config else {
+            panic!("server config: {config:?}");
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
+        let Ok(listener) = listener else {
+            panic!("bind: {listener:?}");
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let task = tokio::spawn(async move {
+            let mut hosts = Vec::new();
+            for _ in 0..connections {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    break;
+                };
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let (head, _) = read_request(&mut tls).await;
+                hosts.extend(
+                    head.lines()
+                        .filter_map(|l| l.strip_prefix("host: ").or(l.strip_prefix("Host: ")))
+                        .map(str::to_string),
+                );
+                let answer = sync_envelope(serde_json::json!({"auth": "trusted"}));
+                write_response(&mut tls, "200 OK", &answer).await;
+            }
+            hosts
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn https_requests_trust_exactly_the_pinned_certificate() {
+        let Ok(conf) = tempfile::tempdir() else {
+            panic!("tempdir");
+        };
+        let identity = Identity::load_or_create(conf.path());
+        let Ok(identity) = identity else {
+            panic!("identity: {identity:?}");
+        };
+        let (cert, key) = server_identity();
+        let (other, _) = server_identity();
+        let (addr, server) = tls_server(cert.clone(), key, 2).await;
+        let client = |pin: &CertificateDer<'static>| {
+            let config = pinned_config(&identity, pin.clone());
+            let Ok(config) = config else {
+                panic!("client config: {config:?}");
+            };
+            Client::https(HttpsTarget {
+                remote: "r1".into(),
+                addr: addr.clone(),
+                config,
+            })
+        };
+
+        let answer = client(&cert).get_value("/1.0").await;
+        assert_eq!(
+            answer
+                .ok()
+                .and_then(|v| v["auth"].as_str().map(str::to_string)),
+            Some("trusted".to_string())
+        );
+        let refused = client(&other).get_value("/1.0").await.err();
+        let Some(Error::CertificateMismatch {
+            remote,
+            expected,
+            seen,
+            ..
+        }) = refused
+        else {
+            panic!("not a mismatch: {refused:?}");
+        };
+        assert_eq!(remote, "r1");
+        assert_eq!(expected, fingerprint(&other));
+        assert_eq!(seen, fingerprint(&cert));
+        let hosts = server.await.unwrap_or_default();
+        assert_eq!(hosts, vec![addr.clone()]);
+    }
 
     #[test]
     fn server_names_from_addresses() {

@@ -38,11 +38,7 @@ pub enum Error {
     #[error(transparent)]
     Remote(#[from] crate::remotes::RemoteError),
     /// A remote refused this client (its certificate is not trusted there, or no more).
-    #[error(
-        "not authorized by remote \"{remote}\": {message} (the server does not trust this \
-         client's certificate; on the server, `ctl config trust add NAME` makes a token to \
-         join again with `ctl remote remove {remote}` and `ctl remote add {remote} TOKEN`)"
-    )]
+    #[error("{}", not_authorized(remote, message))]
     NotAuthorized { remote: String, message: String },
     #[error("cannot write the output")]
     Stdout(#[source] std::io::Error),
@@ -81,6 +77,21 @@ impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Stdout(e)
     }
+}
+
+/// What a 403 from a remote means, and what to do about it.
+fn not_authorized(remote: &str, message: &str) -> String {
+    let detail = if message.is_empty() || message == "not authorized" {
+        String::new()
+    } else {
+        format!(" ({message})")
+    };
+    format!(
+        "not authorized by remote \"{remote}\"{detail}: its server no longer trusts this \
+         client's certificate, or restricts what it may do. To join again, run `ctl config \
+         trust add NAME` on the server, then `ctl remote remove {remote}` and `ctl remote add \
+         {remote} TOKEN` here"
+    )
 }
 
 /// One line naming every failed target: `c1: not found; c2: busy`.

@@ -17,7 +17,7 @@ use super::super::Error;
 use crate::Client;
 use crate::client::{encode_segment, operation_id};
 use crate::output::{Format, render};
-use crate::token::AddToken;
+use crate::token::{self, AddToken};
 
 /// `ctl config trust` subcommands.
 #[derive(Debug, Clone, Subcommand)]
@@ -108,7 +108,7 @@ pub async fn run(
         TrustCommand::Add(args) => {
             let token = add(client, args).await?;
             writeln!(out, "Client {} certificate add token:", args.name)?;
-            writeln!(out, "{}", token.encode())?;
+            writeln!(out, "{}", token::encode(&token))?;
         }
         TrustCommand::AddCertificate(args) => add_certificate(client, args).await?,
         TrustCommand::List(args) => {
@@ -124,7 +124,10 @@ pub async fn run(
                 .collect();
             let rows: Vec<Vec<String>> = tokens
                 .iter()
-                .map(|t| vec![t.client_name.clone(), t.encode(), t.expires_at.clone()])
+                .map(|t| {
+                    let expires = t.expires_at.clone().unwrap_or_default();
+                    vec![t.client_name.clone(), token::encode(t), expires]
+                })
                 .collect();
             let raw = serde_json::to_value(&tokens).unwrap_or_default();
             out.write_all(render(args.format, &TOKEN_HEADER, &rows, &raw)?.as_bytes())?;
@@ -160,7 +163,7 @@ pub async fn add(client: &Client, args: &AddArgs) -> Result<AddToken, Error> {
     let operation = client
         .request_operation(Method::POST, "/1.0/certificates", Some(&body))
         .await?;
-    AddToken::from_operation(&operation.metadata, &args.name)
+    token::from_operation(&operation.metadata, &args.name)
         .map_err(|e| Error::Usage(format!("the server made no usable token: {e}")))
 }
 
@@ -232,9 +235,9 @@ pub fn running_tokens(groups: &Value) -> Vec<Value> {
         .collect()
 }
 
-fn token_of(op: &Value) -> Result<AddToken, crate::token::TokenError> {
+fn token_of(op: &Value) -> Result<AddToken, token::TokenError> {
     let metadata = op.get("metadata").cloned().unwrap_or(Value::Null);
-    AddToken::from_operation(&metadata, "")
+    token::from_operation(&metadata, "")
 }
 
 async fn revoke_token(client: &Client, name: &str) -> Result<(), Error> {
@@ -366,7 +369,7 @@ mod tests {
         let text = String::from_utf8_lossy(&out).into_owned();
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("Client laptop certificate add token:"));
-        let token = lines.next().map(AddToken::decode);
+        let token = lines.next().map(token::decode);
         let Some(Ok(token)) = token else {
             panic!("no token in {text:?}");
         };

@@ -24,7 +24,7 @@ use super::super::Error;
 use crate::Client;
 use crate::remotes::{CTL_PROTOCOL, Config, Remote, SIMPLESTREAMS, host_port, server_cert_path};
 use crate::tls::{self, Identity};
-use crate::token::AddToken;
+use crate::token::{self, AddToken};
 use crate::transport::HttpsTarget;
 
 /// Asks the user whether to trust a certificate (its fingerprint given); `Ok(true)` to
@@ -74,7 +74,7 @@ pub fn kind(args: &AddArgs) -> Result<Kind, Error> {
         None => None,
     };
     let protocol = args.protocol.as_deref().unwrap_or("");
-    let as_token = AddToken::decode(addr).ok();
+    let as_token = token::decode(addr).ok();
     if let Some(token) = as_token {
         if protocol == SIMPLESTREAMS {
             return Err(Error::Usage("a trust token names a ctld server".into()));
@@ -117,7 +117,7 @@ pub fn kind(args: &AddArgs) -> Result<Kind, Error> {
 }
 
 fn decode_token(text: &str) -> Result<AddToken, Error> {
-    AddToken::decode(text).map_err(|e| Error::Usage(format!("invalid trust token: {e}")))
+    token::decode(text).map_err(|e| Error::Usage(format!("invalid trust token: {e}")))
 }
 
 /// Add the remote `args` describe to `cfg` (the caller saves it); a server's certificate is
@@ -174,10 +174,12 @@ pub async fn add(
         Err(e) => {
             let _ = std::fs::remove_file(&pin);
             return Err(match e {
-                Error::Client(crate::Error::Api { code: 403, .. }) | Error::Usage(_) => {
-                    not_trusted(&args.name, &addr, &identity, &e)
-                }
-                other => other,
+                Trust::NotTrusted => not_trusted(&args.name, &addr, &identity),
+                Trust::Refused(message) => Error::Usage(format!(
+                    "the server at {addr} refused the token (used already, revoked or \
+                     expired?): {message}"
+                )),
+                Trust::Failed(e) => e,
             });
         }
     };
@@ -192,14 +194,23 @@ pub async fn add(
     Ok(())
 }
 
-/// The message for a server that does not trust this client (and no token could change it).
-fn not_trusted(name: &str, addr: &str, identity: &Identity, cause: &Error) -> Error {
+/// The message for a server that does not trust this client and no token to change it.
+fn not_trusted(name: &str, addr: &str, identity: &Identity) -> Error {
     Error::Usage(format!(
-        "the server at {addr} does not trust this client ({cause}; certificate {}). On the \
-         server, run `ctl config trust add CLIENT_NAME` and add the remote with the token it \
-         prints: `ctl remote add {name} TOKEN`",
+        "the server at {addr} does not trust this client (certificate {}). On the server, \
+         run `ctl config trust add CLIENT_NAME` and add the remote with the token it prints: \
+         `ctl remote add {name} TOKEN`",
         identity.fingerprint()
     ))
+}
+
+/// Why [`trust`] failed.
+enum Trust {
+    /// Not trusted, and no token.
+    NotTrusted,
+    /// The server refused the token; its message.
+    Refused(String),
+    Failed(Error),
 }
 
 /// Whether the server at `addr` answers `GET /1.0` like a ctld (or Incus) server.
@@ -266,34 +277,35 @@ fn accept(addr: &str, fingerprint: &str, confirm: Option<&mut Confirm<'_>>) -> R
 
 /// Make sure the server trusts this client, spending `token` if it does not yet. Returns
 /// whether the token was spent.
-async fn trust(client: &Client, token: Option<&str>) -> Result<bool, Error> {
+async fn trust(client: &Client, token: Option<&str>) -> Result<bool, Trust> {
     if auth(client).await? == "trusted" {
         return Ok(false);
     }
     let Some(token) = token else {
-        return Err(Error::Usage("not trusted".into()));
+        return Err(Trust::NotTrusted);
     };
     let body = json!({"type": "client", "trust_token": token});
     client
         .request_settled(Method::POST, "/1.0/certificates", Some(&body))
         .await
         .map_err(|e| match e {
-            crate::Error::Api { code: 403, message } => Error::Usage(format!(
-                "the server refused the token (used already, revoked or expired?): {message}"
-            )),
-            other => Error::Client(other),
+            crate::Error::Api { code: 403, message } => Trust::Refused(message),
+            other => Trust::Failed(Error::Client(other)),
         })?;
     match auth(client).await?.as_str() {
         "trusted" => Ok(true),
-        other => Err(Error::Usage(format!(
-            "the server took the token but still says {other:?}"
-        ))),
+        other => Err(Trust::Failed(Error::Usage(format!(
+            "the server took the token but still says auth {other:?}"
+        )))),
     }
 }
 
 /// `GET /1.0`'s `auth`.
-async fn auth(client: &Client) -> Result<String, Error> {
-    let server = client.get_value("/1.0").await?;
+async fn auth(client: &Client) -> Result<String, Trust> {
+    let server = client
+        .get_value("/1.0")
+        .await
+        .map_err(|e| Trust::Failed(Error::Client(e)))?;
     Ok(server
         .get("auth")
         .and_then(Value::as_str)
@@ -334,7 +346,7 @@ mod tests {
             fingerprint: "ab".repeat(32),
             addresses: vec!["127.0.0.1:8443".into(), "10.0.0.1:8443".into()],
             secret: "s".into(),
-            expires_at: String::new(),
+            expires_at: None,
         }
     }
 
@@ -368,7 +380,7 @@ mod tests {
         for (args, want) in cases {
             assert_eq!(kind(&args).ok(), Some(want), "{args:?}");
         }
-        let text = token().encode();
+        let text = token::encode(&token());
         let want = Kind::Server {
             addrs: token().addresses,
             token: Some((text.clone(), token())),
