@@ -248,11 +248,31 @@ async fn errors_use_the_envelope() {
         ("DELETE", "/1.0/operations/nope", "", 404),
         ("DELETE", "/1.0", "", 405),
         ("PUT", "/1.0", "", 400),
-        ("PATCH", "/1.0", r#"{"config": {"core.nonsense": "1"}}"#, 400),
-        ("PATCH", "/1.0", r#"{"config": {"core.https_address": "nowhere"}}"#, 400),
+        (
+            "PATCH",
+            "/1.0",
+            r#"{"config": {"core.nonsense": "1"}}"#,
+            400,
+        ),
+        (
+            "PATCH",
+            "/1.0",
+            r#"{"config": {"core.https_address": "nowhere"}}"#,
+            400,
+        ),
         ("GET", "/1.0/certificates/abcdef", "", 404),
-        ("POST", "/1.0/certificates", r#"{"type": "client", "token": true}"#, 400),
-        ("POST", "/1.0/certificates", r#"{"type": "client", "certificate": "junk"}"#, 400),
+        (
+            "POST",
+            "/1.0/certificates",
+            r#"{"type": "client", "token": true}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/1.0/certificates",
+            r#"{"type": "client", "certificate": "junk"}"#,
+            400,
+        ),
         ("POST", "/1.0/ui/login-links", "", 400),
     ] {
         let (s, v) = call(&h.app, method, uri, body).await;
