@@ -188,13 +188,23 @@ fn a_client_joins_with_a_token_and_works_over_https() {
         "{link}"
     );
 
+    // Renamed, the pinned certificate and the default follow.
+    laptop.ok(&["remote", "rename", "r1", "srv"]);
+    assert!(laptop.conf().join("servercerts/srv.crt").is_file());
+    assert_eq!(laptop.ok(&["remote", "get-default"]).trim(), "srv");
+    assert!(
+        laptop
+            .ok(&["list", "srv:", "--format", "csv"])
+            .contains("c1,")
+    );
+
     // Revoked: the next command is refused, saying why.
     let fingerprint = trusted_fingerprint(&d, "laptop");
     d.ok(&["config", "trust", "remove", &fingerprint[..12]]);
     let r = laptop.ctl(&["list"]);
     assert_ne!(r.code, 0, "{r:?}");
     assert!(
-        r.stderr.contains("not authorized by remote \"r1\""),
+        r.stderr.contains("not authorized by remote \"srv\""),
         "{}",
         r.stderr
     );
@@ -263,6 +273,19 @@ fn untrusted_clients_and_wrong_certificates_get_clear_errors() {
         r.stderr
     );
     d.ok(&["config", "trust", "revoke-token", "other"]);
+    let r = RemoteClient::new().ctl(&["remote", "add", "r3", &token]);
+    assert!(r.stderr.contains("refused the token"), "{r:?}");
+
+    // A URL with --token: the token's fingerprint vouches for the certificate.
+    let token = self::token(&d, "desk2");
+    let desk2 = RemoteClient::new();
+    desk2.ok(&["remote", "add", "r4", &url, "--token", &token]);
+    assert_eq!(
+        desk2
+            .ok(&["config", "get", "r4:", "core.https_address"])
+            .trim(),
+        addr
+    );
     let tokens = d.ok(&["config", "trust", "list-tokens", "--format", "csv"]);
     assert!(!tokens.contains("other"), "{tokens}");
 
