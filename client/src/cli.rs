@@ -224,84 +224,83 @@ fn not_authorized(client: &Client, error: Error) -> Error {
 
 /// Run `command` against `client`.
 async fn dispatch(client: &Client, command: &Command, out: &mut dyn Write) -> Result<u8, Error> {
-    let client = client.clone();
     match command {
-        Command::Launch(args) => create::run(&client, args, true, out).await?,
-        Command::Init(args) => create::run(&client, args, false, out).await?,
+        Command::Launch(args) => create::run(client, args, true, out).await?,
+        Command::Init(args) => create::run(client, args, false, out).await?,
         Command::Start(args) => {
-            state::run(&client, &args.names, StateAction::Start, -1, false).await?;
+            state::run(client, &args.names, StateAction::Start, -1, false).await?;
         }
         Command::Stop(args) => {
             let action = StateAction::Stop;
-            state::run(&client, &args.names, action, args.timeout, args.force).await?;
+            state::run(client, &args.names, action, args.timeout, args.force).await?;
         }
         Command::Restart(args) => {
             let action = StateAction::Restart;
-            state::run(&client, &args.names, action, args.timeout, args.force).await?;
+            state::run(client, &args.names, action, args.timeout, args.force).await?;
         }
         Command::Pause(args) => {
-            state::run(&client, &args.names, StateAction::Freeze, -1, false).await?;
+            state::run(client, &args.names, StateAction::Freeze, -1, false).await?;
         }
         Command::Resume(args) => {
-            state::run(&client, &args.names, StateAction::Unfreeze, -1, false).await?;
+            state::run(client, &args.names, StateAction::Unfreeze, -1, false).await?;
         }
-        Command::Delete(args) => delete::run(&client, args).await?,
-        Command::List(args) => list::run(&client, args, out).await?,
-        Command::Info(args) => info::run(&client, args, out).await?,
+        Command::Delete(args) => delete::run(client, args).await?,
+        Command::List(args) => list::run(client, args, out).await?,
+        Command::Info(args) => info::run(client, args, out).await?,
         Command::Config { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();
-            config::run(&client, command, stdin_is_terminal, out).await?;
+            config::run(client, command, stdin_is_terminal, out).await?;
         }
         Command::Top(args) => {
             let stdout_is_terminal = std::io::stdout().is_terminal();
-            top::run(&client, args, stdout_is_terminal, out).await?;
+            top::run(client, args, stdout_is_terminal, out).await?;
         }
         Command::Exec(args) => {
             out.flush()?;
-            return exec::run(&client, args).await;
+            return exec::run(client, args).await;
         }
-        Command::Console(args) => cmd::console::run(&client, args, out).await?,
+        Command::Console(args) => cmd::console::run(client, args, out).await?,
         Command::Shell { name } => {
             out.flush()?;
-            return exec::run(&client, &exec::shell_args(name)).await;
+            return exec::run(client, &exec::shell_args(name)).await;
         }
         Command::Publish(args) => {
-            let fp = cmd::image_transfer::publish(&client, args).await?;
+            let fp = cmd::image_transfer::publish(client, args).await?;
             writeln!(out, "Instance published with fingerprint: {fp}")?;
         }
         Command::Export(args) => {
-            let file = cmd::backup::export(&client, args).await?;
+            let file = cmd::backup::export(client, args).await?;
             writeln!(out, "Backup exported to {}", file.display())?;
         }
         Command::Import(args) => {
-            let name = cmd::backup::import(&client, args).await?;
+            let name = cmd::backup::import(client, args).await?;
             writeln!(out, "Instance {name} imported")?;
         }
-        Command::Backup { command } => cmd::backup::run(&client, command, out).await?,
-        Command::Image { command } => image::run(&client, command, out).await?,
+        Command::Backup { command } => cmd::backup::run(client, command, out).await?,
+        Command::Image { command } => image::run(client, command, out).await?,
         Command::File { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();
-            cmd::file::run(&client, command, stdin_is_terminal, out).await?;
+            cmd::file::run(client, command, stdin_is_terminal, out).await?;
         }
-        Command::Monitor(args) => cmd::monitor::run(&client, args, out).await?,
-        Command::Ui { .. } => cmd::ui::run(&client, out).await?,
-        Command::Network { command } => cmd::network::run(&client, command, out).await?,
+        Command::Monitor(args) => cmd::monitor::run(client, args, out).await?,
+        Command::Ui { .. } => cmd::ui::run(client, out).await?,
+        Command::Network { command } => cmd::network::run(client, command, out).await?,
         Command::Profile { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();
-            cmd::profile::run(&client, command, stdin_is_terminal, out).await?;
+            cmd::profile::run(client, command, stdin_is_terminal, out).await?;
         }
         Command::Storage { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();
-            cmd::storage::run(&client, command, stdin_is_terminal, out).await?;
+            cmd::storage::run(client, command, stdin_is_terminal, out).await?;
         }
-        Command::Snapshot { command } => cmd::snapshot::run(&client, command, out).await?,
+        Command::Snapshot { command } => cmd::snapshot::run(client, command, out).await?,
         Command::Restore(args) => {
             let command = cmd::snapshot::SnapshotCommand::Restore(args.clone());
-            cmd::snapshot::run(&client, &command, out).await?
+            cmd::snapshot::run(client, &command, out).await?
         }
-        Command::Copy(args) => cmd::copy::copy(&client, args, out).await?,
-        Command::Move(args) => cmd::copy::rename(&client, args).await?,
-        Command::Version => cmd::version::run(&client, out).await?,
+        Command::Copy(args) => cmd::copy::copy(client, args, out).await?,
+        Command::Move(args) => cmd::copy::rename(client, args).await?,
+        Command::Version => cmd::version::run(client, out).await?,
         // Answered in `run`, without a daemon.
         Command::Completion { .. } | Command::Remote { .. } => {}
     }

@@ -95,7 +95,10 @@ pub fn take_remote(command: &mut Command, default: &str) -> Result<String, Error
         chosen: None,
     };
     match command {
-        Command::Launch(args) | Command::Init(args) => r.strip_opt(&mut args.name)?,
+        Command::Launch(args) | Command::Init(args) => {
+            r.strip_opt(&mut args.name)?;
+            local_image_for(&r, &args.image)?;
+        }
         Command::Start(args) | Command::Pause(args) | Command::Resume(args) => {
             r.strip_all(&mut args.names)?
         }
@@ -138,6 +141,24 @@ pub fn take_remote(command: &mut Command, default: &str) -> Result<String, Error
         | Command::Completion { .. } => {}
     }
     Ok(r.finish())
+}
+
+/// An image named `local:` is the local daemon's: a remote instance cannot be made from it
+/// (images are not copied between ctld servers; an unprefixed image is looked up on the
+/// server that makes the instance).
+fn local_image_for(r: &Resolver<'_>, image: &str) -> Result<(), Error> {
+    let remote = r
+        .chosen
+        .as_ref()
+        .map_or(r.default, |(remote, _)| remote.as_str());
+    if image.starts_with("local:") && remote != crate::remotes::LOCAL {
+        return Err(Error::Usage(format!(
+            "{image} is on this machine's daemon, the instance on remote \"{remote}\": images \
+             are not copied between ctld servers (name an image {remote} has, or one on an \
+             image server)"
+        )));
+    }
+    Ok(())
 }
 
 fn config(r: &mut Resolver<'_>, command: &mut ConfigCommand) -> Result<(), Error> {
@@ -342,6 +363,12 @@ mod tests {
         );
         assert!(resolve("local", &["copy", "r1:c1", "r2:c1"]).is_err());
         assert!(resolve("local", &["list", "r1"]).is_err());
+        assert!(resolve("local", &["launch", "local:busybox", "r1:c1"]).is_err());
+        assert!(resolve("r1", &["launch", "local:busybox", "c1"]).is_err());
+        assert_eq!(
+            remote_of("r1", &["launch", "local:busybox", "local:c1"]),
+            "local"
+        );
         // Unprefixed names follow the default remote, so they mix with it.
         assert_eq!(remote_of("r1", &["start", "r1:c1", "c2"]), "r1");
     }
