@@ -18,7 +18,7 @@ use crate::targets;
 #[derive(Debug, Parser)]
 #[command(name = "ctl", version, propagate_version = true)]
 pub struct Cli {
-    /// ctld's state directory; the API socket is DIR/unix.socket
+    /// ctld's state directory; the API socket (the `local` remote) is DIR/unix.socket
     /// [env: CTL_DIR, or CTL_SOCKET for the socket itself; default: /var/lib/ctld]
     #[arg(long, global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,

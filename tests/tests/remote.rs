@@ -322,3 +322,39 @@ fn forge_fingerprint(token: &str) -> String {
     json["fingerprint"] = serde_json::json!("00".repeat(32));
     engine.encode(json.to_string())
 }
+
+#[test]
+fn on_a_terminal_the_certificate_is_confirmed_by_the_user() {
+    if !require_root("on_a_terminal_the_certificate_is_confirmed_by_the_user") {
+        return;
+    }
+    let d = Daemon::start();
+    let addr = enable_https(&d);
+    let url = format!("https://{addr}");
+    // The daemon's own client config: make its identity (a refused add) and trust it.
+    let r = d.ctl(&["remote", "add", "me", &url, "--accept-certificate"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    let cert = d.path().join("client/client.crt");
+    d.ok(&[
+        "config",
+        "trust",
+        "add-certificate",
+        &cert.display().to_string(),
+    ]);
+    let fingerprint = server_fingerprint(&d);
+
+    let no = format!("expect:{fingerprint};;expect:ok (y/n)? ;;send:n\\n");
+    let (ok, t) = d.ctl_on_pty(&no, &["remote", "add", "me", &url]);
+    assert!(ok, "{t}");
+    assert!(t.contains("not accepted") && t.contains("EXIT 1"), "{t}");
+    assert!(!d.path().join("client/servercerts/me.crt").exists());
+
+    let yes = format!("expect:{fingerprint};;expect:ok (y/n)? ;;send:y\\n");
+    let (ok, t) = d.ctl_on_pty(&yes, &["remote", "add", "me", &url]);
+    assert!(ok && t.contains("EXIT 0"), "{t}");
+    assert!(
+        d.ok(&["list", "me:", "--format", "csv"])
+            .starts_with("NAME,"),
+        "{t}"
+    );
+}
