@@ -357,4 +357,21 @@ fn on_a_terminal_the_certificate_is_confirmed_by_the_user() {
             .starts_with("NAME,"),
         "{t}"
     );
+
+    // An interactive exec over TLS: the PTY stream, a window resize and the exit code.
+    d.ok(&["launch", "busybox", "me:tty1"]);
+    let script = [
+        "send:stty size\\n",
+        "expect:24 80",
+        "resize:40x120",
+        "send:stty size\\n",
+        "expect:40 120",
+        "send:echo over-$((6*7))\\n",
+        "expect:over-42",
+        "send:exit 3\\n",
+    ]
+    .join(";;");
+    let (ok, t) = d.ctl_on_pty(&script, &["exec", "me:tty1", "--", "sh"]);
+    assert!(ok, "{t}");
+    assert!(t.trim_end().ends_with("EXIT 3"), "{t}");
 }
