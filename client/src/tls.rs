@@ -87,7 +87,9 @@ pub fn write_private(path: &Path, text: &[u8], mode: u32) -> Result<(), TlsError
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("tmp");
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -134,7 +136,25 @@ impl Identity {
     pub fn load_or_create(dir: &Path) -> Result<Identity, TlsError> {
         let (cert_path, key_path) = (dir.join(CLIENT_CERT), dir.join(CLIENT_KEY));
         if !cert_path.exists() || !key_path.exists() {
-            create(dir, &cert_path, &key_path)?;
+            // Two clients starting at once make one identity: the second waits, then
+            // finds it.
+            ensure_private_dir(dir)?;
+            let lock_path = dir.join(".client.lock");
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&lock_path)
+                .and_then(|file| file.lock().map(|()| file))
+                .map_err(|source| TlsError::File {
+                    path: lock_path,
+                    source,
+                })?;
+            if !cert_path.exists() || !key_path.exists() {
+                create(&cert_path, &key_path)?;
+            }
+            drop(lock);
         }
         let cert = read_cert(&cert_path)?;
         let key_text = std::fs::read(&key_path).map_err(|source| TlsError::File {
@@ -154,8 +174,7 @@ impl Identity {
     }
 }
 
-fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
-    ensure_private_dir(dir)?;
+fn create(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
     let key =
         rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(TlsError::Generate)?;
     let mut params =
@@ -347,6 +366,35 @@ mod tests {
             .map(|c| fingerprint(&c))
             .ok();
         assert_eq!(back, Some(first.fingerprint()));
+    }
+
+    #[test]
+    fn clients_starting_at_once_make_one_identity() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir");
+        };
+        let conf = dir.path().join("conf");
+        let fingerprints: Vec<Option<String>> = std::thread::scope(|s| {
+            let made: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        Identity::load_or_create(&conf)
+                            .map(|i| i.fingerprint())
+                            .ok()
+                    })
+                })
+                .collect();
+            made.into_iter().map(|h| h.join().ok().flatten()).collect()
+        });
+        let first = fingerprints[0].clone();
+        assert!(first.is_some());
+        assert!(fingerprints.iter().all(|f| *f == first), "{fingerprints:?}");
+        assert_eq!(
+            Identity::load_or_create(&conf)
+                .map(|i| i.fingerprint())
+                .ok(),
+            first
+        );
     }
 
     #[test]
