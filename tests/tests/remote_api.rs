@@ -694,3 +694,50 @@ print("ok pylxd https")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn what_web_dashboards_check_for_is_there() {
+    if !require_root("what_web_dashboards_check_for_is_there") {
+        return;
+    }
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "c1", "-c", "limits.memory=64MiB"]);
+    let (_, v) = d.http("GET", "/1.0", None);
+    let ext = v["metadata"]["api_extensions"].clone();
+    for e in [
+        "instance_create_start",
+        "metadata_configuration",
+        "explicit_trust_token",
+        "instances_state_selective_recursion",
+        "certificate_token",
+    ] {
+        assert!(ext.as_array().is_some_and(|a| a.contains(&json!(e))), "{e}");
+    }
+    let (s, v) = d.http("GET", "/1.0/metadata/configuration", None);
+    assert_eq!(s, 200);
+    let limits = &v["metadata"]["configs"]["instance"]["resource-limits"]["keys"];
+    assert!(limits.to_string().contains("limits.memory"), "{limits}");
+
+    // Memory totals: the limit when there is one ("340 KiB of NaN KiB" before).
+    let (_, v) = d.http("GET", "/1.0/instances/c1/state", None);
+    assert_eq!(v["metadata"]["memory"]["total"], 64 << 20, "{v}");
+    assert!(v["metadata"]["memory"]["usage"].as_i64().unwrap_or(0) > 0);
+
+    // `recursion=2;fields=...`: the network only when asked for.
+    let (s, v) = d.http(
+        "GET",
+        "/1.0/instances?recursion=2;fields=state.network",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["metadata"][0]["state"]["network"]["lo"].is_object(),
+        "{v}"
+    );
+    let (s, v) = d.http("GET", "/1.0/instances?recursion=2;fields=state.disk", None);
+    assert_eq!(s, 200, "{v}");
+    assert!(v["metadata"][0]["state"]["network"].is_null(), "{v}");
+    assert_eq!(v["metadata"][0]["state"]["memory"]["total"], 64 << 20);
+    let (s, _) = d.http("GET", "/1.0/instances?recursion=2;nonsense", None);
+    assert_eq!(s, 400);
+}
