@@ -1,5 +1,5 @@
-//! The `ctl` command line: clap definitions, where the socket is, and dispatch to
-//! [`crate::cmd`].
+//! The `ctl` command line: clap definitions, which server a command addresses (the local
+//! socket, or a remote over HTTPS: see [`crate::targets`]), and dispatch to [`crate::cmd`].
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -11,12 +11,14 @@ use ctl_api::StateAction;
 use crate::Client;
 use crate::client::{DEFAULT_DIR, SOCKET_NAME};
 use crate::cmd::{self, Error, config, create, delete, exec, image, info, list, state, top};
+use crate::remotes::{Config, LOCAL, config_dir, config_path};
+use crate::targets;
 
 /// Manage system containers run by ctld.
 #[derive(Debug, Parser)]
 #[command(name = "ctl", version, propagate_version = true)]
 pub struct Cli {
-    /// ctld's state directory; the API socket is DIR/unix.socket
+    /// ctld's state directory; the API socket (the `local` remote) is DIR/unix.socket
     /// [env: CTL_DIR, or CTL_SOCKET for the socket itself; default: /var/lib/ctld]
     #[arg(long, global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -89,7 +91,7 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::file::FileCommand,
     },
-    /// Manage the image servers this client knows
+    /// Manage the servers this client knows: ctld servers over HTTPS and image servers
     Remote {
         #[command(subcommand)]
         command: cmd::remote::RemoteCommand,
@@ -124,6 +126,12 @@ pub enum Command {
     },
     /// Print the daemon's events (lifecycle, operations, log) as they happen
     Monitor(cmd::monitor::MonitorArgs),
+    /// Print a single-use login link for the server's web UI: [REMOTE:]
+    Ui {
+        /// The server, as REMOTE: (default: the default remote)
+        #[arg(value_name = "REMOTE:")]
+        remote: Option<String>,
+    },
     /// Show the client and server versions
     Version,
     /// Print a shell completion script (bash, zsh, fish): `source <(ctl completion bash)`
@@ -152,13 +160,23 @@ pub fn socket_path(
 }
 
 impl Cli {
-    /// The client for the daemon this command line points at (reads `CTL_SOCKET`/`CTL_DIR`).
+    /// The client for the local daemon this command line points at (reads
+    /// `CTL_SOCKET`/`CTL_DIR`).
     pub fn client(&self) -> Client {
         Client::new(socket_path(
             self.dir.as_deref(),
             std::env::var_os("CTL_SOCKET"),
             std::env::var_os("CTL_DIR"),
         ))
+    }
+
+    /// The client for `remote`: `local` is the Unix socket, any other a ctld server in the
+    /// client config over HTTPS.
+    pub fn client_for(&self, remote: &str, remotes: &Config) -> Result<Client, Error> {
+        if remote == LOCAL {
+            return Ok(self.client());
+        }
+        Ok(Client::https(remotes.https_target(remote, &config_dir())?))
     }
 }
 
@@ -173,86 +191,118 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, Error> {
         out.write_all(&script)?;
         return Ok(0);
     }
-    let client = cli.client();
-    match &cli.command {
-        Command::Launch(args) => create::run(&client, args, true, out).await?,
-        Command::Init(args) => create::run(&client, args, false, out).await?,
+    if let Command::Remote { command } = &cli.command {
+        let mut ask = cmd::remote::add::ask_on_terminal;
+        let confirm = std::io::stdin()
+            .is_terminal()
+            .then_some(&mut ask as &mut cmd::remote::add::Confirm<'_>);
+        cmd::remote::run(command, confirm, out).await?;
+        out.flush()?;
+        return Ok(0);
+    }
+    let remotes = Config::load(&config_path())?;
+    let mut command = cli.command.clone();
+    let remote = targets::take_remote(&mut command, remotes.default_name())?;
+    let client = cli.client_for(&remote, &remotes)?;
+    dispatch(&client, &command, out)
+        .await
+        .map_err(|e| not_authorized(&client, e))
+}
+
+/// A 403 from a remote becomes [`Error::NotAuthorized`], which says what to do about it.
+fn not_authorized(client: &Client, error: Error) -> Error {
+    match (client.remote_name(), error) {
+        (Some(remote), Error::Client(crate::Error::Api { code: 403, message })) => {
+            Error::NotAuthorized {
+                remote: remote.to_string(),
+                message,
+            }
+        }
+        (_, error) => error,
+    }
+}
+
+/// Run `command` against `client`.
+async fn dispatch(client: &Client, command: &Command, out: &mut dyn Write) -> Result<u8, Error> {
+    match command {
+        Command::Launch(args) => create::run(client, args, true, out).await?,
+        Command::Init(args) => create::run(client, args, false, out).await?,
         Command::Start(args) => {
-            state::run(&client, &args.names, StateAction::Start, -1, false).await?;
+            state::run(client, &args.names, StateAction::Start, -1, false).await?;
         }
         Command::Stop(args) => {
             let action = StateAction::Stop;
-            state::run(&client, &args.names, action, args.timeout, args.force).await?;
+            state::run(client, &args.names, action, args.timeout, args.force).await?;
         }
         Command::Restart(args) => {
             let action = StateAction::Restart;
-            state::run(&client, &args.names, action, args.timeout, args.force).await?;
+            state::run(client, &args.names, action, args.timeout, args.force).await?;
         }
         Command::Pause(args) => {
-            state::run(&client, &args.names, StateAction::Freeze, -1, false).await?;
+            state::run(client, &args.names, StateAction::Freeze, -1, false).await?;
         }
         Command::Resume(args) => {
-            state::run(&client, &args.names, StateAction::Unfreeze, -1, false).await?;
+            state::run(client, &args.names, StateAction::Unfreeze, -1, false).await?;
         }
-        Command::Delete(args) => delete::run(&client, args).await?,
-        Command::List(args) => list::run(&client, args, out).await?,
-        Command::Info(args) => info::run(&client, args, out).await?,
+        Command::Delete(args) => delete::run(client, args).await?,
+        Command::List(args) => list::run(client, args, out).await?,
+        Command::Info(args) => info::run(client, args, out).await?,
         Command::Config { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();
-            config::run(&client, command, stdin_is_terminal, out).await?;
+            config::run(client, command, stdin_is_terminal, out).await?;
         }
         Command::Top(args) => {
             let stdout_is_terminal = std::io::stdout().is_terminal();
-            top::run(&client, args, stdout_is_terminal, out).await?;
+            top::run(client, args, stdout_is_terminal, out).await?;
         }
         Command::Exec(args) => {
             out.flush()?;
-            return exec::run(&client, args).await;
+            return exec::run(client, args).await;
         }
-        Command::Console(args) => cmd::console::run(&client, args, out).await?,
+        Command::Console(args) => cmd::console::run(client, args, out).await?,
         Command::Shell { name } => {
             out.flush()?;
-            return exec::run(&client, &exec::shell_args(name)).await;
+            return exec::run(client, &exec::shell_args(name)).await;
         }
         Command::Publish(args) => {
-            let fp = cmd::image_transfer::publish(&client, args).await?;
+            let fp = cmd::image_transfer::publish(client, args).await?;
             writeln!(out, "Instance published with fingerprint: {fp}")?;
         }
         Command::Export(args) => {
-            let file = cmd::backup::export(&client, args).await?;
+            let file = cmd::backup::export(client, args).await?;
             writeln!(out, "Backup exported to {}", file.display())?;
         }
         Command::Import(args) => {
-            let name = cmd::backup::import(&client, args).await?;
+            let name = cmd::backup::import(client, args).await?;
             writeln!(out, "Instance {name} imported")?;
         }
-        Command::Backup { command } => cmd::backup::run(&client, command, out).await?,
-        Command::Image { command } => image::run(&client, command, out).await?,
+        Command::Backup { command } => cmd::backup::run(client, command, out).await?,
+        Command::Image { command } => image::run(client, command, out).await?,
         Command::File { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();
-            cmd::file::run(&client, command, stdin_is_terminal, out).await?;
+            cmd::file::run(client, command, stdin_is_terminal, out).await?;
         }
-        Command::Monitor(args) => cmd::monitor::run(&client, args, out).await?,
-        Command::Remote { command } => cmd::remote::run(command, out)?,
-        Command::Network { command } => cmd::network::run(&client, command, out).await?,
+        Command::Monitor(args) => cmd::monitor::run(client, args, out).await?,
+        Command::Ui { .. } => cmd::ui::run(client, out).await?,
+        Command::Network { command } => cmd::network::run(client, command, out).await?,
         Command::Profile { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();
-            cmd::profile::run(&client, command, stdin_is_terminal, out).await?;
+            cmd::profile::run(client, command, stdin_is_terminal, out).await?;
         }
         Command::Storage { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();
-            cmd::storage::run(&client, command, stdin_is_terminal, out).await?;
+            cmd::storage::run(client, command, stdin_is_terminal, out).await?;
         }
-        Command::Snapshot { command } => cmd::snapshot::run(&client, command, out).await?,
+        Command::Snapshot { command } => cmd::snapshot::run(client, command, out).await?,
         Command::Restore(args) => {
             let command = cmd::snapshot::SnapshotCommand::Restore(args.clone());
-            cmd::snapshot::run(&client, &command, out).await?
+            cmd::snapshot::run(client, &command, out).await?
         }
-        Command::Copy(args) => cmd::copy::copy(&client, args, out).await?,
-        Command::Move(args) => cmd::copy::rename(&client, args).await?,
-        Command::Version => cmd::version::run(&client, out).await?,
-        // Answered above, without a daemon.
-        Command::Completion { .. } => {}
+        Command::Copy(args) => cmd::copy::copy(client, args, out).await?,
+        Command::Move(args) => cmd::copy::rename(client, args).await?,
+        Command::Version => cmd::version::run(client, out).await?,
+        // Answered in `run`, without a daemon.
+        Command::Completion { .. } | Command::Remote { .. } => {}
     }
     out.flush()?;
     Ok(0)
@@ -397,8 +447,17 @@ mod tests {
         };
         assert_eq!(args.name, "c1");
         assert_eq!(args.values, vec!["raw.init", "/bin/sh -c x=1"]);
-        assert!(parse(&["config", "set", "c1"]).is_err());
-        assert!(parse(&["config", "unset", "c1"]).is_err());
+        // One word is the server form (`config set KEY=VALUE`, `config unset KEY`).
+        assert!(parse(&["config", "set"]).is_err());
+        assert!(parse(&["config", "unset"]).is_err());
+        let cli = parse(&["config", "set", "core.https_address", "127.0.0.1:8443"]).ok();
+        let Some(Command::Config {
+            command: config::ConfigCommand::Set(args),
+        }) = cli.map(|c| c.command)
+        else {
+            panic!("server config set did not parse");
+        };
+        assert!(config::server::set_is_server(&args.name, &args.values));
         let cli = parse(&["config", "show", "c1", "--expanded"]).ok();
         assert!(matches!(
             cli.map(|c| c.command),

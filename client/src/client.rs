@@ -1,10 +1,11 @@
-//! The typed ctld client: HTTP/1.1 over the daemon's Unix socket, the response envelope,
-//! and waiting for operations.
+//! The typed ctld client: HTTP/1.1 over the daemon's Unix socket or a remote's HTTPS (see
+//! [`crate::transport`]), the response envelope, and waiting for operations.
 //!
 //! One connection per request keeps the client simple; every answer is decoded as a
 //! [`ctl_api::Response`] and error envelopes become [`Error::Api`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ctl_api::{
     Image, ImageAliasesEntry, Instance, InstanceExecPost, InstanceFull, InstancePut, InstanceState,
@@ -19,9 +20,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::net::UnixStream;
 
 use crate::error::Error;
+use crate::transport::{Conn, HttpsTarget, Transport};
 
 /// Default state directory of ctld; the socket is `unix.socket` inside it.
 pub const DEFAULT_DIR: &str = "/var/lib/ctld";
@@ -51,17 +52,17 @@ pub fn operation_id(url: &str) -> &str {
         .unwrap_or(path)
 }
 
-/// A client for one ctld, addressed by its Unix socket.
+/// A client for one ctld, addressed by its Unix socket or, for a remote, over HTTPS.
 #[derive(Debug, Clone)]
 pub struct Client {
-    socket: PathBuf,
+    transport: Transport,
 }
 
 impl Client {
     /// A client talking to the socket at `socket`.
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Client {
-            socket: socket.into(),
+            transport: Transport::Unix(socket.into()),
         }
     }
 
@@ -70,19 +71,37 @@ impl Client {
         Client::new(dir.join(SOCKET_NAME))
     }
 
-    /// The socket this client connects to.
-    pub fn socket_path(&self) -> &Path {
-        &self.socket
+    /// A client for a remote daemon over HTTPS.
+    pub fn https(target: HttpsTarget) -> Self {
+        Client {
+            transport: Transport::Https(Arc::new(target)),
+        }
     }
 
-    /// A fresh connection to the daemon's socket (used for HTTP and for websockets).
-    pub async fn connect(&self) -> Result<UnixStream, Error> {
-        UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| Error::Connect {
-                path: self.socket.clone(),
-                source,
-            })
+    /// How this client reaches its daemon.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The socket this client connects to (`None` for a remote over HTTPS).
+    pub fn socket_path(&self) -> Option<&Path> {
+        match &self.transport {
+            Transport::Unix(path) => Some(path),
+            Transport::Https(_) => None,
+        }
+    }
+
+    /// The remote this client talks to over HTTPS (`None` for the Unix socket).
+    pub fn remote_name(&self) -> Option<&str> {
+        match &self.transport {
+            Transport::Unix(_) => None,
+            Transport::Https(target) => Some(&target.remote),
+        }
+    }
+
+    /// A fresh connection to the daemon (used for HTTP and for websockets).
+    pub async fn connect(&self) -> Result<Conn, Error> {
+        self.transport.connect().await
     }
 
     /// Send one request and decode the envelope. Error envelopes (and non-JSON error
@@ -116,7 +135,7 @@ impl Client {
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(path)
-            .header(HOST, "localhost");
+            .header(HOST, self.transport.host());
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, "application/json");
         }
@@ -338,9 +357,9 @@ impl Client {
             path: path.clone(),
             source,
         };
-        request
-            .headers_mut()
-            .insert(HOST, hyper::header::HeaderValue::from_static("localhost"));
+        let host = hyper::header::HeaderValue::from_str(self.transport.host())
+            .map_err(|e| Error::Protocol(format!("invalid host header: {e}")))?;
+        request.headers_mut().insert(HOST, host);
         let stream = self.connect().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

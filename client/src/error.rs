@@ -1,17 +1,41 @@
 //! Errors of the client library: transport, API envelope, operations and websockets.
 
-use std::path::PathBuf;
-
 /// Everything that can go wrong talking to ctld.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The Unix socket could not be reached (daemon not running, wrong `--dir`, permissions).
-    #[error("cannot connect to ctld at {}", path.display())]
+    /// The daemon could not be reached: its Unix socket (daemon not running, wrong `--dir`,
+    /// permissions) or a remote's address.
+    #[error("cannot connect to ctld at {target}")]
     Connect {
-        path: PathBuf,
+        target: String,
         #[source]
         source: std::io::Error,
     },
+
+    /// The TLS handshake with a remote failed.
+    #[error("TLS handshake with {addr} failed")]
+    Tls {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A remote presented another certificate than the one pinned when it was added.
+    #[error(
+        "the server at {addr} presented certificate {seen}, but remote \"{remote}\" is pinned \
+         to certificate {expected}; if the server's certificate changed on purpose, remove \
+         the remote and add it again"
+    )]
+    CertificateMismatch {
+        remote: String,
+        addr: String,
+        expected: String,
+        seen: String,
+    },
+
+    /// The client's own certificate or a pinned server certificate could not be used.
+    #[error("client certificate")]
+    Identity(#[from] crate::tls::TlsError),
 
     /// The HTTP exchange itself failed.
     #[error("http request {method} {path} failed")]
@@ -70,6 +94,24 @@ impl Error {
         match self {
             Error::Api { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// Name the remote in a certificate mismatch.
+    pub fn for_remote(self, name: &str) -> Self {
+        match self {
+            Error::CertificateMismatch {
+                addr,
+                expected,
+                seen,
+                ..
+            } => Error::CertificateMismatch {
+                remote: name.to_string(),
+                addr,
+                expected,
+                seen,
+            },
+            other => other,
         }
     }
 

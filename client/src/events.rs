@@ -1,4 +1,4 @@
-//! The event stream: `GET /1.0/events` as a websocket over the Unix socket, one JSON event
+//! The event stream: `GET /1.0/events` as a websocket (Unix socket or TLS), one JSON event
 //! per text frame (see `ctl_api::Event`).
 
 use ctl_api::EventType;
@@ -23,7 +23,7 @@ impl Client {
     /// Open the event stream for `types` (all when empty) on a new connection.
     pub async fn events(&self, types: &[EventType]) -> Result<Websocket, Error> {
         let stream = self.connect().await?;
-        let url = format!("ws://localhost{}", events_path(types));
+        let url = format!("ws://{}{}", self.transport().host(), events_path(types));
         match tokio_tungstenite::client_async(url, stream).await {
             Ok((socket, _)) => Ok(socket),
             // Refused: the body is the error envelope; say what it says.

@@ -1,7 +1,10 @@
 //! ctl client library: a typed client for the ctld REST API (Incus/LXD API 1.0 shaped) over
-//! its Unix socket, the exec websocket protocol, output rendering and the `ctl` commands.
+//! its Unix socket or, for remotes, HTTPS; the exec websocket protocol, output rendering and
+//! the `ctl` commands.
 //!
-//! Layout: [`client`] (HTTP, envelope, operations), [`ws`] (websockets and exec streams),
+//! Layout: [`client`] (HTTP, envelope, operations), [`transport`] (Unix socket or TLS),
+//! [`tls`] (client identity, pinned server certificates), [`remotes`] (`config.yml`),
+//! [`targets`] (`REMOTE:` prefixes), [`token`] (trust tokens), [`ws`] (websockets and exec streams),
 //! [`events`] (the `/1.0/events` stream), [`usage`] (lenient views of instance state),
 //! [`output`] (table/CSV/JSON/YAML), [`cmd`] (one module per command group) and [`cli`] (the
 //! clap command line and dispatch). The `ctl` binary only parses and reports errors.
@@ -14,6 +17,10 @@ pub mod events;
 pub mod output;
 pub mod progress;
 pub mod remotes;
+pub mod targets;
+pub mod tls;
+pub mod token;
+pub mod transport;
 pub mod usage;
 pub mod ws;
 

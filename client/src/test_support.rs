@@ -1,11 +1,11 @@
-//! Test helpers: a hand-written HTTP/1.1 side for fake ctld servers on a Unix socket.
+//! Test helpers: a hand-written HTTP/1.1 side for fake ctld servers (on a Unix socket, or
+//! any stream such as a TLS one).
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Read one HTTP request (head and Content-Length body) from a fake-server connection.
-pub async fn read_request(stream: &mut UnixStream) -> (String, Vec<u8>) {
+pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> (String, Vec<u8>) {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
@@ -39,7 +39,7 @@ pub async fn read_request(stream: &mut UnixStream) -> (String, Vec<u8>) {
 }
 
 /// Write a hand-made HTTP/1.1 answer carrying `body` as JSON.
-pub async fn write_response(stream: &mut UnixStream, status: &str, body: &Value) {
+pub async fn write_response<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, body: &Value) {
     let body = body.to_string();
     let answer = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -1,4 +1,5 @@
-//! Websocket streams of operations: connecting over the Unix socket and the exec protocol:
+//! Websocket streams of operations: connecting (over the Unix socket or a remote's TLS) and
+//! the exec protocol:
 //! non-interactive (control, stdin, stdout and stderr on four websockets) and interactive
 //! (a PTY: stream `0` both ways, plus control for window sizes and signals).
 //!
@@ -12,16 +13,16 @@ use ctl_api::{InstanceExecPost, Operation};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::client::{Client, encode_segment};
 use crate::error::Error;
+use crate::transport::Conn;
 
-/// A websocket connected over the daemon's Unix socket.
-pub type Websocket = WebSocketStream<UnixStream>;
+/// A websocket connected over the daemon's Unix socket or a remote's TLS.
+pub type Websocket = WebSocketStream<Conn>;
 
 /// How long closing a finished websocket may take before we give up on it.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
@@ -31,7 +32,8 @@ impl Client {
     pub async fn websocket(&self, operation: &str, secret: &str) -> Result<Websocket, Error> {
         let stream = self.connect().await?;
         let url = format!(
-            "ws://localhost/1.0/operations/{}/websocket?secret={}",
+            "ws://{}/1.0/operations/{}/websocket?secret={}",
+            self.transport().host(),
             encode_segment(operation),
             encode_segment(secret)
         );

@@ -44,6 +44,13 @@ fn bash_completes_subcommands_and_nested_ones() {
     let mut got = complete_in_bash(&["ctl", "storage", "volume", "snapshot", "re"]);
     got.sort();
     assert_eq!(got, vec!["rename", "restore"]);
+    // Remotes, the server's trust store and the dashboard link.
+    assert_eq!(complete_in_bash(&["ctl", "remote", "sw"]), vec!["switch"]);
+    assert_eq!(complete_in_bash(&["ctl", "config", "tr"]), vec!["trust"]);
+    let mut got = complete_in_bash(&["ctl", "config", "trust", "list"]);
+    got.sort();
+    assert_eq!(got, vec!["list", "list-tokens"]);
+    assert_eq!(complete_in_bash(&["ctl", "ui"]), vec!["ui"]);
 }
 
 #[test]

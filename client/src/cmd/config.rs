@@ -1,4 +1,6 @@
-//! `ctl config show|get|set|unset|edit`: an instance's editable configuration, Incus style.
+//! `ctl config show|get|set|unset|edit`: an instance's editable configuration, Incus style;
+//! with no instance named, the server's config ([`server`]); `ctl config trust` the
+//! server's trust store ([`trust`]).
 //!
 //! `show` prints the [`ctl_api::InstancePut`] fields of an instance as a YAML document; `set`
 //! and `unset` merge into its config with `PATCH` (an empty value unsets a key); `edit`
@@ -6,6 +8,8 @@
 //! is printed and how an edited one is read back into a request body.
 
 pub mod edit;
+pub mod server;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,13 +27,15 @@ use crate::Client;
 /// `ctl config` subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum ConfigCommand {
-    /// Show an instance's configuration as YAML
+    /// Show an instance's configuration as YAML: [REMOTE:]NAME (the server's with no NAME)
     Show(ShowArgs),
-    /// Print the value of one config key (an empty line when it is unset)
+    /// Print the value of one config key (an empty line when it is unset):
+    /// [REMOTE:]NAME KEY, or KEY for the server
     Get(GetArgs),
-    /// Set config keys: KEY=VALUE... (or the older KEY VALUE)
+    /// Set config keys: [REMOTE:]NAME KEY=VALUE... (or KEY VALUE); without NAME (KEY=VALUE...,
+    /// KEY VALUE, REMOTE: KEY VALUE) the server's keys, such as core.https_address
     Set(SetArgs),
-    /// Unset config keys
+    /// Unset config keys: [REMOTE:]NAME KEY..., or KEY for the server
     Unset(UnsetArgs),
     /// Edit the configuration as YAML: read from stdin, or in $VISUAL/$EDITOR on a terminal
     Edit(EditArgs),
@@ -38,13 +44,18 @@ pub enum ConfigCommand {
         #[command(subcommand)]
         command: super::device::DeviceCommand,
     },
+    /// Manage the clients the server trusts (certificates and join tokens)
+    Trust {
+        #[command(subcommand)]
+        command: trust::TrustCommand,
+    },
 }
 
 /// Arguments of `ctl config show`.
 #[derive(Debug, Clone, Args)]
 pub struct ShowArgs {
-    /// Instance name
-    pub name: String,
+    /// Instance name, as [REMOTE:]NAME (none, or REMOTE:, for the server's config)
+    pub name: Option<String>,
     /// Show the expanded configuration (with profiles applied)
     #[arg(short, long)]
     pub expanded: bool,
@@ -53,10 +64,10 @@ pub struct ShowArgs {
 /// Arguments of `ctl config get`.
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
-    /// Instance name
+    /// Instance name, as [REMOTE:]NAME (REMOTE: for the server), or the server's KEY
     pub name: String,
     /// Config key
-    pub key: String,
+    pub key: Option<String>,
     /// Read the expanded configuration (with profiles applied)
     #[arg(short, long)]
     pub expanded: bool,
@@ -65,27 +76,28 @@ pub struct GetArgs {
 /// Arguments of `ctl config set`.
 #[derive(Debug, Clone, Args)]
 pub struct SetArgs {
-    /// Instance name
+    /// Instance name, as [REMOTE:]NAME (REMOTE: for the server), or the server's first
+    /// KEY=VALUE or KEY
     pub name: String,
     /// KEY=VALUE pairs, or one KEY and its VALUE
-    #[arg(required = true, value_name = "KEY=VALUE")]
+    #[arg(value_name = "KEY=VALUE")]
     pub values: Vec<String>,
 }
 
 /// Arguments of `ctl config unset`.
 #[derive(Debug, Clone, Args)]
 pub struct UnsetArgs {
-    /// Instance name
+    /// Instance name, as [REMOTE:]NAME (REMOTE: for the server), or the server's KEY
     pub name: String,
     /// Config keys
-    #[arg(required = true, value_name = "KEY")]
+    #[arg(value_name = "KEY")]
     pub keys: Vec<String>,
 }
 
 /// Arguments of `ctl config edit`.
 #[derive(Debug, Clone, Args)]
 pub struct EditArgs {
-    /// Instance name
+    /// Instance name, as [REMOTE:]NAME
     pub name: String,
 }
 
@@ -240,6 +252,11 @@ pub fn parse_edited(text: &str) -> Result<InstancePut, Error> {
 /// The config a `ctl config set` command line sets: every argument `KEY=VALUE` (the value
 /// may contain `=`), or exactly `KEY VALUE` where the key has no `=` (Incus's older form).
 pub fn set_values(values: &[String]) -> Result<ConfigMap, Error> {
+    if values.is_empty() {
+        return Err(Error::Usage(
+            "nothing to set: give KEY=VALUE pairs or a KEY and its VALUE".into(),
+        ));
+    }
     if let [key, value] = values
         && !key.contains('=')
     {
@@ -294,23 +311,41 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     match command {
-        ConfigCommand::Show(args) => {
-            let instance = client.instance(&args.name).await?;
-            let yaml = ConfigDocument::of(&instance, args.expanded).to_yaml()?;
-            out.write_all(yaml.as_bytes())?;
-        }
-        ConfigCommand::Get(args) => {
-            let instance = client.instance(&args.name).await?;
-            writeln!(out, "{}", value_of(&instance, &args.key, args.expanded))?;
-        }
+        ConfigCommand::Show(args) => match args.name.as_deref().filter(|n| !n.is_empty()) {
+            None => server::show(client, out).await?,
+            Some(name) => {
+                let instance = client.instance(name).await?;
+                let yaml = ConfigDocument::of(&instance, args.expanded).to_yaml()?;
+                out.write_all(yaml.as_bytes())?;
+            }
+        },
+        ConfigCommand::Get(args) => match &args.key {
+            None => server::get(client, &args.name, out).await?,
+            Some(key) if args.name.is_empty() => server::get(client, key, out).await?,
+            Some(key) => {
+                let instance = client.instance(&args.name).await?;
+                writeln!(out, "{}", value_of(&instance, key, args.expanded))?;
+            }
+        },
         ConfigCommand::Set(args) => {
-            let body = patch_body(set_values(&args.values)?);
-            client.patch_instance(&args.name, &body).await?;
+            if server::set_is_server(&args.name, &args.values) {
+                let values = server::server_args(&args.name, &args.values);
+                server::patch(client, set_values(&values)?).await?;
+            } else {
+                let body = patch_body(set_values(&args.values)?);
+                client.patch_instance(&args.name, &body).await?;
+            }
         }
         ConfigCommand::Unset(args) => {
-            let body = patch_body(unset_values(&args.keys)?);
-            client.patch_instance(&args.name, &body).await?;
+            if server::unset_is_server(&args.name, &args.keys) {
+                let keys = server::server_args(&args.name, &args.keys);
+                server::patch(client, unset_values(&keys)?).await?;
+            } else {
+                let body = patch_body(unset_values(&args.keys)?);
+                client.patch_instance(&args.name, &body).await?;
+            }
         }
+        ConfigCommand::Trust { command } => trust::run(client, command, out).await?,
         ConfigCommand::Device { command } => super::device::run(client, command, out).await?,
         ConfigCommand::Edit(args) => {
             if stdin_is_terminal {

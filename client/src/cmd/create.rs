@@ -14,10 +14,12 @@ use crate::remotes::{Config, config_path};
 /// Arguments of `ctl launch` and `ctl init`.
 #[derive(Debug, Clone, Args)]
 pub struct CreateArgs {
-    /// Image alias or fingerprint (prefix of 12+ hex digits), optionally on a remote
-    /// (`images:debian/12`; see `ctl remote list`)
+    /// Image alias or fingerprint (prefix of 12+ hex digits), optionally on an image server
+    /// remote (`images:debian/12`; see `ctl remote list`); without one, the image of the
+    /// server that makes the instance
     pub image: String,
-    /// Instance name (the server picks one when omitted)
+    /// Instance name, as [REMOTE:]NAME (the server picks one when omitted; `REMOTE:` alone
+    /// names only the server)
     pub name: Option<String>,
     /// Instance config as KEY=VALUE (repeatable)
     #[arg(short = 'c', long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]

@@ -14,7 +14,7 @@ use crate::ws;
 /// Arguments of `ctl exec`.
 #[derive(Debug, Clone, Args)]
 pub struct ExecArgs {
-    /// Instance name
+    /// Instance name, as [REMOTE:]NAME
     pub name: String,
     /// Environment variable as KEY=VALUE (repeatable)
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]

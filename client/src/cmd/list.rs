@@ -16,6 +16,9 @@ pub const HEADER: [&str; 7] = ["NAME", "STATE", "IPV4", "IPV6", "TYPE", "IMAGE",
 /// Arguments of `ctl list`.
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
+    /// The server to list, as REMOTE: (default: the default remote)
+    #[arg(value_name = "REMOTE:")]
+    pub remote: Option<String>,
     /// Output format
     #[arg(short, long, value_enum, default_value_t)]
     pub format: Format,

@@ -23,6 +23,7 @@ pub mod snapshot;
 pub mod state;
 pub mod storage;
 pub mod top;
+pub mod ui;
 pub mod version;
 
 use std::fmt::Write as _;
@@ -34,6 +35,11 @@ pub enum Error {
     Client(#[from] crate::Error),
     #[error(transparent)]
     Output(#[from] crate::output::Error),
+    #[error(transparent)]
+    Remote(#[from] crate::remotes::RemoteError),
+    /// A remote refused this client (its certificate is not trusted there, or no more).
+    #[error("{}", not_authorized(remote, message))]
+    NotAuthorized { remote: String, message: String },
     #[error("cannot write the output")]
     Stdout(#[source] std::io::Error),
     /// Several targets of one command failed; each with its name.
@@ -71,6 +77,21 @@ impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Stdout(e)
     }
+}
+
+/// What a 403 from a remote means, and what to do about it.
+fn not_authorized(remote: &str, message: &str) -> String {
+    let detail = if message.is_empty() || message == "not authorized" {
+        String::new()
+    } else {
+        format!(" ({message})")
+    };
+    format!(
+        "not authorized by remote \"{remote}\"{detail}: its server no longer trusts this \
+         client's certificate, or restricts what it may do. To join again, run `ctl config \
+         trust add NAME` on the server, then `ctl remote remove {remote}` and `ctl remote add \
+         {remote} TOKEN` here"
+    )
 }
 
 /// One line naming every failed target: `c1: not found; c2: busy`.

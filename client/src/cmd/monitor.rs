@@ -15,6 +15,9 @@ use crate::events::next_event;
 /// Arguments of `ctl monitor`.
 #[derive(Debug, Clone, Args)]
 pub struct MonitorArgs {
+    /// The server to watch, as REMOTE: (default: the default remote)
+    #[arg(value_name = "REMOTE:")]
+    pub remote: Option<String>,
     /// Event type to show (repeatable; default: all)
     #[arg(long = "type", value_name = "TYPE", value_enum)]
     pub types: Vec<MonitorType>,
