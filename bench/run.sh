@@ -407,6 +407,16 @@ if [ "$HAVE_LXC" = 1 ]; then
     bench lxc_ls_1 "lxc-ls -f >/dev/null 2>>$QERR"
     lxc-stop -n "$LXC_NAME" -k
 fi
+# (e2) the same list and exec over HTTPS (core.https_address on loopback, a client that
+# joined with a token): a TLS handshake per request on top.
+HTTPS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+run_ctl config set core.https_address "127.0.0.1:$HTTPS_PORT"
+BENCH_CONF=$WORK/ctl-conf
+TOKEN=$("$CTL" config trust add bench 2>>"$ERRLOG" | tail -n 1)
+CTL_CONF=$BENCH_CONF "$CTL" remote add r "$TOKEN" >/dev/null 2>>"$ERRLOG" || die "ctl remote add (see $ERRLOG)"
+bench ctl_list_1_https "CTL_CONF=$(q "$BENCH_CONF") $QCTL list r: >/dev/null 2>>$QERR"
+bench ctl_exec_https "CTL_CONF=$(q "$BENCH_CONF") $QCTL exec r:c1 -- true 2>>$QERR"
+run_ctl config unset core.https_address
 run_ctl delete --force c1
 
 # (d) delete of a stopped instance (created by `ctl init` in the prepare hook).
@@ -509,6 +519,8 @@ rows = [
     ("stop --force (lxc-stop -k)", "ctl_stop", "lxc_stop", "≤ 20"),
     ("delete a stopped instance", "ctl_delete", None, ""),
     ("list, 1 running instance (lxc-ls -f)", "ctl_list_1", "lxc_ls_1", ""),
+    ("list, 1 running instance, over HTTPS (`ctl list r:`)", "ctl_list_1_https", None, ""),
+    ("exec -- true over HTTPS (`ctl exec r:c1`)", "ctl_exec_https", None, ""),
     (f"list, {n} stopped instances (made by ctl init)", "ctl_list_n_stopped", None, ""),
     (f"list, {n} running instances", "ctl_list_n_running", None, "≤ 50 for 1000"),
     (f"snapshot a stopped instance with {os.environ['SNAP_MIB']} MiB of changes", "ctl_snapshot_big", None, ""),
