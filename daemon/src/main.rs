@@ -299,7 +299,7 @@ async fn serve(
                 if days == 0 {
                     continue;
                 }
-                let max_age = std::time::Duration::from_secs(days * 24 * 3600);
+                let max_age = std::time::Duration::from_secs(days.saturating_mul(24 * 3600));
                 if let Err(e) = images.prune_cached(max_age).await {
                     tracing::warn!(error = %e, "pruning cached images");
                 }

@@ -351,7 +351,7 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
 
 /// Who is at the other end of a connection, as the handlers see it (a request extension
 /// on every request of the connection).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Peer {
     /// The root-only Unix socket: trusted.
     Unix,
@@ -362,6 +362,9 @@ pub enum Peer {
     Tls {
         fingerprint: Option<String>,
         certificate: Option<Vec<u8>>,
+        /// Cancelling it ends the connection, also after an upgrade to a websocket
+        /// (revocation, logout, the listener stopping).
+        conn: tokio_util::sync::CancellationToken,
     },
 }
 

@@ -134,6 +134,36 @@ impl Probe {
     fn get(&mut self, path: &str) -> Answer {
         self.send("GET", path, None, json!({}))
     }
+
+    fn line(&mut self, req: Value) -> Value {
+        writeln!(self.input, "{req}").unwrap_or_else(|e| panic!("probe: {e}"));
+        let mut line = String::new();
+        self.output
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("probe: {e}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// Open websocket `name` on a connection of its own: the handshake's status.
+    fn ws_open(&mut self, name: &str, path: &str, headers: Value) -> u16 {
+        let v = self.line(json!({"ws_open": name, "path": path, "headers": headers}));
+        v["status"].as_u64().unwrap_or(0) as u16
+    }
+
+    /// The text frames websocket `name` got within `seconds`, and whether the server
+    /// ended it.
+    fn ws_read(&mut self, name: &str, seconds: f64) -> (Vec<String>, bool) {
+        let v = self.line(json!({"ws_read": name, "seconds": seconds}));
+        let frames = v["frames"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (frames, v["closed"].as_bool().unwrap_or(false))
+    }
 }
 
 impl Drop for Probe {
@@ -320,14 +350,22 @@ fn certificates_decide_and_a_revoked_one_is_refused_on_its_next_request() {
             .starts_with("default-src 'self'")
     );
 
-    // Revoked while its connection stays open: the next request on it is refused.
+    // Revoked while its connection stays open: the server ends that connection, so its
+    // next request fails, and the next connection is refused.
     let before = p.get("/1.0/instances");
     assert_eq!(before.status, 200);
+    assert!(before.port > 0);
     let (s, v) = d.http("DELETE", &format!("/1.0/certificates/{}", &fp[..12]), None);
     assert_eq!(s, 200, "{v}");
     let after = p.get("/1.0/instances");
-    assert_eq!(after.port, before.port, "the same connection");
-    assert_eq!(after.status, 403, "{}", after.text);
+    assert_eq!(
+        after.status, 0,
+        "the revoked connection was ended: {}",
+        after.text
+    );
+    let again = p.get("/1.0/instances");
+    assert_ne!(again.port, before.port, "a new connection");
+    assert_eq!(again.status, 403, "{}", again.text);
     assert_eq!(p.get("/1.0").body["metadata"]["auth"], "untrusted");
     let (s, _) = d.http("GET", &format!("/1.0/certificates/{fp}"), None);
     assert_eq!(s, 404);
@@ -539,7 +577,7 @@ fn dashboard_sessions_ride_on_a_cookie_from_the_own_origin_only() {
         assert!(cookie.contains(attr), "{cookie}");
     }
     let session = cookie.split(';').next().unwrap_or_default().to_string();
-    assert!(session.starts_with("ctl_session="), "{cookie}");
+    assert!(session.starts_with("__Host-ctl_session_"), "{cookie}");
     // Single use.
     let again = p.get(&path);
     assert_eq!(again.status, 403);
@@ -557,7 +595,7 @@ fn dashboard_sessions_ride_on_a_cookie_from_the_own_origin_only() {
     let a = p.send("GET", "/1.0/instances", None, with(None));
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(p.get("/1.0/instances").status, 403, "no cookie");
-    let forged = json!({"Cookie": "ctl_session=0123456789abcdef"});
+    let forged = json!({"Cookie": format!("{}=0123456789abcdef", session.split('=').next().unwrap_or_default())});
     assert_eq!(p.send("GET", "/1.0/instances", None, forged).status, 403);
     // Changes and websocket upgrades: only from the own origin.
     let create = json!({"name": "c9", "source": {"type": "image", "alias": "busybox"}});
@@ -760,4 +798,178 @@ fn what_web_dashboards_check_for_is_there() {
     assert_eq!(v["metadata"][0]["state"]["memory"]["total"], 64 << 20);
     let (s, _) = d.http("GET", "/1.0/instances?recursion=2;nonsense", None);
     assert_eq!(s, 400);
+}
+
+/// Add `cert` to the trust store through the socket.
+fn trust(d: &Daemon, name: &str, cert: &ClientCert, restricted: bool) {
+    let body = json!({"name": name, "type": "client", "certificate": cert.pem(),
+                      "restricted": restricted, "projects": if restricted { json!(["default"]) } else { json!([]) }});
+    let (s, v) = d.http("POST", "/1.0/certificates", Some(&body.to_string()));
+    assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn a_restricted_certificate_never_sees_tokens_nor_changes_the_server() {
+    if !require_root("a_restricted_certificate_never_sees_tokens") {
+        return;
+    }
+    let d = Daemon::start();
+    d.ok(&["launch", "busybox", "c1"]);
+    let port = enable_https(&d);
+    let ops_cert = ClientCert::new("operator");
+    trust(&d, "operator", &ops_cert, true);
+    let mut p = Probe::open(&d, port, Some(&ops_cert));
+    assert_eq!(
+        p.ws_open("events", "/1.0/events?type=operation", json!({})),
+        101
+    );
+    let (tok, op) = token(&d, "newcomer");
+    let secret = {
+        let (_, v) = d.http("GET", &format!("/1.0/operations/{op}"), None);
+        v["metadata"]["metadata"]["secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(secret.len(), 64);
+    // Not in the operations it can list, read, wait for or cancel; not in its events.
+    let a = p.get("/1.0/operations?recursion=1");
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(!a.text.contains(&secret), "{}", a.text);
+    assert!(!a.text.contains(&op), "{}", a.text);
+    for (m, path) in [
+        ("GET", format!("/1.0/operations/{op}")),
+        ("GET", format!("/1.0/operations/{op}/wait?timeout=0")),
+        ("DELETE", format!("/1.0/operations/{op}")),
+    ] {
+        let a = p.send(m, &path, None, json!({}));
+        assert_eq!(a.status, 404, "{m} {path}: {}", a.text);
+    }
+    d.ok(&["exec", "c1", "--", "true"]);
+    let (frames, _) = p.ws_read("events", 1.5);
+    assert!(
+        frames.iter().any(|f| f.contains("\"operation\"")),
+        "it gets other operations: {frames:?}"
+    );
+    assert!(
+        !frames
+            .iter()
+            .any(|f| f.contains(&secret) || f.contains("token")),
+        "{frames:?}"
+    );
+    // The token still works for the one it was made for.
+    let (_, v) = d.http("GET", &format!("/1.0/operations/{op}"), None);
+    assert_eq!(v["metadata"]["status"], "Running");
+    // What a restricted certificate may not do.
+    for (m, path, body) in [
+        ("PATCH", "/1.0", json!({"config": {}})),
+        (
+            "POST",
+            "/1.0/certificates",
+            json!({"type": "client", "token": true}),
+        ),
+        ("POST", "/1.0/networks", json!({"name": "n1"})),
+        ("PATCH", "/1.0/storage-pools/default", json!({})),
+        ("POST", "/1.0/ui/login-links", json!({})),
+    ] {
+        let a = p.send(m, path, Some(body), json!({}));
+        assert_eq!(a.status, 403, "{m} {path}: {}", a.text);
+    }
+    // What it may: its instances.
+    assert_eq!(p.get("/1.0/instances").status, 200);
+    drop(tok);
+}
+
+#[test]
+fn revocation_logout_and_unlistening_end_open_websockets() {
+    if !require_root("revocation_logout_and_unlistening_end_open_websockets") {
+        return;
+    }
+    let d = Daemon::start();
+    let port = enable_https(&d);
+    let laptop = ClientCert::new("laptop");
+    trust(&d, "laptop", &laptop, false);
+    let mut p = Probe::open(&d, port, Some(&laptop));
+    assert_eq!(p.ws_open("a", "/1.0/events", json!({})), 101);
+    assert_eq!(p.ws_open("b", "/1.0/events", json!({})), 101);
+    d.ok(&["init", "busybox", "c1"]);
+    let (frames, closed) = p.ws_read("a", 1.0);
+    assert!(!closed && !frames.is_empty(), "events flow: {frames:?}");
+    // Changing the certificate's restriction ends its websockets at once.
+    let fp = fingerprints(&d)[0]["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (s, v) = d.http(
+        "PATCH",
+        &format!("/1.0/certificates/{fp}"),
+        Some(r#"{"restricted": true, "projects": ["default"]}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (_, closed) = p.ws_read("a", 3.0);
+    assert!(closed, "a restricted change ends the old connection");
+    let (_, closed) = p.ws_read("b", 3.0);
+    assert!(closed);
+    // Removing it does too.
+    assert_eq!(p.ws_open("c", "/1.0/events", json!({})), 101);
+    let (s, _) = d.http("DELETE", &format!("/1.0/certificates/{fp}"), None);
+    assert_eq!(s, 200);
+    let (_, closed) = p.ws_read("c", 3.0);
+    assert!(closed, "revocation ends an open events websocket");
+
+    // A session's websocket ends at logout.
+    let (_, v) = d.http("POST", "/1.0/ui/login-links", None);
+    let url = v["metadata"]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let origin = format!("https://127.0.0.1:{port}");
+    let mut b = Probe::open(&d, port, None);
+    let a = b.get(url.trim_start_matches(&origin));
+    let cookie = a.headers["set-cookie"].as_str().unwrap_or_default();
+    let session = cookie.split(';').next().unwrap_or_default().to_string();
+    let h = json!({"Cookie": session, "Origin": origin});
+    assert_eq!(b.ws_open("s", "/1.0/events", h.clone()), 101);
+    let a = b.send("POST", "/ui/logout", None, h);
+    assert_eq!(a.status, 204);
+    let (_, closed) = b.ws_read("s", 3.0);
+    assert!(closed, "logout ends the session's websockets");
+
+    // Unsetting the address ends every connection of the listener.
+    let root = ClientCert::new("root");
+    trust(&d, "root", &root, false);
+    let mut r = Probe::open(&d, port, Some(&root));
+    assert_eq!(r.ws_open("w", "/1.0/events", json!({})), 101);
+    let (s, _) = d.http("PUT", "/1.0", Some(r#"{"config": {}}"#));
+    assert_eq!(s, 200);
+    let (_, closed) = r.ws_read("w", 3.0);
+    assert!(closed, "an unset address ends its websockets");
+}
+
+#[test]
+fn strangers_cannot_send_big_or_slow_bodies() {
+    if !require_root("strangers_cannot_send_big_or_slow_bodies") {
+        return;
+    }
+    let d = Daemon::start();
+    let port = enable_https(&d);
+    let mut p = Probe::open(&d, port, None);
+    let big = "x".repeat(20_000);
+    let a = p.send(
+        "POST",
+        "/1.0/certificates",
+        Some(json!({"trust_token": big})),
+        json!({}),
+    );
+    assert_eq!(a.status, 413, "{}", a.text);
+    // A body announced and never sent: answered (408) within the limit, not held.
+    let started = std::time::Instant::now();
+    let mut slow = Probe::open(&d, port, None);
+    let v = slow.line(
+        json!({"ws_open": "slow", "path": "/1.0/certificates", "method": "POST",
+                             "plain": true, "headers": {"Content-Length": "100"}}),
+    );
+    let waited = started.elapsed();
+    assert_eq!(v["status"], 408, "{v}");
+    assert!(waited < Duration::from_secs(14), "{waited:?}");
 }

@@ -45,6 +45,20 @@ impl Caller {
     pub fn trusted(&self) -> bool {
         !matches!(self, Caller::Untrusted { .. } | Caller::Metrics)
     }
+
+    /// Whether the caller administers the server: it may see and revoke trust tokens
+    /// (whose secrets admit new clients), change the server and its trust store.
+    pub fn admin(&self) -> bool {
+        matches!(
+            self,
+            Caller::Local
+                | Caller::Session
+                | Caller::Client {
+                    restricted: false,
+                    ..
+                }
+        )
+    }
 }
 
 /// The dashboard's Content-Security-Policy: nothing but its own files, no inline code.
@@ -71,6 +85,7 @@ fn caller_of(state: &AppState, peer: &Peer, headers: &HeaderMap) -> Caller {
         Peer::Tls {
             fingerprint,
             certificate,
+            conn,
         } => {
             if let Some(row) = fingerprint
                 .as_deref()
@@ -84,9 +99,13 @@ fn caller_of(state: &AppState, peer: &Peer, headers: &HeaderMap) -> Caller {
                     },
                 };
             }
-            if let Some(id) = crate::remote::sessions::cookie_value(headers)
+            if let Some(id) = state.remote.sessions.cookie_value(headers)
                 && state.remote.sessions.check(&id)
             {
+                if headers.contains_key(header::UPGRADE) {
+                    // A websocket outlives the request: logging out must end it too.
+                    state.remote.sessions.watch(&id, conn.clone());
+                }
                 return Caller::Session;
             }
             Caller::Untrusted {
@@ -111,9 +130,12 @@ fn public(method: &Method, path: &str) -> bool {
 fn admin_only(method: &Method, path: &str) -> bool {
     let write = !(method == Method::GET || method == Method::HEAD);
     let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
-    (write && (path == "/1.0" || under("/1.0/certificates") || under("/1.0/networks")))
-        || (write && under("/1.0/storage-pools") && !path.contains("/volumes"))
-        || under("/1.0/ui")
+    // `/1.0/storage-pools/P` and `/1.0/storage-pools` itself, not the volumes under it.
+    let pool_itself = path
+        .strip_prefix("/1.0/storage-pools")
+        .is_some_and(|rest| rest.trim_matches('/').split('/').count() <= 1);
+    let server = path == "/1.0" || under("/1.0/certificates") || under("/1.0/networks");
+    (write && (server || pool_itself)) || under("/1.0/ui")
 }
 
 fn allowed(caller: &Caller, method: &Method, path: &str) -> bool {
@@ -125,6 +147,16 @@ fn allowed(caller: &Caller, method: &Method, path: &str) -> bool {
         }
         Caller::Untrusted { .. } => public(method, path),
     }
+}
+
+/// Whether a request says it carries a body.
+fn has_body(req: &Request) -> bool {
+    req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 /// Whether an HTTPS request comes from the server's own origin where that matters.
@@ -147,15 +179,35 @@ fn origin_ok(req: &Request, caller: &Caller) -> bool {
     !host.is_empty() && origin.to_str().ok() == Some(&format!("https://{host}"))
 }
 
+/// The most an untrusted caller may send (a token request is a few hundred bytes).
+pub const UNTRUSTED_BODY_MAX: usize = 16 << 10;
+/// How long an untrusted caller may take to send it.
+pub const UNTRUSTED_BODY_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Read an untrusted caller's body whole, within [`UNTRUSTED_BODY_MAX`] and
+/// [`UNTRUSTED_BODY_TIME`], so a stranger cannot hold memory or a connection slot with a
+/// slow or large body.
+async fn bounded_body(req: Request) -> Result<Request, ApiError> {
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, UNTRUSTED_BODY_MAX);
+    match tokio::time::timeout(UNTRUSTED_BODY_TIME, read).await {
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+        Ok(Err(_)) => Err(ApiError::PayloadTooLarge(format!(
+            "request body too large (at most {UNTRUSTED_BODY_MAX} bytes before the client is trusted)"
+        ))),
+        Err(_) => Err(ApiError::RequestTimeout("request body too slow".into())),
+    }
+}
+
 /// The middleware: decide, refuse or pass on with the [`Caller`] as an extension.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    // Every connection the daemon serves has its peer set (`server::serve_limited`); a
-    // request without one comes from the router's own tests.
+    // Every connection the daemon serves has its peer set (`server::serve_limited`); one
+    // without is nobody's.
     let peer = req
         .extensions()
         .get::<Peer>()
         .cloned()
-        .unwrap_or(Peer::Unix);
+        .unwrap_or(Peer::Public);
     let caller = caller_of(&state, &peer, req.headers());
     let refusal = if matches!(peer, Peer::Tls { .. }) && !origin_ok(&req, &caller) {
         Some("cross-origin request refused")
@@ -174,8 +226,22 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             resp
         }
         None => {
+            let stranger = matches!(caller, Caller::Untrusted { .. } | Caller::Metrics);
             req.extensions_mut().insert(caller);
-            next.run(req).await
+            let bounded = if stranger && has_body(&req) {
+                bounded_body(req).await
+            } else {
+                Ok(req)
+            };
+            match bounded {
+                Ok(req) => next.run(req).await,
+                Err(e) => {
+                    let mut resp = e.into_response();
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    resp
+                }
+            }
         }
     };
     security_headers(resp.headers_mut());
@@ -222,6 +288,13 @@ mod tests {
         assert!(!allowed(&r, &Method::DELETE, "/1.0/certificates/abc"));
         assert!(!allowed(&r, &Method::POST, "/1.0/networks"));
         assert!(!allowed(&r, &Method::DELETE, "/1.0/storage-pools/p"));
+        assert!(!allowed(&r, &Method::PATCH, "/1.0/storage-pools/volumes2"));
+        assert!(!allowed(&r, &Method::POST, "/1.0/storage-pools"));
+        assert!(allowed(
+            &r,
+            &Method::DELETE,
+            "/1.0/storage-pools/p/volumes/custom/v"
+        ));
         assert!(!allowed(&r, &Method::POST, "/1.0/ui/login-links"));
         let m = Caller::Metrics;
         assert!(allowed(&m, &Method::GET, "/1.0/metrics"));

@@ -23,6 +23,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// `GET /1.0/events?type=operation,lifecycle,logging`.
 pub async fn get_events(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     Query(q): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -32,10 +33,11 @@ pub async fn get_events(
     // Subscribed before the 101 goes out: whatever happens after the client sees the
     // upgrade reaches it.
     let events = state.events.subscribe();
+    let admin = caller.admin();
     Ok(ws
         .on_upgrade(move |socket| async move {
             tracing::debug!(types = ?types, "event listener connected");
-            let why = stream(socket, events, types).await;
+            let why = stream(socket, events, types, admin).await;
             tracing::debug!(reason = why.as_str(), "event listener gone");
         })
         .into_response())
@@ -62,12 +64,29 @@ impl Ended {
     }
 }
 
-/// Send the events that pass `types` to `socket` until the listener leaves or lags.
+/// Whether an event is a trust token's operation (its secret admits new clients).
+fn is_token(published: &crate::events::Published) -> bool {
+    published.kind == ctl_api::EventType::Operation
+        && published
+            .event
+            .metadata
+            .get("class")
+            .and_then(|c| c.as_str())
+            == Some("token")
+}
+
+/// Send the events that pass `types` to `socket` until the listener leaves or lags; trust
+/// tokens' operations only to an `admin`.
 ///
 /// While a write is pending (the listener is not reading and its socket buffer is full),
 /// the listener's lag is watched; once it is more than the bus capacity behind, the socket
 /// is dropped without waiting for the write.
-pub async fn stream<S, E>(mut socket: S, mut events: Subscription, types: TypeFilter) -> Ended
+pub async fn stream<S, E>(
+    mut socket: S,
+    mut events: Subscription,
+    types: TypeFilter,
+    admin: bool,
+) -> Ended
 where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
 {
@@ -91,7 +110,7 @@ where
                 }
             },
         };
-        if !types.contains(published.kind) {
+        if !types.contains(published.kind) || (!admin && is_token(&published)) {
             continue;
         }
         let frame = Message::Text(published.text.clone().into());
@@ -212,12 +231,17 @@ mod tests {
         let bus = Events::new(16);
         let peer = Peer::new(usize::MAX);
         let types = TypeFilter::parse(Some("lifecycle")).unwrap_or_else(|e| panic!("{e}"));
-        let task = tokio::spawn(stream(peer.clone(), bus.subscribe(), TypeFilter::all()));
+        let task = tokio::spawn(stream(
+            peer.clone(),
+            bus.subscribe(),
+            TypeFilter::all(),
+            true,
+        ));
         let filtered = Peer::new(usize::MAX);
         let sub = bus.subscribe();
         let task2 = {
             let filtered = filtered.clone();
-            tokio::spawn(async move { stream(filtered, sub, types).await })
+            tokio::spawn(async move { stream(filtered, sub, types, true).await })
         };
         bus.instance("instance-created", "c1", BTreeMap::new());
         bus.logging("info", "created".into(), BTreeMap::new());
@@ -248,7 +272,7 @@ mod tests {
         let task = tokio::spawn({
             let sub = bus.subscribe();
             let peer = peer.clone();
-            async move { stream(peer, sub, TypeFilter::all()).await }
+            async move { stream(peer, sub, TypeFilter::all(), true).await }
         });
         // Two frames go out, the third write hangs.
         for i in 0..3 {
@@ -284,7 +308,7 @@ mod tests {
         }
         let ended = tokio::time::timeout(
             Duration::from_secs(5),
-            stream(peer.clone(), sub, TypeFilter::all()),
+            stream(peer.clone(), sub, TypeFilter::all(), true),
         )
         .await
         .unwrap_or_else(|_| panic!("the listener was not disconnected"));

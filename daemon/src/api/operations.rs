@@ -3,19 +3,44 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use ctl_api::{Operation, OperationClass};
 
+use super::auth::Caller;
 use super::{ApiError, AppState, recursion, sync};
+use crate::operations::OpError;
+
+/// Whether `caller` may see `op`: trust tokens (their secrets admit new clients) are for
+/// administrators only; to anyone else they do not exist.
+fn visible(caller: &Caller, op: &Operation) -> bool {
+    caller.admin() || op.class != OperationClass::Token
+}
+
+/// The operation `id` as `caller` may see it.
+fn lookup(state: &AppState, caller: &Caller, id: &str) -> Result<Operation, ApiError> {
+    let op = state.ops.get(id)?;
+    if !visible(caller, &op) {
+        return Err(OpError::NotFound.into());
+    }
+    Ok(op)
+}
 
 /// `GET /1.0/operations`: operations grouped by status, as URLs or (recursion=1) objects.
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let rec = recursion(&q)?;
     let mut groups: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-    for op in state.ops.list() {
+    for op in state
+        .ops
+        .list()
+        .into_iter()
+        .filter(|op| visible(&caller, op))
+    {
         let key = op.status.to_lowercase();
         let v = if rec >= 1 {
             serde_json::to_value(&op).unwrap_or_default()
@@ -30,16 +55,19 @@ pub async fn list(
 /// `GET /1.0/operations/{id}`.
 pub async fn get_one(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(sync(state.ops.get(&id)?))
+    Ok(sync(lookup(&state, &caller, &id)?))
 }
 
 /// `DELETE /1.0/operations/{id}`: cancel.
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    lookup(&state, &caller, &id)?;
     state.ops.cancel(&id)?;
     Ok(sync(serde_json::json!({})))
 }
@@ -48,9 +76,11 @@ pub async fn cancel(
 /// pass (-1 or absent: no limit), then return it.
 pub async fn wait(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    lookup(&state, &caller, &id)?;
     let timeout = match q.get("timeout").map(String::as_str) {
         None | Some("") | Some("-1") => None,
         Some(t) => {

@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState, sync};
-use crate::remote::sessions::{COOKIE, cookie_value};
 
 /// `POST /1.0/ui/login-links`: a single-use login link.
 pub async fn login_link(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -34,7 +33,10 @@ pub async fn login(
     match state.remote.sessions.redeem_link(token) {
         Some(id) => with_cookie(
             (StatusCode::SEE_OTHER, [(header::LOCATION, "/ui/")]).into_response(),
-            &format!("{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/"),
+            &format!(
+                "{}={id}; HttpOnly; Secure; SameSite=Strict; Path=/",
+                state.remote.sessions.cookie_name()
+            ),
         ),
         None => (
             StatusCode::FORBIDDEN,
@@ -47,11 +49,14 @@ pub async fn login(
 
 /// `POST /ui/logout`: end the session and clear its cookie.
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(id) = cookie_value(&headers) {
+    if let Some(id) = state.remote.sessions.cookie_value(&headers) {
         state.remote.sessions.end(&id);
     }
     with_cookie(
         StatusCode::NO_CONTENT.into_response(),
-        &format!("{COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0"),
+        &format!(
+            "{}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0",
+            state.remote.sessions.cookie_name()
+        ),
     )
 }

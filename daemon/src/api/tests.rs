@@ -86,7 +86,13 @@ async fn harness_with(limits: crate::images::unpack::Limits) -> Harness {
         events: events.clone(),
     };
     Harness {
-        app: router(state),
+        // As the socket's connections are: root on the Unix socket.
+        app: router(state).layer(axum::middleware::map_request(
+            |mut req: axum::extract::Request| async move {
+                req.extensions_mut().insert(crate::server::Peer::Unix);
+                req
+            },
+        )),
         worker,
         events,
         _dir: dir,

@@ -10,6 +10,9 @@ pub const HTTPS_ADDRESS: &str = "core.https_address";
 /// Days an unused cached image is kept (`--image-cache-expiry-days` overrides it).
 pub const IMAGE_CACHE_EXPIRY: &str = "images.remote_cache_expiry";
 
+/// The longest `images.remote_cache_expiry`, in days (a hundred years).
+pub const MAX_EXPIRY_DAYS: u64 = 36_500;
+
 /// The port of an address given without one, as Incus.
 pub const DEFAULT_PORT: u16 = 8443;
 
@@ -62,10 +65,16 @@ pub fn check(config: &BTreeMap<String, String>) -> Result<(), ConfigError> {
                 https_address(value)?;
             }
             IMAGE_CACHE_EXPIRY => {
-                value.parse::<u64>().map_err(|_| ConfigError::Invalid {
-                    key: key.clone(),
-                    msg: format!("\"{value}\" is not a number of days"),
-                })?;
+                value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|d| *d <= MAX_EXPIRY_DAYS)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        key: key.clone(),
+                        msg: format!(
+                            "\"{value}\" is not a number of days from 0 to {MAX_EXPIRY_DAYS}"
+                        ),
+                    })?;
             }
             "core.trust_password" => {
                 return Err(ConfigError::Invalid {
@@ -118,6 +127,7 @@ mod tests {
             Err(ConfigError::UnknownKey(_))
         ));
         assert!(check(&cfg(IMAGE_CACHE_EXPIRY, "-1")).is_err());
+        assert!(check(&cfg(IMAGE_CACHE_EXPIRY, "18446744073709551615")).is_err());
         assert!(check(&cfg("core.trust_password", "x")).is_err());
     }
 }

@@ -105,12 +105,13 @@ impl Remote {
         };
         let tls = identity.server_config()?;
         let config = db::trust::config(&pool).await?;
+        let trust = Trust::load(pool.clone()).await?;
         Ok(Remote {
-            trust: Trust::load(pool.clone()).await?,
+            https: https::Https::new(tls, limits, trust.clone()),
+            trust,
             pool,
+            sessions: Sessions::new(&identity.fingerprint),
             identity: Arc::new(identity),
-            sessions: Sessions::default(),
-            https: https::Https::new(tls, limits),
             config: Arc::new(tokio::sync::Mutex::new(config)),
         })
     }
@@ -159,7 +160,9 @@ impl Remote {
             .get(config::HTTPS_ADDRESS)
             .map(|v| config::https_address(v))
             .transpose()?;
-        let moved = old_addr != new_addr;
+        // Compared with where it listens, not with the stored value: a bind that failed
+        // at start-up is tried again by setting the same address.
+        let moved = old_addr != new_addr || self.https.local_addr().await != new_addr;
         if moved {
             self.https
                 .listen(new_addr)

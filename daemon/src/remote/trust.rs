@@ -19,6 +19,7 @@ use serde_json::json;
 use crate::db::trust::CertificateRow;
 use crate::db::{self, DbError, Pool};
 use crate::operations::{CancelToken, OpHandle, Operations};
+use tokio_util::sync::CancellationToken;
 
 use super::tls;
 
@@ -41,6 +42,17 @@ struct Pending {
     handle: OpHandle,
     /// Set at once when the operation is cancelled (its task removes the entry later).
     cancel: CancelToken,
+    /// When it expires, by the wall clock (the timer task's clock stops while suspended).
+    expires: time::OffsetDateTime,
+}
+
+/// An open connection of a certificate's holder, ended when the certificate stops being
+/// trusted as it was.
+struct Watched {
+    fingerprint: String,
+    /// The row the connection was trusted with (`None`: not trusted yet).
+    seen: Option<CertificateRow>,
+    conn: CancellationToken,
 }
 
 /// The trust store. Cheap to clone.
@@ -50,6 +62,10 @@ pub struct Trust {
     cache: Arc<RwLock<HashMap<String, CertificateRow>>>,
     /// Pending tokens by secret.
     tokens: Arc<Mutex<HashMap<String, Pending>>>,
+    /// Open connections by certificate.
+    watched: Arc<Mutex<Vec<Watched>>>,
+    /// Orders changes: each one's reload is the last to install the mirror.
+    changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long a token is good for when its request names no expiry.
@@ -99,19 +115,57 @@ impl Trust {
             pool,
             cache: Arc::default(),
             tokens: Arc::default(),
+            watched: Arc::default(),
+            changes: Arc::default(),
         };
         trust.reload().await?;
         Ok(trust)
     }
 
+    /// Read the table into the mirror, then end the open connections whose certificate
+    /// was removed or changed (type, restriction) since they were trusted.
     async fn reload(&self) -> Result<(), TrustError> {
         let rows = db::trust::certificates(&self.pool).await?;
-        let map = rows
+        let map: HashMap<String, CertificateRow> = rows
             .into_iter()
             .map(|r| (r.fingerprint.clone(), r))
             .collect();
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched.retain_mut(|w| {
+            if w.conn.is_cancelled() {
+                return false;
+            }
+            let now = map.get(&w.fingerprint);
+            let same = |a: &CertificateRow, b: &CertificateRow| {
+                a.kind == b.kind && a.restricted == b.restricted
+            };
+            match (&w.seen, now) {
+                (Some(was), Some(is)) if same(was, is) => true,
+                (Some(_), _) => {
+                    w.conn.cancel();
+                    false
+                }
+                (None, is) => {
+                    w.seen = is.cloned();
+                    true
+                }
+            }
+        });
         *self.cache.write().unwrap_or_else(|p| p.into_inner()) = map;
         Ok(())
+    }
+
+    /// Watch an open connection of the holder of `fingerprint`: it is ended (`conn`
+    /// cancelled) when the certificate it is trusted with is removed or changed.
+    pub fn watch(&self, fingerprint: &str, conn: CancellationToken) {
+        let seen = self.lookup(fingerprint);
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched.retain(|w| !w.conn.is_cancelled());
+        watched.push(Watched {
+            fingerprint: fingerprint.to_string(),
+            seen,
+            conn,
+        });
     }
 
     /// The trusted certificate with this fingerprint, if any (no database access).
@@ -169,6 +223,7 @@ impl Trust {
         der: &[u8],
     ) -> Result<Certificate, TrustError> {
         check_put(&put)?;
+        let _change = self.changes.lock().await;
         let row = CertificateRow {
             fingerprint: tls::fingerprint(der),
             kind: put.kind,
@@ -197,6 +252,7 @@ impl Trust {
         fingerprint: &str,
         put: CertificatePut,
     ) -> Result<Certificate, TrustError> {
+        let _change = self.changes.lock().await;
         let old = self.resolve(fingerprint)?;
         if !put.certificate.is_empty() {
             let der = tls::parse_certificate(&put.certificate)
@@ -224,6 +280,7 @@ impl Trust {
 
     /// Stop trusting a certificate: its holder is refused from its next request on.
     pub async fn remove(&self, fingerprint: &str) -> Result<(), TrustError> {
+        let _change = self.changes.lock().await;
         let row = self.resolve(fingerprint)?;
         let res = db::trust::delete_certificate(&self.pool, &row.fingerprint).await;
         self.reload().await?;
@@ -289,6 +346,7 @@ impl Trust {
                     request,
                     handle: handle.clone(),
                     cancel: cancel.clone(),
+                    expires,
                 },
             );
         // The token ends when cancelled or expired; a use ends it too (see `redeem`).
@@ -323,11 +381,12 @@ impl Trust {
             return None;
         }
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if tokens.get(&secret)?.cancel.is_cancelled() {
+        let found = tokens.get(&secret)?;
+        if found.cancel.is_cancelled() || found.expires <= time::OffsetDateTime::now_utc() {
             return None;
         }
         let pending = tokens.remove(&secret)?;
-        drop(tokens);
+        // Ended while the lock is held: a cancel cannot slip in between.
         pending.handle.succeed();
         Some(pending.request)
     }
