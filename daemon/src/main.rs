@@ -31,6 +31,10 @@ struct Args {
     /// address (e.g. `127.0.0.1:8443`), so other daemons can pull from this one.
     #[arg(long, env = "CTL_HTTP_ADDRESS")]
     http_address: Option<String>,
+    /// Serve the web UI (`/ui/`) from this directory (a build like `ui/dist`) instead of
+    /// the one embedded in ctld
+    #[arg(long, env = "CTL_UI")]
+    ui_dir: Option<PathBuf>,
     /// Days after which a cached image (pulled or built for an instance) that no instance
     /// uses and nobody used is deleted; 0 keeps them
     #[arg(long, env = "CTL_IMAGE_CACHE_EXPIRY_DAYS", default_value_t = 10)]
@@ -174,6 +178,7 @@ fn run() -> anyhow::Result<()> {
         options,
         limits,
         args.http_address,
+        args.ui_dir,
         args.image_shift,
         Housekeeping {
             image_cache_expiry_days: args.image_cache_expiry_days,
@@ -251,6 +256,7 @@ async fn serve(
     options: ctld::server::Options,
     limits: ctld::server::ConnLimits,
     http_address: Option<String>,
+    ui_dir: Option<PathBuf>,
     image_shift: worker::ImageShift,
     housekeeping: Housekeeping,
 ) -> anyhow::Result<()> {
@@ -275,7 +281,11 @@ async fn serve(
     tracing::info!(image_shift = ?shift, "image layers for unprivileged containers");
     tracing::info!(cgroups = worker::Worker::cgroup_version(&worker).as_str(), dir = %paths.dir.display(), "starting");
     let socket = paths.socket();
-    let state = ctld::server::build_state(paths, Arc::new(worker), events, &options).await?;
+    let mut state = ctld::server::build_state(paths, Arc::new(worker), events, &options).await?;
+    if let Some(dir) = ui_dir {
+        tracing::info!(dir = %dir.display(), "serving the web UI from a directory");
+        state.ui = ctld::api::ui::UiAssets::from_dir(dir);
+    }
     let listener = bind(&socket).await?;
     tracing::info!(socket = %socket.display(), "listening");
     if image_cache_expiry_days > 0 {

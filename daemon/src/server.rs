@@ -200,6 +200,7 @@ pub async fn build_state(
         execs: ExecRegistry::default(),
         info: StaticInfo::gather(version.as_str()),
         events,
+        ui: api::ui::UiAssets::default(),
     })
 }
 

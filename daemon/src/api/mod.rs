@@ -22,6 +22,7 @@ pub mod simplestreams;
 pub mod storage;
 #[cfg(test)]
 mod tests;
+pub mod ui;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub events: crate::events::Events,
     /// Managed networks.
     pub networks: crate::network::Networks,
+    /// The web UI's files (`/ui/`).
+    pub ui: ui::UiAssets,
 }
 
 /// The full API router.
@@ -227,6 +230,9 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/v1/index.json", get(simplestreams::index))
         .route("/streams/v1/images.json", get(simplestreams::catalog))
         .route("/images/{fingerprint}/{file}", get(simplestreams::file))
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{*path}", get(ui::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(projects::only_default_project))

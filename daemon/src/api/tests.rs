@@ -76,6 +76,7 @@ async fn harness_with(limits: crate::images::unpack::Limits) -> Harness {
         execs: ExecRegistry::default(),
         info: StaticInfo::gather("v2"),
         events: events.clone(),
+        ui: super::ui::UiAssets::default(),
     };
     Harness {
         app: router(state),
