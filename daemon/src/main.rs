@@ -156,6 +156,7 @@ fn run() -> anyhow::Result<()> {
     let options = ctld::server::Options {
         default_network: args.default_network.then_some(args.default_network_name),
         image_limits: ctld::images::unpack::Limits::with_max_total(args.image_max_size_gib << 30),
+        ui_dir: args.ui_dir,
     };
     let limits = ctld::server::ConnLimits {
         max_connections: args.max_connections as usize,
@@ -178,7 +179,6 @@ fn run() -> anyhow::Result<()> {
         options,
         limits,
         args.http_address,
-        args.ui_dir,
         args.image_shift,
         Housekeeping {
             image_cache_expiry_days: args.image_cache_expiry_days,
@@ -256,7 +256,6 @@ async fn serve(
     options: ctld::server::Options,
     limits: ctld::server::ConnLimits,
     http_address: Option<String>,
-    ui_dir: Option<PathBuf>,
     image_shift: worker::ImageShift,
     housekeeping: Housekeeping,
 ) -> anyhow::Result<()> {
@@ -281,11 +280,7 @@ async fn serve(
     tracing::info!(image_shift = ?shift, "image layers for unprivileged containers");
     tracing::info!(cgroups = worker::Worker::cgroup_version(&worker).as_str(), dir = %paths.dir.display(), "starting");
     let socket = paths.socket();
-    let mut state = ctld::server::build_state(paths, Arc::new(worker), events, &options).await?;
-    if let Some(dir) = ui_dir {
-        tracing::info!(dir = %dir.display(), "serving the web UI from a directory");
-        state.ui = ctld::api::ui::UiAssets::from_dir(dir);
-    }
+    let state = ctld::server::build_state(paths, Arc::new(worker), events, &options).await?;
     let listener = bind(&socket).await?;
     tracing::info!(socket = %socket.display(), "listening");
     if image_cache_expiry_days > 0 {

@@ -82,6 +82,8 @@ pub struct Options {
     pub default_network: Option<String>,
     /// Size caps of every image unpacked (`--image-max-size-gib`).
     pub image_limits: Limits,
+    /// Serve the web UI from this directory instead of the embedded build (`CTL_UI`).
+    pub ui_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
         Options {
             default_network: Some("ctlbr0".into()),
             image_limits: Limits::default(),
+            ui_dir: None,
         }
     }
 }
@@ -200,7 +203,13 @@ pub async fn build_state(
         execs: ExecRegistry::default(),
         info: StaticInfo::gather(version.as_str()),
         events,
-        ui: api::ui::UiAssets::default(),
+        ui: match &options.ui_dir {
+            Some(dir) => {
+                tracing::info!(dir = %dir.display(), "serving the web UI from a directory");
+                api::ui::UiAssets::from_dir(dir.clone())
+            }
+            None => api::ui::UiAssets::default(),
+        },
     })
 }
 

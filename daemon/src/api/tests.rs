@@ -25,6 +25,7 @@ mod images_transfer;
 mod networks;
 mod profiles;
 mod proxies;
+mod ui;
 
 struct Harness {
     app: axum::Router,
