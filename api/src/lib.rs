@@ -4,6 +4,7 @@
 //! long work is an [`Operation`], and JSON field names are the ones Incus uses, so existing
 //! clients can follow. This crate is serde only: no I/O, no async, no database types.
 
+pub mod certificate;
 pub mod event;
 pub mod expiry;
 pub mod image;
@@ -17,6 +18,9 @@ pub mod server;
 pub mod status;
 pub mod storage;
 
+pub use certificate::{
+    Certificate, CertificateAddToken, CertificatePut, CertificatesPost, ServerPut, UiLoginLink,
+};
 pub use event::{Event, EventLifecycle, EventLogging, EventType, UnknownEventType};
 pub use image::{
     Image, ImageAlias, ImageAliasesEntry, ImageAliasesPost, ImagePut, ImageSource, ImagesPost,

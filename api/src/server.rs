@@ -46,6 +46,11 @@ pub struct ServerEnvironment {
     /// `v1`, `v2` or `hybrid`: what the daemon detected at start.
     #[serde(default)]
     pub cgroup_version: String,
+    /// The server's TLS certificate (PEM), once it has one.
+    #[serde(default)]
+    pub certificate: String,
+    #[serde(default)]
+    pub certificate_fingerprint: String,
 }
 
 /// `GET /1.0`.

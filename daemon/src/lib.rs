@@ -21,6 +21,7 @@ pub mod network;
 pub mod operations;
 pub mod paths;
 pub mod recover;
+pub mod remote;
 pub mod resources;
 pub mod server;
 pub mod storage;

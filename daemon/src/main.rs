@@ -36,9 +36,10 @@ struct Args {
     #[arg(long, env = "CTL_UI")]
     ui_dir: Option<PathBuf>,
     /// Days after which a cached image (pulled or built for an instance) that no instance
-    /// uses and nobody used is deleted; 0 keeps them
-    #[arg(long, env = "CTL_IMAGE_CACHE_EXPIRY_DAYS", default_value_t = 10)]
-    image_cache_expiry_days: u64,
+    /// uses and nobody used is deleted; 0 keeps them. Overrides the server key
+    /// `images.remote_cache_expiry` (default 10).
+    #[arg(long, env = "CTL_IMAGE_CACHE_EXPIRY_DAYS")]
+    image_cache_expiry_days: Option<u64>,
     /// Create the default network (a bridge with NAT) on the first start and give the
     /// default profile an eth0 on it.
     #[arg(long, env = "CTL_DEFAULT_NETWORK", default_value_t = true, action = clap::ArgAction::Set)]
@@ -153,14 +154,15 @@ fn run() -> anyhow::Result<()> {
     if let Some(Cmd::Recover) = args.command {
         return recover(&paths);
     }
-    let options = ctld::server::Options {
-        default_network: args.default_network.then_some(args.default_network_name),
-        image_limits: ctld::images::unpack::Limits::with_max_total(args.image_max_size_gib << 30),
-        ui_dir: args.ui_dir,
-    };
     let limits = ctld::server::ConnLimits {
         max_connections: args.max_connections as usize,
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
+    };
+    let options = ctld::server::Options {
+        default_network: args.default_network.then_some(args.default_network_name),
+        image_limits: ctld::images::unpack::Limits::with_max_total(args.image_max_size_gib << 30),
+        conn_limits: limits,
+        ui_dir: args.ui_dir,
     };
     // Every connection and container holds descriptors: the soft limit (often 1024) would
     // refuse clients long before the connection cap does.
@@ -244,8 +246,9 @@ fn recover(paths: &Paths) -> anyhow::Result<()> {
 
 /// The periods of the daemon's background clean-ups.
 struct Housekeeping {
-    /// Days after which an unused cached image goes (0: never).
-    image_cache_expiry_days: u64,
+    /// Days after which an unused cached image goes (0: never), when given as a flag;
+    /// else the server key `images.remote_cache_expiry`, else 10.
+    image_cache_expiry_days: Option<u64>,
     /// How often expired snapshots are looked for.
     snapshot_expiry_interval: std::time::Duration,
 }
@@ -283,13 +286,25 @@ async fn serve(
     let state = ctld::server::build_state(paths, Arc::new(worker), events, &options).await?;
     let listener = bind(&socket).await?;
     tracing::info!(socket = %socket.display(), "listening");
-    if image_cache_expiry_days > 0 {
+    {
         let images = state.images.clone();
-        let max_age = std::time::Duration::from_secs(image_cache_expiry_days * 24 * 3600);
+        let remote = state.remote.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
             loop {
                 every.tick().await;
+                let days = match image_cache_expiry_days {
+                    Some(d) => d,
+                    None => remote
+                        .get(ctld::remote::config::IMAGE_CACHE_EXPIRY)
+                        .await
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(10),
+                };
+                if days == 0 {
+                    continue;
+                }
+                let max_age = std::time::Duration::from_secs(days * 24 * 3600);
                 if let Err(e) = images.prune_cached(max_age).await {
                     tracing::warn!(error = %e, "pruning cached images");
                 }

@@ -32,6 +32,8 @@ pub enum StartError {
     Image(#[from] crate::images::ImageError),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -82,6 +84,8 @@ pub struct Options {
     pub default_network: Option<String>,
     /// Size caps of every image unpacked (`--image-max-size-gib`).
     pub image_limits: Limits,
+    /// Connection bounds of the HTTPS listener (the socket's are given to [`serve`]).
+    pub conn_limits: ConnLimits,
     /// Serve the web UI from this directory instead of the embedded build (`CTL_UI`).
     pub ui_dir: Option<PathBuf>,
 }
@@ -91,6 +95,7 @@ impl Default for Options {
         Options {
             default_network: Some("ctlbr0".into()),
             image_limits: Limits::default(),
+            conn_limits: ConnLimits::default(),
             ui_dir: None,
         }
     }
@@ -179,6 +184,7 @@ pub async fn build_state(
         .with_limits(options.image_limits);
     images.reconcile().await?;
     let version = worker.cgroup_version();
+    let remote = crate::remote::Remote::load(pool.clone(), &paths.dir, options.conn_limits).await?;
     let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     // Pools first: the instances' files are on them.
     instances.storage().mount_all().await?;
@@ -203,6 +209,7 @@ pub async fn build_state(
         execs: ExecRegistry::default(),
         info: StaticInfo::gather(version.as_str()),
         events,
+        remote,
         ui: match &options.ui_dir {
             Some(dir) => {
                 tracing::info!(dir = %dir.display(), "serving the web UI from a directory");
@@ -290,7 +297,7 @@ impl Load {
 }
 
 /// A client's socket with its connection slot: both end together, also after an upgrade.
-struct Counted<T> {
+pub struct Counted<T> {
     inner: T,
     _permit: tokio::sync::OwnedSemaphorePermit,
     load: Arc<Load>,
@@ -352,18 +359,60 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
     }
 }
 
+/// Who is at the other end of a connection, as the handlers see it (a request extension
+/// on every request of the connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// The root-only Unix socket: trusted.
+    Unix,
+    /// A plain TCP client of the public simplestreams listener.
+    Public,
+    /// A TLS client of the HTTPS listener, with its certificate's fingerprint if it sent
+    /// one and the certificate itself (DER).
+    Tls {
+        fingerprint: Option<String>,
+        certificate: Option<Vec<u8>>,
+    },
+}
+
+/// What turns an accepted socket into the stream HTTP is served on, and says who the
+/// peer is: nothing for plain sockets, a TLS handshake for the HTTPS listener. Runs on the
+/// connection's own task, so a slow handshake never holds up the accept loop.
+pub trait Handshake<I>: Clone + Send + Sync + 'static {
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn handshake(&self, io: I) -> impl Future<Output = Option<(Self::Io, Peer)>> + Send;
+}
+
+/// No handshake: the socket as it is, with a fixed [`Peer`].
+#[derive(Debug, Clone)]
+pub struct Plain(pub Peer);
+
+impl<I> Handshake<I> for Plain
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    type Io = I;
+    async fn handshake(&self, io: I) -> Option<(I, Peer)> {
+        Some((io, self.0.clone()))
+    }
+}
+
 /// Serve `app` on `listener` within `limits` until `shutdown` resolves: HTTP/1.1 with
-/// upgrades (websockets for exec, console and events). At shutdown, accepting stops and
-/// open connections get up to a second to finish their current request.
-pub async fn serve_limited<L>(
+/// upgrades (websockets for exec, console and events) over what `handshake` makes of each
+/// connection. At shutdown, accepting stops and open connections get up to a second to
+/// finish their current request.
+pub async fn serve_limited<L, H>(
     mut listener: L,
     app: axum::Router,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send,
+    handshake: H,
 ) where
     L: axum::serve::Listener,
+    H: Handshake<Counted<L::Io>>,
 {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let load = Arc::new(Load::default());
@@ -395,14 +444,26 @@ pub async fn serve_limited<L>(
             _permit: permit,
             load: load.clone(),
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
+        let app = app.clone();
+        let handshake = handshake.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
+            // The handshake gets as long as a request's headers would.
+            let Ok(Some((io, peer))) =
+                tokio::time::timeout(limits.header_timeout, handshake.handshake(io)).await
+            else {
+                return;
+            };
+            let app = app.map_request(move |mut req: axum::http::Request<_>| {
+                req.extensions_mut().insert(peer.clone());
+                req
+            });
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
             tokio::pin!(conn);
             let ended = tokio::select! {
                 r = conn.as_mut() => r,
@@ -435,7 +496,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let events = state.events.clone();
-    serve_limited(listener, api::router(state), limits, shutdown).await;
+    let remote = state.remote.clone();
+    let router = api::router(state);
+    // The same API over HTTPS when `core.https_address` says so.
+    remote.start(router.clone()).await;
+    serve_limited(listener, router, limits, shutdown, Plain(Peer::Unix)).await;
+    remote.stop().await;
     // `/1.0/events` listeners outlive the HTTP connections: tell them goodbye.
     events.close(std::time::Duration::from_millis(500)).await;
 }
@@ -448,7 +514,14 @@ pub async fn serve_public(
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    serve_limited(listener, api::public_router(state), limits, shutdown).await;
+    serve_limited(
+        listener,
+        api::public_router(state),
+        limits,
+        shutdown,
+        Plain(Peer::Public),
+    )
+    .await;
 }
 
 #[cfg(test)]

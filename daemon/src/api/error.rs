@@ -23,6 +23,10 @@ pub enum ApiError {
     Operation(#[from] OpError),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
+    #[error(transparent)]
+    Trust(#[from] crate::remote::TrustError),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -43,6 +47,8 @@ impl ApiError {
             ApiError::Image(e) => image_status(e),
             ApiError::Network(e) => network_status(e),
             ApiError::Storage(e) => storage_status(e),
+            ApiError::Remote(e) => remote_status(e),
+            ApiError::Trust(e) => trust_status(e),
             ApiError::Operation(OpError::NotFound) => StatusCode::NOT_FOUND,
             ApiError::Operation(OpError::NotCancellable) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -51,6 +57,27 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+fn remote_status(e: &crate::remote::RemoteError) -> StatusCode {
+    use crate::remote::RemoteError as R;
+    match e {
+        // An address in use or not on the host is the request's problem.
+        R::Config(_) | R::Bind { .. } | R::Invalid(_) => StatusCode::BAD_REQUEST,
+        R::Forbidden(_) => StatusCode::FORBIDDEN,
+        R::Trust(e) => trust_status(e),
+        R::Tls(_) | R::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn trust_status(e: &crate::remote::TrustError) -> StatusCode {
+    use crate::remote::TrustError as T;
+    match e {
+        T::Invalid(_) => StatusCode::BAD_REQUEST,
+        T::NotFound(_) => StatusCode::NOT_FOUND,
+        T::Conflict(_) => StatusCode::CONFLICT,
+        T::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -1,7 +1,9 @@
 //! HTTP only: the router, request parsing and response shaping. Handlers parse, call one
 //! service function, and shape the answer; errors go through [`error::ApiError`].
 
+pub mod auth;
 pub mod backups;
+pub mod certificates;
 pub mod console;
 pub mod error;
 pub mod events;
@@ -17,6 +19,7 @@ pub mod operations;
 pub mod profiles;
 pub mod projects;
 pub mod server_info;
+pub mod sessions;
 pub mod sftp;
 pub mod simplestreams;
 pub mod storage;
@@ -53,6 +56,8 @@ pub struct AppState {
     pub events: crate::events::Events,
     /// Managed networks.
     pub networks: crate::network::Networks,
+    /// Server configuration, the HTTPS listener, the trust store, dashboard sessions.
+    pub remote: crate::remote::Remote,
     /// The web UI's files (`/ui/`).
     pub ui: ui::UiAssets,
 }
@@ -61,7 +66,29 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(server_info::root))
-        .route("/1.0", get(server_info::get_server))
+        .route(
+            "/1.0",
+            get(server_info::get_server)
+                .put(server_info::put_server)
+                .patch(server_info::patch_server),
+        )
+        .route(
+            "/1.0/certificates",
+            get(certificates::list).post(certificates::create),
+        )
+        .route(
+            "/1.0/certificates/{fingerprint}",
+            get(certificates::get_one)
+                .put(certificates::put)
+                .patch(certificates::patch)
+                .delete(certificates::delete),
+        )
+        .route(
+            "/1.0/ui/login-links",
+            axum::routing::post(sessions::login_link),
+        )
+        .route("/ui/login", get(sessions::login))
+        .route("/ui/logout", axum::routing::post(sessions::logout))
         .route(
             "/1.0/instances",
             get(instances::list).post(instances::create),
@@ -236,6 +263,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(projects::only_default_project))
+        // Outermost: who may ask anything at all.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }
 

@@ -1,10 +1,13 @@
-//! `GET /` and `GET /1.0`.
+//! `GET /`, `GET /1.0` and the server configuration (`PUT`/`PATCH /1.0`).
 
+use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
-use ctl_api::{Server, ServerEnvironment};
+use ctl_api::{Server, ServerEnvironment, ServerPut};
 
-use super::{AppState, sync};
+use super::auth::Caller;
+use super::{ApiError, AppState, parse_json, sync};
 
 /// Facts about the host gathered once at start-up.
 #[derive(Debug, Clone)]
@@ -19,6 +22,10 @@ pub const API_EXTENSIONS: &[&str] = &[
     "backup_compression",
     "backup_compression_algorithm",
     "backup_override_name",
+    "certificate_description",
+    "certificate_project",
+    "certificate_token",
+    "certificate_update",
     "container_backup",
     "container_backup_override_pool",
     "console",
@@ -27,6 +34,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_exec_signal_handling",
     "container_exec_user_group_cwd",
     "directory_manipulation",
+    "explicit_trust_token",
     "file_append",
     "file_delete",
     "file_symlinks",
@@ -90,6 +98,8 @@ impl StaticInfo {
                 storage: "dir".into(),
                 storage_version: String::new(),
                 cgroup_version: cgroup_version.into(),
+                certificate: String::new(),
+                certificate_fingerprint: String::new(),
             },
         }
     }
@@ -108,16 +118,58 @@ pub async fn resources() -> Result<Response, super::ApiError> {
     Ok(sync(r))
 }
 
-/// `GET /1.0`.
-pub async fn get_server(State(state): State<AppState>) -> Response {
+/// `GET /1.0`: everything for trusted callers; the API version, extensions and
+/// `auth: untrusted` for anyone else (what a client needs before it joins).
+pub async fn get_server(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let api_extensions = API_EXTENSIONS.iter().map(|s| s.to_string()).collect();
+    let auth_methods = vec!["tls".into()];
+    if !caller.trusted() {
+        return sync(Server {
+            api_extensions,
+            api_status: "stable".into(),
+            api_version: ctl_api::API_VERSION.into(),
+            auth: "untrusted".into(),
+            auth_methods,
+            public: false,
+            config: Default::default(),
+            environment: ServerEnvironment::default(),
+        });
+    }
+    let mut environment = state.info.environment.clone();
+    environment.addresses = state.remote.addresses().await;
+    environment.certificate = state.remote.identity.certificate_pem.clone();
+    environment.certificate_fingerprint = state.remote.identity.fingerprint.clone();
     sync(Server {
-        api_extensions: API_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+        api_extensions,
         api_status: "stable".into(),
         api_version: ctl_api::API_VERSION.into(),
         auth: "trusted".into(),
-        auth_methods: vec!["unix".into()],
+        auth_methods,
         public: false,
-        config: Default::default(),
-        environment: state.info.environment.clone(),
+        config: state.remote.config().await,
+        environment,
     })
+}
+
+/// `PUT /1.0`: replace the server configuration (applied at once: the HTTPS listener is
+/// bound, moved or stopped in the request).
+pub async fn put_server(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: ServerPut = parse_json(&body)?;
+    state.remote.set_config(req.config).await?;
+    Ok(sync(serde_json::json!({})))
+}
+
+/// `PATCH /1.0`: change the keys given (an empty value unsets one).
+pub async fn patch_server(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: ServerPut = parse_json(&body)?;
+    let mut config = state.remote.config().await;
+    config.extend(req.config);
+    state.remote.set_config(config).await?;
+    Ok(sync(serde_json::json!({})))
 }

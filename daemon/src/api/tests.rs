@@ -67,9 +67,17 @@ async fn harness_with(limits: crate::images::unpack::Limits) -> Harness {
     let images = ImageStore::new(pool.clone(), paths.clone())
         .with_events(events.clone())
         .with_limits(limits);
+    let remote = crate::remote::Remote::load(
+        pool.clone(),
+        dir.path(),
+        crate::server::ConnLimits::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let instances =
         Instances::new(pool, worker.clone(), paths, images.clone()).with_events(events.clone());
     let state = AppState {
+        remote,
         networks: instances.networks().clone(),
         instances,
         images,
@@ -240,7 +248,34 @@ async fn errors_use_the_envelope() {
         ("GET", "/1.0/instances?recursion=7", "", 400),
         ("GET", "/1.0/instances?filter=name%20gt%201", "", 400),
         ("DELETE", "/1.0/operations/nope", "", 404),
-        ("PUT", "/1.0", "", 405),
+        ("DELETE", "/1.0", "", 405),
+        ("PUT", "/1.0", "", 400),
+        (
+            "PATCH",
+            "/1.0",
+            r#"{"config": {"core.nonsense": "1"}}"#,
+            400,
+        ),
+        (
+            "PATCH",
+            "/1.0",
+            r#"{"config": {"core.https_address": "nowhere"}}"#,
+            400,
+        ),
+        ("GET", "/1.0/certificates/abcdef", "", 404),
+        (
+            "POST",
+            "/1.0/certificates",
+            r#"{"type": "client", "token": true}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/1.0/certificates",
+            r#"{"type": "client", "certificate": "junk"}"#,
+            400,
+        ),
+        ("POST", "/1.0/ui/login-links", "", 400),
     ] {
         let (s, v) = call(&h.app, method, uri, body).await;
         assert_eq!(s.as_u16(), status, "{method} {uri}: {v}");

@@ -19,19 +19,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use super::AppState;
 
-/// The security headers of every page of the UI. ctld's TCP listener sends the same set on
-/// everything it answers; they are repeated here so the UI is protected on any listener.
-pub const SECURITY_HEADERS: [(&str, &str); 4] = [
-    (
-        "content-security-policy",
-        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; \
-         form-action 'self'",
-    ),
-    ("x-frame-options", "DENY"),
-    ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
-];
-
 /// Hashed file names live here; their content never changes under a name.
 const IMMUTABLE_DIR: &str = "assets/";
 const INDEX: &str = "index.html";
@@ -186,12 +173,12 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, headers, text).into_response()
 }
 
-/// [`SECURITY_HEADERS`] as a header map.
-pub fn security_headers() -> HeaderMap {
+/// The security headers ([`super::auth::security_headers`]: CSP `default-src 'self'`
+/// without inline code, no framing, `nosniff`, no referrer). The authentication middleware
+/// adds them too; the UI carries them on any listener.
+fn security_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
-    for (name, value) in SECURITY_HEADERS {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
+    super::auth::security_headers(&mut headers);
     headers
 }
 

@@ -13,6 +13,7 @@ pub mod networks;
 pub mod profiles;
 pub mod snapshots;
 pub mod storage;
+pub mod trust;
 
 use std::fs::{OpenOptions, Permissions};
 use std::io;

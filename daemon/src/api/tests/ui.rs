@@ -40,8 +40,16 @@ async fn app_with_ui_dir(dir: &std::path::Path, state_dir: &std::path::Path) -> 
     let worker = Arc::new(FakeWorker::default());
     let events = Events::default();
     let images = ImageStore::new(pool.clone(), paths.clone()).with_events(events.clone());
+    let remote = crate::remote::Remote::load(
+        pool.clone(),
+        state_dir,
+        crate::server::ConnLimits::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     router(AppState {
+        remote,
         networks: instances.networks().clone(),
         instances,
         images,
