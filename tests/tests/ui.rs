@@ -217,6 +217,9 @@ fn dashboard_in_a_browser() {
     let stopped = step(&r, "stopped")["ms"].as_f64().unwrap_or(f64::MAX);
     assert!(stopped < 2000.0, "Stopped shown after {stopped} ms");
     assert_eq!(step(&r, "terminal")["line"], "ui-42");
+    assert_eq!(step(&r, "console_tab")["attached"], true);
+    let api_error = step(&r, "api_error")["text"].as_str().unwrap_or_default();
+    assert!(api_error.contains("no_such name"), "{api_error}");
     let resize = step(&r, "resize");
     assert_eq!(resize["stty"], resize["after"], "{resize}");
     assert_ne!(resize["before"], resize["after"], "{resize}");

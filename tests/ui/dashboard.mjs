@@ -177,13 +177,36 @@ try {
   await page.evaluate(() => {
     document.body.dataset.uiTestMarker = 'kept';
   });
+  // Timed inside the page: from the click to the row saying Stopped (playwright's own
+  // polling would add its intervals).
+  await page.evaluate((n) => {
+    const tr = document.querySelector(`tr[data-testid="instance-row"][data-name="${n}"]`);
+    const timing = { clickAt: 0, stoppedAt: 0 };
+    document.body.dataset.uiTestTiming = '';
+    tr.querySelector('[data-testid="action-force-stop"]').addEventListener('click', () => (timing.clickAt = performance.now()), { capture: true, once: true });
+    new MutationObserver((_, obs) => {
+      if (timing.clickAt && tr.querySelector('[data-testid="status"]').textContent === 'Stopped') {
+        timing.stoppedAt = performance.now();
+        document.body.dataset.uiTestTiming = String(timing.stoppedAt - timing.clickAt);
+        obs.disconnect();
+      }
+    }).observe(tr, { subtree: true, childList: true, characterData: true });
+  }, name);
   let t = performance.now();
   await row(name).locator('[data-testid="action-force-stop"]').click();
-  await status(name).filter({ hasText: 'Stopped' }).waitFor({ timeout: 2000 });
-  const stopMs = performance.now() - t;
+  await status(name).filter({ hasText: 'Stopped' }).waitFor({ timeout: 10000 });
+  const stopMs = Number(await page.evaluate(() => document.body.dataset.uiTestTiming));
   const kept = await page.evaluate(() => document.body.dataset.uiTestMarker);
   if (kept !== 'kept' || navigations !== before) throw new Error('the page reloaded while stopping');
-  report('stopped', { ms: Math.round(stopMs) });
+  // How much of it was the daemon's own stop (its operation's lifetime).
+  const ops = await page.evaluate(async () => (await (await fetch('/1.0/operations?recursion=1')).json()).metadata);
+  const stopOp = Object.values(ops || {})
+    .flat()
+    .filter((o) => o.description === 'Stopping instance')
+    .sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)))[0];
+  const serverMs = stopOp ? (Date.parse(stopOp.updated_at) - Date.parse(stopOp.created_at)) : null;
+  if (!(stopMs < 2000)) throw new Error(`Stopped shown ${stopMs} ms after the click (limit 2000; the daemon's stop took ${serverMs} ms)`);
+  report('stopped', { ms: Math.round(stopMs), server_ms: serverMs, wall_ms: Math.round(performance.now() - t) });
 
   t = performance.now();
   await row(name).locator('[data-testid="action-start"]').click();
@@ -195,6 +218,18 @@ try {
   await openTerminal();
   const line = await runInTerminal('echo ui-$((6*7))', /^ui-42$/);
   report('terminal', { line });
+
+  // Console: attached over its websocket; its log shown.
+  await page.locator('[data-testid="tab-console"]').click();
+  await page.locator('[data-testid="console-phase"][data-phase="connected"]').waitFor({ timeout: 10000 });
+  await page.locator('[data-testid="console-show-log"]').click();
+  await page.locator('[data-testid="console-log"]').waitFor({ timeout: 5000 });
+  // Overview: the three graphs sample …/state.
+  await page.locator('[data-testid="tab-overview"]').click();
+  for (const g of ['graph-cpu', 'graph-memory', 'graph-network']) await page.locator(`[data-testid="${g}"] canvas`).waitFor({ timeout: 5000 });
+  report('console_tab', { attached: true });
+  await page.locator('[data-testid="tab-terminal"]').click();
+  await openTerminal();
 
   // Resize: the window changes, the terminal follows, the shell sees the new size.
   const host = page.locator('[data-testid="terminal"]');
@@ -234,6 +269,11 @@ try {
   await page.locator('[data-testid="nav-instances"]').click();
   await page.locator('[data-testid="launch"]').click();
   await page.locator('[data-testid="launch-image"]').selectOption('alias:busybox');
+  // The server's error text reaches the user.
+  await page.locator('[data-testid="launch-name"]').fill('no_such name');
+  await page.locator('[data-testid="launch-submit"]').click();
+  const apiError = await page.locator('[data-testid="dialog-error"]').innerText({ timeout: 10000 });
+  report('api_error', { text: apiError });
   await page.locator('[data-testid="launch-name"]').fill('c2');
   await page.locator('[data-testid="launch-cpu"]').fill('1');
   await page.locator('[data-testid="launch-memory"]').fill('128MiB');
@@ -274,6 +314,8 @@ try {
     const wallMs = performance.now() - t;
     const renderedMs = Number(await list.getAttribute('data-rendered-ms'));
     const renderedRows = Number(await list.getAttribute('data-rendered-rows'));
+    await fresh.locator('[data-testid="filter"]').fill('bulk-19');
+    await waitFor('the filter', async () => (await fresh.locator('tr[data-testid="instance-row"]').count()) === 10, 5000);
     report('bulk', { instances: rows, rendered_rows: renderedRows, rendered_ms: renderedMs, wall_ms: Math.round(wallMs), create_ms: Math.round(createMs) });
     if (renderedRows < opts.bulk) throw new Error(`first full render had ${renderedRows} rows`);
     if (!(renderedMs < 1000)) throw new Error(`${renderedRows} instances rendered in ${renderedMs} ms (limit 1000)`);

@@ -7,8 +7,13 @@ import { Confirm, Prompt } from './dialog';
 import { instances } from './store';
 import { navigate, showError } from './util';
 
+/** The status an action leaves behind when its operation succeeded. */
+const AFTER: Record<string, string> = { start: 'Running', stop: 'Stopped', restart: 'Running', freeze: 'Frozen', unfreeze: 'Running' };
+
 async function setState(name: string, action: string, force = false) {
   await call('PUT', `/1.0/instances/${enc(name)}/state`, { action, force, timeout: force ? -1 : 30 });
+  // Shown at once; the fetch that follows fills in the rest (addresses, memory).
+  instances.setStatus(name, AFTER[action]);
   instances.refresh(name);
 }
 

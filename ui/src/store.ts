@@ -143,6 +143,15 @@ export class InstanceStore {
     );
   }
 
+  /** What a finished action says about an instance before its next fetch does. */
+  setStatus(name: string, status: string) {
+    const row = this.rows.value.get(name);
+    if (!row || row.status === status) return;
+    const rows = new Map(this.rows.value);
+    rows.set(name, { ...row, status });
+    this.rows.set(rows);
+  }
+
   remove(name: string) {
     if (!this.rows.value.has(name)) return;
     const rows = new Map(this.rows.value);
