@@ -282,10 +282,19 @@ try {
   await page.locator('[data-testid="launch-dialog"]').waitFor({ state: 'detached', timeout: 30000 });
   await status('c2').filter({ hasText: 'Running' }).waitFor({ timeout: 10000 });
   report('launch', { instance: 'c2', ms: Math.round(performance.now() - t) });
-  await row('c2').locator('[data-testid="action-delete"]').click();
+  // Rename (a stopped instance), then delete with confirmation.
+  await row('c2').locator('[data-testid="action-force-stop"]').click();
+  await status('c2').filter({ hasText: 'Stopped' }).waitFor({ timeout: 10000 });
+  await row('c2').locator('[data-testid="action-rename"]').click();
+  await page.locator('[data-testid="prompt-input"]').fill('c2-renamed');
+  await page.locator('[data-testid="prompt-ok"]').click();
+  await row('c2-renamed').waitFor({ timeout: 10000 });
+  await row('c2').waitFor({ state: 'detached', timeout: 5000 });
+  report('rename', { from: 'c2', to: 'c2-renamed' });
+  await row('c2-renamed').locator('[data-testid="action-delete"]').click();
   await page.locator('[data-testid="confirm-yes"]').click();
-  await row('c2').waitFor({ state: 'detached', timeout: 15000 });
-  report('delete', { instance: 'c2' });
+  await row('c2-renamed').waitFor({ state: 'detached', timeout: 15000 });
+  report('delete', { instance: 'c2-renamed' });
 
   // 200 instances (created, not started) render in under 1 s.
   if (opts.bulk > 0) {
@@ -314,9 +323,10 @@ try {
     const wallMs = performance.now() - t;
     const renderedMs = Number(await list.getAttribute('data-rendered-ms'));
     const renderedRows = Number(await list.getAttribute('data-rendered-rows'));
+    const fetchMs = Number(await list.getAttribute('data-fetch-ms'));
     await fresh.locator('[data-testid="filter"]').fill('bulk-19');
     await waitFor('the filter', async () => (await fresh.locator('tr[data-testid="instance-row"]').count()) === 10, 5000);
-    report('bulk', { instances: rows, rendered_rows: renderedRows, rendered_ms: renderedMs, wall_ms: Math.round(wallMs), create_ms: Math.round(createMs) });
+    report('bulk', { instances: rows, rendered_rows: renderedRows, rendered_ms: renderedMs, fetch_ms: fetchMs, wall_ms: Math.round(wallMs), create_ms: Math.round(createMs) });
     if (renderedRows < opts.bulk) throw new Error(`first full render had ${renderedRows} rows`);
     if (!(renderedMs < 1000)) throw new Error(`${renderedRows} instances rendered in ${renderedMs} ms (limit 1000)`);
     await fresh.close();

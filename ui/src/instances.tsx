@@ -35,6 +35,7 @@ export function InstancesPage() {
     measured.current = true;
     table.current.dataset.renderedMs = (performance.now() - started).toFixed(1);
     table.current.dataset.renderedRows = String(shown.length);
+    table.current.dataset.fetchMs = instances.lastFetchMs.toFixed(1);
   }, [loaded]);
   return (
     <section>

@@ -76,6 +76,8 @@ export class InstanceStore {
   private poll = 0;
   private users = 0;
   private closed = false;
+  /** How long the last full list took to arrive (ms). */
+  lastFetchMs = 0;
 
   /** Start (or keep) the live list; returns a function to release it. */
   use(): () => void {
@@ -107,6 +109,7 @@ export class InstanceStore {
     try {
       const at = performance.now();
       const list = await get<any[]>('/1.0/instances?recursion=2');
+      this.lastFetchMs = performance.now() - at;
       const rows = new Map<string, Row>();
       for (const full of list) rows.set(full.name, toRow(full, at));
       this.rows.set(rows);
