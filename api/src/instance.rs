@@ -248,6 +248,10 @@ pub struct InstanceStateMemory {
     pub swap_usage: i64,
     #[serde(default)]
     pub swap_usage_peak: i64,
+    /// What the instance may use: its `limits.memory`, else the host's memory (0 when
+    /// stopped), as Incus.
+    #[serde(default)]
+    pub total: i64,
 }
 
 /// `GET /1.0/instances/{name}/state`.

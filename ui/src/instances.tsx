@@ -85,7 +85,7 @@ export function InstancesPage() {
               <td class="num">{percent(r.cpu)}</td>
               <td class="num">
                 {bytes(r.memory)}
-                {r.memoryLimit && r.memory !== null ? ` / ${r.memoryLimit}` : ''}
+                {r.memory !== null && r.memoryTotal > 0 ? ` / ${bytes(r.memoryTotal)}` : ''}
               </td>
               <td>
                 <Actions name={r.name} status={r.status} />

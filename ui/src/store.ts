@@ -12,6 +12,8 @@ export interface Row {
   /** CPU use since the previous sample, in percent of one CPU; null before two samples. */
   cpu: number | null;
   memory: number | null;
+  /** What it may use (`memory.total`: its limit, else the host's memory); 0 when unknown. */
+  memoryTotal: number;
   memoryLimit: string;
   profiles: string[];
   config: Record<string, string>;
@@ -57,6 +59,7 @@ function toRow(full: any, at: number): Row {
     image,
     cpu,
     memory: running ? (st?.memory?.usage ?? null) : null,
+    memoryTotal: running ? st?.memory?.total || 0 : 0,
     memoryLimit: cfg['limits.memory'] || '',
     profiles: full.profiles || [],
     config: cfg,

@@ -157,13 +157,26 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .cloned()
         .unwrap_or(Peer::Unix);
     let caller = caller_of(&state, &peer, req.headers());
-    let mut resp = if matches!(peer, Peer::Tls { .. }) && !origin_ok(&req, &caller) {
-        ApiError::Forbidden("cross-origin request refused".into()).into_response()
+    let refusal = if matches!(peer, Peer::Tls { .. }) && !origin_ok(&req, &caller) {
+        Some("cross-origin request refused")
     } else if !allowed(&caller, req.method(), req.uri().path()) {
-        ApiError::Forbidden("not authorized".into()).into_response()
+        Some("not authorized")
     } else {
-        req.extensions_mut().insert(caller);
-        next.run(req).await
+        None
+    };
+    let mut resp = match refusal {
+        Some(why) => {
+            let mut resp = ApiError::Forbidden(why.into()).into_response();
+            // The body of a refused request is never read: the connection cannot carry
+            // another request, and the client is told so.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+        None => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
     };
     security_headers(resp.headers_mut());
     resp

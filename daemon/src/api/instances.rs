@@ -22,7 +22,10 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let rec = recursion(&q)?;
+    let (rec, fields) = super::recursion_fields(&q)?;
+    // `recursion=2;fields=...`: the network is read only when asked for (the disk is
+    // never read for a list).
+    let with_network = fields.is_none_or(|f| f.iter().any(|x| x == "state.network"));
     let filter = super::filter(&q)?;
     if rec == 0 && filter.is_none() {
         let names = state.instances.names().await?;
@@ -33,7 +36,7 @@ pub async fn list(
                 .collect::<Vec<_>>(),
         ));
     }
-    let all = state.instances.list(rec == 2).await?;
+    let all = state.instances.list(rec == 2, with_network).await?;
     let mut full: Vec<InstanceFull> = Vec::with_capacity(all.len());
     for (instance, st) in all {
         let snapshots = if rec == 2 {

@@ -13,6 +13,7 @@ pub mod filter;
 pub mod images;
 pub mod images_transfer;
 pub mod instances;
+pub mod metadata;
 pub mod metrics;
 pub mod networks;
 pub mod operations;
@@ -218,6 +219,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(storage::delete_snapshot),
         )
         .route("/1.0/resources", get(server_info::resources))
+        .route("/1.0/metadata/configuration", get(metadata::configuration))
         .route("/1.0/projects", get(projects::list))
         .route("/1.0/projects/{name}", get(projects::get_one))
         .route("/1.0/projects/{name}/state", get(projects::get_state))
@@ -306,11 +308,39 @@ pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
 }
 
-/// `recursion` from the query (0 when absent); `filter` must be empty (filters are not
-/// supported yet).
+/// `recursion` from the query (0 when absent).
 pub fn recursion(q: &HashMap<String, String>) -> Result<u8, ApiError> {
-    match q.get("recursion").map(String::as_str) {
-        None | Some("") | Some("0") => Ok(0),
+    recursion_fields(q).map(|(level, _)| level)
+}
+
+/// `recursion` and, in LXD's `recursion=2;fields=state.network,state.disk` form
+/// (`instances_state_selective_recursion`), the state fields asked for.
+pub fn recursion_fields(
+    q: &HashMap<String, String>,
+) -> Result<(u8, Option<Vec<String>>), ApiError> {
+    let raw = q.get("recursion").map(String::as_str).unwrap_or("");
+    let (level, fields) = match raw.split_once(';') {
+        Some((level, rest)) => {
+            let list = rest.strip_prefix("fields=").ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "invalid recursion \"{raw}\": use N or N;fields=a,b"
+                ))
+            })?;
+            let fields = list
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect();
+            (level, Some(fields))
+        }
+        None => (raw, None),
+    };
+    Ok((recursion_level(level)?, fields))
+}
+
+fn recursion_level(v: &str) -> Result<u8, ApiError> {
+    match Some(v).filter(|v| !v.is_empty()) {
+        None | Some("0") => Ok(0),
         Some("1") => Ok(1),
         Some("2") => Ok(2),
         Some(other) => Err(ApiError::BadRequest(format!(

@@ -65,6 +65,11 @@ const KEYS: &[&str] = &[
     "snapshots.expiry.manual",
 ];
 
+/// The keys with a fixed name that ctl understands (for `/1.0/metadata/configuration`).
+pub fn known_keys() -> &'static [&'static str] {
+    KEYS
+}
+
 /// Keys that cannot change while the instance runs. (The `security.*` and `raw.idmap` keys
 /// may: like Incus, they take effect at the next start.)
 pub const START_ONLY_KEYS: &[&str] = &["raw.init"];

@@ -37,6 +37,7 @@ impl Instances {
     pub async fn list(
         &self,
         with_state: bool,
+        with_network: bool,
     ) -> Result<Vec<(Instance, Option<InstanceState>)>, InstanceError> {
         let rows = Arc::new(db::instances::list(&self.db).await?);
         let profiles = Arc::new(db::profiles::list(&self.db).await?);
@@ -51,7 +52,7 @@ impl Instances {
                 let rows = &rows[start..(start + chunk).min(rows.len())];
                 let statuses: Vec<StatusCode> = rows.iter().map(|r| me.status(r)).collect();
                 // The network namespaces of the running ones, all visited by one thread.
-                let mut ifaces = if with_state {
+                let mut ifaces = if with_state && with_network {
                     let inits: Vec<InitProcess> = rows
                         .iter()
                         .zip(&statuses)
@@ -71,7 +72,11 @@ impl Instances {
                             } else {
                                 ifaces.next().unwrap_or_default()
                             };
-                            me.state_with(r, status, None, &profiles, Some(own))
+                            let mut st = me.state_with(r, status, None, &profiles, Some(own));
+                            if !with_network {
+                                st.network = None;
+                            }
+                            st
                         });
                         (me.to_api(r, status, &profiles), state)
                     })
@@ -134,6 +139,11 @@ impl Instances {
                 usage_peak: usage.memory_peak,
                 swap_usage: usage.swap,
                 swap_usage_peak: 0,
+                total: if running {
+                    self.memory_total(row, profiles)
+                } else {
+                    0
+                },
             },
             disk: match disk {
                 Some(pool) => {
@@ -158,6 +168,17 @@ impl Instances {
                 self.network_state(row, profiles, ifaces)
             }),
         }
+    }
+
+    /// The memory an instance may use: its (expanded) `limits.memory`, else the host's.
+    fn memory_total(&self, row: &InstanceRow, profiles: &[db::ProfileRow]) -> i64 {
+        let config = super::profiles::expand_config(profiles, &row.profiles, &row.config);
+        let limit = config
+            .get("limits.memory")
+            .and_then(|v| super::config::parse_memory(v, self.host.memory).ok())
+            .filter(|l| *l > 0 && *l < self.host.memory)
+            .unwrap_or(self.host.memory);
+        i64::try_from(limit).unwrap_or(i64::MAX)
     }
 
     /// Figures for `/1.0/metrics`: one entry per running instance.

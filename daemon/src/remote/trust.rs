@@ -39,6 +39,8 @@ pub enum TrustError {
 struct Pending {
     request: CertificatePut,
     handle: OpHandle,
+    /// Set at once when the operation is cancelled (its task removes the entry later).
+    cancel: CancelToken,
 }
 
 /// The trust store. Cheap to clone.
@@ -286,6 +288,7 @@ impl Trust {
                 Pending {
                     request,
                     handle: handle.clone(),
+                    cancel: cancel.clone(),
                 },
             );
         // The token ends when cancelled or expired; a use ends it too (see `redeem`).
@@ -319,11 +322,12 @@ impl Trust {
         if secret.is_empty() {
             return None;
         }
-        let pending = self
-            .tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&secret)?;
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.get(&secret)?.cancel.is_cancelled() {
+            return None;
+        }
+        let pending = tokens.remove(&secret)?;
+        drop(tokens);
         pending.handle.succeed();
         Some(pending.request)
     }
@@ -398,6 +402,7 @@ mod tests {
             .unwrap_or_default()
             .to_string();
         ops.cancel(&op.id)?;
+        assert!(trust.redeem(&secret).is_none(), "revoked at once");
         let done = ops.wait(&op.id, Some(Duration::from_secs(5))).await?;
         assert_eq!(done.status_code, ctl_api::StatusCode::Cancelled);
         assert!(trust.redeem(&secret).is_none(), "revoked");
