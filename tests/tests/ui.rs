@@ -1,11 +1,11 @@
 //! The web dashboard in a real browser: Debian's headless `chromium`, driven by
 //! `tests/ui/dashboard.mjs` (node + playwright-core from `ui/node_modules`), against a real
-//! ctld serving HTTPS on a loopback port. The script logs in with a link from
-//! `POST /1.0/ui/login-links` (what `ctl ui` prints), sees `c1` running, stops it and sees
-//! it stopped within 2 s without a reload, starts it, runs a command in the terminal and
-//! reads its output, resizes and reads `stty size`, restores a snapshot (a file made
-//! after it is gone), launches `c2` from the dialog, renames and deletes it, renders 200 instances
-//! in under 1 s, and checks that a foreign `Origin` and a request without the session are
+//! ctld serving HTTPS on a loopback port. The script logs in with a link from `ctl ui` (or
+//! `POST /1.0/ui/login-links`, what it asks for), sees `c1` running, stops it and sees it
+//! stopped within 2 s without a reload, starts it, runs a command in the terminal and reads
+//! its output, resizes and reads `stty size`, restores a snapshot (a file made after it is
+//! gone), launches `c2` from the dialog, renames and deletes it, renders 200 instances in
+//! under 1 s, and checks that a foreign `Origin` and a request without the session are
 //! refused (403). On failure it writes screenshots of the list and the terminal to
 //! `$CTL_TEST_ARTIFACTS` (default `target/ui-artifacts/`).
 
@@ -149,6 +149,26 @@ fn run_script(args: &[String], timeout: Duration) -> (i32, String, String) {
     (code, out, err)
 }
 
+/// A single-use login link: what `ctl ui` prints, or, from a `ctl` without that command,
+/// what it asks the daemon for (`POST /1.0/ui/login-links` on the socket).
+fn login_link(d: &Daemon) -> String {
+    let run = d.ctl(&["ui"]);
+    if run.code == 0
+        && let Some(url) = run
+            .stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("https://") && w.contains("/ui/login?token="))
+    {
+        return url.to_string();
+    }
+    let (status, v) = d.http("POST", "/1.0/ui/login-links", Some("{}"));
+    assert_eq!(status, 200, "POST /1.0/ui/login-links: {v}");
+    v["metadata"]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[test]
 fn dashboard_in_a_browser() {
     if !require_root("dashboard_in_a_browser") || !browser_tools("dashboard_in_a_browser") {
@@ -169,13 +189,7 @@ fn dashboard_in_a_browser() {
             .is_ok()),
         "nothing listens on {address}"
     );
-    // What `ctl ui` asks for and prints.
-    let (status, v) = d.http("POST", "/1.0/ui/login-links", Some("{}"));
-    assert_eq!(status, 200, "POST /1.0/ui/login-links: {v}");
-    let url = v["metadata"]["url"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let url = login_link(&d);
     assert!(
         url.starts_with(&format!("https://{address}/ui/login?token=")),
         "{url}"
