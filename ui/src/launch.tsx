@@ -99,7 +99,7 @@ export function Launch(props: { onClose: () => void }) {
           <button type="button" onClick={props.onClose} disabled={busy}>
             Cancel
           </button>
-          <button type="submit" data-testid="launch-submit" disabled={busy}>
+          <button type="submit" class="primary" data-testid="launch-submit" disabled={busy}>
             {busy ? 'Launching…' : 'Launch'}
           </button>
         </div>
