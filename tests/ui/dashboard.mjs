@@ -235,10 +235,15 @@ try {
   const host = page.locator('[data-testid="terminal"]');
   const size0 = `${await host.getAttribute('data-rows')} ${await host.getAttribute('data-cols')}`;
   await page.setViewportSize({ width: 900, height: 620 });
-  const size = await waitFor('a new terminal size', async () => {
+  // The new size, once it settled (width and height may reach the terminal in two steps).
+  let last = '';
+  let same = 0;
+  const size = await waitFor('a new, settled terminal size', async () => {
     const s = `${await host.getAttribute('data-rows')} ${await host.getAttribute('data-cols')}`;
-    return s !== size0 ? s : null;
-  });
+    same = s === last ? same + 1 : 0;
+    last = s;
+    return s !== size0 && same >= 3 ? s : null;
+  }, 10000, 150);
   // The control message travels on its own websocket; the shell reads the size at once.
   const stty = await runInTerminal('stty size', new RegExp(`^${size}$`));
   report('resize', { before: size0, after: size, stty });
