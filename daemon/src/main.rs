@@ -31,6 +31,10 @@ struct Args {
     /// address (e.g. `127.0.0.1:8443`), so other daemons can pull from this one.
     #[arg(long, env = "CTL_HTTP_ADDRESS")]
     http_address: Option<String>,
+    /// Serve the web UI (`/ui/`) from this directory (a build like `ui/dist`) instead of
+    /// the one embedded in ctld
+    #[arg(long, env = "CTL_UI")]
+    ui_dir: Option<PathBuf>,
     /// Days after which a cached image (pulled or built for an instance) that no instance
     /// uses and nobody used is deleted; 0 keeps them. Overrides the server key
     /// `images.remote_cache_expiry` (default 10).
@@ -158,6 +162,7 @@ fn run() -> anyhow::Result<()> {
         default_network: args.default_network.then_some(args.default_network_name),
         image_limits: ctld::images::unpack::Limits::with_max_total(args.image_max_size_gib << 30),
         conn_limits: limits,
+        ui_dir: args.ui_dir,
     };
     // Every connection and container holds descriptors: the soft limit (often 1024) would
     // refuse clients long before the connection cap does.

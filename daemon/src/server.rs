@@ -86,6 +86,8 @@ pub struct Options {
     pub image_limits: Limits,
     /// Connection bounds of the HTTPS listener (the socket's are given to [`serve`]).
     pub conn_limits: ConnLimits,
+    /// Serve the web UI from this directory instead of the embedded build (`CTL_UI`).
+    pub ui_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -94,6 +96,7 @@ impl Default for Options {
             default_network: Some("ctlbr0".into()),
             image_limits: Limits::default(),
             conn_limits: ConnLimits::default(),
+            ui_dir: None,
         }
     }
 }
@@ -207,6 +210,13 @@ pub async fn build_state(
         info: StaticInfo::gather(version.as_str()),
         events,
         remote,
+        ui: match &options.ui_dir {
+            Some(dir) => {
+                tracing::info!(dir = %dir.display(), "serving the web UI from a directory");
+                api::ui::UiAssets::from_dir(dir.clone())
+            }
+            None => api::ui::UiAssets::default(),
+        },
     })
 }
 

@@ -506,7 +506,7 @@ fn openapi_refs_and_path_parameters_resolve() {
                 .unwrap_or_default();
             if !codes
                 .iter()
-                .any(|c| c.starts_with('2') || c.as_str() == "101" || c.as_str() == "303")
+                .any(|c| c.starts_with('2') || c.starts_with('3') || c.as_str() == "101")
             {
                 violations.push(format!("{method} {path}: no success response"));
             }

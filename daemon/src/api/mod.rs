@@ -26,6 +26,7 @@ pub mod simplestreams;
 pub mod storage;
 #[cfg(test)]
 mod tests;
+pub mod ui;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub networks: crate::network::Networks,
     /// Server configuration, the HTTPS listener, the trust store, dashboard sessions.
     pub remote: crate::remote::Remote,
+    /// The web UI's files (`/ui/`).
+    pub ui: ui::UiAssets,
 }
 
 /// The full API router.
@@ -256,6 +259,9 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/v1/index.json", get(simplestreams::index))
         .route("/streams/v1/images.json", get(simplestreams::catalog))
         .route("/images/{fingerprint}/{file}", get(simplestreams::file))
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{*path}", get(ui::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(projects::only_default_project))

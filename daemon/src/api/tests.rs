@@ -25,6 +25,7 @@ mod images_transfer;
 mod networks;
 mod profiles;
 mod proxies;
+mod ui;
 
 struct Harness {
     app: axum::Router,
@@ -84,6 +85,7 @@ async fn harness_with(limits: crate::images::unpack::Limits) -> Harness {
         execs: ExecRegistry::default(),
         info: StaticInfo::gather("v2"),
         events: events.clone(),
+        ui: super::ui::UiAssets::default(),
     };
     Harness {
         // As the socket's connections are: root on the Unix socket.

@@ -8,6 +8,7 @@
 //! and no fork from a tokio thread: children are started by re-executing ctld into the
 //! hidden `forkstart`/`forkexec`/`forkprobe` entries.
 
+pub mod beneath;
 pub mod btrfs;
 pub mod caps;
 pub mod cgroup;
