@@ -162,7 +162,7 @@ try {
   await page.goto(opts.url);
   await page.locator('[data-testid="instance-list"][data-loaded="true"]').waitFor({ timeout: 10000 });
   const cookies = await context.cookies();
-  const session = cookies.find((c) => c.name === 'ctl_session');
+  const session = cookies.find((c) => c.name.startsWith('__Host-ctl_session_'));
   report('login', { url: page.url(), cookie: Boolean(session), http_only: session?.httpOnly ?? null, secure: session?.secure ?? null, same_site: session?.sameSite ?? null });
   await page.locator('[data-testid="live"]', { hasText: 'live' }).waitFor({ timeout: 5000 });
   const cookie = session ? `${session.name}=${session.value}` : '';
