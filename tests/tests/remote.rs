@@ -375,3 +375,62 @@ fn on_a_terminal_the_certificate_is_confirmed_by_the_user() {
     assert!(ok, "{t}");
     assert!(t.trim_end().ends_with("EXIT 3"), "{t}");
 }
+
+/// `ctl launch IMAGE_REMOTE:IMAGE REMOTE:NAME`: the image's server and the instance's are
+/// independent. Daemon `a` serves its public busybox as a simplestreams tree (as
+/// images.linuxcontainers.org would), `b` is a remote ctld over HTTPS; the client tells
+/// `b` to pull the image from `a` and run it.
+#[test]
+fn an_image_from_one_remote_launches_on_another() {
+    if !require_root("an_image_from_one_remote_launches_on_another") {
+        return;
+    }
+    let http = format!("127.0.0.1:{}", free_port());
+    let a = Daemon::start_with(&["--http-address", &http]);
+    a.ok(&["image", "list"]);
+    a.ok(&["init", "busybox", "warm"]);
+    let (s, v) = a.http("GET", "/1.0/images?recursion=1", None);
+    assert_eq!(s, 200, "{v}");
+    let fp = v["metadata"][0]["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (s, v) = a.http(
+        "PATCH",
+        &format!("/1.0/images/{fp}"),
+        Some(r#"{"public": true}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+
+    let b = Daemon::start();
+    let addr = enable_https(&b);
+    let client = RemoteClient::new();
+    client.ok(&["remote", "add", "r1", &token(&b, "laptop")]);
+    client.ok(&[
+        "remote",
+        "add",
+        "imgs",
+        &format!("http://{http}"),
+        "--protocol",
+        "simplestreams",
+    ]);
+    client.ok(&["launch", "imgs:busybox", "r1:c1"]);
+    assert_eq!(
+        client.ok(&["exec", "r1:c1", "--", "echo", "pulled"]).trim(),
+        "pulled"
+    );
+    // It runs on b, from an image b now has (pulled from a), and not on a.
+    assert!(
+        b.instances().contains(&"c1".to_string()),
+        "{:?}",
+        b.instances()
+    );
+    assert!(!a.instances().contains(&"c1".to_string()));
+    let (s, img) = b.http("GET", &format!("/1.0/images/{fp}"), None);
+    assert_eq!(s, 200, "b pulled the image: {img}");
+    assert_eq!(
+        img["metadata"]["update_source"]["server"],
+        format!("http://{http}")
+    );
+    drop(addr);
+}
