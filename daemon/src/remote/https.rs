@@ -232,6 +232,11 @@ impl Https {
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let router = self.router.get().cloned().unwrap_or_default();
         let conns = CancellationToken::new();
+        // Small writes (handshake flights, websocket frames) go out at once: with Nagle,
+        // each waits for the peer's delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let task = tokio::spawn(crate::server::serve_limited(
             listener,
             router,

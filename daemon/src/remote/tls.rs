@@ -58,6 +58,13 @@ pub fn fingerprint(der: &[u8]) -> String {
         .collect()
 }
 
+/// A certificate's validity window (`notBefore`, `notAfter`) in Unix seconds, if it parses.
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let v = cert.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
 /// PEM text of a DER certificate.
 pub fn to_pem(der: &[u8]) -> String {
     use base64::Engine;

@@ -46,6 +46,13 @@ struct Pending {
     expires: time::OffsetDateTime,
 }
 
+/// The table in memory, with each certificate's validity window (Unix seconds).
+#[derive(Default)]
+struct Mirror {
+    rows: HashMap<String, CertificateRow>,
+    windows: HashMap<String, (i64, i64)>,
+}
+
 /// An open connection of a certificate's holder, ended when the certificate stops being
 /// trusted as it was.
 struct Watched {
@@ -59,7 +66,7 @@ struct Watched {
 #[derive(Clone)]
 pub struct Trust {
     pool: Pool,
-    cache: Arc<RwLock<HashMap<String, CertificateRow>>>,
+    cache: Arc<RwLock<Mirror>>,
     /// Pending tokens by secret.
     tokens: Arc<Mutex<HashMap<String, Pending>>>,
     /// Open connections by certificate.
@@ -151,7 +158,14 @@ impl Trust {
                 }
             }
         });
-        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = map;
+        let windows = map
+            .iter()
+            .filter_map(|(fp, row)| {
+                let der = tls::parse_certificate(&row.certificate).ok()?;
+                Some((fp.clone(), tls::validity(&der)?))
+            })
+            .collect();
+        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = Mirror { rows: map, windows };
         Ok(())
     }
 
@@ -168,13 +182,16 @@ impl Trust {
         });
     }
 
-    /// The trusted certificate with this fingerprint, if any (no database access).
+    /// The trusted certificate with this fingerprint, if any and valid now (no database
+    /// access): an expired or not yet valid certificate trusts nobody, as with Incus.
     pub fn lookup(&self, fingerprint: &str) -> Option<CertificateRow> {
-        self.cache
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(fingerprint)
-            .cloned()
+        let mirror = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        let (from, until) = *mirror.windows.get(fingerprint)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if now < from || now > until {
+            return None;
+        }
+        mirror.rows.get(fingerprint).cloned()
     }
 
     /// Every trusted certificate.
@@ -193,7 +210,10 @@ impl Trust {
         if prefix.is_empty() {
             return Err(TrustError::NotFound(String::new()));
         }
-        let mut hits = cache.values().filter(|r| r.fingerprint.starts_with(prefix));
+        let mut hits = cache
+            .rows
+            .values()
+            .filter(|r| r.fingerprint.starts_with(prefix));
         match (hits.next(), hits.next()) {
             (Some(r), None) => Ok(r.clone()),
             (Some(_), Some(_)) => Err(TrustError::Invalid(format!(
@@ -223,6 +243,23 @@ impl Trust {
         der: &[u8],
     ) -> Result<Certificate, TrustError> {
         check_put(&put)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        match tls::validity(der) {
+            Some((from, _)) if now < from => {
+                return Err(TrustError::Invalid(
+                    "the certificate is not valid yet".into(),
+                ));
+            }
+            Some((_, until)) if now > until => {
+                return Err(TrustError::Invalid("the certificate has expired".into()));
+            }
+            Some(_) => {}
+            None => {
+                return Err(TrustError::Invalid(
+                    "the certificate's validity cannot be read".into(),
+                ));
+            }
+        }
         let _change = self.changes.lock().await;
         let row = CertificateRow {
             fingerprint: tls::fingerprint(der),
@@ -466,6 +503,51 @@ mod tests {
         assert_eq!(done.status_code, ctl_api::StatusCode::Cancelled);
         assert!(trust.redeem(&secret).is_none(), "revoked");
         assert!(trust.redeem("").is_none());
+        Ok(())
+    }
+
+    /// A self-signed certificate valid from `from` to `until` (days from now), PEM.
+    fn cert_valid(from: i64, until: i64) -> Result<String, Box<dyn std::error::Error>> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(vec!["client".to_string()])?;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(from);
+        params.not_after = now + time::Duration::days(until);
+        Ok(params.self_signed(&key)?.pem())
+    }
+
+    #[tokio::test]
+    async fn only_certificates_valid_now_are_trusted() -> TestResult {
+        let (_tmp, trust) = store().await?;
+        for (from, until) in [(-10, -1), (1, 10)] {
+            let mut put = client("stale");
+            put.certificate = cert_valid(from, until)?;
+            assert!(matches!(trust.add(put).await, Err(TrustError::Invalid(_))));
+        }
+        let mut good = client("good");
+        good.certificate = cert_valid(-1, 10)?;
+        let added = trust.add(good).await?;
+        assert!(trust.lookup(&added.fingerprint).is_some());
+        // One that expired after it was added (written behind the store's back) trusts
+        // nobody.
+        let old = cert_valid(-10, -1)?;
+        let der = tls::parse_certificate(&old)?;
+        db::trust::insert_certificate(
+            &trust.pool,
+            &CertificateRow {
+                fingerprint: tls::fingerprint(&der),
+                kind: "client".into(),
+                name: "old".into(),
+                certificate: old,
+                restricted: false,
+                projects: vec![],
+                description: String::new(),
+            },
+        )
+        .await?;
+        trust.reload().await?;
+        assert!(trust.lookup(&tls::fingerprint(&der)).is_none());
+        assert!(trust.get(&tls::fingerprint(&der)).is_ok(), "still listed");
         Ok(())
     }
 
