@@ -798,6 +798,76 @@ fn what_web_dashboards_check_for_is_there() {
     assert_eq!(v["metadata"][0]["state"]["memory"]["total"], 64 << 20);
     let (s, _) = d.http("GET", "/1.0/instances?recursion=2;nonsense", None);
     assert_eq!(s, 400);
+
+    // Project usage in Incus' capitalized keys; empty collections of features ctld lacks.
+    let (_, v) = d.http("GET", "/1.0/projects/default/state", None);
+    assert_eq!(v["metadata"]["resources"]["instances"]["Usage"], 1, "{v}");
+    assert_eq!(v["metadata"]["resources"]["instances"]["Limit"], -1, "{v}");
+    for path in [
+        "/1.0/network-acls?recursion=1",
+        "/1.0/network-allocations?recursion=1",
+        "/1.0/storage-pools/default/buckets?recursion=1",
+    ] {
+        let (s, v) = d.http("GET", path, None);
+        assert_eq!((s, v["metadata"].clone()), (200, json!([])), "{path}");
+    }
+    let (s, _) = d.http("GET", "/1.0/storage-pools/nope/buckets", None);
+    assert_eq!(s, 404);
+    // A finished operation leaves the list after five seconds (UIs read "an operation on
+    // this instance is under way" from it) and can still be read by id.
+    d.ok(&["restart", "--force", "c1"]);
+    let listed = |d: &Daemon| {
+        let (_, v) = d.http("GET", "/1.0/operations?recursion=1", None);
+        v["metadata"].to_string()
+    };
+    assert!(listed(&d).contains("Restarting instance"), "{}", listed(&d));
+    assert!(wait_until(Duration::from_secs(8), || !listed(&d)
+        .contains("Restarting instance")));
+}
+
+#[test]
+fn another_dashboard_build_runs_its_own_inline_scripts_only() {
+    if !require_root("another_dashboard_build_runs_its_own_inline_scripts_only") {
+        return;
+    }
+    let ui = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let script = "const global = globalThis;";
+    std::fs::write(
+        ui.path().join("index.html"),
+        format!("<html><head><script>{script}</script></head><body>other ui</body></html>"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let d = Daemon::start_with(&["--ui-dir", &ui.path().display().to_string()]);
+    let port = enable_https(&d);
+    let mut p = Probe::open(&d, port, None);
+    let a = p.get("/ui/instances");
+    assert_eq!(a.status, 200);
+    assert!(a.text.contains("other ui"));
+    let csp = a.headers["content-security-policy"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // sha256 of the script's text, base64: what a browser compares.
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import hashlib,base64;print(base64.b64encode(hashlib.sha256(b'{script}').digest()).decode())"
+        ))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        csp.contains(&format!("script-src 'self' 'sha256-{hash}';")),
+        "{csp}"
+    );
+    assert!(csp.contains("style-src 'self' 'unsafe-inline'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    // The API keeps the strict policy.
+    let a = p.get("/1.0");
+    let api = a.headers["content-security-policy"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!api.contains("unsafe") && !api.contains("sha256"), "{api}");
 }
 
 /// Add `cert` to the trust store through the socket.

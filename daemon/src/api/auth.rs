@@ -74,7 +74,10 @@ pub fn security_headers(headers: &mut HeaderMap) {
         (header::REFERRER_POLICY, "no-referrer"),
     ];
     for (name, value) in set {
-        headers.insert(name, HeaderValue::from_static(value));
+        // A handler's own (a `CTL_UI` build's policy) stays.
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
     }
 }
 

@@ -117,7 +117,8 @@ pub async fn get_state(
     check_name(&name)?;
     let instances = state.instances.names().await?.len();
     let networks = state.networks.names().await?.len();
-    let usage = |n: usize| serde_json::json!({"limit": -1, "usage": n});
+    // Capitalized, as Incus' `ProjectStateResource` (Go fields without JSON tags).
+    let usage = |n: usize| serde_json::json!({"Limit": -1, "Usage": n});
     Ok(sync(serde_json::json!({
         "resources": {
             "containers": usage(instances),
@@ -126,6 +127,14 @@ pub async fn get_state(
             "virtual-machines": usage(0),
         }
     })))
+}
+
+/// Collections of features ctld does not have, empty (as an Incus server without any):
+/// `/1.0/network-acls`, `/1.0/network-allocations`, `/1.0/storage-pools/P/buckets`. Web
+/// UIs list them without checking an extension first.
+pub async fn none(Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    recursion(&q)?;
+    Ok(sync(Vec::<String>::new()))
 }
 
 /// `GET /1.0/warnings`: ctl records none.

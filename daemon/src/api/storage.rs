@@ -70,6 +70,18 @@ pub async fn get_one(
     Ok(sync(state.instances.storage().pool(&pool).await?))
 }
 
+/// `GET /1.0/storage-pools/{pool}/buckets`: ctld has no object storage buckets; an empty
+/// list for a pool that exists (web UIs list them without checking an extension).
+pub async fn buckets(
+    State(state): State<AppState>,
+    Path(pool): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    super::recursion(&q)?;
+    state.instances.storage().pool(&pool).await?;
+    Ok(sync(Vec::<String>::new()))
+}
+
 /// `PUT /1.0/storage-pools/{pool}`.
 pub async fn put(
     state: State<AppState>,

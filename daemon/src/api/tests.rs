@@ -314,7 +314,7 @@ async fn the_default_project_holds_everything_and_no_other_exists() {
         "{v}"
     );
     let (_, v) = call(&h.app, "GET", "/1.0/projects/default/state", "").await;
-    assert_eq!(v["metadata"]["resources"]["containers"]["usage"], 1, "{v}");
+    assert_eq!(v["metadata"]["resources"]["containers"]["Usage"], 1, "{v}");
     let (_, v) = call(&h.app, "GET", "/1.0/warnings?recursion=1", "").await;
     assert_eq!(v["metadata"], json!([]));
     // Another project, by path or by query, anywhere: 404, nothing done.

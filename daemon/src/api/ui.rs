@@ -151,12 +151,57 @@ async fn serve(assets: &UiAssets, path: &str) -> Response {
         "no-cache"
     };
     let mut headers = security_headers();
+    if assets.dir.is_some() {
+        // Another build (an LXD/Incus UI): its own inline scripts by hash, the styles and
+        // workers such UIs make at run time. The embedded build keeps the strict policy.
+        let index = match name {
+            INDEX => Some(data.clone()),
+            _ => assets.load(INDEX).await.ok().flatten(),
+        };
+        let policy = foreign_policy(&String::from_utf8_lossy(index.as_deref().unwrap_or(b"")));
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            headers.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(name)),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     (StatusCode::OK, headers, data.into_owned()).into_response()
+}
+
+/// The Content-Security-Policy of a build served from `CTL_UI`: scripts from the origin
+/// and the inline ones of its `index.html` (by their SHA-256, so nothing injected runs),
+/// inline styles and `blob:` workers (what LXD's and Incus' UIs create at run time), no
+/// framing, a `<base>` of its own origin only.
+pub fn foreign_policy(index_html: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let mut scripts = String::new();
+    let mut rest = index_html;
+    while let Some(start) = rest.find("<script") {
+        let after = &rest[start..];
+        let Some(open_end) = after.find('>') else {
+            break;
+        };
+        let tag = &after[..open_end];
+        let body = &after[open_end + 1..];
+        let Some(close) = body.find("</script>") else {
+            break;
+        };
+        if !tag.contains(" src=") && !body[..close].trim().is_empty() {
+            let digest = sha2::Sha256::digest(&body.as_bytes()[..close]);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+            scripts.push_str(&format!(" 'sha256-{b64}'"));
+        }
+        rest = &body[close..];
+    }
+    format!(
+        "default-src 'self'; script-src 'self'{scripts}; style-src 'self' 'unsafe-inline'; \
+         worker-src 'self' blob:; img-src 'self' data:; frame-ancestors 'none'; \
+         base-uri 'self'; form-action 'self'"
+    )
 }
 
 fn failed(e: &std::io::Error) -> Response {
@@ -185,6 +230,32 @@ fn security_headers() -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_foreign_build_may_run_its_own_inline_scripts_only() {
+        let html = "<html><head><script>const global = globalThis;</script>\
+                    <script type=\"module\" src=\"/ui/assets/a.js\"></script>\
+                    <script>\n  load();\n</script></head></html>";
+        let p = foreign_policy(html);
+        // The browser's hash of the script's text, exactly as written between the tags.
+        assert!(
+            p.contains("'sha256-ivKZt7n1dtDruu0A4NKNpVoGWL9M8TE1yoPuekUvxFU='"),
+            "{p}"
+        );
+        assert_eq!(p.matches("'sha256-").count(), 2, "{p}");
+        assert!(
+            p.starts_with("default-src 'self'; script-src 'self' 'sha256-"),
+            "{p}"
+        );
+        assert!(!p.contains("script-src 'self' 'unsafe"), "{p}");
+        assert!(p.contains("frame-ancestors 'none'"));
+        assert_eq!(
+            foreign_policy("<p>no scripts</p>"),
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+             worker-src 'self' blob:; img-src 'self' data:; frame-ancestors 'none'; \
+             base-uri 'self'; form-action 'self'"
+        );
+    }
 
     #[test]
     fn paths_that_could_leave_the_build_are_refused() {

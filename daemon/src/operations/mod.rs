@@ -15,6 +15,9 @@ use uuid::Uuid;
 
 /// How long a finished operation stays visible.
 const KEEP_FINISHED: Duration = Duration::from_secs(300);
+/// How long a finished operation stays in the list (`GET /1.0/operations`): web UIs read
+/// "an operation on this instance is under way" from it.
+const LISTED_FINISHED: Duration = Duration::from_secs(5);
 
 /// How many finished operations stay visible at most: a burst of thousands of short
 /// operations would otherwise hold all of them (and their metadata) for five minutes.
@@ -180,9 +183,17 @@ impl Operations {
             .ok_or(OpError::NotFound)
     }
 
-    /// All operations.
+    /// All operations but those finished more than [`LISTED_FINISHED`] ago (as Incus, which
+    /// forgets them after five seconds; here they can still be read by id for a while).
     pub fn list(&self) -> Vec<Operation> {
-        let mut v: Vec<Operation> = self.lock().values().map(|e| e.op.clone()).collect();
+        let mut map = self.lock();
+        prune(&mut map);
+        let mut v: Vec<Operation> = map
+            .values()
+            .filter(|e| e.finished_at.is_none_or(|t| t.elapsed() < LISTED_FINISHED))
+            .map(|e| e.op.clone())
+            .collect();
+        drop(map);
         v.sort_by(|a, b| a.created_at.cmp(&b.created_at));
         v
     }

@@ -131,8 +131,15 @@ async fn a_ui_directory_replaces_the_build_and_is_never_left() {
     let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let app = app_with_ui_dir(&dist, state.path()).await;
 
-    let (s, _, body) = fetch(&app, "/ui/").await;
+    let (s, head, body) = fetch(&app, "/ui/").await;
     assert_eq!((s, body.as_str()), (StatusCode::OK, "<html>custom</html>"));
+    // Another build gets the policy LXD's and Incus' UIs need, not the embedded one's.
+    let csp = header(&head, "content-security-policy");
+    assert!(csp.contains("style-src 'self' 'unsafe-inline'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self';"),
+        "no inline script in this index: {csp}"
+    );
     let (s, head, body) = fetch(&app, "/ui/assets/x-1.css").await;
     assert_eq!((s, body.as_str()), (StatusCode::OK, "p{}"));
     assert_eq!(header(&head, "content-type"), "text/css; charset=utf-8");
