@@ -813,6 +813,34 @@ fn what_web_dashboards_check_for_is_there() {
     }
     let (s, _) = d.http("GET", "/1.0/storage-pools/nope/buckets", None);
     assert_eq!(s, 404);
+    // An instance's root volume has a state (the volumes page shows its size).
+    d.ok(&[
+        "exec",
+        "c1",
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/root/f",
+        "bs=1M",
+        "count=3",
+    ]);
+    let (s, v) = d.http(
+        "GET",
+        "/1.0/storage-pools/default/volumes/container/c1/state",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["metadata"]["usage"]["used"].as_i64().unwrap_or(0) >= 3 << 20,
+        "{v}"
+    );
+    assert_eq!(v["metadata"]["usage"]["total"], -1);
+    let (s, _) = d.http(
+        "GET",
+        "/1.0/storage-pools/default/volumes/container/nope/state",
+        None,
+    );
+    assert_eq!(s, 404);
     // A finished operation leaves the list after five seconds (UIs read "an operation on
     // this instance is under way" from it) and can still be read by id.
     d.ok(&["restart", "--force", "c1"]);

@@ -292,10 +292,39 @@ pub async fn volume_state(
     State(state): State<AppState>,
     Path((pool, kind, name)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
+    if kind == "container" {
+        return Ok(sync(container_volume_state(&state, &pool, &name).await?));
+    }
     only_custom(&kind)?;
     Ok(sync(
         state.instances.storage().volume_state(&pool, &name).await?,
     ))
+}
+
+/// The state of an instance's root volume (`…/volumes/container/NAME/state`, as Incus):
+/// its root disk's usage, and its size when it has one (`-1`: none).
+async fn container_volume_state(
+    state: &AppState,
+    pool: &str,
+    name: &str,
+) -> Result<serde_json::Value, ApiError> {
+    state.instances.storage().pool(pool).await?;
+    let instance = state.instances.get(name).await?;
+    let on = instance
+        .config
+        .get(crate::storage::VOLATILE_POOL)
+        .map(String::as_str)
+        .unwrap_or("default");
+    if on != pool {
+        return Err(ApiError::NotFound(format!(
+            "storage volume \"container/{name}\" not found in pool \"{pool}\""
+        )));
+    }
+    let st = state.instances.state(name).await?;
+    let root = st.disk.get("root");
+    let used = root.and_then(|r| r["usage"].as_i64()).unwrap_or(0);
+    let total = root.and_then(|r| r["total"].as_i64()).unwrap_or(-1);
+    Ok(serde_json::json!({"usage": {"used": used, "total": total}}))
 }
 
 /// `GET …/volumes/custom/{name}/snapshots?recursion=0|1`.
