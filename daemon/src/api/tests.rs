@@ -61,21 +61,44 @@ async fn harness_with(limits: crate::images::unpack::Limits) -> Harness {
     db::images::set_alias(&pool, "busybox", "ab12ab12ab12ab12", "")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let paths = Arc::new(Paths::new(dir.path()));
     let worker = Arc::new(FakeWorker::default());
     let events = Events::default();
+    let app = app(
+        pool,
+        dir.path(),
+        worker.clone(),
+        events.clone(),
+        limits,
+        super::ui::UiAssets::default(),
+    )
+    .await;
+    Harness {
+        app,
+        worker,
+        events,
+        _dir: dir,
+    }
+}
+
+/// The router over the real services on `pool` and state directory `dir`, the web UI from
+/// `ui`, every request as the Unix socket's (root).
+async fn app(
+    pool: db::Pool,
+    dir: &std::path::Path,
+    worker: Arc<FakeWorker>,
+    events: Events,
+    limits: crate::images::unpack::Limits,
+    ui: super::ui::UiAssets,
+) -> axum::Router {
+    let paths = Arc::new(Paths::new(dir));
     let images = ImageStore::new(pool.clone(), paths.clone())
         .with_events(events.clone())
         .with_limits(limits);
-    let remote = crate::remote::Remote::load(
-        pool.clone(),
-        dir.path(),
-        crate::server::ConnLimits::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let instances =
-        Instances::new(pool, worker.clone(), paths, images.clone()).with_events(events.clone());
+    let remote =
+        crate::remote::Remote::load(pool.clone(), dir, crate::server::ConnLimits::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     let state = AppState {
         remote,
         networks: instances.networks().clone(),
@@ -84,21 +107,20 @@ async fn harness_with(limits: crate::images::unpack::Limits) -> Harness {
         ops: Operations::with_events(events.clone()),
         execs: ExecRegistry::default(),
         info: StaticInfo::gather("v2"),
-        events: events.clone(),
-        ui: super::ui::UiAssets::default(),
-    };
-    Harness {
-        // As the socket's connections are: root on the Unix socket.
-        app: router(state).layer(axum::middleware::map_request(
-            |mut req: axum::extract::Request| async move {
-                req.extensions_mut().insert(crate::server::Peer::Unix);
-                req
-            },
-        )),
-        worker,
         events,
-        _dir: dir,
-    }
+        ui,
+    };
+    router(state).layer(axum::middleware::map_request(
+        |mut req: axum::extract::Request| async move {
+            req.extensions_mut().insert(crate::server::Peer::Unix);
+            req
+        },
+    ))
+}
+
+/// A header's value as text ("" when absent).
+fn header<'a>(h: &'a axum::http::HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 async fn call(app: &axum::Router, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::{Harness, harness, run_op};
+use super::{Harness, harness, header, run_op};
 
 /// A harness with running instance `c1` whose files live in the returned temp dir.
 async fn with_instance() -> (Harness, tempfile::TempDir) {
@@ -53,10 +53,6 @@ async fn send(
         .map(|b| b.to_bytes().to_vec())
         .unwrap_or_default();
     (parts.status, parts.headers, bytes)
-}
-
-fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
-    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 fn json(body: &[u8]) -> Value {

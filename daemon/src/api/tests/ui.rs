@@ -6,59 +6,23 @@ use crate::api::ui::UiAssets;
 
 /// `(status, headers, body)` of a GET.
 async fn fetch(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
-    let req = Request::builder()
-        .uri(uri)
-        .body(Body::empty())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let resp = app
-        .clone()
-        .oneshot(req)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (parts, body) = resp.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    (
-        parts.status,
-        parts.headers,
-        String::from_utf8_lossy(&bytes).into_owned(),
-    )
-}
-
-fn header<'a>(h: &'a axum::http::HeaderMap, name: &str) -> &'a str {
-    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    let (status, headers, body) = get_raw(app, uri).await;
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// The router over a state whose UI comes from `dir` (no images: only `/ui/` is asked).
 /// The state directory is `state_dir`.
 async fn app_with_ui_dir(dir: &std::path::Path, state_dir: &std::path::Path) -> axum::Router {
     let pool = db::open_memory().await.unwrap_or_else(|e| panic!("{e}"));
-    let paths = Arc::new(Paths::new(state_dir));
-    let worker = Arc::new(FakeWorker::default());
-    let events = Events::default();
-    let images = ImageStore::new(pool.clone(), paths.clone()).with_events(events.clone());
-    let remote = crate::remote::Remote::load(
-        pool.clone(),
+    app(
+        pool,
         state_dir,
-        crate::server::ConnLimits::default(),
+        Arc::new(FakeWorker::default()),
+        Events::default(),
+        crate::images::unpack::Limits::default(),
+        UiAssets::from_dir(dir.to_path_buf()),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
-    router(AppState {
-        remote,
-        networks: instances.networks().clone(),
-        instances,
-        images,
-        ops: Operations::with_events(events.clone()),
-        execs: ExecRegistry::default(),
-        info: StaticInfo::gather("v2"),
-        events,
-        ui: UiAssets::from_dir(dir.to_path_buf()),
-    })
 }
 
 #[tokio::test]
