@@ -5,6 +5,7 @@
 //! clients can follow. This crate is serde only: no I/O, no async, no database types.
 
 pub mod certificate;
+pub mod cluster;
 pub mod event;
 pub mod expiry;
 pub mod image;
@@ -20,6 +21,10 @@ pub mod storage;
 
 pub use certificate::{
     Certificate, CertificateAddToken, CertificatePut, CertificatesPost, ServerPut, UiLoginLink,
+};
+pub use cluster::{
+    Cluster, ClusterMember, ClusterMemberJoinToken, ClusterMemberPost, ClusterMemberPut,
+    ClusterMemberStatePost, ClusterMembersPost, ClusterPut,
 };
 pub use event::{Event, EventLifecycle, EventLogging, EventType, UnknownEventType};
 pub use image::{
