@@ -222,6 +222,22 @@ impl Client {
         self.wait_operation(&operation.id).await.map(Some)
     }
 
+    /// Send a request that may answer either way and return the operation it started, not
+    /// waited for (`None` for a sync answer: done already). The caller waits, with
+    /// [`crate::progress::wait`] to show progress.
+    pub async fn request_started(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Operation>, Error> {
+        let response = self.request(method, path, body).await?;
+        if response.kind != ResponseType::Async {
+            return Ok(None);
+        }
+        operation_of(path, response).map(Some)
+    }
+
     /// `GET /1.0`: the server and its environment.
     pub async fn server(&self) -> Result<Server, Error> {
         self.get("/1.0").await
@@ -274,8 +290,18 @@ impl Client {
 
     /// `POST /1.0/instances`: start creating an instance; returns the operation.
     pub async fn create_instance(&self, request: &InstancesPost) -> Result<Operation, Error> {
+        self.create_instance_on(request, None).await
+    }
+
+    /// `POST /1.0/instances[?target=MEMBER]`: start creating an instance, on cluster member
+    /// `target` when given; returns the operation.
+    pub async fn create_instance_on(
+        &self,
+        request: &InstancesPost,
+        target: Option<&str>,
+    ) -> Result<Operation, Error> {
         let body = to_value(request)?;
-        self.request_operation(Method::POST, "/1.0/instances", Some(&body))
+        self.request_operation(Method::POST, &instances_url(target), Some(&body))
             .await
     }
 
@@ -413,6 +439,14 @@ where
     http_body_util::StreamBody::new(chunks)
 }
 
+/// `/1.0/instances`, with `?target=MEMBER` to create an instance on that cluster member.
+pub fn instances_url(target: Option<&str>) -> String {
+    match target {
+        Some(member) => format!("/1.0/instances?target={}", encode_segment(member)),
+        None => "/1.0/instances".to_string(),
+    }
+}
+
 /// `/1.0/instances/{name}` with the name percent-encoded.
 fn instance_path(name: &str) -> String {
     format!("/1.0/instances/{}", encode_segment(name))
@@ -516,6 +550,13 @@ mod tests {
         assert_eq!(encode_segment("c1"), "c1");
         assert_eq!(encode_segment("a b?c"), "a%20b%3Fc");
         assert_eq!(encode_segment("x-y_z.1~"), "x-y_z.1~");
+    }
+
+    #[test]
+    fn a_target_member_is_a_query() {
+        assert_eq!(instances_url(None), "/1.0/instances");
+        assert_eq!(instances_url(Some("node2")), "/1.0/instances?target=node2");
+        assert_eq!(instances_url(Some("a b")), "/1.0/instances?target=a%20b");
     }
 
     #[test]

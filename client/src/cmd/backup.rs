@@ -48,6 +48,9 @@ pub struct ImportArgs {
     pub file: PathBuf,
     /// The new instance's name (default: the name in the backup)
     pub name: Option<String>,
+    /// Cluster member to import the instance on (`POST /1.0/instances?target=MEMBER`)
+    #[arg(long, value_name = "MEMBER")]
+    pub target: Option<String>,
 }
 
 /// `ctl backup` subcommands.
@@ -270,7 +273,7 @@ pub async fn import(client: &Client, args: &ImportArgs) -> Result<String, Error>
     let meter = Meter::new("Uploading the backup", Some(len));
     let mut builder = Request::builder()
         .method(Method::POST)
-        .uri("/1.0/instances")
+        .uri(crate::client::instances_url(args.target.as_deref()))
         .header(CONTENT_TYPE, "application/octet-stream")
         .header(CONTENT_LENGTH, len);
     if let Some(name) = &args.name {

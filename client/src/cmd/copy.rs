@@ -33,6 +33,9 @@ pub struct CopyArgs {
     /// Apply no profile at all
     #[arg(long, conflicts_with = "profiles")]
     pub no_profiles: bool,
+    /// Cluster member to put the copy on (`POST /1.0/instances?target=MEMBER`)
+    #[arg(long = "target", value_name = "MEMBER")]
+    pub member: Option<String>,
 }
 
 /// Arguments of `ctl move` (a rename on one server).
@@ -70,7 +73,9 @@ pub fn request(args: &CopyArgs) -> InstancesPost {
 
 /// Copy an instance (or a snapshot) and report the copy's name if the server chose it.
 pub async fn copy(client: &Client, args: &CopyArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let operation = client.create_instance(&request(args)).await?;
+    let operation = client
+        .create_instance_on(&request(args), args.member.as_deref())
+        .await?;
     let finished = client.wait_operation(&operation.id).await?;
     if args.target.is_none()
         && let Some(name) = super::create::created_instance(&finished)
@@ -105,6 +110,7 @@ mod tests {
             config: vec![("limits.cpu".into(), "1".into())],
             profiles: vec![],
             no_profiles: false,
+            member: None,
         };
         let r = request(&args);
         assert_eq!(r.source.kind, "copy");
@@ -117,5 +123,29 @@ mod tests {
             ..args
         });
         assert_eq!(none.profiles, Some(vec![]));
+    }
+
+    #[tokio::test]
+    async fn a_copy_goes_to_the_target_member() {
+        use crate::test_support::{FakeServer, async_envelope, operation, sync_envelope};
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["ctl", "copy", "c1", "c2", "--target", "node3"]);
+        let Ok(crate::cli::Command::Copy(args)) = cli.map(|c| c.command) else {
+            panic!("copy --target did not parse");
+        };
+        assert_eq!(
+            (args.target.as_deref(), args.member.as_deref()),
+            (Some("c2"), Some("node3"))
+        );
+        let server = FakeServer::serve(vec![
+            async_envelope(operation("op1", 103, "")),
+            sync_envelope(operation("op1", 200, "")),
+        ]);
+        let copied = copy(&server.client(), &args, &mut Vec::new()).await;
+        assert!(copied.is_ok(), "{copied:?}");
+        let seen = server.seen();
+        assert_eq!(seen[0].path, "/1.0/instances?target=node3");
+        assert_eq!(seen[0].body["source"]["source"], serde_json::json!("c1"));
+        assert_eq!(seen[1].path, "/1.0/operations/op1/wait?timeout=-1");
     }
 }

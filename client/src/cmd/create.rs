@@ -43,6 +43,9 @@ pub struct CreateArgs {
     /// Override a device its profiles give it: DEVICE,KEY=VALUE (repeatable)
     #[arg(short = 'd', long = "device", value_name = "DEVICE,KEY=VALUE", value_parser = parse_device_override)]
     pub device_overrides: Vec<(String, String, String)>,
+    /// Cluster member to create the instance on (`POST /1.0/instances?target=MEMBER`)
+    #[arg(long, value_name = "MEMBER")]
+    pub target: Option<String>,
 }
 
 /// `DEVICE,KEY=VALUE` of `-d`.
@@ -187,6 +190,21 @@ pub fn created_instance(operation: &Operation) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// Ask the server to create the instance (on `--target`'s member when given); returns the
+/// creation operation, not waited for.
+pub async fn begin(
+    client: &Client,
+    args: &CreateArgs,
+    start: bool,
+    remotes: &Config,
+) -> Result<Operation, Error> {
+    let mut req = request(args, start, remotes)?;
+    apply_device_overrides(client, args, &mut req).await?;
+    Ok(client
+        .create_instance_on(&req, args.target.as_deref())
+        .await?)
+}
+
 /// Create the instance, start it when `start`, and report its name if the server chose it.
 pub async fn run(
     client: &Client,
@@ -196,9 +214,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let verb = if start { "Launching" } else { "Creating" };
     let remotes = Config::load(&config_path()).map_err(|e| Error::Usage(e.to_string()))?;
-    let mut req = request(args, start, &remotes)?;
-    apply_device_overrides(client, args, &mut req).await?;
-    let operation = client.create_instance(&req).await?;
+    let operation = begin(client, args, start, &remotes).await?;
     let early = args.name.clone().or_else(|| created_instance(&operation));
     match &early {
         Some(name) => writeln!(out, "{verb} {name}")?,
@@ -269,6 +285,7 @@ mod tests {
             storage: None,
             ephemeral: false,
             device_overrides: Vec::new(),
+            target: None,
         };
         let remotes = Config::default();
         let body = serde_json::to_value(request(&args, true, &remotes).ok()).unwrap_or_default();
@@ -373,6 +390,29 @@ mod tests {
         assert_eq!(local.alias, "busybox");
         assert!(local.server.is_empty());
         assert!(remote_image_source("nope:x", &remotes).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_target_member_goes_in_the_query() {
+        use crate::test_support::{FakeServer, async_envelope, operation};
+        let args = parse_launch(&["busybox", "c1", "--target", "node2"]);
+        assert_eq!(args.target.as_deref(), Some("node2"));
+        let server = FakeServer::serve(vec![async_envelope(operation("op1", 103, ""))]);
+        let started = begin(&server.client(), &args, true, &Config::default()).await;
+        assert_eq!(started.map(|op| op.id).ok().as_deref(), Some("op1"));
+        let seen = server.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].path.as_str()),
+            ("POST", "/1.0/instances?target=node2")
+        );
+        assert_eq!(seen[0].body["name"], json!("c1"));
+        // Without --target, the plain collection.
+        let args = parse_launch(&["busybox", "c1"]);
+        let server = FakeServer::serve(vec![async_envelope(operation("op2", 103, ""))]);
+        let started = begin(&server.client(), &args, false, &Config::default()).await;
+        assert!(started.is_ok(), "{started:?}");
+        assert_eq!(server.seen()[0].path, "/1.0/instances");
     }
 
     #[test]
