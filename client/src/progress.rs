@@ -1,6 +1,7 @@
 //! Waiting for an operation while showing its progress: the `progress` object ctld puts in
-//! an operation's metadata (`stage`, `percent`) drawn as a bar on a terminal, or the
-//! Incus-style `download_progress` string. Without a terminal it only waits.
+//! an operation's metadata (`stage`, `percent`) drawn as a bar on a terminal, or an
+//! Incus-style `*_progress` string (`download_progress`, `evacuation_progress`...). Without
+//! a terminal it only waits.
 
 use std::io::Write;
 use std::time::Duration;
@@ -23,9 +24,15 @@ pub fn progress_of(metadata: &Value) -> Option<(String, Option<u8>)> {
             .map(|v| v.min(100) as u8);
         return Some((stage, percent));
     }
+    if let Some(text) = metadata.get("download_progress").and_then(Value::as_str) {
+        return Some((text.to_string(), None));
+    }
+    // Any other `*_progress` string, as Incus' progress renderer reads them.
     metadata
-        .get("download_progress")
-        .and_then(Value::as_str)
+        .as_object()?
+        .iter()
+        .filter(|(key, _)| key.ends_with("_progress"))
+        .find_map(|(_, value)| value.as_str())
         .map(|s| (s.to_string(), None))
 }
 
@@ -94,6 +101,11 @@ mod tests {
             progress_of(&json!({"download_progress": "rootfs: 10% (3MB/s)"})),
             Some(("rootfs: 10% (3MB/s)".into(), None))
         );
+        assert_eq!(
+            progress_of(&json!({"evacuation_progress": "Stopping \"c1\""})),
+            Some(("Stopping \"c1\"".into(), None))
+        );
+        assert_eq!(progress_of(&json!({"other": "x"})), None);
         assert_eq!(progress_of(&json!(null)), None);
     }
 
