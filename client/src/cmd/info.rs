@@ -120,6 +120,10 @@ pub fn render(instance: &Instance, state: &State) -> String {
         }
     );
     let _ = writeln!(text, "Architecture: {}", instance.architecture);
+    // The cluster member it is on (a standalone server says `none`, as Incus does).
+    if !instance.location.is_empty() && instance.location != "none" {
+        let _ = writeln!(text, "Location: {}", instance.location);
+    }
     if state.pid > 0 {
         let _ = writeln!(text, "PID: {}", state.pid);
     }
@@ -262,6 +266,26 @@ mod tests {
              \x20   Memory (current): 1.23MiB\n    Memory (peak): 2.00MiB\n\n\
              Config:\n  limits.memory: 64MiB\n"
         );
+    }
+
+    #[test]
+    fn a_clustered_instance_names_its_member() {
+        let instance = |location: &str| -> Instance {
+            serde_json::from_value(json!({
+                "name": "c1", "status": "Stopped", "status_code": 102, "type": "container",
+                "architecture": "x86_64", "created_at": "", "location": location
+            }))
+            .expect("instance")
+        };
+        let state = State::default();
+        let text = render(&instance("node2"), &state);
+        assert!(
+            text.starts_with(
+                "Name: c1\nStatus: \nType: container\nArchitecture: x86_64\nLocation: node2\n"
+            ),
+            "{text}"
+        );
+        assert!(!render(&instance("none"), &state).contains("Location"));
     }
 
     /// A running instance's state as Incus reports it, with disk, swap and network.

@@ -1,9 +1,15 @@
 //! `ctl list`: the instances with their state, as a table, CSV, JSON or YAML.
+//!
+//! On a clustered server (`environment.server_clustered` of `GET /1.0`) the table gains a
+//! LOCATION column (the member an instance is on, as Incus' default columns end with `L`),
+//! and an instance the server reports in `Error` because its member is offline shows as
+//! `OFFLINE` (the members are asked for only when some instance is in `Error`).
 
+use std::collections::BTreeSet;
 use std::io::Write;
 
 use clap::Args;
-use ctl_api::InstanceFull;
+use ctl_api::{ClusterMember, InstanceFull, StatusCode};
 use serde_json::Value;
 
 use super::Error;
@@ -12,6 +18,29 @@ use crate::output::{self, Format};
 
 /// Columns of the table and CSV output.
 pub const HEADER: [&str; 7] = ["NAME", "STATE", "IPV4", "IPV6", "TYPE", "IMAGE", "PID"];
+/// Columns on a clustered server.
+pub const CLUSTERED_HEADER: [&str; 8] = [
+    "NAME", "STATE", "IPV4", "IPV6", "TYPE", "IMAGE", "PID", "LOCATION",
+];
+
+/// What a clustered server's listing knows about its members.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cluster {
+    /// Members whose status is `Offline`.
+    pub offline: BTreeSet<String>,
+}
+
+impl Cluster {
+    /// From `GET /1.0/cluster/members?recursion=1`.
+    pub fn from_members(members: &[ClusterMember]) -> Self {
+        let offline = members
+            .iter()
+            .filter(|m| m.status.eq_ignore_ascii_case("offline"))
+            .map(|m| m.server_name.clone())
+            .collect();
+        Cluster { offline }
+    }
+}
 
 /// Arguments of `ctl list`.
 #[derive(Debug, Clone, Args)]
@@ -97,8 +126,25 @@ pub fn is_privileged(instance: &ctl_api::Instance) -> bool {
         .is_some_and(|v| matches!(v.as_str(), "true" | "1" | "yes" | "on"))
 }
 
+/// What the STATE column shows: the status in capitals, `OFFLINE` for an instance in error
+/// on a member that is offline.
+pub fn state_label(instance: &ctl_api::Instance, cluster: Option<&Cluster>) -> String {
+    let on_offline_member = cluster.is_some_and(|c| c.offline.contains(&instance.location));
+    if instance.status_code == StatusCode::Error && on_offline_member {
+        "OFFLINE".into()
+    } else {
+        instance.status.to_uppercase()
+    }
+}
+
 /// One table row per instance, sorted by name.
 pub fn rows(instances: &[InstanceFull]) -> Vec<Vec<String>> {
+    rows_in(instances, None)
+}
+
+/// One table row per instance, sorted by name; on a clustered server (`cluster`) with the
+/// instance's member last.
+pub fn rows_in(instances: &[InstanceFull], cluster: Option<&Cluster>) -> Vec<Vec<String>> {
     let mut sorted: Vec<&InstanceFull> = instances.iter().collect();
     sorted.sort_by(|a, b| a.instance.name.cmp(&b.instance.name));
     sorted
@@ -111,21 +157,31 @@ pub fn rows(instances: &[InstanceFull]) -> Vec<Vec<String>> {
                 .filter(|pid| *pid > 0)
                 .map(|pid| pid.to_string())
                 .unwrap_or_default();
-            vec![
+            let mut row = vec![
                 full.instance.name.clone(),
-                full.instance.status.to_uppercase(),
+                state_label(&full.instance, cluster),
                 ipv4_addresses(full).join("\n"),
                 ipv6_addresses(full).join("\n"),
                 type_label(full),
                 image_label(full),
                 pid,
-            ]
+            ];
+            if cluster.is_some() {
+                row.push(full.instance.location.clone());
+            }
+            row
         })
         .collect()
 }
 
 /// Render the API answer of `GET /1.0/instances?recursion=2` in `format`.
 pub fn render(raw: &Value, format: Format) -> Result<String, Error> {
+    render_in(raw, format, None)
+}
+
+/// Render the API answer of `GET /1.0/instances?recursion=2` in `format`, for a clustered
+/// server when `cluster` is given (JSON and YAML are the API's objects either way).
+pub fn render_in(raw: &Value, format: Format, cluster: Option<&Cluster>) -> Result<String, Error> {
     let rows = match format {
         Format::Table | Format::Csv => {
             let instances: Vec<InstanceFull> =
@@ -133,18 +189,61 @@ pub fn render(raw: &Value, format: Format) -> Result<String, Error> {
                     what: "instance list".into(),
                     source,
                 })?;
-            rows(&instances)
+            rows_in(&instances, cluster)
         }
         Format::Json | Format::Yaml => Vec::new(),
     };
-    Ok(output::render(format, &HEADER, &rows, raw)?)
+    let header: &[&str] = if cluster.is_some() {
+        &CLUSTERED_HEADER
+    } else {
+        &HEADER
+    };
+    Ok(output::render(format, header, &rows, raw)?)
 }
 
 /// List the instances.
 pub async fn run(client: &Client, args: &ListArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let cluster = match args.format {
+        Format::Table | Format::Csv => cluster_of(client).await?,
+        Format::Json | Format::Yaml => None,
+    };
     let raw = client.instances_value().await?;
-    out.write_all(render(&raw, args.format)?.as_bytes())?;
+    let cluster = match cluster {
+        Some(_) if any_in_error(&raw) => Some(offline_members(client).await),
+        other => other,
+    };
+    out.write_all(render_in(&raw, args.format, cluster.as_ref())?.as_bytes())?;
     Ok(())
+}
+
+/// `Some` (no member known offline yet) when the server says it is clustered.
+async fn cluster_of(client: &Client) -> Result<Option<Cluster>, Error> {
+    let server = client.get_value("/1.0").await?;
+    let clustered = server
+        .pointer("/environment/server_clustered")
+        .and_then(Value::as_bool)
+        == Some(true);
+    Ok(clustered.then(Cluster::default))
+}
+
+/// Whether some instance of the listing is in `Error` (status code 112).
+fn any_in_error(raw: &Value) -> bool {
+    let error = u64::from(StatusCode::Error.code());
+    raw.as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .any(|i| i.get("status_code").and_then(Value::as_u64) == Some(error))
+}
+
+/// The offline members (`GET /1.0/cluster/members?recursion=1`). The listing does not fail
+/// for want of them: without, an instance in error shows as `ERROR`.
+async fn offline_members(client: &Client) -> Cluster {
+    client
+        .get::<Vec<ClusterMember>>("/1.0/cluster/members?recursion=1")
+        .await
+        .map(|members| Cluster::from_members(&members))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -265,5 +364,146 @@ mod tests {
             err,
             Some(Error::Client(crate::Error::Decode { .. }))
         ));
+    }
+
+    /// Three instances on a cluster: one running on node1, two in error, one of them on
+    /// node2 (offline), the other on node1.
+    fn clustered() -> Value {
+        let instance = |name: &str, status: &str, code: u16, location: &str| {
+            json!({"name": name, "status": status, "status_code": code,
+                   "created_at": "2026-01-02T03:04:05Z", "type": "container",
+                   "architecture": "x86_64", "location": location, "config": {},
+                   "state": null})
+        };
+        json!([
+            instance("web", "Running", 103, "node1"),
+            instance("db", "Error", 112, "node2"),
+            instance("broken", "Error", 112, "node1"),
+        ])
+    }
+
+    fn member(name: &str, status: &str) -> Value {
+        json!({"server_name": name, "url": format!("https://{name}:8443"), "database": true,
+               "status": status, "message": "", "architecture": "x86_64", "roles": [],
+               "failure_domain": "default", "description": "", "config": {}, "groups": []})
+    }
+
+    #[test]
+    fn clustered_table_has_a_location_and_offline_members() {
+        let members: Vec<ClusterMember> = serde_json::from_value(json!([
+            member("node1", "Online"),
+            member("node2", "Offline")
+        ]))
+        .unwrap_or_default();
+        let cluster = Cluster::from_members(&members);
+        assert_eq!(cluster.offline, BTreeSet::from(["node2".to_string()]));
+        let instances: Vec<InstanceFull> = serde_json::from_value(clustered()).unwrap_or_default();
+        let table = output::render_table(
+            &CLUSTERED_HEADER,
+            &rows_in(&instances, Some(&cluster)),
+            Some(140),
+        );
+        let expected = "\
++--------+---------+------+------+-----------+-------+-----+----------+
+| NAME   | STATE   | IPV4 | IPV6 | TYPE      | IMAGE | PID | LOCATION |
++--------+---------+------+------+-----------+-------+-----+----------+
+| broken | ERROR   |      |      | CONTAINER |       |     | node1    |
++--------+---------+------+------+-----------+-------+-----+----------+
+| db     | OFFLINE |      |      | CONTAINER |       |     | node2    |
++--------+---------+------+------+-----------+-------+-----+----------+
+| web    | RUNNING |      |      | CONTAINER |       |     | node1    |
++--------+---------+------+------+-----------+-------+-----+----------+
+";
+        assert_eq!(table, expected);
+        // Standalone rendering of the same answer: no LOCATION, ERROR as it is.
+        let csv = render(&clustered(), Format::Csv).unwrap_or_default();
+        assert_eq!(
+            csv,
+            "NAME,STATE,IPV4,IPV6,TYPE,IMAGE,PID\n\
+             broken,ERROR,,,CONTAINER,,\n\
+             db,ERROR,,,CONTAINER,,\n\
+             web,RUNNING,,,CONTAINER,,\n"
+        );
+    }
+
+    fn list_args(format: Format) -> ListArgs {
+        ListArgs {
+            remote: None,
+            format,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_clustered_server_is_listed_with_its_members() {
+        use crate::test_support::{FakeServer, sync_envelope};
+        let server = FakeServer::serve(vec![
+            sync_envelope(json!({"environment": {"server_clustered": true,
+                                                 "server_name": "node1"}})),
+            sync_envelope(clustered()),
+            sync_envelope(json!([
+                member("node1", "Online"),
+                member("node2", "Offline")
+            ])),
+        ]);
+        let mut out = Vec::new();
+        let listed = run(&server.client(), &list_args(Format::Csv), &mut out).await;
+        assert!(listed.is_ok(), "{listed:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "NAME,STATE,IPV4,IPV6,TYPE,IMAGE,PID,LOCATION\n\
+             broken,ERROR,,,CONTAINER,,,node1\n\
+             db,OFFLINE,,,CONTAINER,,,node2\n\
+             web,RUNNING,,,CONTAINER,,,node1\n"
+        );
+        let paths: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "/1.0",
+                "/1.0/instances?recursion=2",
+                "/1.0/cluster/members?recursion=1"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_standalone_server_is_listed_as_before() {
+        use crate::test_support::{FakeServer, sync_envelope};
+        let server = FakeServer::serve(vec![
+            sync_envelope(json!({"environment": {"server_clustered": false}})),
+            sync_envelope(golden()),
+        ]);
+        let mut out = Vec::new();
+        let listed = run(&server.client(), &list_args(Format::Csv), &mut out).await;
+        assert!(listed.is_ok(), "{listed:?}");
+        assert_eq!(
+            Some(String::from_utf8_lossy(&out).into_owned()),
+            render(&golden(), Format::Csv).ok()
+        );
+        let paths: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
+        assert_eq!(paths, ["/1.0", "/1.0/instances?recursion=2"]);
+        // JSON asks for the instances alone.
+        let server = FakeServer::serve(vec![sync_envelope(golden())]);
+        let listed = run(&server.client(), &list_args(Format::Json), &mut Vec::new()).await;
+        assert!(listed.is_ok(), "{listed:?}");
+        assert_eq!(server.seen().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn members_are_not_asked_for_when_nothing_is_in_error() {
+        use crate::test_support::{FakeServer, sync_envelope};
+        let healthy = json!([clustered()[0].clone()]);
+        let server = FakeServer::serve(vec![
+            sync_envelope(json!({"environment": {"server_clustered": true}})),
+            sync_envelope(healthy),
+        ]);
+        let mut out = Vec::new();
+        let listed = run(&server.client(), &list_args(Format::Csv), &mut out).await;
+        assert!(listed.is_ok(), "{listed:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "NAME,STATE,IPV4,IPV6,TYPE,IMAGE,PID,LOCATION\nweb,RUNNING,,,CONTAINER,,,node1\n"
+        );
+        assert_eq!(server.seen().len(), 2);
     }
 }
