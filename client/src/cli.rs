@@ -124,6 +124,12 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::storage::StorageCommand,
     },
+    /// Manage cluster members: enable clustering, add (a join token) and join, list, show,
+    /// remove, evacuate and restore members
+    Cluster {
+        #[command(subcommand)]
+        command: cmd::cluster::ClusterCommand,
+    },
     /// Print the daemon's events (lifecycle, operations, log) as they happen
     Monitor(cmd::monitor::MonitorArgs),
     /// Print a single-use login link for the server's web UI: [REMOTE:]
@@ -292,6 +298,17 @@ async fn dispatch(client: &Client, command: &Command, out: &mut dyn Write) -> Re
         Command::Storage { command } => {
             let stdin_is_terminal = std::io::stdin().is_terminal();
             cmd::storage::run(client, command, stdin_is_terminal, out).await?;
+        }
+        Command::Cluster { command } => {
+            let mut ask = cmd::cluster::ask_on_terminal;
+            let ask = std::io::stdin()
+                .is_terminal()
+                .then_some(&mut ask as &mut cmd::cluster::Ask<'_>);
+            let mut stderr = std::io::stderr();
+            let tty = stderr
+                .is_terminal()
+                .then_some(&mut stderr as &mut dyn Write);
+            cmd::cluster::run(client, command, ask, tty, out).await?
         }
         Command::Snapshot { command } => cmd::snapshot::run(client, command, out).await?,
         Command::Restore(args) => {

@@ -12,6 +12,7 @@
 use crate::cli::Command;
 use crate::cmd::Error;
 use crate::cmd::backup::BackupCommand;
+use crate::cmd::cluster::ClusterCommand;
 use crate::cmd::config::{ConfigCommand, server, trust::TrustCommand};
 use crate::cmd::device::DeviceCommand;
 use crate::cmd::file::FileCommand;
@@ -129,6 +130,7 @@ pub fn take_remote(command: &mut Command, default: &str) -> Result<String, Error
             r.strip(&mut args.name)?;
             r.strip(&mut args.new_name)?;
         }
+        Command::Cluster { command } => cluster(&mut r, command)?,
         Command::Monitor(args) => r.server_only(&mut args.remote)?,
         Command::Ui { remote } => r.server_only(remote)?,
         Command::Top(_)
@@ -197,6 +199,20 @@ fn config(r: &mut Resolver<'_>, command: &mut ConfigCommand) -> Result<(), Error
         },
     }
     Ok(())
+}
+
+/// Member names and tokens carry the prefix (`r1:node2`, `r1:TOKEN`: a join token is
+/// base64, which has no `:`); `list` takes a bare `REMOTE:`.
+fn cluster(r: &mut Resolver<'_>, command: &mut ClusterCommand) -> Result<(), Error> {
+    match command {
+        ClusterCommand::Enable(a) => r.strip(&mut a.name),
+        ClusterCommand::Add(a) => r.strip(&mut a.name),
+        ClusterCommand::Join(a) => r.strip(&mut a.token),
+        ClusterCommand::List(a) => r.server_only(&mut a.remote),
+        ClusterCommand::Show { name } => r.strip(name),
+        ClusterCommand::Remove(a) => r.strip(&mut a.name),
+        ClusterCommand::Evacuate(a) | ClusterCommand::Restore(a) => r.strip(&mut a.name),
+    }
 }
 
 fn file(r: &mut Resolver<'_>, command: &mut FileCommand) -> Result<(), Error> {
@@ -287,6 +303,30 @@ mod tests {
             (&["config", "trust", "add", "r1:laptop"], "r1"),
             (&["config", "trust", "list", "r1:"], "r1"),
             (&["ui", "r1:"], "r1"),
+            (&["cluster", "list", "r1:"], "r1"),
+            (&["cluster", "list"], "local"),
+            (
+                &[
+                    "cluster",
+                    "enable",
+                    "r1:node1",
+                    "--database",
+                    "postgres://u:p@h:5432/d",
+                ],
+                "r1",
+            ),
+            (&["cluster", "add", "r1:node2"], "r1"),
+            (
+                &["cluster", "join", "r2:eyJzZXJ2ZXJfbmFtZSI6Im4ifQ=="],
+                "r2",
+            ),
+            (
+                &["cluster", "join", "eyJzZXJ2ZXJfbmFtZSI6Im4ifQ=="],
+                "local",
+            ),
+            (&["cluster", "evacuate", "r1:node2", "--force"], "r1"),
+            (&["cluster", "rm", "r1:node2"], "r1"),
+            (&["launch", "busybox", "r1:c1", "--target", "node2"], "r1"),
             (&["ui"], "local"),
         ];
         for (args, want) in table {

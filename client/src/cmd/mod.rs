@@ -2,6 +2,7 @@
 //! a `run` function that drives the [`Client`](crate::Client) and writes to the given output.
 
 pub mod backup;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod copy;
