@@ -4,9 +4,15 @@
 //! Everything a test creates is removed when its [`Daemon`] drops, also when the test
 //! fails: instances are force-deleted, leftover processes in the daemon's cgroups killed,
 //! the daemon stopped by PID, its cgroup directories and temp dir removed.
+//!
+//! A daemon may run behind a wrapper command ([`Daemon::start_wrapped`], e.g. `nsenter` into
+//! a cluster member's namespaces, see [`cluster`]): it is spawned through the wrapper on every
+//! (re)start, and its cleanup commands run through it too, so they act inside its namespaces.
 
 pub mod clients;
+pub mod cluster;
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -68,6 +74,21 @@ pub struct Daemon {
     /// Extra `ctld` arguments and environment, kept across restarts.
     extra_args: Vec<String>,
     extra_env: Vec<(String, String)>,
+    /// Command prefix `ctld` and the cleanup commands run behind (empty: run directly).
+    wrapper: Vec<String>,
+}
+
+/// `program` run behind `wrapper` (a command prefix such as `nsenter --net=… --mount=… --`
+/// that execs its arguments), or directly when `wrapper` is empty.
+pub fn command_in(wrapper: &[String], program: impl AsRef<OsStr>) -> Command {
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut cmd = Command::new(first);
+            cmd.args(rest).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
 }
 
 /// The machine-wide debootstrap cache every test daemon shares (`CTL_TEST_BUILD_CACHE`,
@@ -112,16 +133,31 @@ impl Daemon {
 
     /// Like [`Daemon::start_with`], with environment variables for `ctld`.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        Daemon::start_full(args, env, None)
+        Daemon::start_full(args, env, None, Vec::new())
+    }
+
+    /// Like [`Daemon::start_with`], with `ctld` started behind `wrapper` (a prefix that
+    /// execs its arguments in place, such as `nsenter --net=… --mount=… --`, so the PID
+    /// recorded is ctld's own), on every restart too. The cleanup when the daemon drops runs
+    /// its `ip`, `nft` and `umount` commands behind the wrapper as well: a wrapped daemon's
+    /// bridges, tables and mounts are never looked for on the host. Whatever the wrapper
+    /// enters must outlive the daemon (drop the daemon first).
+    pub fn start_wrapped(wrapper: Vec<String>, args: &[&str]) -> Daemon {
+        Daemon::start_full(args, &[], None, wrapper)
     }
 
     /// Like [`Daemon::start_with`], with the state directory made inside `parent` (e.g. a
     /// 0700 directory other users cannot pass).
     pub fn start_in(parent: &Path, args: &[&str]) -> Daemon {
-        Daemon::start_full(args, &[], Some(parent))
+        Daemon::start_full(args, &[], Some(parent), Vec::new())
     }
 
-    fn start_full(args: &[&str], env: &[(&str, &str)], parent: Option<&Path>) -> Daemon {
+    fn start_full(
+        args: &[&str],
+        env: &[(&str, &str)],
+        parent: Option<&Path>,
+        wrapper: Vec<String>,
+    ) -> Daemon {
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if !args.iter().any(|a| a.starts_with("--default-network")) {
             args.insert(0, "--default-network=false".into());
@@ -146,6 +182,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            wrapper,
         };
         d.spawn();
         d
@@ -169,7 +206,7 @@ impl Daemon {
             .open(self.path().join("ctld.log"))
             .unwrap_or_else(|e| panic!("log: {e}"));
         let log2 = log.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
-        let child = Command::new(bin_dir().join("ctld"))
+        let child = command_in(&self.wrapper, bin_dir().join("ctld"))
             .arg("--dir")
             .arg(self.path())
             .arg("--cgroup-parent")
@@ -186,11 +223,31 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if UnixStream::connect(self.socket()).is_ok() {
+                self.check_pid_is_ctld();
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("ctld did not come up; log:\n{}", self.log());
+    }
+
+    /// The PID recorded must be ctld's own, also behind a wrapper (which must exec, not
+    /// fork): `kill` and the cleanup signal it.
+    fn check_pid_is_ctld(&self) {
+        let pid = self.pid();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        assert_eq!(
+            comm.trim(),
+            "ctld",
+            "PID {pid} (wrapper {:?}) is not ctld; log:\n{}",
+            self.wrapper,
+            self.log()
+        );
+    }
+
+    /// A command run where this daemon runs: behind its wrapper, if it has one.
+    pub fn command_in(&self, program: impl AsRef<OsStr>) -> Command {
+        command_in(&self.wrapper, program)
     }
 
     /// The daemon's log so far.
@@ -536,12 +593,21 @@ impl Drop for Daemon {
         self.kill(15);
         // Whatever is still there (a daemon that failed): remove the bridges, nftables
         // tables and dnsmasq processes directly (dnsmasq only by its pid file's PID, and only
-        // if that process is a dnsmasq).
+        // if that process is a dnsmasq). A wrapped daemon's bridges and tables are inside its
+        // namespaces: those commands run there, and nothing of the host's is looked at. Its
+        // dnsmasq is ended by PID all the same (no wrapper enters a PID namespace).
         for n in &networks {
-            if Path::new("/sys/class/net").join(n).exists() {
+            if !self.wrapper.is_empty() {
+                let _ = self
+                    .command_in("ip")
+                    .args(["link", "del", n])
+                    .stderr(Stdio::null())
+                    .status();
+            } else if Path::new("/sys/class/net").join(n).exists() {
                 let _ = Command::new("ip").args(["link", "del", n]).status();
             }
-            let _ = Command::new("nft")
+            let _ = self
+                .command_in("nft")
                 .args(["delete", "table", "inet", &format!("ctl_{n}")])
                 .stderr(Stdio::null())
                 .status();
@@ -564,14 +630,29 @@ impl Drop for Daemon {
             rmdir_tree(&p);
         }
         // Mounts left under the state dir (a pool the daemon could not delete): detached,
-        // deepest first, which also frees their loop devices.
-        unmount_under(self.path());
+        // deepest first, which also frees their loop devices (in the wrapped daemon's mount
+        // namespace when it has its own).
+        unmount_under_in(&self.wrapper, self.path());
     }
 }
 
 /// Detach every mount at or below `dir`, deepest first.
 pub fn unmount_under(dir: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    unmount_under_in(&[], dir);
+}
+
+/// [`unmount_under`] in the mount namespace `wrapper` enters (the host's when empty).
+pub fn unmount_under_in(wrapper: &[String], dir: &Path) {
+    let info = if wrapper.is_empty() {
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+    } else {
+        command_in(wrapper, "cat")
+            .arg("/proc/self/mountinfo")
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
     let mut mounts: Vec<String> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -580,7 +661,7 @@ pub fn unmount_under(dir: &Path) {
         .collect();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
     for m in mounts {
-        let _ = Command::new("umount").args(["-l", &m]).status();
+        let _ = command_in(wrapper, "umount").args(["-l", &m]).status();
     }
 }
 
