@@ -6,6 +6,7 @@
 //! the daemon stopped by PID, its cgroup directories and temp dir removed.
 
 pub mod clients;
+pub mod pg;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
