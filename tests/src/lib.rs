@@ -11,6 +11,7 @@
 
 pub mod clients;
 pub mod cluster;
+pub mod pg;
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};

@@ -13,6 +13,7 @@ pub mod networks;
 pub mod profiles;
 pub mod snapshots;
 pub mod storage;
+pub mod store;
 pub mod trust;
 
 use std::fs::{OpenOptions, Permissions};
@@ -53,6 +54,47 @@ pub enum DbError {
         #[source]
         source: io::Error,
     },
+}
+
+impl DbError {
+    /// The database cannot be reached (refused, down, shutting down, pool exhausted or
+    /// closed), as opposed to refusing this request: the API answers 503.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Sqlx(e) => sqlx_unavailable(e),
+            DbError::Migrate(e) => migrate_unavailable(e),
+            _ => false,
+        }
+    }
+}
+
+fn sqlx_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        // SQLSTATE class 08 (connection exception), 57P01 admin_shutdown, 57P02
+        // crash_shutdown, 57P03 cannot_connect_now. Only PostgreSQL's codes are SQLSTATEs.
+        sqlx::Error::Database(d) => d
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|pg| {
+                let code = pg.code();
+                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+            }),
+        sqlx::Error::Migrate(m) => migrate_unavailable(m),
+        _ => false,
+    }
+}
+
+fn migrate_unavailable(e: &sqlx::migrate::MigrateError) -> bool {
+    match e {
+        sqlx::migrate::MigrateError::Execute(e)
+        | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => sqlx_unavailable(e),
+        _ => false,
+    }
 }
 
 /// The mode of the database file and of its `-wal` and `-shm` files: root's alone.

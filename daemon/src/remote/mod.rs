@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::db::{self, DbError, Pool};
+use crate::db::store::Store;
+use crate::db::{DbError, Pool};
 use crate::server::ConnLimits;
 
 pub use config::ConfigError;
@@ -104,7 +105,7 @@ impl Remote {
                 .map_err(|e| tls::TlsError::Certificate(e.to_string()))??
         };
         let tls = identity.server_config()?;
-        let config = db::trust::config(&pool).await?;
+        let config = Store::sqlite(pool.clone()).config().await?;
         let trust = Trust::load(pool.clone()).await?;
         Ok(Remote {
             https: https::Https::new(tls, limits, trust.clone()),
@@ -172,7 +173,7 @@ impl Remote {
                     source,
                 })?;
         }
-        if let Err(e) = db::trust::set_config(&self.pool, &new).await {
+        if let Err(e) = Store::sqlite(self.pool.clone()).set_config(&new).await {
             if moved && let Err(back) = self.https.listen(old_addr).await {
                 tracing::error!(error = %back, "cannot put the HTTPS listener back");
             }

@@ -16,8 +16,9 @@ use std::time::Duration;
 use ctl_api::{Certificate, CertificateAddToken, CertificatePut, OperationClass};
 use serde_json::json;
 
+use crate::db::store::Store;
 use crate::db::trust::CertificateRow;
-use crate::db::{self, DbError, Pool};
+use crate::db::{DbError, Pool};
 use crate::operations::{CancelToken, OpHandle, Operations};
 use tokio_util::sync::CancellationToken;
 
@@ -65,7 +66,7 @@ struct Watched {
 /// The trust store. Cheap to clone.
 #[derive(Clone)]
 pub struct Trust {
-    pool: Pool,
+    store: Store,
     cache: Arc<RwLock<Mirror>>,
     /// Pending tokens by secret.
     tokens: Arc<Mutex<HashMap<String, Pending>>>,
@@ -119,7 +120,7 @@ impl Trust {
     /// The store over `pool`, its mirror loaded.
     pub async fn load(pool: Pool) -> Result<Trust, TrustError> {
         let trust = Trust {
-            pool,
+            store: Store::sqlite(pool),
             cache: Arc::default(),
             tokens: Arc::default(),
             watched: Arc::default(),
@@ -132,7 +133,7 @@ impl Trust {
     /// Read the table into the mirror, then end the open connections whose certificate
     /// was removed or changed (type, restriction) since they were trusted.
     async fn reload(&self) -> Result<(), TrustError> {
-        let rows = db::trust::certificates(&self.pool).await?;
+        let rows = self.store.certificates().await?;
         let map: HashMap<String, CertificateRow> = rows
             .into_iter()
             .map(|r| (r.fingerprint.clone(), r))
@@ -196,7 +197,9 @@ impl Trust {
 
     /// Every trusted certificate.
     pub async fn list(&self) -> Result<Vec<Certificate>, TrustError> {
-        Ok(db::trust::certificates(&self.pool)
+        Ok(self
+            .store
+            .certificates()
             .await?
             .iter()
             .map(to_api)
@@ -270,7 +273,7 @@ impl Trust {
             projects: put.projects,
             description: put.description,
         };
-        let res = db::trust::insert_certificate(&self.pool, &row).await;
+        let res = self.store.insert_certificate(&row).await;
         self.reload().await?;
         match res {
             Err(DbError::Conflict(_)) => Err(TrustError::Conflict(format!(
@@ -309,7 +312,7 @@ impl Trust {
             description: put.description,
             ..old
         };
-        let res = db::trust::update_certificate(&self.pool, &row).await;
+        let res = self.store.update_certificate(&row).await;
         self.reload().await?;
         res?;
         Ok(to_api(&row))
@@ -319,7 +322,7 @@ impl Trust {
     pub async fn remove(&self, fingerprint: &str) -> Result<(), TrustError> {
         let _change = self.changes.lock().await;
         let row = self.resolve(fingerprint)?;
-        let res = db::trust::delete_certificate(&self.pool, &row.fingerprint).await;
+        let res = self.store.delete_certificate(&row.fingerprint).await;
         self.reload().await?;
         res?;
         Ok(())
@@ -454,7 +457,7 @@ mod tests {
 
     async fn store() -> Result<(tempfile::TempDir, Trust), Box<dyn std::error::Error>> {
         let tmp = tempfile::tempdir()?;
-        let pool = db::open(&tmp.path().join("ctld.db")).await?;
+        let pool = crate::db::open(&tmp.path().join("ctld.db")).await?;
         Ok((tmp, Trust::load(pool).await?))
     }
 
@@ -532,9 +535,9 @@ mod tests {
         // nobody.
         let old = cert_valid(-10, -1)?;
         let der = tls::parse_certificate(&old)?;
-        db::trust::insert_certificate(
-            &trust.pool,
-            &CertificateRow {
+        trust
+            .store
+            .insert_certificate(&CertificateRow {
                 fingerprint: tls::fingerprint(&der),
                 kind: "client".into(),
                 name: "old".into(),
@@ -542,9 +545,8 @@ mod tests {
                 restricted: false,
                 projects: vec![],
                 description: String::new(),
-            },
-        )
-        .await?;
+            })
+            .await?;
         trust.reload().await?;
         assert!(trust.lookup(&tls::fingerprint(&der)).is_none());
         assert!(trust.get(&tls::fingerprint(&der)).is_ok(), "still listed");
