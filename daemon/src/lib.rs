@@ -7,12 +7,14 @@
 //! - [`events`]: the event bus behind `/1.0/events` (operation, lifecycle, logging).
 //! - [`network`]: managed networks (bridges, NIC address management, profiles' NICs),
 //!   DHCP/DNS (dnsmasq), NAT and forwarding (nftables), proxy devices.
+//! - [`cluster`]: membership, placement and forwarding across a cluster's members.
 //! - [`db`]: all SQL.
 //! - [`worker`]: all host-kernel code.
 //! - [`paths`]: every filesystem location the daemon uses.
 
 pub mod api;
 pub mod clock;
+pub mod cluster;
 pub mod db;
 pub mod events;
 pub mod images;

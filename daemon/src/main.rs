@@ -83,6 +83,14 @@ struct Args {
     #[arg(long, env = "CTL_SNAPSHOT_EXPIRY_INTERVAL", default_value_t = 60, hide = true,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     snapshot_expiry_interval: u64,
+    /// Join a cluster with a token from `ctl cluster add NAME` on one of its members
+    /// (ignored once this server is a member).
+    #[arg(long, env = "CTL_JOIN")]
+    join: Option<String>,
+    /// Where the other members reach this one when joining (`IP[:PORT]`); by default the
+    /// address that routes to the member that issued the token, port 8443.
+    #[arg(long, env = "CTL_JOIN_ADDRESS", requires = "join")]
+    join_address: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -185,6 +193,8 @@ fn run() -> anyhow::Result<()> {
         Housekeeping {
             image_cache_expiry_days: args.image_cache_expiry_days,
             snapshot_expiry_interval: std::time::Duration::from_secs(args.snapshot_expiry_interval),
+            join: args.join,
+            join_address: args.join_address,
         },
     ))
 }
@@ -251,6 +261,9 @@ struct Housekeeping {
     image_cache_expiry_days: Option<u64>,
     /// How often expired snapshots are looked for.
     snapshot_expiry_interval: std::time::Duration,
+    /// `--join` and `--join-address`.
+    join: Option<String>,
+    join_address: Option<String>,
 }
 
 async fn serve(
@@ -265,6 +278,8 @@ async fn serve(
     let Housekeeping {
         image_cache_expiry_days,
         snapshot_expiry_interval,
+        join,
+        join_address,
     } = housekeeping;
     let mut worker = HostWorker::new(
         paths.exe.clone(),
@@ -286,6 +301,32 @@ async fn serve(
     let state = ctld::server::build_state(paths, Arc::new(worker), events, &options).await?;
     let listener = bind(&socket).await?;
     tracing::info!(socket = %socket.display(), "listening");
+    if let Some(token) = join {
+        if state.cluster.clustered() {
+            tracing::info!("already a cluster member: --join ignored");
+        } else {
+            // The HTTPS listener joining starts serves the API at once.
+            state
+                .remote
+                .https
+                .set_router(ctld::api::router(state.clone()));
+            let req = ctl_api::ClusterPut {
+                cluster: ctl_api::Cluster {
+                    enabled: true,
+                    ..Default::default()
+                },
+                cluster_token: token,
+                server_address: join_address.unwrap_or_default(),
+                ..Default::default()
+            };
+            state
+                .cluster
+                .configure(req)
+                .await
+                .context("joining the cluster")?;
+        }
+    }
+    let cluster = state.cluster.clone();
     {
         let images = state.images.clone();
         let remote = state.remote.clone();
@@ -351,6 +392,7 @@ async fn serve(
         instances.shutdown_all().await;
         tracing::info!("every container stopped for the host's shutdown");
     }
+    cluster.stop().await;
     stop_tx.send_replace(true);
     if let Some(p) = public {
         let _ = p.await;

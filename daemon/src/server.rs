@@ -34,6 +34,8 @@ pub enum StartError {
     Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -184,7 +186,25 @@ pub async fn build_state(
         .with_limits(options.image_limits);
     images.reconcile().await?;
     let version = worker.cgroup_version();
-    let remote = crate::remote::Remote::load(pool.clone(), &paths.dir, options.conn_limits).await?;
+    // The shared state: this database, or a cluster's PostgreSQL when this server is a
+    // member (reached lazily: a database that is away does not keep ctld from starting).
+    let store = match crate::cluster::Cluster::stored_membership(&pool).await? {
+        Some((_, url)) => db::store::Store::postgres_lazy(&url)?,
+        None => db::store::Store::sqlite(pool.clone()),
+    };
+    let store = db::shared::SharedStore::new(store);
+    let remote =
+        crate::remote::Remote::load(pool.clone(), store.clone(), &paths.dir, options.conn_limits)
+            .await?;
+    let ops = Operations::with_events(events.clone());
+    let cluster = crate::cluster::Cluster::load(crate::cluster::Parts {
+        local: pool.clone(),
+        store,
+        remote: remote.clone(),
+        ops: ops.clone(),
+        events: events.clone(),
+    })
+    .await?;
     let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     // Pools first: the instances' files are on them.
     instances.storage().mount_all().await?;
@@ -201,11 +221,13 @@ pub async fn build_state(
     if let Err(e) = instances.storage().prune_images().await {
         tracing::warn!(error = %e, "pool copies of images not pruned");
     }
+    cluster.start().await?;
     Ok(AppState {
+        cluster,
         networks,
         instances,
         images,
-        ops: Operations::with_events(events.clone()),
+        ops,
         execs: ExecRegistry::default(),
         info: StaticInfo::gather(version.as_str()),
         events,

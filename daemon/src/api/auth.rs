@@ -31,6 +31,8 @@ pub enum Caller {
         /// or storage pools.
         restricted: bool,
     },
+    /// Another member of this server's cluster (its server certificate).
+    Member,
     /// A `type: metrics` certificate: `/1.0/metrics` only.
     Metrics,
     /// A dashboard session (a browser logged in with a link from `ctl ui`).
@@ -52,6 +54,7 @@ impl Caller {
         matches!(
             self,
             Caller::Local
+                | Caller::Member
                 | Caller::Session
                 | Caller::Client {
                     restricted: false,
@@ -90,6 +93,12 @@ fn caller_of(state: &AppState, peer: &Peer, headers: &HeaderMap) -> Caller {
             certificate,
             conn,
         } => {
+            if fingerprint
+                .as_deref()
+                .is_some_and(|fp| state.cluster.is_member_certificate(fp))
+            {
+                return Caller::Member;
+            }
             if let Some(row) = fingerprint
                 .as_deref()
                 .and_then(|fp| state.remote.trust.lookup(fp))
@@ -143,7 +152,7 @@ fn admin_only(method: &Method, path: &str) -> bool {
 
 fn allowed(caller: &Caller, method: &Method, path: &str) -> bool {
     match caller {
-        Caller::Local | Caller::Session => true,
+        Caller::Local | Caller::Member | Caller::Session => true,
         Caller::Client { restricted, .. } => !restricted || !admin_only(method, path),
         Caller::Metrics => {
             public(method, path) || (method == Method::GET && path == "/1.0/metrics")

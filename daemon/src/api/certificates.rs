@@ -39,7 +39,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let req: CertificatesPost = parse_json(&body)?;
     let who = match &caller {
-        Caller::Local | Caller::Session => Requester::Admin,
+        Caller::Local | Caller::Member | Caller::Session => Requester::Admin,
         Caller::Client {
             restricted: false, ..
         } => Requester::Admin,

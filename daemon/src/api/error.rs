@@ -40,6 +40,11 @@ pub enum ApiError {
     #[error("{0}")]
     RequestTimeout(String),
     #[error("{0}")]
+    Conflict(String),
+    /// Something the request needs is away (a cluster's database or member): try again.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -61,6 +66,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -73,6 +80,7 @@ fn remote_status(e: &crate::remote::RemoteError) -> StatusCode {
         R::Config(_) | R::Bind { .. } | R::Invalid(_) => StatusCode::BAD_REQUEST,
         R::Forbidden(_) => StatusCode::FORBIDDEN,
         R::Trust(e) => trust_status(e),
+        R::Db(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         R::Tls(_) | R::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -83,6 +91,7 @@ fn trust_status(e: &crate::remote::TrustError) -> StatusCode {
         T::Invalid(_) => StatusCode::BAD_REQUEST,
         T::NotFound(_) => StatusCode::NOT_FOUND,
         T::Conflict(_) => StatusCode::CONFLICT,
+        T::Db(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         T::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -228,6 +228,13 @@ const KEYS: &[(&str, &str, &str, &str, &str)] = &[
     ),
     (
         "server",
+        "cluster",
+        "cluster.offline_threshold",
+        "integer",
+        "Seconds without a heartbeat after which a cluster member is offline (10 or more)",
+    ),
+    (
+        "server",
         "images",
         "images.remote_cache_expiry",
         "integer",

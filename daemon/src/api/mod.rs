@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod backups;
 pub mod certificates;
+pub mod cluster;
 pub mod console;
 pub mod error;
 pub mod events;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub remote: crate::remote::Remote,
     /// The web UI's files (`/ui/`).
     pub ui: ui::UiAssets,
+    /// Clustering: membership, placement, forwarding.
+    pub cluster: crate::cluster::Cluster,
 }
 
 /// The full API router.
@@ -83,6 +86,22 @@ pub fn router(state: AppState) -> Router {
                 .put(certificates::put)
                 .patch(certificates::patch)
                 .delete(certificates::delete),
+        )
+        .route(
+            "/1.0/cluster",
+            get(cluster::get_cluster).put(cluster::put_cluster),
+        )
+        .route(
+            "/1.0/cluster/members",
+            get(cluster::list_members).post(cluster::add_member),
+        )
+        .route(
+            "/1.0/cluster/members/{name}",
+            get(cluster::get_member).delete(cluster::delete_member),
+        )
+        .route(
+            "/1.0/cluster/members/{name}/state",
+            axum::routing::post(cluster::member_state),
         )
         .route(
             "/1.0/ui/login-links",
@@ -268,6 +287,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(projects::only_default_project))
+        // After authentication: another member's instances and operations are its own.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::route::route,
+        ))
         // Outermost: who may ask anything at all.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

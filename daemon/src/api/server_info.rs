@@ -144,6 +144,10 @@ pub async fn get_server(
     environment.addresses = state.remote.addresses().await;
     environment.certificate = state.remote.identity.certificate_pem.clone();
     environment.certificate_fingerprint = state.remote.identity.fingerprint.clone();
+    if let Some(me) = state.cluster.me() {
+        environment.server_clustered = true;
+        environment.server_name = me;
+    }
     sync(Server {
         api_extensions,
         api_status: "stable".into(),

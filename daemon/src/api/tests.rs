@@ -94,17 +94,33 @@ async fn app(
     let images = ImageStore::new(pool.clone(), paths.clone())
         .with_events(events.clone())
         .with_limits(limits);
-    let remote =
-        crate::remote::Remote::load(pool.clone(), dir, crate::server::ConnLimits::default())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+    let store = crate::db::shared::SharedStore::new(crate::db::store::Store::sqlite(pool.clone()));
+    let remote = crate::remote::Remote::load(
+        pool.clone(),
+        store.clone(),
+        dir,
+        crate::server::ConnLimits::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ops = Operations::with_events(events.clone());
+    let cluster = crate::cluster::Cluster::load(crate::cluster::Parts {
+        local: pool.clone(),
+        store,
+        remote: remote.clone(),
+        ops: ops.clone(),
+        events: events.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     let state = AppState {
         remote,
+        cluster,
         networks: instances.networks().clone(),
         instances,
         images,
-        ops: Operations::with_events(events.clone()),
+        ops,
         execs: ExecRegistry::default(),
         info: StaticInfo::gather("v2"),
         events,

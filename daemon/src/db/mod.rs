@@ -11,6 +11,7 @@ pub mod instances;
 pub mod intents;
 pub mod networks;
 pub mod profiles;
+pub mod shared;
 pub mod snapshots;
 pub mod storage;
 pub mod store;

@@ -98,6 +98,15 @@ impl Events {
         let _ = self.tx.send(Arc::new(Published { kind, event, text }));
     }
 
+    /// Publish `event` as it is: one another cluster member published.
+    pub fn relay(&self, kind: EventType, event: Event) {
+        if !self.has_listeners() {
+            return;
+        }
+        let text = serde_json::to_string(&event).unwrap_or_default();
+        let _ = self.tx.send(Arc::new(Published { kind, event, text }));
+    }
+
     /// An `operation` event: the operation as it is now.
     pub fn operation(&self, op: &Operation) {
         self.emit(EventType::Operation, || {
@@ -159,7 +168,7 @@ pub fn event(kind: EventType, timestamp: String, metadata: Value) -> Event {
         kind: kind.as_str().to_string(),
         timestamp,
         metadata,
-        location: "none".into(),
+        location: crate::cluster::location(),
         project: "default".into(),
     }
 }

@@ -265,7 +265,7 @@ impl Instances {
             } else {
                 row.last_used_at.clone()
             },
-            location: "none".into(),
+            location: crate::cluster::location(),
             kind: "container".into(),
             architecture: row.architecture.clone(),
             ephemeral: row.ephemeral,

@@ -149,7 +149,7 @@ impl Operations {
             metadata,
             may_cancel: cancel.is_some(),
             err: String::new(),
-            location: "none".into(),
+            location: crate::cluster::location(),
         };
         let (tx, _) = watch::channel(op.clone());
         let mut map = self.lock();

@@ -10,6 +10,31 @@ pub const HTTPS_ADDRESS: &str = "core.https_address";
 /// Days an unused cached image is kept (`--image-cache-expiry-days` overrides it).
 pub const IMAGE_CACHE_EXPIRY: &str = "images.remote_cache_expiry";
 
+/// Seconds without a heartbeat after which a cluster member is offline (at least 10).
+pub const OFFLINE_THRESHOLD: &str = "cluster.offline_threshold";
+
+/// Keys that belong to each member, never shared through a cluster's database (every
+/// member listens on its own address).
+pub const MEMBER_KEYS: &[&str] = &[HTTPS_ADDRESS];
+
+/// The keys of `config` a cluster shares (all but [`MEMBER_KEYS`]).
+pub fn global_keys(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    config
+        .iter()
+        .filter(|(k, _)| !MEMBER_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The keys of `config` that are this member's own.
+pub fn member_keys(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    config
+        .iter()
+        .filter(|(k, _)| MEMBER_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// The longest `images.remote_cache_expiry`, in days (a hundred years).
 pub const MAX_EXPIRY_DAYS: u64 = 36_500;
 
@@ -76,6 +101,16 @@ pub fn check(config: &BTreeMap<String, String>) -> Result<(), ConfigError> {
                         ),
                     })?;
             }
+            OFFLINE_THRESHOLD => {
+                value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| (10..=86_400).contains(s))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        key: key.clone(),
+                        msg: format!("\"{value}\" is not a number of seconds from 10 to 86400"),
+                    })?;
+            }
             "core.trust_password" => {
                 return Err(ConfigError::Invalid {
                     key: key.clone(),
@@ -129,5 +164,21 @@ mod tests {
         assert!(check(&cfg(IMAGE_CACHE_EXPIRY, "-1")).is_err());
         assert!(check(&cfg(IMAGE_CACHE_EXPIRY, "18446744073709551615")).is_err());
         assert!(check(&cfg("core.trust_password", "x")).is_err());
+        assert!(check(&cfg(OFFLINE_THRESHOLD, "10")).is_ok());
+        for bad in ["9", "0", "-1", "x", "86401"] {
+            assert!(check(&cfg(OFFLINE_THRESHOLD, bad)).is_err(), "{bad}");
+        }
+        let both = BTreeMap::from([
+            (HTTPS_ADDRESS.to_string(), ":8443".to_string()),
+            (OFFLINE_THRESHOLD.to_string(), "12".to_string()),
+        ]);
+        assert_eq!(
+            global_keys(&both).keys().collect::<Vec<_>>(),
+            [OFFLINE_THRESHOLD]
+        );
+        assert_eq!(
+            member_keys(&both).keys().collect::<Vec<_>>(),
+            [HTTPS_ADDRESS]
+        );
     }
 }

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::db::shared::SharedStore;
 use crate::db::store::Store;
 use crate::db::{DbError, Pool};
 use crate::server::ConnLimits;
@@ -85,7 +86,10 @@ pub fn random_hex(n: usize) -> String {
 /// The remote-access service. Cheap to clone.
 #[derive(Clone)]
 pub struct Remote {
-    pool: Pool,
+    /// This server's own database (its member keys when clustered).
+    local: Pool,
+    /// Where the shared configuration and trust store live.
+    store: SharedStore,
     pub identity: Arc<ServerIdentity>,
     pub trust: Trust,
     pub sessions: Sessions,
@@ -96,8 +100,15 @@ pub struct Remote {
 
 impl Remote {
     /// Load the server's identity (made on first start in `dir`), its configuration and
-    /// trust store. Nothing listens until [`Remote::start`].
-    pub async fn load(pool: Pool, dir: &Path, limits: ConnLimits) -> Result<Remote, RemoteError> {
+    /// trust store. Nothing listens until [`Remote::start`]. A cluster's database that is
+    /// away leaves the member with its own keys and nobody trusted over HTTPS but the
+    /// other members, until it is back ([`Remote::reload`]).
+    pub async fn load(
+        local: Pool,
+        store: SharedStore,
+        dir: &Path,
+        limits: ConnLimits,
+    ) -> Result<Remote, RemoteError> {
         let identity = {
             let dir = dir.to_path_buf();
             tokio::task::spawn_blocking(move || ServerIdentity::load_or_create(&dir))
@@ -105,16 +116,41 @@ impl Remote {
                 .map_err(|e| tls::TlsError::Certificate(e.to_string()))??
         };
         let tls = identity.server_config()?;
-        let config = Store::sqlite(pool.clone()).config().await?;
-        let trust = Trust::load(pool.clone()).await?;
+        let clustered = store.get().is_postgres();
+        let config = match read_config(&local, &store.get()).await {
+            Ok(c) => c,
+            Err(e) if clustered => {
+                tracing::warn!(error = %e, "the cluster's database is away: serving with this member's own configuration");
+                config::member_keys(&Store::sqlite(local.clone()).config().await?)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let trust = match Trust::load(store.clone()).await {
+            Ok(t) => t,
+            Err(e) if clustered => {
+                tracing::warn!(error = %e, "the cluster's database is away: the trust store loads when it is back");
+                Trust::unloaded(store.clone())
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(Remote {
             https: https::Https::new(tls, limits, trust.clone()),
             trust,
-            pool,
+            local,
+            store,
             sessions: Sessions::new(&identity.fingerprint),
             identity: Arc::new(identity),
             config: Arc::new(tokio::sync::Mutex::new(config)),
         })
+    }
+
+    /// Read the configuration and the trust store again from the store (after it was
+    /// swapped for a cluster's, and periodically: other members change them).
+    pub async fn reload(&self) -> Result<(), RemoteError> {
+        let fresh = read_config(&self.local, &self.store.get()).await?;
+        *self.config.lock().await = fresh;
+        self.trust.refresh().await?;
+        Ok(())
     }
 
     /// Serve `router` on the stored `core.https_address`, if any. A failure to bind is
@@ -173,7 +209,7 @@ impl Remote {
                     source,
                 })?;
         }
-        if let Err(e) = Store::sqlite(self.pool.clone()).set_config(&new).await {
+        if let Err(e) = write_config(&self.local, &self.store.get(), &new).await {
             if moved && let Err(back) = self.https.listen(old_addr).await {
                 tracing::error!(error = %back, "cannot put the HTTPS listener back");
             }
@@ -315,4 +351,31 @@ impl Remote {
         }
         out
     }
+}
+
+/// The configuration: the store's, or, when the store is a cluster's, this member's own
+/// keys from its database and the shared ones from the cluster's.
+async fn read_config(local: &Pool, store: &Store) -> Result<BTreeMap<String, String>, DbError> {
+    if !store.is_postgres() {
+        return store.config().await;
+    }
+    let mut config = config::member_keys(&Store::sqlite(local.clone()).config().await?);
+    config.extend(config::global_keys(&store.config().await?));
+    Ok(config)
+}
+
+/// Store `config` where [`read_config`] reads it (the shared keys first: the cluster's
+/// database is the one that may be away).
+async fn write_config(
+    local: &Pool,
+    store: &Store,
+    config: &BTreeMap<String, String>,
+) -> Result<(), DbError> {
+    if !store.is_postgres() {
+        return store.set_config(config).await;
+    }
+    store.set_config(&config::global_keys(config)).await?;
+    Store::sqlite(local.clone())
+        .set_config(&config::member_keys(config))
+        .await
 }

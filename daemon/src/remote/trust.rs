@@ -16,9 +16,9 @@ use std::time::Duration;
 use ctl_api::{Certificate, CertificateAddToken, CertificatePut, OperationClass};
 use serde_json::json;
 
-use crate::db::store::Store;
+use crate::db::DbError;
+use crate::db::shared::SharedStore;
 use crate::db::trust::CertificateRow;
-use crate::db::{DbError, Pool};
 use crate::operations::{CancelToken, OpHandle, Operations};
 use tokio_util::sync::CancellationToken;
 
@@ -66,7 +66,7 @@ struct Watched {
 /// The trust store. Cheap to clone.
 #[derive(Clone)]
 pub struct Trust {
-    store: Store,
+    store: SharedStore,
     cache: Arc<RwLock<Mirror>>,
     /// Pending tokens by secret.
     tokens: Arc<Mutex<HashMap<String, Pending>>>,
@@ -117,23 +117,35 @@ fn check_put(put: &CertificatePut) -> Result<(), TrustError> {
 }
 
 impl Trust {
-    /// The store over `pool`, its mirror loaded.
-    pub async fn load(pool: Pool) -> Result<Trust, TrustError> {
-        let trust = Trust {
-            store: Store::sqlite(pool),
+    /// The trust store in `store`, its mirror loaded.
+    pub async fn load(store: SharedStore) -> Result<Trust, TrustError> {
+        let trust = Trust::unloaded(store);
+        trust.reload().await?;
+        Ok(trust)
+    }
+
+    /// The trust store in `store` with an empty mirror (nobody trusted until
+    /// [`Trust::refresh`] reads it: a cluster's database may be away at start-up).
+    pub fn unloaded(store: SharedStore) -> Trust {
+        Trust {
+            store,
             cache: Arc::default(),
             tokens: Arc::default(),
             watched: Arc::default(),
             changes: Arc::default(),
-        };
-        trust.reload().await?;
-        Ok(trust)
+        }
+    }
+
+    /// Read the table again (a cluster's other members change it too).
+    pub async fn refresh(&self) -> Result<(), TrustError> {
+        let _order = self.changes.lock().await;
+        self.reload().await
     }
 
     /// Read the table into the mirror, then end the open connections whose certificate
     /// was removed or changed (type, restriction) since they were trusted.
     async fn reload(&self) -> Result<(), TrustError> {
-        let rows = self.store.certificates().await?;
+        let rows = self.store.get().certificates().await?;
         let map: HashMap<String, CertificateRow> = rows
             .into_iter()
             .map(|r| (r.fingerprint.clone(), r))
@@ -199,6 +211,7 @@ impl Trust {
     pub async fn list(&self) -> Result<Vec<Certificate>, TrustError> {
         Ok(self
             .store
+            .get()
             .certificates()
             .await?
             .iter()
@@ -273,7 +286,7 @@ impl Trust {
             projects: put.projects,
             description: put.description,
         };
-        let res = self.store.insert_certificate(&row).await;
+        let res = self.store.get().insert_certificate(&row).await;
         self.reload().await?;
         match res {
             Err(DbError::Conflict(_)) => Err(TrustError::Conflict(format!(
@@ -312,7 +325,7 @@ impl Trust {
             description: put.description,
             ..old
         };
-        let res = self.store.update_certificate(&row).await;
+        let res = self.store.get().update_certificate(&row).await;
         self.reload().await?;
         res?;
         Ok(to_api(&row))
@@ -322,7 +335,7 @@ impl Trust {
     pub async fn remove(&self, fingerprint: &str) -> Result<(), TrustError> {
         let _change = self.changes.lock().await;
         let row = self.resolve(fingerprint)?;
-        let res = self.store.delete_certificate(&row.fingerprint).await;
+        let res = self.store.get().delete_certificate(&row.fingerprint).await;
         self.reload().await?;
         res?;
         Ok(())
@@ -458,7 +471,8 @@ mod tests {
     async fn store() -> Result<(tempfile::TempDir, Trust), Box<dyn std::error::Error>> {
         let tmp = tempfile::tempdir()?;
         let pool = crate::db::open(&tmp.path().join("ctld.db")).await?;
-        Ok((tmp, Trust::load(pool).await?))
+        let store = SharedStore::new(crate::db::store::Store::sqlite(pool));
+        Ok((tmp, Trust::load(store).await?))
     }
 
     #[tokio::test]
@@ -537,6 +551,7 @@ mod tests {
         let der = tls::parse_certificate(&old)?;
         trust
             .store
+            .get()
             .insert_certificate(&CertificateRow {
                 fingerprint: tls::fingerprint(&der),
                 kind: "client".into(),

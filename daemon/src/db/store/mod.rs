@@ -14,6 +14,7 @@
 //! transaction starts, and the table locks PostgreSQL needs where SQLite's single writer
 //! already serializes. Results whose order matters are sorted in Rust: collations differ.
 
+mod events;
 mod images;
 mod instances;
 mod members;
@@ -272,7 +273,11 @@ impl Store {
         match self {
             Store::Sqlite(_) => Ok(()),
             Store::Postgres(pool) => {
-                sqlx::migrate!("../migrations-pg").run(pool).await?;
+                let mut migrator = sqlx::migrate!("../migrations-pg");
+                // Members of different versions share the database: an older one lives
+                // with the tables a newer one added.
+                migrator.set_ignore_missing(true);
+                migrator.run(pool).await?;
                 Ok(())
             }
         }
