@@ -196,16 +196,8 @@ pub async fn build_state(
     let remote =
         crate::remote::Remote::load(pool.clone(), store.clone(), &paths.dir, options.conn_limits)
             .await?;
-    let ops = Operations::with_events(events.clone());
-    let cluster = crate::cluster::Cluster::load(crate::cluster::Parts {
-        local: pool.clone(),
-        store,
-        remote: remote.clone(),
-        ops: ops.clone(),
-        events: events.clone(),
-    })
-    .await?;
-    let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
+    let instances =
+        Instances::new(pool.clone(), worker, paths, images.clone()).with_events(events.clone());
     // Pools first: the instances' files are on them.
     instances.storage().mount_all().await?;
     instances.storage().reconcile_volumes().await?;
@@ -221,6 +213,16 @@ pub async fn build_state(
     if let Err(e) = instances.storage().prune_images().await {
         tracing::warn!(error = %e, "pool copies of images not pruned");
     }
+    let ops = Operations::with_events(events.clone());
+    let cluster = crate::cluster::Cluster::load(crate::cluster::Parts {
+        local: pool.clone(),
+        instances: instances.clone(),
+        store,
+        remote: remote.clone(),
+        ops: ops.clone(),
+        events: events.clone(),
+    })
+    .await?;
     cluster.start().await?;
     Ok(AppState {
         cluster,

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use ctl_tests::clients::Cli;
 use ctl_tests::cluster::{ClusterPg, Member, MemberNs, TestBridge, free_port};
 use ctl_tests::{Daemon, pid_alive, require_root, wait_until};
 use serde_json::Value;
@@ -173,8 +174,119 @@ fn three_members_place_forward_and_survive_a_member_and_the_leader() {
     assert_eq!(m2.daemon.state("c1")["status"], "Stopped");
     m1.daemon.ok(&["start", "c1"]);
     assert_eq!(m2.daemon.state("c1")["status"], "Running");
+
+    // LXD's and Incus' clients see a cluster: LOCATION, and --target.
+    let lxc = Cli::lxc(&m1.daemon).unwrap_or_else(|| panic!("lxc (lxd-client) is needed"));
+    let rows = lxc.ok(&["list", "--format", "csv", "-c", "nL"]);
+    assert!(rows.lines().any(|l| l == "c1,m2"), "{rows}");
+    lxc.ok(&["init", "busybox", "lx1", "--target", "m3"]);
+    assert_eq!(location(&m1.daemon, "lx1"), "m3");
+    let incus = Cli::incus(&m3.daemon).unwrap_or_else(|| panic!("the Incus client is needed"));
+    let rows = incus.ok(&["list", "--format", "csv", "-c", "nL"]);
+    assert!(rows.lines().any(|l| l == "lx1,m3"), "{rows}");
+    let listed = incus.ok(&["cluster", "list", "--format", "csv"]);
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    m1.daemon.ok(&["delete", "lx1"]);
+
+    // Profiles are the cluster's: made on m1, changed on m3, seen and used on m2.
+    m1.daemon
+        .ok(&["profile", "create", "shared", "limits.memory=64MiB"]);
+    m3.daemon
+        .ok(&["profile", "set", "shared", "limits.memory", "96MiB"]);
+    assert!(
+        wait_until(Duration::from_secs(6), || m2
+            .daemon
+            .ctl(&["profile", "get", "shared", "limits.memory"])
+            .stdout
+            .trim()
+            == "96MiB"),
+        "m2 never got the profile: {}",
+        m2.daemon.log()
+    );
+    m1.daemon.ok(&[
+        "launch", "busybox", "cp", "--target", "m2", "-p", "default", "-p", "shared",
+    ]);
+    let limit = m2
+        .daemon
+        .cgroup_dir("memory", "cp")
+        .join("memory.limit_in_bytes");
+    assert_eq!(
+        std::fs::read_to_string(&limit).unwrap_or_default().trim(),
+        (96u64 << 20).to_string(),
+        "{}",
+        limit.display()
+    );
+    m1.daemon.ok(&["delete", "--force", "cp"]);
+    m2.daemon.ok(&["profile", "delete", "shared"]);
+    assert!(wait_until(Duration::from_secs(6), || m1
+        .daemon
+        .ctl(&["profile", "show", "shared"])
+        .code
+        != 0));
+
+    // An image only m1 has is copied to m3 for a launch there.
+    m1.daemon.ok(&["init", "busybox", "src", "--target", "m1"]);
+    m1.daemon.ok(&["publish", "src", "--alias", "only-on-m1"]);
+    m1.daemon.ok(&["delete", "src"]);
+    assert!(!m3.daemon.ok(&["image", "list"]).contains("only-on-m1"));
+    m1.daemon
+        .ok(&["launch", "only-on-m1", "c5", "--target", "m3"]);
+    assert_eq!(instances(&m3.daemon)["c5"]["status"], "Running");
+    let images_m3 = m3.daemon.ok(&["image", "list"]);
+    assert!(images_m3.contains("only-on-m1"), "{images_m3}");
+
+    // Events cross members: a monitor on m3 sees c1 (on m2) stop when m1 asks.
+    let out_path = m3.daemon.path().join("monitor.out");
+    let out = std::fs::File::create(&out_path).unwrap_or_else(|e| panic!("{e}"));
+    let mut monitor = m3
+        .daemon
+        .ctl_command(&["monitor", "--type", "lifecycle", "--format", "json"])
+        .stdout(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("ctl monitor: {e}"));
+    std::thread::sleep(Duration::from_millis(500));
+    m1.daemon.ok(&["stop", "c5", "--force"]);
+    m1.daemon.ok(&["restart", "c1", "--force"]);
+    let printed = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    let seen = wait_until(Duration::from_secs(10), || {
+        printed().lines().any(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_default();
+            v["metadata"]["action"] == "instance-restarted"
+                && v["metadata"]["source"] == "/1.0/instances/c1"
+                && v["location"] == "m2"
+        })
+    });
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    assert!(seen, "m3's monitor printed:\n{}", printed());
+    m1.daemon.ok(&["delete", "c5"]);
+
+    // Evacuating m3 stops its running instances and keeps new ones off it; restoring
+    // starts them again.
+    let on_m3: Vec<String> = instances(&m1.daemon)
+        .into_iter()
+        .filter(|(_, i)| i["location"] == "m3" && i["status"] == "Running")
+        .map(|(n, _)| n)
+        .collect();
+    assert!(!on_m3.is_empty());
+    m1.daemon.ok(&["cluster", "evacuate", "m3", "--force"]);
+    assert_eq!(status_of(&m1.daemon, "m3"), "Evacuated");
+    for n in &on_m3 {
+        assert_eq!(instances(&m1.daemon)[n]["status"], "Stopped", "{n}");
+    }
+    let refused = m1
+        .daemon
+        .ctl(&["launch", "busybox", "nope", "--target", "m3"]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    m1.daemon.ok(&["launch", "busybox", "c6"]);
+    assert_ne!(location(&m1.daemon, "c6"), "m3");
+    m1.daemon.ok(&["delete", "--force", "c6"]);
+    m1.daemon.ok(&["cluster", "restore", "m3", "--force"]);
+    assert_eq!(status_of(&m1.daemon, "m3"), "Online");
+    for n in &on_m3 {
+        assert_eq!(instances(&m1.daemon)[n]["status"], "Running", "{n}");
+    }
     let c1_init = m2.daemon.init_pid("c1");
-    assert!(c1_init > 0);
 
     // m2 dies and is cut off.
     m1.daemon

@@ -97,6 +97,17 @@ fn caller_of(state: &AppState, peer: &Peer, headers: &HeaderMap) -> Caller {
                 .as_deref()
                 .is_some_and(|fp| state.cluster.is_member_certificate(fp))
             {
+                // A member forwarding a restricted client's request says so: the request
+                // keeps its restrictions here.
+                if headers
+                    .get(crate::cluster::forward::FORWARDED_RESTRICTED)
+                    .is_some()
+                {
+                    return Caller::Client {
+                        fingerprint: "forwarded".into(),
+                        restricted: true,
+                    };
+                }
                 return Caller::Member;
             }
             if let Some(row) = fingerprint
@@ -147,7 +158,9 @@ fn admin_only(method: &Method, path: &str) -> bool {
         .strip_prefix("/1.0/storage-pools")
         .is_some_and(|rest| rest.trim_matches('/').split('/').count() <= 1);
     let server = path == "/1.0" || under("/1.0/certificates") || under("/1.0/networks");
-    (write && (server || pool_itself)) || under("/1.0/ui")
+    // The cluster, even to read: a join token carries the database's password, and the
+    // members' list their addresses.
+    (write && (server || pool_itself)) || under("/1.0/ui") || under("/1.0/cluster")
 }
 
 fn allowed(caller: &Caller, method: &Method, path: &str) -> bool {
@@ -308,6 +321,15 @@ mod tests {
             "/1.0/storage-pools/p/volumes/custom/v"
         ));
         assert!(!allowed(&r, &Method::POST, "/1.0/ui/login-links"));
+        // A join token carries the cluster database's password.
+        assert!(!allowed(&r, &Method::POST, "/1.0/cluster/members"));
+        assert!(!allowed(&r, &Method::PUT, "/1.0/cluster"));
+        assert!(!allowed(&r, &Method::POST, "/1.0/cluster/members/m2/state"));
+        assert!(!allowed(&r, &Method::DELETE, "/1.0/cluster/members/m2"));
+        assert!(!allowed(&r, &Method::GET, "/1.0/cluster/members"));
+        assert!(allowed(&r, &Method::POST, "/1.0/clusterx"), "by segment");
+        let member = Caller::Member;
+        assert!(member.admin() && allowed(&member, &Method::PUT, "/1.0/cluster"));
         let m = Caller::Metrics;
         assert!(allowed(&m, &Method::GET, "/1.0/metrics"));
         assert!(!allowed(&m, &Method::GET, "/1.0/instances"));

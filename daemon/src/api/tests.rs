@@ -103,9 +103,12 @@ async fn app(
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    let instances =
+        Instances::new(pool.clone(), worker, paths, images.clone()).with_events(events.clone());
     let ops = Operations::with_events(events.clone());
     let cluster = crate::cluster::Cluster::load(crate::cluster::Parts {
         local: pool.clone(),
+        instances: instances.clone(),
         store,
         remote: remote.clone(),
         ops: ops.clone(),
@@ -113,7 +116,6 @@ async fn app(
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let instances = Instances::new(pool, worker, paths, images.clone()).with_events(events.clone());
     let state = AppState {
         remote,
         cluster,

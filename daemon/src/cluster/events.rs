@@ -23,6 +23,12 @@ impl Cluster {
             if published.kind == EventType::Logging {
                 continue;
             }
+            // Token operations carry secrets: they stay on the member that made them.
+            if published.kind == EventType::Operation
+                && published.event.metadata["class"] == "token"
+            {
+                continue;
+            }
             let Some(me) = self.me() else { continue };
             // Only our own: the others' came from the database.
             if published.event.location != me {

@@ -23,6 +23,16 @@ use crate::remote::ServerIdentity;
 /// such a request itself (never forwards it again), and only when it comes from a member.
 pub const FORWARDED: HeaderName = HeaderName::from_static("x-ctl-forwarded");
 
+/// Set by a member forwarding the request of a caller that is not an administrator (a
+/// restricted client): the target applies the same restrictions.
+pub const FORWARDED_RESTRICTED: HeaderName = HeaderName::from_static("x-ctl-forwarded-restricted");
+
+/// The largest answer read whole from a member (listings of thousands of instances fit).
+pub const MAX_ANSWER: usize = 256 << 20;
+
+/// How long a member may take to start answering a streamed download.
+const STREAM_HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long connecting to a member may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -138,6 +148,7 @@ impl PeerClient {
         &self,
         target: &Target,
         mut req: Request<Body>,
+        restricted: bool,
     ) -> Result<Response<Body>, ForwardError> {
         let client_upgrade = req
             .headers()
@@ -155,6 +166,10 @@ impl PeerClient {
             .map_err(|e| Self::unreachable(target, e))?;
         *out.headers_mut() = end_to_end(&parts.headers, client_upgrade.is_some());
         self.mark(out.headers_mut(), target)?;
+        if restricted {
+            out.headers_mut()
+                .insert(FORWARDED_RESTRICTED, HeaderValue::from_static("1"));
+        }
         let mut sender = self.connect(target).await?;
         let mut resp = sender
             .send_request(out)
@@ -246,8 +261,7 @@ impl PeerClient {
                 .await
                 .map_err(|e| Self::unreachable(target, e))?;
             let status = resp.status();
-            let body = resp
-                .into_body()
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
                 .map_err(|e| Self::unreachable(target, e))?
@@ -275,9 +289,12 @@ impl PeerClient {
             .map_err(|e| Self::unreachable(target, e))?;
         self.mark(req.headers_mut(), target)?;
         let mut sender = self.connect(target).await?;
-        sender
-            .send_request(req)
+        tokio::time::timeout(STREAM_HEADERS_TIMEOUT, sender.send_request(req))
             .await
+            .map_err(|_| ForwardError::Timeout {
+                member: target.name.clone(),
+                secs: STREAM_HEADERS_TIMEOUT.as_secs(),
+            })?
             .map_err(|e| Self::unreachable(target, e))
     }
 
@@ -304,6 +321,7 @@ fn end_to_end(headers: &HeaderMap, upgrade: bool) -> HeaderMap {
             || n == header::ORIGIN
             || n == header::COOKIE
             || n == FORWARDED
+            || n == FORWARDED_RESTRICTED
             || (!upgrade && (n == header::CONNECTION || n == header::UPGRADE))
     };
     let mut out = HeaderMap::with_capacity(headers.len());

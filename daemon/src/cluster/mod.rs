@@ -45,8 +45,9 @@ pub const DEFAULT_OFFLINE_THRESHOLD: u64 = 20;
 pub const MIN_OFFLINE_THRESHOLD: u64 = 10;
 /// How long a join token is good for.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3 * 3600);
-/// A placement younger than this may be a launch in flight: the periodic sync keeps it.
-const RESERVATION_GRACE_MS: i64 = 120_000;
+/// A placement younger than this may be a launch in flight (an image copy included): the
+/// periodic sync keeps it.
+const RESERVATION_GRACE_MS: i64 = 15 * 60_000;
 /// How long a member may take to answer a state query or a state change request.
 const STATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where a member listens when nothing says otherwise.
@@ -119,6 +120,8 @@ impl From<PlaceError> for ClusterError {
 /// What the clustering service needs from the rest of the daemon.
 pub struct Parts {
     pub local: Pool,
+    /// The member's instances (profiles are applied through them).
+    pub instances: crate::instance::Instances,
     pub store: SharedStore,
     pub remote: Remote,
     pub ops: Operations,
@@ -133,6 +136,12 @@ pub struct Cluster {
 
 struct Inner {
     local: Pool,
+    instances: crate::instance::Instances,
+    /// Orders profile changes here and the sync from the store, so a sync never puts back
+    /// what a change made before the change reaches the store.
+    profiles: tokio::sync::Mutex<()>,
+    /// Profile sync problems already logged (each once).
+    profile_problems: Mutex<std::collections::HashSet<String>>,
     store: SharedStore,
     remote: Remote,
     identity: Arc<ServerIdentity>,
@@ -170,6 +179,13 @@ pub fn check_member_name(name: &str) -> Result<(), ClusterError> {
 
 fn check_database_url(url: &str) -> Result<(), ClusterError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if !url.contains("sslmode=verify-") {
+            tracing::warn!(
+                "the cluster database URL does not ask for a verified TLS connection \
+                 (sslmode=verify-full): its password and the cluster's state may cross the \
+                 network readable by others"
+            );
+        }
         Ok(())
     } else {
         Err(ClusterError::Invalid(
@@ -201,6 +217,9 @@ impl Cluster {
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 local: parts.local,
+                instances: parts.instances,
+                profiles: tokio::sync::Mutex::new(()),
+                profile_problems: Mutex::new(Default::default()),
                 store: parts.store,
                 remote: parts.remote,
                 identity,
@@ -425,6 +444,15 @@ impl Cluster {
             member: self.new_member(&name, &address),
             instances: db::instances::names(local).await?,
             images,
+            profiles: self
+                .inner
+                .instances
+                .profiles()
+                .await
+                .map_err(|e| ClusterError::Invalid(e.to_string()))?
+                .into_iter()
+                .map(profile_post)
+                .collect(),
         };
         pg.bootstrap(&data).await.map_err(|e| match e {
             DbError::Conflict(_) => ClusterError::Conflict(
@@ -848,12 +876,94 @@ impl Cluster {
                 .prune_events_as_leader(&me, term, events::KEEP.as_millis() as i64)
                 .await?;
         }
+        self.sync_profiles().await?;
         if ticks.is_multiple_of(15) {
             let names = db::instances::names(&self.inner.local).await?;
             store
                 .sync_member_instances(&me, &names, RESERVATION_GRACE_MS)
                 .await?;
             self.register_images().await;
+        }
+        Ok(())
+    }
+
+    /// Hold while changing a profile here and recording it in the store.
+    pub async fn lock_profiles(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.profiles.lock().await
+    }
+
+    /// Record profile `name` in the store as it now is here (gone: forgotten).
+    pub async fn push_profile(&self, name: &str) -> Result<(), ClusterError> {
+        let store = self.store();
+        match self.inner.instances.profile(name).await {
+            Ok(p) => store.put_profile(&profile_post(p)).await?,
+            Err(crate::instance::InstanceError::ProfileNotFound(_)) => {
+                store.delete_profile(name).await.map(|_| ())?
+            }
+            Err(e) => return Err(ClusterError::Invalid(e.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Bring this member's profiles in line with the cluster's: missing ones made,
+    /// different ones updated (applied to this member's instances as any profile change
+    /// is), ones the cluster no longer has deleted. A change this member cannot make (a
+    /// NIC on a network it lacks, a profile its instances still use) is logged once and
+    /// tried again on the next heartbeat.
+    pub async fn sync_profiles(&self) -> Result<(), ClusterError> {
+        let order = self.inner.profiles.lock().await;
+        self.sync_profiles_locked(&order).await
+    }
+
+    /// [`Cluster::sync_profiles`] under the lock `_order` from [`Cluster::lock_profiles`].
+    pub async fn sync_profiles_locked(
+        &self,
+        _order: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), ClusterError> {
+        let shared = self.store().profiles().await?;
+        let instances = &self.inner.instances;
+        let local = instances
+            .profiles()
+            .await
+            .map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let mut problems = Vec::new();
+        for want in &shared {
+            let have = local.iter().find(|p| p.name == want.name);
+            let result = match have {
+                None => instances.create_profile(want.clone()).await,
+                Some(p) if profile_post(p.clone()) != *want => {
+                    let put = ctl_api::ProfilePut {
+                        description: Some(want.description.clone()),
+                        config: Some(want.config.clone()),
+                        devices: Some(want.devices.clone()),
+                    };
+                    instances.update_profile(&want.name, put, false).await
+                }
+                Some(_) => Ok(()),
+            };
+            if let Err(e) = result {
+                problems.push(format!("profile \"{}\": {e}", want.name));
+            }
+        }
+        for p in &local {
+            if !shared.iter().any(|s| s.name == p.name)
+                && let Err(e) = instances.delete_profile(&p.name).await
+            {
+                problems.push(format!(
+                    "profile \"{}\" (gone from the cluster): {e}",
+                    p.name
+                ));
+            }
+        }
+        let mut seen = self
+            .inner
+            .profile_problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for p in problems {
+            if seen.insert(p.clone()) {
+                tracing::warn!(problem = %p, "cannot apply the cluster's profile here");
+            }
         }
         Ok(())
     }
@@ -887,8 +997,17 @@ impl Cluster {
     async fn follow_lifecycle(&self) {
         let mut sub = self.inner.events.subscribe();
         while let Ok(published) = sub.recv().await {
+            let Some(me) = self.me() else { continue };
+            // Only this member's own: the others' are relayed here from the database.
+            if published.event.location != me {
+                continue;
+            }
             let meta = &published.event.metadata;
             let action = meta["action"].as_str().unwrap_or_default();
+            if action == "image-created" {
+                self.register_images().await;
+                continue;
+            }
             let Some(name) = meta["source"]
                 .as_str()
                 .and_then(|s| s.strip_prefix("/1.0/instances/"))
@@ -896,19 +1015,18 @@ impl Cluster {
             else {
                 continue;
             };
-            let Some(me) = self.me() else { continue };
             let store = self.store();
             let result = match action {
                 "instance-created" => store.register_instance(name, &me).await,
                 "instance-deleted" => store.remove_instance(name, &me).await.map(|_| ()),
+                // The new name was reserved for this member before the rename.
                 "instance-renamed" => match meta["context"]["old_name"].as_str() {
-                    Some(old) => store.rename_instance(old, name, &me).await,
+                    Some(old) => match store.remove_instance(old, &me).await {
+                        Ok(_) => store.register_instance(name, &me).await,
+                        Err(e) => Err(e),
+                    },
                     None => Ok(()),
                 },
-                "image-created" => {
-                    self.register_images().await;
-                    Ok(())
-                }
                 _ => Ok(()),
             };
             if let Err(e) = result {
@@ -925,6 +1043,16 @@ impl Cluster {
         {
             tracing::debug!(error = %e, "releasing the leader lease");
         }
+    }
+}
+
+/// A profile as the store keeps it.
+fn profile_post(p: ctl_api::Profile) -> ctl_api::ProfilesPost {
+    ctl_api::ProfilesPost {
+        name: p.name,
+        description: p.description,
+        config: p.config,
+        devices: p.devices,
     }
 }
 

@@ -53,16 +53,31 @@ pub async fn route(State(state): State<AppState>, mut req: Request, next: Next) 
     let result = match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["1.0", "instances"]) => list(&state, &me, req, next).await,
         (Method::POST, ["1.0", "instances"]) => create(&state, &me, req, next).await,
-        (_, ["1.0", "instances", name, ..]) => {
+        (method, ["1.0", "instances", name, rest @ ..]) => {
             let name = percent_encoding::percent_decode_str(name)
                 .decode_utf8_lossy()
                 .into_owned();
             match cluster.store().instance_location(&name).await {
                 Ok(Some(member)) if member != me => forward(&cluster, &member, req).await,
+                Ok(_) if method == Method::POST && rest.is_empty() => {
+                    rename(&state, &me, &name, req, next).await
+                }
                 Ok(_) => Ok(next.run(req).await),
                 Err(e) => Err(ClusterError::from(e).into()),
             }
         }
+        (Method::POST, ["1.0", "profiles"]) => profile_change(&state, None, req, next).await,
+        (m, ["1.0", "profiles", name]) if m != Method::GET && m != Method::HEAD => {
+            let name = percent_encoding::percent_decode_str(name)
+                .decode_utf8_lossy()
+                .into_owned();
+            profile_change(&state, Some(name), req, next).await
+        }
+        // Reads see the cluster's profiles as they are now, not as of the last heartbeat.
+        (_, ["1.0", "profiles", ..]) => match cluster.sync_profiles().await {
+            Ok(()) => Ok(next.run(req).await),
+            Err(e) => Err(e.into()),
+        },
         (_, ["1.0", "operations", id, ..]) => {
             let id = id.to_string();
             operation(&state, &id, req, next).await
@@ -88,14 +103,54 @@ impl From<ClusterError> for ApiError {
     }
 }
 
+/// Whether the request's caller administers the server (else its restrictions travel
+/// with a forwarded request).
+fn admin(req: &Request) -> bool {
+    req.extensions().get::<Caller>().is_some_and(Caller::admin)
+}
+
+/// `POST /1.0/instances/NAME` here (a rename, or a move): the new name is reserved for
+/// this member cluster-wide first, and given back if the rename is refused.
+async fn rename(
+    state: &AppState,
+    me: &str,
+    name: &str,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let cluster = &state.cluster;
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(body, MAX_CREATE_BODY).await?;
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let new = value["name"].as_str().unwrap_or_default().to_string();
+    let req = Request::from_parts(parts, Body::from(bytes));
+    if new.is_empty() || new == name {
+        return Ok(next.run(req).await);
+    }
+    let offline = cluster.offline_after_ms().await;
+    cluster
+        .store()
+        .place_instance(&new, Some(me), offline)
+        .await
+        .map_err(ClusterError::from)?;
+    let resp = next.run(req).await;
+    if (resp.status().is_client_error() || resp.status().is_server_error())
+        && let Err(e) = cluster.store().remove_instance(&new, me).await
+    {
+        tracing::warn!(instance = %new, error = %e, "reserved name not given back");
+    }
+    Ok(resp)
+}
+
 /// Send `req` to `member` and remember the operation its answer starts, if any.
 async fn forward(cluster: &Cluster, member: &str, req: Request) -> Result<Response, ApiError> {
     let target = cluster.target(member).await?;
     let client = cluster
         .client()
         .ok_or_else(|| ApiError::Unavailable("not clustered".into()))?;
+    let restricted = !admin(&req);
     let resp = client
-        .forward(&target, req)
+        .forward(&target, req, restricted)
         .await
         .map_err(ClusterError::from)?;
     if let Some(id) = resp
@@ -105,6 +160,40 @@ async fn forward(cluster: &Cluster, member: &str, req: Request) -> Result<Respon
         .and_then(|l| l.strip_prefix("/1.0/operations/"))
     {
         cluster.record_operation(id, member);
+    }
+    Ok(resp)
+}
+
+/// A profile created, changed, renamed or deleted: applied here (to this member's
+/// instances), then recorded in the store, from which every other member applies it on
+/// its next heartbeat.
+async fn profile_change(
+    state: &AppState,
+    name: Option<String>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let cluster = &state.cluster;
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(body, MAX_CREATE_BODY).await?;
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    // The names the change touches: the path's, and a new one (create, rename).
+    let mut names: Vec<String> = name.into_iter().collect();
+    if parts.method == Method::POST
+        && let Some(n) = value["name"].as_str()
+    {
+        names.push(n.to_string());
+    }
+    let order = cluster.lock_profiles().await;
+    // The change applies to the cluster's profiles as they are now.
+    cluster.sync_profiles_locked(&order).await?;
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if resp.status().is_success() {
+        for n in names {
+            cluster.push_profile(&n).await?;
+        }
     }
     Ok(resp)
 }
@@ -123,7 +212,11 @@ async fn operation(
     if let Some(member) = cluster.operation_owner(id) {
         return forward(cluster, &member, req).await;
     }
-    // Asked of a member that did not start it: find who has it.
+    // Asked of a member that did not start it: find who has it. Only for administrators
+    // (other members' operations include their tokens) and only for operation ids.
+    if !admin(&req) || uuid::Uuid::parse_str(id).is_err() {
+        return Ok(next.run(req).await);
+    }
     let client = cluster
         .client()
         .ok_or_else(|| ApiError::Unavailable("not clustered".into()))?;
@@ -185,7 +278,7 @@ async fn create(
         return Ok(next.run(req).await);
     }
     let (parts, body) = req.into_parts();
-    let bytes = read_body(body).await?;
+    let bytes = read_body(body, MAX_CREATE_BODY).await?;
     let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let name = value["name"].as_str().unwrap_or_default().to_string();
     let query: HashMap<String, String> = parts
@@ -226,9 +319,11 @@ async fn create(
         let req = Request::from_parts(parts, Body::from(bytes));
         forward(cluster, &member, req).await
     };
+    // Refused: the name is free again. Unanswered (the member may be creating it): the
+    // reservation stays, and the member's periodic sync drops it if nothing came of it.
     let failed = match &resp {
         Ok(r) => r.status().is_client_error() || r.status().is_server_error(),
-        Err(_) => true,
+        Err(_) => false,
     };
     if failed && let Err(e) = cluster.store().remove_instance(&name, &member).await {
         tracing::warn!(instance = %name, error = %e, "placement not given back");
@@ -244,7 +339,7 @@ async fn create_here(
     next: Next,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let bytes = read_body(body).await?;
+    let bytes = read_body(body, MAX_CREATE_BODY).await?;
     let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     ensure_image(state, me, &value).await?;
     Ok(next
@@ -283,40 +378,15 @@ async fn ensure_image(state: &AppState, me: &str, body: &Value) -> Result<(), Ap
         return Ok(());
     }
     let store = state.cluster.store();
-    let fingerprint = if fingerprint.is_empty() {
-        match store
-            .resolve_image_alias(alias)
-            .await
-            .map_err(ClusterError::from)?
-        {
-            Some(fp) => fp,
-            // Unknown everywhere: the creation says so.
-            None => return Ok(()),
-        }
-    } else {
-        fingerprint.to_string()
-    };
-    let holders = store
-        .image_holders(&fingerprint)
-        .await
-        .map_err(ClusterError::from)?;
-    let online: Vec<Target> = online_targets(&state.cluster)
-        .into_iter()
-        .filter(|t| t.name != me && holders.contains(&t.name))
-        .collect();
-    let Some(holder) = online.first() else {
-        if holders.is_empty() {
-            return Ok(());
-        }
-        return Err(ApiError::Unavailable(format!(
-            "image {fingerprint} is only on offline members ({})",
-            holders.join(", ")
-        )));
-    };
     let client = state
         .cluster
         .client()
         .ok_or_else(|| ApiError::Unavailable("not clustered".into()))?;
+    let Some((fingerprint, holder)) = locate_image(state, me, fingerprint, alias).await? else {
+        // Unknown everywhere: the creation says so.
+        return Ok(());
+    };
+    let holder = &holder;
     tracing::info!(image = %fingerprint, from = %holder.name, "copying an image from another member");
     let resp = client
         .get_stream(holder, &format!("/1.0/images/{fingerprint}/export"))
@@ -329,10 +399,26 @@ async fn ensure_image(state: &AppState, me: &str, body: &Value) -> Result<(), Ap
             resp.status()
         )));
     }
-    let mut headers = axum::http::HeaderMap::new();
-    if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
-        headers.insert(header::CONTENT_TYPE, ct.clone());
+    // An image file, never JSON (which would publish an instance of ours), and its
+    // fingerprint checked against what we asked for.
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned().unwrap_or(
+        axum::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    let ct = content_type
+        .to_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !(ct.starts_with("application/octet-stream") || ct.starts_with("multipart/form-data")) {
+        return Err(ApiError::Unavailable(format!(
+            "member {} sent image {fingerprint} as {ct}",
+            holder.name
+        )));
     }
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    let expected = axum::http::HeaderValue::from_str(&fingerprint)
+        .map_err(|e| ApiError::BadRequest(format!("image fingerprint: {e}")))?;
+    headers.insert("x-incus-fingerprint", expected);
     let answer = crate::api::images_transfer::post_images(
         State(state.clone()),
         headers,
@@ -341,7 +427,8 @@ async fn ensure_image(state: &AppState, me: &str, body: &Value) -> Result<(), Ap
     .await?;
     let status = answer.status();
     let answer: Value =
-        serde_json::from_slice(&read_body(answer.into_body()).await?).unwrap_or_default();
+        serde_json::from_slice(&read_body(answer.into_body(), MAX_CREATE_BODY).await?)
+            .unwrap_or_default();
     if !status.is_success() {
         return Err(ApiError::Unavailable(format!(
             "importing image {fingerprint} from {}: {}",
@@ -372,8 +459,69 @@ async fn ensure_image(state: &AppState, me: &str, body: &Value) -> Result<(), Ap
     Ok(())
 }
 
-async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, MAX_CREATE_BODY);
+/// The full fingerprint of the image `fingerprint` (or `alias`) names, and an online
+/// member that has it: as the store records it, else as the members answer (a member
+/// records a new image a moment after it has it).
+async fn locate_image(
+    state: &AppState,
+    me: &str,
+    fingerprint: &str,
+    alias: &str,
+) -> Result<Option<(String, Target)>, ApiError> {
+    let store = state.cluster.store();
+    let known = if fingerprint.is_empty() {
+        store
+            .resolve_image_alias(alias)
+            .await
+            .map_err(ClusterError::from)?
+    } else {
+        Some(fingerprint.to_string())
+    };
+    let others: Vec<Target> = online_targets(&state.cluster)
+        .into_iter()
+        .filter(|t| t.name != me)
+        .collect();
+    let mut holders = Vec::new();
+    if let Some(fp) = &known {
+        holders = store.image_holders(fp).await.map_err(ClusterError::from)?;
+        if let Some(t) = others.iter().find(|t| holders.contains(&t.name)) {
+            return Ok(Some((fp.clone(), t.clone())));
+        }
+    }
+    let client = state
+        .cluster
+        .client()
+        .ok_or_else(|| ApiError::Unavailable("not clustered".into()))?;
+    let path = match &known {
+        Some(fp) => format!("/1.0/images/{fp}"),
+        None => format!(
+            "/1.0/images/aliases/{}",
+            percent_encoding::utf8_percent_encode(alias, percent_encoding::NON_ALPHANUMERIC)
+        ),
+    };
+    for t in &others {
+        if let Ok(v) = client.get_json(t, &path, LIST_TIMEOUT).await {
+            let fp = match &known {
+                Some(_) => v["fingerprint"].as_str(),
+                None => v["target"].as_str(),
+            };
+            if let Some(fp) = fp.filter(|f| !f.is_empty()) {
+                return Ok(Some((fp.to_string(), t.clone())));
+            }
+        }
+    }
+    if holders.is_empty() {
+        return Ok(None);
+    }
+    Err(ApiError::Unavailable(format!(
+        "image {} is only on offline members ({})",
+        known.unwrap_or_default(),
+        holders.join(", ")
+    )))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, limit);
     limited
         .collect()
         .await
@@ -441,7 +589,7 @@ async fn list(state: &AppState, me: &str, req: Request, next: Next) -> Result<Re
     if !local.status().is_success() {
         return Ok(local);
     }
-    let local = read_body(local.into_body()).await?;
+    let local = read_body(local.into_body(), super::forward::MAX_ANSWER).await?;
     let local: Value = serde_json::from_slice(&local).unwrap_or(Value::Null);
     let mut items: Vec<Value> = local["metadata"].as_array().cloned().unwrap_or_default();
     let mut answered = vec![me.to_string()];

@@ -18,6 +18,7 @@ mod events;
 mod images;
 mod instances;
 mod members;
+mod profiles;
 #[cfg(test)]
 mod tests;
 
@@ -125,6 +126,8 @@ pub struct Bootstrap {
     pub instances: Vec<String>,
     /// Its images: fingerprint and aliases.
     pub images: Vec<(String, Vec<String>)>,
+    /// Its profiles, which become the cluster's.
+    pub profiles: Vec<ctl_api::ProfilesPost>,
 }
 
 /// Why an instance could not be placed.
@@ -462,6 +465,20 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+            }
+            for p in &data.profiles {
+                sqlx::query(
+                    "INSERT INTO cluster_profiles (name, description, config, devices) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
+                     description = excluded.description, config = excluded.config, \
+                     devices = excluded.devices",
+                )
+                .bind(&p.name)
+                .bind(&p.description)
+                .bind(serde_json::to_string(&p.config).unwrap_or_else(|_| "{}".into()))
+                .bind(serde_json::to_string(&p.devices).unwrap_or_else(|_| "{}".into()))
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             Ok(())

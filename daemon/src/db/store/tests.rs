@@ -74,6 +74,9 @@ async fn clear(store: &Store) -> Result<(), DbError> {
     for c in store.certificates().await? {
         store.delete_certificate(&c.fingerprint).await?;
     }
+    for p in store.profiles().await? {
+        store.delete_profile(&p.name).await?;
+    }
     store.set_config(&BTreeMap::new()).await
 }
 
@@ -104,6 +107,46 @@ async fn suite(store: &Store) -> TestResult {
     step("locations", locations(store)).await?;
     step("sync", sync(store)).await?;
     step("images", images(store)).await?;
+    step("profiles", profiles(store)).await?;
+    Ok(())
+}
+
+fn profile(name: &str, key: &str, value: &str) -> ctl_api::ProfilesPost {
+    ctl_api::ProfilesPost {
+        name: name.into(),
+        description: format!("{name} profile"),
+        config: [(key.to_string(), value.to_string())].into_iter().collect(),
+        devices: [(
+            "root".to_string(),
+            [("type", "disk"), ("path", "/"), ("pool", "default")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )]
+        .into_iter()
+        .collect(),
+    }
+}
+
+async fn profiles(store: &Store) -> TestResult {
+    assert!(store.profiles().await?.is_empty());
+    let a = profile("web", "limits.cpu", "2");
+    let b = profile("db", "limits.memory", "1GiB");
+    store.put_profile(&a).await?;
+    store.put_profile(&b).await?;
+    assert_eq!(
+        store.profiles().await?,
+        vec![b.clone(), a.clone()],
+        "by name"
+    );
+    // Replaced whole: a key the new one lacks is gone.
+    let a2 = profile("web", "limits.processes", "100");
+    store.put_profile(&a2).await?;
+    assert_eq!(store.profiles().await?, vec![b.clone(), a2]);
+    assert!(store.delete_profile("web").await?);
+    assert!(!store.delete_profile("web").await?);
+    assert_eq!(store.profiles().await?, vec![b]);
+    clear(store).await?;
     Ok(())
 }
 
@@ -118,9 +161,11 @@ async fn bootstrap(store: &Store) -> TestResult {
         member: new_member("boot"),
         instances: strings(&["c1", "c2"]),
         images: vec![(fp.clone(), strings(&["debian"]))],
+        profiles: vec![profile("default", "limits.cpu", "1")],
     };
     // A duplicate certificate fails the whole bootstrap: nothing is left half-written.
     let failed = store.bootstrap(&data).await;
+    assert!(store.profiles().await?.is_empty());
     assert!(matches!(failed, Err(DbError::Conflict(_))), "{failed:?}");
     assert!(store.members(MINUTE).await?.is_empty());
     assert!(store.config().await?.is_empty());
@@ -149,6 +194,7 @@ async fn bootstrap(store: &Store) -> TestResult {
     );
     assert_eq!(store.image_holders(&fp).await?, strings(&["boot"]));
     assert_eq!(store.resolve_image_alias("debian").await?, Some(fp.clone()));
+    assert_eq!(store.profiles().await?, data.profiles);
 
     // A database that has a cluster refuses a second one.
     let second = Bootstrap {
