@@ -467,18 +467,14 @@ impl Store {
                 }
             }
             for p in &data.profiles {
-                sqlx::query(
-                    "INSERT INTO cluster_profiles (name, description, config, devices) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
-                     description = excluded.description, config = excluded.config, \
-                     devices = excluded.devices",
-                )
-                .bind(&p.name)
-                .bind(&p.description)
-                .bind(serde_json::to_string(&p.config).unwrap_or_else(|_| "{}".into()))
-                .bind(serde_json::to_string(&p.devices).unwrap_or_else(|_| "{}".into()))
-                .execute(&mut *tx)
-                .await?;
+                let (config, devices) = profiles::profile_columns(p);
+                sqlx::query(profiles::UPSERT_PROFILE)
+                    .bind(&p.name)
+                    .bind(&p.description)
+                    .bind(config)
+                    .bind(devices)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(())

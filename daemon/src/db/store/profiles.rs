@@ -14,6 +14,20 @@ fn json_column<T: serde::de::DeserializeOwned>(
     serde_json::from_str(text).map_err(|source| DbError::Json { column, source })
 }
 
+/// Create or replace a profile: name, description, config JSON, devices JSON.
+pub(super) const UPSERT_PROFILE: &str = "INSERT INTO cluster_profiles (name, description, config, devices) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
+     description = excluded.description, config = excluded.config, \
+     devices = excluded.devices";
+
+/// A profile's config and devices as their JSON columns.
+pub(super) fn profile_columns(profile: &ProfilesPost) -> (String, String) {
+    (
+        serde_json::to_string(&profile.config).unwrap_or_else(|_| "{}".into()),
+        serde_json::to_string(&profile.devices).unwrap_or_else(|_| "{}".into()),
+    )
+}
+
 impl Store {
     /// Every shared profile, by name.
     pub async fn profiles(&self) -> Result<Vec<ProfilesPost>, DbError> {
@@ -41,15 +55,9 @@ impl Store {
 
     /// Record `profile` as it now is (created or replaced).
     pub async fn put_profile(&self, profile: &ProfilesPost) -> Result<(), DbError> {
-        let config = serde_json::to_string(&profile.config).unwrap_or_else(|_| "{}".into());
-        let devices = serde_json::to_string(&profile.devices).unwrap_or_else(|_| "{}".into());
+        let (config, devices) = profile_columns(profile);
         dispatch!(self, pool, _d => {
-            sqlx::query(
-                "INSERT INTO cluster_profiles (name, description, config, devices) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
-                 description = excluded.description, config = excluded.config, \
-                 devices = excluded.devices",
-            )
+            sqlx::query(UPSERT_PROFILE)
             .bind(&profile.name)
             .bind(&profile.description)
             .bind(&config)
