@@ -152,6 +152,10 @@ for i in json.load(sys.stdin):
     # 5. Keep the logs with the results, then remove the temp dirs (never across a mount).
     if [ -n "$OUT" ] && [ -d "$OUT" ]; then
         [ -n "$WORK" ] && cp "$WORK"/*.log "$OUT/" 2>/dev/null
+        # The members' warnings and errors, shutdown included, for a quick look.
+        for f in "$OUT"/ctld-m?.log; do
+            [ -f "$f" ] && grep -E 'WARN|ERROR' "$f" >"${f%.log}-warn.log"
+        done
         [ -n "$PG_DIR" ] && [ -f "$PG_DIR/log" ] && cp "$PG_DIR/log" "$OUT/postgres.log" 2>/dev/null
     fi
     for d in "${DIRS[@]}" "$PG_DIR" "$WORK"; do
@@ -475,6 +479,7 @@ bench() {
 }
 
 # --- measurements ---------------------------------------------------------------------------
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 bench "cluster_list_$N" "$QCTL list >/dev/null 2>>$QERR"
 RSS_LIST=$(rss_all)
 bench "cluster_list_${N}_json" "$QCTL list --format json >/dev/null 2>>$QERR"
@@ -485,17 +490,15 @@ bench cluster_launch_target_m2 ". $(q "$WORK/target.sh")" \
     --prepare "bash $(q "$HOOK") target-next" \
     --cleanup "bash $(q "$HOOK") target-cleanup"
 RSS_END=$(rss_all)
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 PLACED_LOC=$(cat "$WORK/placed.locations" 2>/dev/null || echo "?")
 TARGET_LOC=$(cat "$WORK/target.locations" 2>/dev/null || echo "?")
 
 # --- summary --------------------------------------------------------------------------------
-for m in "${MEMBERS[@]}"; do
-    grep -E 'WARN|ERROR' "$WORK/ctld-$m.log" >"$WORK/ctld-$m-warn.log" || true
-done
-WARNS=$(for m in "${MEMBERS[@]}"; do printf '%s %d, ' "$m" "$(wc -l <"$WORK/ctld-$m-warn.log")"; done)
+WARNS=$(for m in "${MEMBERS[@]}"; do printf '%s %d, ' "$m" "$(grep -cE 'WARN|ERROR' "$WORK/ctld-$m.log")"; done)
 WARNS=${WARNS%, }
 export OUT N RUNS WARMUP PAR STAMP COMMIT KERNEL CGFS DIRFS HFV PG_VERSION FORM_S CREATE_S
-export LIST_CHECK RSS_FORMED RSS_CREATED RSS_LIST RSS_END PLACED_LOC TARGET_LOC PAR_FAILS WARNS
+export LOAD_BEFORE LOAD_AFTER LIST_CHECK RSS_FORMED RSS_CREATED RSS_LIST RSS_END PLACED_LOC TARGET_LOC PAR_FAILS WARNS
 COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 KERNEL=$(uname -r)
 CGFS=$(stat -fc %T /sys/fs/cgroup)
@@ -529,7 +532,8 @@ print(f"# ctl cluster benchmark {e['STAMP']}")
 print()
 print(f"commit {e['COMMIT']}, kernel {e['KERNEL']}, /sys/fs/cgroup is {e['CGFS']}, state dirs on "
       f"{e['DIRFS']}, {e['PG_VERSION']} (fsync off) on 127.0.0.1, {e['HFV']}, "
-      f"{e['RUNS']} runs + {e['WARMUP']} warm-up each.")
+      f"{e['RUNS']} runs + {e['WARMUP']} warm-up each; load average {e['LOAD_BEFORE']} "
+      f"before the rows, {e['LOAD_AFTER']} after.")
 print("Three ctld on this host (HTTPS on 127.0.0.1, no network namespaces, no NIC); medians in "
       "milliseconds through the `ctl` CLI on m1's Unix socket (shell start-up subtracted).")
 print()
@@ -552,7 +556,7 @@ print(f"- after the list row: {e['RSS_LIST']}")
 print(f"- after the launch rows: {e['RSS_END']}")
 print()
 print(f"`--target m2` launches ended on: {e['TARGET_LOC']}. "
-      f"ctld WARN/ERROR lines: {e['WARNS']} (ctld-mN-warn.log).")
+      f"ctld WARN/ERROR lines before clean-up: {e['WARNS']} (all of them: ctld-mN-warn.log).")
 PY
 if [ -s "$ERRLOG" ]; then
     echo >>"$OUT/summary.md"

@@ -168,6 +168,19 @@ fn three_members_place_forward_and_survive_a_member_and_the_leader() {
     // The file is on m2's disk, in c1's root.
     let on_m2 = m2.daemon.ok(&["exec", "c1", "--", "cat", "/root/hello"]);
     assert_eq!(on_m2, "forwarded file\n");
+    // m1 lists m2's operations too: an exec running there.
+    std::thread::scope(|scope| {
+        let exec = scope.spawn(|| m2.daemon.ctl(&["exec", "c1", "--", "sleep", "3"]));
+        let listed = wait_until(Duration::from_secs(3), || {
+            let (_, ops) = m1.daemon.http("GET", "/1.0/operations?recursion=1", None);
+            ops["metadata"]["running"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|o| o["location"] == "m2"))
+        });
+        let run = exec.join().unwrap_or_else(|_| panic!("exec thread"));
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(listed, "m2's running exec not listed on m1");
+    });
     let console = m1.daemon.ctl(&["console", "c1", "--show-log"]);
     assert_eq!(console.code, 0, "{console:?}");
     m1.daemon.ok(&["stop", "c1", "--force"]);

@@ -52,6 +52,9 @@ pub async fn route(State(state): State<AppState>, mut req: Request, next: Next) 
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let result = match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["1.0", "instances"]) => list(&state, &me, req, next).await,
+        (Method::GET, ["1.0", "operations"]) if admin(&req) => {
+            list_operations(&state, &me, req, next).await
+        }
         (Method::POST, ["1.0", "instances"]) => create(&state, &me, req, next).await,
         (method, ["1.0", "instances", name, rest @ ..]) => {
             let name = percent_encoding::percent_decode_str(name)
@@ -628,6 +631,58 @@ async fn list(state: &AppState, me: &str, req: Request, next: Next) -> Result<Re
         }
     }
     Ok(crate::api::sync(items))
+}
+
+/// `GET /1.0/operations` across the cluster (for administrators: the other members'
+/// lists include their token operations): each member's groups (`running`,
+/// `success`…) merged; a member that does not answer within [`LIST_TIMEOUT`] is left out.
+async fn list_operations(
+    state: &AppState,
+    me: &str,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let cluster = &state.cluster;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/1.0/operations".to_string(), |p| p.as_str().to_string());
+    let client = cluster
+        .client()
+        .ok_or_else(|| ApiError::Unavailable("not clustered".into()))?;
+    let others: Vec<Target> = online_targets(cluster)
+        .into_iter()
+        .filter(|t| t.name != me)
+        .collect();
+    let remote = join_all(others.iter().map(|t| {
+        let client = client.clone();
+        let path = path.clone();
+        async move { client.get_json(t, &path, LIST_TIMEOUT).await }
+    }));
+    let (local, remote) = tokio::join!(next.run(req), remote);
+    if !local.status().is_success() {
+        return Ok(local);
+    }
+    let local = read_body(local.into_body(), super::forward::MAX_ANSWER).await?;
+    let local: Value = serde_json::from_slice(&local).unwrap_or(Value::Null);
+    let mut groups = local["metadata"].as_object().cloned().unwrap_or_default();
+    for answer in remote.into_iter().flatten() {
+        let Some(map) = answer.as_object() else {
+            continue;
+        };
+        for (status, ops) in map {
+            let Some(more) = ops.as_array() else {
+                continue;
+            };
+            if let Value::Array(list) = groups
+                .entry(status.clone())
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                list.extend(more.iter().cloned());
+            }
+        }
+    }
+    Ok(crate::api::sync(groups))
 }
 
 /// An instance of a member that cannot be asked: what the database knows, status Error.
