@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ctl_tests::clients::Cli;
-use ctl_tests::cluster::{ClusterPg, Member, MemberNs, TestBridge, free_port};
+use ctl_tests::cluster::{ClusterPg, Member, MemberNs, TestBridge, free_port, short_name};
 use ctl_tests::{Daemon, pid_alive, require_root, wait_until};
 use serde_json::Value;
 
@@ -79,8 +79,11 @@ fn local_names(m: &Member) -> Vec<String> {
 }
 
 fn form_cluster(bridge: &TestBridge, pg: &ClusterPg) -> (Member, Member, Member) {
-    let m1 = Member::start(bridge, 1, &[]);
-    let m3 = Member::start(bridge, 3, &[]);
+    // Each member has a managed network of its own, its bridge (named per run) inside the
+    // member's network namespace: networks are per member (docs/CLUSTER.md).
+    let net = |_member: u8| short_name("ccn");
+    let m1 = Member::start(bridge, 1, &["--default-network-name", &net(1)]);
+    let m3 = Member::start(bridge, 3, &["--default-network-name", &net(3)]);
     let addr1 = format!("{}:8443", m1.ns.ip());
     m1.daemon
         .ok(&["config", "set", "core.https_address", &addr1]);
@@ -93,7 +96,7 @@ fn form_cluster(bridge: &TestBridge, pg: &ClusterPg) -> (Member, Member, Member)
     let token3 = m1.daemon.ok(&["cluster", "add", "m3", "--quiet"]);
     let m2 = {
         let ns = MemberNs::new(bridge, 2);
-        let daemon = ns.start_daemon(&["--join", token2.trim()]);
+        let daemon = ns.start_daemon(&["--join", token2.trim(), "--default-network-name", &net(2)]);
         Member { daemon, ns }
     };
     m3.daemon.ok(&["cluster", "join", token3.trim()]);
