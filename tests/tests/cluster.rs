@@ -453,3 +453,55 @@ fn postgres_restarted_under_load() {
     drop(m1);
     drop(pg);
 }
+
+/// The daemon dies after the cluster's database recorded its founding but before the
+/// server remembered it (simulated: the two local settings removed while it is down).
+/// Enabling again takes the same cluster up; a different server is still refused.
+#[test]
+fn enabling_again_resumes_a_founding_the_daemon_forgot() {
+    if !require_root("enabling_again_resumes_a_founding_the_daemon_forgot") {
+        return;
+    }
+    let bridge = TestBridge::new();
+    let pg = ClusterPg::start(bridge.gateway(), free_port(bridge.gateway()));
+    let mut m1 = Member::start(&bridge, 1, &[]);
+    let addr = format!("{}:8443", m1.ns.ip());
+    m1.daemon
+        .ok(&["config", "set", "core.https_address", &addr]);
+    m1.daemon.ok(&["launch", "busybox", "c1"]);
+    m1.daemon
+        .ok(&["cluster", "enable", "m1", "--database", &pg.url()]);
+    m1.daemon.kill(9);
+    let db = m1.daemon.path().join("ctld.db");
+    let forget = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+             c.execute(\"DELETE FROM settings WHERE key LIKE 'cluster.%'\"); c.commit()",
+        ])
+        .arg(&db)
+        .status()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    assert!(forget.success());
+    m1.daemon.restart();
+    let (_, cluster) = m1.daemon.http("GET", "/1.0/cluster", None);
+    assert_eq!(cluster["metadata"]["enabled"], false, "{cluster}");
+    // Another server may not take it.
+    let m2 = Member::start(&bridge, 2, &[]);
+    let addr2 = format!("{}:8443", m2.ns.ip());
+    m2.daemon
+        .ok(&["config", "set", "core.https_address", &addr2]);
+    let refused = m2
+        .daemon
+        .ctl(&["cluster", "enable", "m1", "--database", &pg.url()]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    // The founder takes it up again.
+    m1.daemon
+        .ok(&["cluster", "enable", "m1", "--database", &pg.url()]);
+    assert_eq!(status_of(&m1.daemon, "m1"), "Online");
+    assert_eq!(location(&m1.daemon, "c1"), "m1");
+    assert_eq!(instances(&m1.daemon)["c1"]["status"], "Running");
+    drop(m2);
+    drop(m1);
+    drop(pg);
+}

@@ -454,14 +454,26 @@ impl Cluster {
                 .map(profile_post)
                 .collect(),
         };
-        pg.bootstrap(&data).await.map_err(|e| match e {
-            DbError::Conflict(_) => ClusterError::Conflict(
-                "the database already holds a cluster: join it with a token from one of its \
-                 members (`ctl cluster add NAME` there)"
-                    .into(),
-            ),
-            other => other.into(),
-        })?;
+        match pg.bootstrap(&data).await {
+            Ok(()) => {}
+            Err(DbError::Conflict(_)) => {
+                // A cluster this very server founded, its daemon gone before it remembered
+                // (same name, same certificate, alone): take it up again.
+                let members = pg.members(i64::MAX).await?;
+                let ours = members.len() == 1
+                    && members[0].name == name
+                    && members[0].fingerprint == self.inner.identity.fingerprint;
+                if !ours {
+                    return Err(ClusterError::Conflict(
+                        "the database already holds a cluster: join it with a token from one \
+                         of its members (`ctl cluster add NAME` there)"
+                            .into(),
+                    ));
+                }
+                tracing::info!(member = %name, "resuming the cluster this server founded");
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.adopt(&name, &req.database, pg).await?;
         tracing::info!(member = %name, %address, "clustering enabled: this server is the first member");
         Ok(())
@@ -503,22 +515,27 @@ impl Cluster {
                 token.addresses.first().map(String::as_str),
             )
             .await?;
-        match pg.redeem_join_token(&token.secret).await? {
-            Some(n) if n == name => {}
-            _ => {
-                return Err(ClusterError::Forbidden(
-                    "no matching join token (spent, revoked or expired)".into(),
-                ));
-            }
+        let resumed = members
+            .iter()
+            .any(|m| m.name == name && m.fingerprint == self.inner.identity.fingerprint);
+        // One transaction: the token is spent only if this member is recorded. A server the
+        // database already knows by this name and certificate (its daemon died before it
+        // remembered joining) takes its membership up again.
+        let joined = resumed
+            || pg
+                .join_member(&token.secret, &self.new_member(&name, &address))
+                .await
+                .map_err(|e| match e {
+                    DbError::Conflict(what) => {
+                        ClusterError::Conflict(format!("{what} is already in the cluster"))
+                    }
+                    other => other.into(),
+                })?;
+        if !joined {
+            return Err(ClusterError::Forbidden(
+                "no matching join token (spent, revoked or expired)".into(),
+            ));
         }
-        pg.add_member(&self.new_member(&name, &address))
-            .await
-            .map_err(|e| match e {
-                DbError::Conflict(what) => ClusterError::Conflict(format!(
-                    "a member with this {what} is already in the cluster"
-                )),
-                other => other.into(),
-            })?;
         self.adopt(&name, &token.database, pg).await?;
         self.register_images().await;
         tracing::info!(member = %name, %address, "joined the cluster");
@@ -528,9 +545,12 @@ impl Cluster {
     /// Use `pg` from now on: remember the membership locally, reload the server
     /// configuration and trust store from it, start the member's work.
     async fn adopt(&self, name: &str, url: &str, pg: Store) -> Result<(), ClusterError> {
-        let local = &self.inner.local;
-        db::networks::set_setting(local, SETTING_DATABASE, url).await?;
-        db::networks::set_setting(local, SETTING_NAME, name).await?;
+        // Both or neither: a server with only one of them is standalone.
+        db::networks::set_settings(
+            &self.inner.local,
+            &[(SETTING_DATABASE, url), (SETTING_NAME, name)],
+        )
+        .await?;
         self.inner.store.set(pg);
         if let Err(e) = self.inner.remote.reload().await {
             tracing::warn!(error = %e, "reloading the configuration from the cluster");

@@ -227,6 +227,23 @@ pub async fn set_setting(pool: &Pool, key: &str, value: &str) -> Result<(), DbEr
     Ok(())
 }
 
+/// Set several daemon-wide settings in one transaction.
+pub async fn set_settings(pool: &Pool, settings: &[(&str, &str)]) -> Result<(), DbError> {
+    let mut tx = pool.begin().await?;
+    for (key, value) in settings {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,6 +308,49 @@ impl Store {
         })
     }
 
+    /// Join: spend the token with `secret` and record `m` in one transaction. `Ok(false)`
+    /// (nothing changed, the token unspent) when no unexpired token has that secret for
+    /// `m.name`; `Conflict` (the token unspent too) if the name, address or certificate is
+    /// a member's already.
+    pub async fn join_member(&self, secret: &str, m: &NewMember) -> Result<bool, DbError> {
+        let hash = secret_hash(secret);
+        let res: Result<bool, sqlx::Error> = dispatch!(self, pool, d => {
+            async {
+                let mut tx = pool.begin_with(d.begin_write).await?;
+                let name: Option<String> = sqlx::query_scalar(d.sql(
+                    "DELETE FROM cluster_tokens WHERE secret_sha256 = $1 AND expires > {now} \
+                     RETURNING name",
+                ))
+                .bind(&hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if name.as_deref() != Some(m.name.as_str()) {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query(d.sql(INSERT_MEMBER))
+                    .bind(&m.name)
+                    .bind(&m.address)
+                    .bind(&m.fingerprint)
+                    .bind(&m.certificate)
+                    .bind(&m.architecture)
+                    .bind(&m.description)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+            .await
+        });
+        match res {
+            Ok(joined) => Ok(joined),
+            Err(e) if super::is_unique_violation(&e) => {
+                Err(DbError::Conflict(self.member_conflict(m).await?))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The pending unexpired tokens by name: the future member's name and the time left.
     pub async fn join_tokens(&self) -> Result<Vec<(String, i64)>, DbError> {
         let mut rows: Vec<(String, i64)> = dispatch!(self, pool, d => {

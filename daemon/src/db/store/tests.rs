@@ -451,6 +451,38 @@ async fn join_tokens(store: &Store) -> TestResult {
     assert!(store.delete_join_token("n3").await?);
     assert!(!store.delete_join_token("n3").await?);
     assert_eq!(store.redeem_join_token("secret-5").await?, None);
+
+    // Joining spends the token and records the member together, or neither.
+    store.add_join_token("n4", "secret-6", MINUTE).await?;
+    let wrong_name = new_member("n5");
+    assert!(!store.join_member("secret-6", &wrong_name).await?);
+    assert_eq!(
+        store.join_tokens().await?.len(),
+        1,
+        "a refused join leaves the token"
+    );
+    let mut clash = new_member("n4");
+    clash.address = new_member("m1").address;
+    let taken = store.join_member("secret-6", &clash).await;
+    assert!(matches!(taken, Err(DbError::Conflict(_))), "{taken:?}");
+    assert_eq!(
+        store.join_tokens().await?.len(),
+        1,
+        "a failed join leaves the token"
+    );
+    assert_eq!(store.members(MINUTE).await?.len(), 1);
+    assert!(store.join_member("secret-6", &new_member("n4")).await?);
+    assert!(store.join_tokens().await?.is_empty());
+    assert_eq!(store.members(MINUTE).await?.len(), 2);
+    assert!(
+        !store.join_member("secret-6", &new_member("n4")).await?,
+        "spent"
+    );
+    store.add_join_token("n6", "secret-8", MINUTE).await?;
+    assert!(
+        !store.join_member("secret-8", &new_member("n7")).await?,
+        "a token for another name"
+    );
     clear(store).await?;
     Ok(())
 }
