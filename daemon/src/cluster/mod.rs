@@ -872,8 +872,10 @@ impl Cluster {
         // know them (their certificates) to answer their requests.
         self.refresh().await?;
         if !store.heartbeat(&me).await? {
-            tracing::error!(member = %me, "this member is no longer in the cluster's database");
-            return Ok(());
+            // Logged by the loop once, not every heartbeat.
+            return Err(ClusterError::NotFound(format!(
+                "this member (\"{me}\") is no longer in the cluster's database: it was removed"
+            )));
         }
         if ticks.is_multiple_of(2) {
             self.inner.remote.reload().await?;
