@@ -322,11 +322,12 @@ async fn create(
         let req = Request::from_parts(parts, Body::from(bytes));
         forward(cluster, &member, req).await
     };
-    // Refused: the name is free again. Unanswered (the member may be creating it): the
-    // reservation stays, and the member's periodic sync drops it if nothing came of it.
+    // Refused: the name is free again. Another member that did not answer may be creating
+    // it: the reservation stays, and that member's periodic sync drops it if nothing came
+    // of it.
     let failed = match &resp {
         Ok(r) => r.status().is_client_error() || r.status().is_server_error(),
-        Err(_) => false,
+        Err(_) => member == me,
     };
     if failed && let Err(e) = cluster.store().remove_instance(&name, &member).await {
         tracing::warn!(instance = %name, error = %e, "placement not given back");
