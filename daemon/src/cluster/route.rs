@@ -148,9 +148,7 @@ async fn rename(
 /// Send `req` to `member` and remember the operation its answer starts, if any.
 async fn forward(cluster: &Cluster, member: &str, req: Request) -> Result<Response, ApiError> {
     let target = cluster.target(member).await?;
-    let client = cluster
-        .client()
-        .ok_or_else(|| ApiError::Unavailable("not clustered".into()))?;
+    let client = peer_client(cluster)?;
     let restricted = !admin(&req);
     let resp = client
         .forward(&target, req, restricted)
@@ -220,9 +218,7 @@ async fn operation(
     if !admin(&req) || uuid::Uuid::parse_str(id).is_err() {
         return Ok(next.run(req).await);
     }
-    let client = cluster
-        .client()
-        .ok_or_else(|| ApiError::Unavailable("not clustered".into()))?;
+    let client = peer_client(cluster)?;
     let me = cluster.me().unwrap_or_default();
     let others: Vec<Target> = online_targets(cluster)
         .into_iter()
@@ -246,6 +242,13 @@ async fn operation(
         }
         None => Ok(next.run(req).await),
     }
+}
+
+/// The client for the other members (this member is clustered: the middleware checked).
+fn peer_client(cluster: &Cluster) -> Result<super::PeerClient, ApiError> {
+    cluster
+        .client()
+        .ok_or_else(|| ApiError::Unavailable("not clustered".into()))
 }
 
 fn online_targets(cluster: &Cluster) -> Vec<Target> {
@@ -382,10 +385,7 @@ async fn ensure_image(state: &AppState, me: &str, body: &Value) -> Result<(), Ap
         return Ok(());
     }
     let store = state.cluster.store();
-    let client = state
-        .cluster
-        .client()
-        .ok_or_else(|| ApiError::Unavailable("not clustered".into()))?;
+    let client = peer_client(&state.cluster)?;
     let Some((fingerprint, holder)) = locate_image(state, me, fingerprint, alias).await? else {
         // Unknown everywhere: the creation says so.
         return Ok(());
@@ -492,10 +492,7 @@ async fn locate_image(
             return Ok(Some((fp.clone(), t.clone())));
         }
     }
-    let client = state
-        .cluster
-        .client()
-        .ok_or_else(|| ApiError::Unavailable("not clustered".into()))?;
+    let client = peer_client(&state.cluster)?;
     let path = match &known {
         Some(fp) => format!("/1.0/images/{fp}"),
         None => format!(
@@ -567,9 +564,7 @@ async fn list(state: &AppState, me: &str, req: Request, next: Next) -> Result<Re
     let filter = crate::api::filter(&query)?;
     cluster.refresh().await?;
     let members = cluster.cached_members();
-    let client = cluster
-        .client()
-        .ok_or_else(|| ApiError::Unavailable("not clustered".into()))?;
+    let client = peer_client(cluster)?;
     let others: Vec<Target> = members
         .iter()
         .filter(|m| m.online && m.name != me)
@@ -648,9 +643,7 @@ async fn list_operations(
         .uri()
         .path_and_query()
         .map_or_else(|| "/1.0/operations".to_string(), |p| p.as_str().to_string());
-    let client = cluster
-        .client()
-        .ok_or_else(|| ApiError::Unavailable("not clustered".into()))?;
+    let client = peer_client(cluster)?;
     let others: Vec<Target> = online_targets(cluster)
         .into_iter()
         .filter(|t| t.name != me)
