@@ -1,6 +1,6 @@
 //! Which members hold which image, and the cluster's image aliases.
 
-use super::{DbError, INSERT_IMAGE_HOLDER, Store, UPSERT_IMAGE_ALIAS, dispatch};
+use super::{DbError, Store, dispatch, record_image};
 
 /// Aliases of images no member holds any more.
 pub(super) const DELETE_ORPHAN_ALIASES: &str = "DELETE FROM cluster_image_aliases \
@@ -16,18 +16,7 @@ impl Store {
     ) -> Result<(), DbError> {
         dispatch!(self, pool, d => {
             let mut tx = pool.begin_with(d.begin_write).await?;
-            sqlx::query(INSERT_IMAGE_HOLDER)
-                .bind(fingerprint)
-                .bind(member)
-                .execute(&mut *tx)
-                .await?;
-            for alias in aliases {
-                sqlx::query(UPSERT_IMAGE_ALIAS)
-                    .bind(alias)
-                    .bind(fingerprint)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            record_image!(tx, fingerprint, member, aliases);
             tx.commit().await?;
             Ok(())
         })

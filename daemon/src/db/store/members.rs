@@ -3,8 +3,8 @@
 use sha2::{Digest, Sha256};
 
 use super::{
-    DbError, INSERT_MEMBER, LeaseRow, MemberRow, MemberState, NewMember, Store, conflict_on_unique,
-    dispatch,
+    DbError, LeaseRow, MemberRow, MemberState, NewMember, Store, conflict_on_unique, dispatch,
+    insert_member,
 };
 
 /// name, address, fingerprint, certificate, architecture, description, state, heartbeat
@@ -57,13 +57,7 @@ impl Store {
     /// another member's.
     pub async fn add_member(&self, m: &NewMember) -> Result<(), DbError> {
         let res = dispatch!(self, pool, d => {
-            sqlx::query(d.sql(INSERT_MEMBER))
-                .bind(&m.name)
-                .bind(&m.address)
-                .bind(&m.fingerprint)
-                .bind(&m.certificate)
-                .bind(&m.architecture)
-                .bind(&m.description)
+            insert_member!(d, m)
                 .execute(pool)
                 .await
                 .map(|_| ())
@@ -328,15 +322,7 @@ impl Store {
                     tx.rollback().await?;
                     return Ok(false);
                 }
-                sqlx::query(d.sql(INSERT_MEMBER))
-                    .bind(&m.name)
-                    .bind(&m.address)
-                    .bind(&m.fingerprint)
-                    .bind(&m.certificate)
-                    .bind(&m.architecture)
-                    .bind(&m.description)
-                    .execute(&mut *tx)
-                    .await?;
+                insert_member!(d, m).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(true)
             }

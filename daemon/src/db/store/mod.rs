@@ -211,6 +211,40 @@ macro_rules! dispatch {
 }
 use dispatch;
 
+/// The statement that inserts member `$m` (a [`NewMember`]), its values bound in the
+/// order of [`INSERT_MEMBER`]: one place for that order.
+macro_rules! insert_member {
+    ($d:expr, $m:expr) => {
+        sqlx::query($d.sql($crate::db::store::INSERT_MEMBER))
+            .bind(&$m.name)
+            .bind(&$m.address)
+            .bind(&$m.fingerprint)
+            .bind(&$m.certificate)
+            .bind(&$m.architecture)
+            .bind(&$m.description)
+    };
+}
+use insert_member;
+
+/// Record on `$tx` that `$member` holds image `$fingerprint` and point `$aliases` at it.
+macro_rules! record_image {
+    ($tx:expr, $fingerprint:expr, $member:expr, $aliases:expr) => {{
+        sqlx::query($crate::db::store::INSERT_IMAGE_HOLDER)
+            .bind($fingerprint)
+            .bind($member)
+            .execute(&mut *$tx)
+            .await?;
+        for alias in $aliases {
+            sqlx::query($crate::db::store::UPSERT_IMAGE_ALIAS)
+                .bind(alias)
+                .bind($fingerprint)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+use record_image;
+
 /// `Conflict(what)` for a unique violation, the database error otherwise.
 fn conflict_on_unique(e: sqlx::Error, what: impl FnOnce() -> String) -> DbError {
     if is_unique_violation(&e) {
@@ -410,15 +444,7 @@ impl Store {
                 return Err(DbError::Conflict("a cluster in this database".into()));
             }
             let m = &data.member;
-            sqlx::query(d.sql(INSERT_MEMBER))
-                .bind(&m.name)
-                .bind(&m.address)
-                .bind(&m.fingerprint)
-                .bind(&m.certificate)
-                .bind(&m.architecture)
-                .bind(&m.description)
-                .execute(&mut *tx)
-                .await?;
+            insert_member!(d, m).execute(&mut *tx).await?;
             for (k, v) in &data.config {
                 sqlx::query(
                     "INSERT INTO server_config (key, value) VALUES ($1, $2) \
@@ -453,18 +479,7 @@ impl Store {
                     .map_err(|e| conflict_on_unique(e, || format!("instance \"{name}\"")))?;
             }
             for (fingerprint, aliases) in &data.images {
-                sqlx::query(INSERT_IMAGE_HOLDER)
-                    .bind(fingerprint)
-                    .bind(&m.name)
-                    .execute(&mut *tx)
-                    .await?;
-                for alias in aliases {
-                    sqlx::query(UPSERT_IMAGE_ALIAS)
-                        .bind(alias)
-                        .bind(fingerprint)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                record_image!(tx, fingerprint, &m.name, aliases);
             }
             for p in &data.profiles {
                 let (config, devices) = profiles::profile_columns(p);
